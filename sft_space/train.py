@@ -1,0 +1,258 @@
+"""The training process: `python -m sft_space.train RUN_DIR` (or flags, or --config FILE).
+
+Reads RunConfig, trains a LoRA adapter with TRL's SFTTrainer, and writes the run
+directory: status.json (state and progress), metrics.jsonl (one line per log),
+checkpoints/, and adapter/ at the end or on SIGTERM (stop & save). It is also the
+headless command line for people who don't want the UI. No Gradio here.
+
+    python -m sft_space.train --model bundled --dataset demo:json-extract --max_steps 20 --output_dir runs/a
+    python -m sft_space.train --config my_run.json --output_dir runs/b
+    python -m sft_space.train RUN_DIR            # a run directory holding config.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import fields
+from pathlib import Path
+
+from .config import RunConfig, coerce
+from .runs import append_metric, read_json, runs_root, new_run_id, write_json_atomic, write_status
+from .models import model_max_length
+
+log = logging.getLogger("sft_space.train")
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; the trainer stops after the current step and saves the adapter."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if not self.requested:
+            log.info("Stop requested (signal %s): finishing the current step, then saving the adapter.", signum)
+        self.requested = True
+
+
+# ------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sft_space.train",
+        description="Fine-tune a causal language model with LoRA (TRL SFTTrainer) and write a run directory.",
+    )
+    parser.add_argument("run_dir", nargs="?", help="a run directory; its config.json is read if present")
+    parser.add_argument("--config", help="a JSON file of RunConfig settings (flags override it)")
+    parser.add_argument("--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)")
+    for f in fields(RunConfig):
+        parser.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=str(f.type).upper(), help=f.metadata["hint"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    settings: dict = {}
+    run_dir = Path(args.output_dir or args.run_dir) if (args.output_dir or args.run_dir) else None
+    if args.config:
+        settings.update(read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON"))
+    elif run_dir and (run_dir / "config.json").is_file():
+        settings.update(read_json(run_dir / "config.json"))
+    known = {f.name: f for f in fields(RunConfig)}
+    for name, f in known.items():
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = coerce(f, value)
+    config = RunConfig.from_dict(settings)
+    return config, run_dir or runs_root() / new_run_id(config)
+
+
+def _fail(message: str):
+    raise ValueError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config, run_dir = config_from_args(args)
+        config.validate(model_max_length(config.model))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if args.run_dir and (Path(args.run_dir) / "status.json").is_file():
+            write_status(args.run_dir, state="failed", error=str(error), ended_at=time.time())
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", config.to_dict())
+    setup_logging(run_dir)
+    stop = StopRequested()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return train(config, run_dir, stop)
+
+
+def setup_logging(run_dir: Path) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # the app already sends our stdout to train.log
+        handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+# -------------------------------------------------------------- training
+def train(config: RunConfig, run_dir: Path, stop: StopRequested) -> int:
+    started = time.time()
+    status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None)
+    write_status(run_dir, **status)
+    log.info("Run %s: %s on %s", run_dir.name, config.model, config.dataset)
+    try:
+        trainer, tokenizer = build_trainer(config, run_dir, stop, status)
+        if stop.requested:
+            return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
+        status["phase"] = "training"
+        write_status(run_dir, **status)
+        trainer.train()
+        state = "stopped" if stop.requested else "completed"
+        status["phase"] = "saving adapter"
+        write_status(run_dir, **status)
+        save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+        return finish(run_dir, status, state, started)
+    except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
+        log.error("Training failed:\n%s", traceback.format_exc())
+        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
+        finish(run_dir, status, "failed", started, error=message[:500])
+        return 1
+
+
+def finish(run_dir: Path, status: dict, state: str, started: float, error: str | None = None, note: str | None = None) -> int:
+    status.update(state=state, phase=None, ended_at=time.time(), elapsed_seconds=time.time() - started, error=error)
+    if note:
+        status["note"] = note
+    write_status(run_dir, **status)
+    log.info("Run %s %s after %.0f s", run_dir.name, state, status["elapsed_seconds"])
+    return 0 if state in ("completed", "stopped") else 1
+
+
+def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict):
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from .data import load_dataset_source, to_trl_rows
+    from .models import choose_precision, load_model, load_tokenizer, resolve_model
+
+    def progress(fraction: float, message: str) -> None:
+        log.info("model: %s", message)
+        status["phase"] = message
+        write_status(run_dir, **status)
+
+    folder = resolve_model(config.model, progress)
+    splits = load_dataset_source(config.dataset, seed=config.seed)
+    log.info("data: %s", splits.summary())
+    validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
+    train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only))
+    eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only))
+
+    tokenizer = load_tokenizer(folder)
+    model = load_model(folder)
+    precision = choose_precision()
+    log.info("precision: %s", "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "fp32")
+    args = config.to_sft_config(str(run_dir / "checkpoints"), **precision)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=config.to_lora_config(),
+        callbacks=[RunDirCallback(run_dir, status, stop)],
+    )
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    status.update(trainable_parameters=trainable, total_parameters=total,
+                  train_rows=len(splits.train), validation_rows=len(validation))
+    return trainer, tokenizer
+
+
+def save_adapter(model, tokenizer, target: Path) -> None:
+    """Save adapter + tokenizer into a staging folder, then rename it into place."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    log.info("Adapter saved to %s", target)
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class RunDirCallback(_callback_base()):
+    """Writes progress to status.json each step and every log to metrics.jsonl; honours stop requests."""
+
+    def __init__(self, run_dir: Path, status: dict, stop: StopRequested) -> None:
+        self.run_dir, self.status, self.stop = run_dir, status, stop
+        self.train_started = time.time()
+        self.eval_seconds = 0.0
+
+    def _tokens(self, state) -> int:
+        return int(getattr(state, "num_input_tokens_seen", 0) or 0)
+
+    def _training_seconds(self) -> float:
+        return max(1e-6, time.time() - self.train_started - self.eval_seconds)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_started = time.time()
+        self.status.update(max_steps=state.max_steps, step=state.global_step)
+        write_status(self.run_dir, **self.status)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.time() - self.train_started
+        tokens = self._tokens(state)
+        step = state.global_step
+        self.status.update(
+            step=step,
+            epoch=state.epoch,
+            tokens_seen=tokens,
+            tokens_per_second=tokens / self._training_seconds(),
+            elapsed_seconds=elapsed,
+            eta_seconds=(state.max_steps - step) * elapsed / max(step, 1),
+        )
+        write_status(self.run_dir, **self.status)
+        if self.stop.requested:
+            self.status["state"] = "stopping"
+            write_status(self.run_dir, **self.status)
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_loss" in logs:  # the end-of-training summary, not a point on the curve
+            self.status["train_summary"] = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            return
+        if "eval_runtime" in logs:
+            self.eval_seconds += float(logs["eval_runtime"])
+        record = {
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0), 4),
+            "tokens_seen": self._tokens(state),
+            "tokens_per_second": round(self._tokens(state) / self._training_seconds(), 1),
+            "elapsed_seconds": round(time.time() - self.train_started, 2),
+        }
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy"):
+            if key in logs and isinstance(logs[key], (int, float)):
+                value = float(logs[key])
+                record[key] = value if math.isfinite(value) else str(value)
+        append_metric(self.run_dir, record)
+        log.info("step %d: %s", state.global_step, {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
