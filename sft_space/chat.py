@@ -1,0 +1,120 @@
+"""Chat with a tuned model: load base + adapter once, stream replies with the chat template.
+
+Owns the one loaded chat model (cached by run, freed when another run is
+chosen), turning a conversation into model input with the tokenizer's own chat
+template, and streaming generated text. It knows nothing about Gradio or how
+runs are trained; it reads a run's config.json and adapter/ folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import RunConfig
+from .runs import read_config, run_path
+
+
+@dataclass
+class LoadedChatModel:
+    key: str
+    model: Any  # a PeftModel (base + adapter) or a plain base model
+    tokenizer: Any
+    config: RunConfig
+    has_adapter: bool
+
+
+_cache: dict[str, LoadedChatModel] = {}
+_lock = threading.Lock()  # one load at a time; generation itself runs per request
+
+
+def load_chat_model(run: str | Path) -> LoadedChatModel:
+    """Base model + the run's adapter, loaded once and kept until a different run is asked for."""
+    run_dir = run_path(run)
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"Run {run_dir.name} has no saved adapter yet: wait for it to finish, or press Stop & save to keep what it learned so far."
+        )
+    key = str(run_dir)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        _cache.clear()  # one model copy in memory: free the previous run's
+        import torch
+        from peft import PeftModel
+
+        from .models import load_model, load_tokenizer, resolve_model
+
+        config = read_config(run_dir)
+        base = load_model(resolve_model(config.model))
+        model = PeftModel.from_pretrained(base, adapter)
+        model.eval()
+        tokenizer = load_tokenizer(adapter)
+        if torch.cuda.is_available():
+            model.to("cuda")
+        loaded = LoadedChatModel(key, model, tokenizer, config, True)
+        _cache[key] = loaded
+        return loaded
+
+
+def unload() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def build_inputs(tokenizer, messages: list[dict], device) -> dict:
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    return {k: v.to(device) for k, v in encoded.items()}
+
+
+def stream_reply(
+    loaded: LoadedChatModel, messages: list[dict], seed: int | None = None, **generation: Any
+) -> Iterator[str]:
+    """Yield the reply so far, growing, as the model generates it (stops at the end-of-turn token)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("The conversation must end with a user message.")
+    settings = {**loaded.config.to_generation_kwargs(), **generation}
+    inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if seed is not None:
+                torch.manual_seed(seed)
+            with torch.inference_mode():
+                loaded.model.generate(
+                    **inputs, streamer=streamer, pad_token_id=loaded.tokenizer.pad_token_id,
+                    eos_token_id=loaded.tokenizer.eos_token_id, **settings,
+                )
+        except BaseException as error:  # surfaced to the caller below
+            errors.append(error)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    thread.join()
+    if errors:
+        raise errors[0]
+    if not text:
+        yield ""
+
+
+def reply(loaded: LoadedChatModel, messages: list[dict], **generation: Any) -> str:
+    """The whole reply at once (for scripts and evaluation)."""
+    text = ""
+    for text in stream_reply(loaded, messages, **generation):
+        pass
+    return text

@@ -1,0 +1,55 @@
+"""The Gradio user interface: build_app() and one module per tab.
+
+Handlers are thin: read widgets, call the engine, format the result. Engine
+errors (ValueError and friends) become gr.Error messages; no traceback reaches
+the page. The page polls the run directory with a gr.Timer, so a refresh or a
+second tab reattaches to a running job.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..models import hardware_summary
+from . import chat_tab, data_tab, model_tab, train_tab
+
+POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
+
+CSS = """
+.run-progress .bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
+.run-progress .fill { height: 100%; background: #2563eb; transition: width .5s; }
+.run-progress .fill.state-completed { background: #16a34a; }
+.run-progress .fill.state-failed, .run-progress .fill.state-interrupted { background: #dc2626; }
+.run-progress .fill.state-stopped { background: #a16207; }
+#run-bar { padding: 4px 10px; border-radius: 6px; background: var(--block-background-fill); }
+.badge { font-size: .85em; padding: 2px 8px; border-radius: 10px; background: var(--neutral-100); }
+"""
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="SFT Space") as demo:
+        gr.Markdown(
+            f"## SFT Space — fine-tune a small language model in your browser "
+            f"<span class='badge'>hardware: {hardware_summary()}</span>\n"
+            "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the result."
+        )
+        current_run = gr.State(None)
+        run_bar = gr.Markdown("**Run:** none yet", elem_id="run-bar")
+        with gr.Tabs():
+            with gr.Tab("1 Data", id="data"):
+                dataset = data_tab.build(demo)
+            with gr.Tab("2 Model", id="model"):
+                model = model_tab.build()
+            with gr.Tab("3 Train", id="train"):
+                progress, chart = train_tab.build(dataset, model, current_run, run_bar)
+            with gr.Tab("4 Chat", id="chat"):
+                chat_tab.build(current_run)
+        timer = gr.Timer(POLL_SECONDS)
+        outputs = [current_run, run_bar, progress, chart]
+        timer.tick(train_tab.poll, current_run, outputs, api_name=False, show_progress="hidden", queue=False)
+        demo.load(train_tab.poll, current_run, outputs, api_name="run_status")
+    return demo
+
+
+def launch_kwargs() -> dict:
+    return dict(css=CSS, theme=gr.themes.Soft())

@@ -1,0 +1,111 @@
+"""Train tab: parameters on the left (the SFT guide's groups), the live run on the right."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from .. import runs
+from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from .widgets import TRAIN_GROUPS, build_groups, read_config
+
+CHART_COLUMNS = ["step", "loss", "series"]
+
+
+def loss_frame(run_id: str | None) -> pd.DataFrame:
+    """Train and validation loss against step, long format for a LinePlot."""
+    rows = []
+    for record in runs.read_metrics(run_id) if run_id else []:
+        for key, series in (("loss", "train"), ("eval_loss", "validation")):
+            value = record.get(key)
+            if isinstance(value, (int, float)):
+                rows.append({"step": record["step"], "loss": value, "series": series})
+    return pd.DataFrame(rows, columns=CHART_COLUMNS)
+
+
+def progress_html(status: dict) -> str:
+    """A bar with step, tokens/s and ETA for the run."""
+    if not status:
+        return "<div class='run-progress'><p>No run yet: choose settings and press <b>Start training</b>.</p></div>"
+    step, total = status.get("step", 0), status.get("max_steps") or 0
+    share = 100.0 if status.get("state") == "completed" else (100.0 * step / total if total else 0.0)
+    state = status.get("state", "")
+    return (
+        f"<div class='run-progress' data-state='{html.escape(state)}'>"
+        f"<div class='bar'><div class='fill state-{html.escape(state)}' style='width:{share:.1f}%'></div></div>"
+        f"<p>{html.escape(runs.status_line(status))}</p></div>"
+    )
+
+
+def start(dataset: str, model: str, *values):
+    try:
+        config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, model=model))
+        run_id = runs.start_run(config)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    gr.Info(f"Run {run_id} started. The chart updates every few seconds; you can leave this page and come back.")
+    return run_id, run_bar_text(run_id, runs.refresh(run_id))
+
+
+def stop(run_id: str | None):
+    if not run_id:
+        raise gr.Error("There is no run to stop.", print_exception=False)
+    status = runs.stop_run(run_id)
+    if status.get("state") in runs.ACTIVE_STATES:
+        gr.Info("Stopping after the current step; the adapter trained so far will be saved.")
+    return run_id
+
+
+def poll(run_id: str | None):
+    """Follow the active run (started here or in another tab), else keep showing the chosen one."""
+    run_id = runs.active_run() or run_id or runs.latest_run()
+    status = runs.refresh(run_id) if run_id else {}
+    return run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(run_id)
+
+
+def run_bar_text(run_id: str | None, status: dict) -> str:
+    return f"**Run:** {run_id} · {runs.status_line(status)}" if run_id else "**Run:** none yet"
+
+
+def show_log(run_id: str | None) -> str:
+    return runs.tail_log(run_id, 80) if run_id else "(no run yet)"
+
+
+def apply_preset(name: str):
+    config = preset_config(name)
+    return [getattr(config, field) for field in TRAIN_FIELD_ORDER]
+
+
+TRAIN_FIELD_ORDER: list[str] = []
+
+
+def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown):
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                                 info="Fills every field below; change any of them after.", elem_id="preset")
+            widgets = build_groups(TRAIN_GROUPS)
+            TRAIN_FIELD_ORDER[:] = list(widgets)
+            for name, value in zip(TRAIN_FIELD_ORDER, apply_preset(DEFAULT_PRESET)):
+                widgets[name].value = value
+            with gr.Row():
+                start_button = gr.Button("Start training", variant="primary", elem_id="start")
+                stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
+        with gr.Column(scale=2):
+            progress = gr.HTML(progress_html({}), elem_id="run-progress")
+            chart = gr.LinePlot(
+                loss_frame(None), x="step", y="loss", color="series", title="Loss",
+                color_map={"train": "#2563eb", "validation": "#f97316"}, height=320, elem_id="loss-chart",
+                x_title="step", y_title="loss",
+            )
+            with gr.Accordion("Log", open=False):
+                log_button = gr.Button("Show the end of the log", size="sm")
+                log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
+    widget_list = list(widgets.values())
+    preset.change(apply_preset, preset, widget_list, api_name=False)
+    start_button.click(start, [dataset, model, *widget_list], [current_run, run_bar], api_name="start_run")
+    stop_button.click(stop, current_run, current_run, api_name="stop_run")
+    log_button.click(show_log, current_run, log_box, api_name="show_log")
+    return progress, chart

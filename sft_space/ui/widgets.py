@@ -1,0 +1,85 @@
+"""Gradio widgets generated from RunConfig's fields, and reading them back.
+
+Every training field becomes a widget whose label is the plain-words name and
+whose info line is the field's hint (which ends with the TRL name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import gradio as gr
+
+from ..config import RunConfig, coerce, field_type
+
+LABELS = {
+    "num_train_epochs": "Epochs",
+    "max_steps": "Max steps",
+    "per_device_train_batch_size": "Batch size",
+    "gradient_accumulation_steps": "Gradient accumulation",
+    "learning_rate": "Learning rate",
+    "warmup_ratio": "Warmup share",
+    "lr_scheduler_type": "Schedule",
+    "logging_steps": "Log training loss every",
+    "eval_steps": "Validation loss every",
+    "save_steps": "Checkpoint every",
+    "eval_max_rows": "Validation rows per evaluation",
+    "max_length": "Max length (tokens)",
+    "packing": "Packing",
+    "answers_only": "Train on answers only",
+    "lora_r": "LoRA rank",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "lora_target_modules": "Target modules",
+    "seed": "Seed",
+    "gradient_checkpointing": "Gradient checkpointing",
+    "weight_decay": "Weight decay",
+    "max_grad_norm": "Max gradient norm",
+    "save_total_limit": "Checkpoints kept",
+    "temperature": "Temperature",
+    "top_p": "Top-p",
+    "max_new_tokens": "Max new tokens",
+    "repetition_penalty": "Repetition penalty",
+}
+
+# The SFT guide's grouping of SFTConfig parameters, in its order; open by default where a newcomer looks first.
+TRAIN_GROUPS = [
+    ("Duration", True), ("Batch", True), ("Learning rate", True), ("Monitoring", False),
+    ("Sequence", False), ("LoRA", False), ("Advanced", False),
+]
+
+
+def group_fields(group: str) -> list:
+    return [f for f in fields(RunConfig) if f.metadata["group"] == group]
+
+
+def make_widget(f, value=None):
+    value = getattr(RunConfig(), f.name) if value is None else value
+    label, info = LABELS.get(f.name, f.name), f.metadata["hint"]
+    kind = field_type(f)
+    if "choices" in f.metadata:
+        return gr.Dropdown(choices=f.metadata["choices"], value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
+    if f.name == "lora_target_modules":
+        return gr.Dropdown(choices=["all-linear", "attention"], value=value, label=label, info=info,
+                           allow_custom_value=True, elem_id=f"cfg-{f.name}")
+    if kind is bool:
+        return gr.Checkbox(value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
+    if kind is str:
+        return gr.Textbox(value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
+    return gr.Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=f"cfg-{f.name}")
+
+
+def build_groups(groups: list[tuple[str, bool]]) -> dict[str, gr.components.Component]:
+    """One accordion per group; returns {field name: widget} in RunConfig order."""
+    widgets = {}
+    for group, open_ in groups:
+        with gr.Accordion(group, open=open_):
+            for f in group_fields(group):
+                widgets[f.name] = make_widget(f)
+    return widgets
+
+
+def read_config(values: dict) -> RunConfig:
+    """Widget values -> a validated-shape RunConfig; a bad value raises ValueError naming its field."""
+    known = {f.name: f for f in fields(RunConfig)}
+    return RunConfig(**{name: coerce(known[name], value) for name, value in values.items()})

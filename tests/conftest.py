@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated SFT_SPACE_HOME and a tiny Llama model built locally (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Every test process and every training process it starts sees this home, never the user's.
+os.environ.setdefault("SFT_SPACE_HOME", str(Path(os.environ.get("PYTEST_SFT_HOME", "/tmp")) / f"sft-space-tests-{os.getpid()}"))
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def build_tiny_model(folder: Path, hidden_size: int = 16, layers: int = 2) -> Path:
+    """A random LlamaForCausalLM with a byte-level BPE tokenizer trained on the demo data and a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = []
+    for line in (ROOT / "sft_space" / "demo_data" / "json-extract.train.jsonl").read_text().splitlines()[:300]:
+        texts += [m["content"] for m in json.loads(line)["messages"]]
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<pad>")
+    tokenizer.chat_template = CHATML
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def sft_home() -> Path:
+    path = Path(os.environ["SFT_SPACE_HOME"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m sft_space.train ARGS` as a user would type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "sft_space.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_until(predicate, timeout: float = 300, poll: float = 0.5, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+TINY_FAST = [
+    "--dataset", "demo:json-extract", "--per_device_train_batch_size", "2", "--max_length", "128",
+    "--logging_steps", "1", "--eval_steps", "2", "--eval_max_rows", "4", "--save_steps", "2",
+    "--learning_rate", "0.005",
+]

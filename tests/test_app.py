@@ -1,0 +1,77 @@
+"""The real app, launched on a local port and driven with gradio_client, as a script or a Space visitor would."""
+
+import math
+import re
+import socket
+
+import pytest
+from gradio_client import Client
+
+from conftest import wait_until
+from sft_space.ui import build_app, launch_kwargs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    demo = build_app()
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                            **launch_kwargs())
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+TINY = dict(per_device_train_batch_size=2, max_length=128, logging_steps=1, eval_steps=2, eval_max_rows=4,
+            save_steps=100, learning_rate=0.005, max_steps=4)
+
+
+def test_dataset_preview_counts_rows(client):
+    counts, table = client.predict("demo:json-extract", api_name="/preview_dataset")
+    assert "**640** train rows" in counts and "**120** validation rows" in counts
+    assert len(table["data"]) == 8 and table["data"][0][2].startswith('{"intent"')
+
+
+def test_bad_settings_show_a_clear_error(client, tiny_model):
+    with pytest.raises(Exception) as info:
+        client.predict(dataset="demo:json-extract", model=str(tiny_model), **{**TINY, "learning_rate": 0},
+                       api_name="/start_run")
+    message = str(info.value)
+    assert "learning_rate must be above 0" in message and "Traceback" not in message
+
+
+def test_train_then_chat_through_the_app(client, tiny_model):
+    _, bar = client.predict(dataset="demo:json-extract", model=str(tiny_model), **TINY, api_name="/start_run")
+    run_id = re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
+
+    def finished():
+        bar, progress, chart = client.predict(api_name="/run_status")
+        return (bar, progress, chart) if ("completed" in bar or "failed" in bar) else None
+
+    bar, progress, chart = wait_until(finished, timeout=300, poll=1, what="the run to finish")
+    assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
+    assert "width:100.0%" in progress
+    points = chart["value"]["data"]
+    columns = chart["value"]["columns"]
+    series = {row[columns.index("series")] for row in points}
+    assert series == {"train", "validation"}
+    assert all(math.isfinite(row[columns.index("loss")]) for row in points)
+
+    log = client.predict(api_name="/show_log")
+    assert "Adapter saved" in log
+
+    _, history = client.predict("Table for two at 7pm please", [], run_id, 0, 1.0, 12, 1.0, api_name="/chat")
+    assert history[0]["role"] == "user" and history[-1]["role"] == "assistant"
+    reply = history[-1]["content"]
+    reply = reply if isinstance(reply, str) else "".join(p.get("text", "") for p in reply)
+    assert reply.strip(), history

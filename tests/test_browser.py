@@ -1,0 +1,62 @@
+"""The page in a real headless Chromium: it renders, the four steps are there, a bad value shows a readable error."""
+
+import shutil
+import socket
+
+import pytest
+
+from sft_space.ui import build_app, launch_kwargs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_app()
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_kwargs())
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(page_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(page_url)
+        page.wait_for_selector("text=SFT Space", timeout=30_000)
+        yield page
+        browser.close()
+
+
+def test_steps_in_order_and_data_preview(page, tmp_path):
+    tabs = [t.inner_text().strip() for t in page.locator("[role=tab]").all()]
+    assert tabs[:4] == ["1 Data", "2 Model", "3 Train", "4 Chat"]
+    page.wait_for_selector("#dataset-counts >> text=640", timeout=20_000)
+    assert "120" in page.locator("#dataset-counts").inner_text()
+    page.screenshot(path=str(tmp_path / "data.png"))
+
+
+def test_train_tab_shows_groups_preset_and_a_readable_error(page, tmp_path):
+    page.get_by_role("tab", name="3 Train").click()
+    for group in ("Duration", "Batch", "Learning rate", "Monitoring", "Sequence", "LoRA"):
+        assert page.get_by_role("button", name=group).first.is_visible(), group
+    assert "Quick demo" in page.locator("#preset input").input_value()
+    lr = page.locator("#cfg-learning_rate input")
+    lr.fill("0")
+    lr.press("Tab")
+    page.locator("#start").click()
+    toast = page.wait_for_selector("text=learning_rate must be above 0", timeout=20_000)
+    assert toast.is_visible()
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(tmp_path / "train.png"))

@@ -1,0 +1,59 @@
+"""The job runner: start the training process, stop it (adapter saved), notice a killed one."""
+
+import os
+import signal
+
+import pytest
+
+from conftest import wait_until
+from sft_space import runs
+from sft_space.config import RunConfig
+
+
+def tiny_config(tiny_model, **changes) -> RunConfig:
+    settings = dict(model=str(tiny_model), dataset="demo:json-extract", max_steps=2000, per_device_train_batch_size=2,
+                    max_length=128, logging_steps=1, eval_steps=1000, save_steps=1000, eval_max_rows=4)
+    return RunConfig(**{**settings, **changes})
+
+
+def test_stop_mid_run_saves_a_loadable_adapter(tiny_model, sft_home):
+    run_id = runs.start_run(tiny_config(tiny_model, run_name="stop-me"))
+    wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 3, timeout=180, what="three training steps")
+    with pytest.raises(RuntimeError, match="still training"):
+        runs.start_run(tiny_config(tiny_model))  # one job per device
+    runs.stop_run(run_id)
+    status = runs.wait_for(run_id, timeout=120)
+    assert status["state"] == "stopped", status
+    assert 3 <= status["step"] < 2000
+    adapter = runs.run_path(run_id) / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+    assert any("lora_" in name for name, _ in model.named_parameters())
+    listed = {r["run_id"]: r for r in runs.list_runs()}
+    assert listed[run_id]["state"] == "stopped" and listed[run_id]["has_adapter"]
+
+
+def test_a_killed_process_is_marked_interrupted(tiny_model, sft_home):
+    run_id = runs.start_run(tiny_config(tiny_model, run_name="kill-me"))
+    wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 1, timeout=180, what="a training step")
+    os.kill(runs.read_status(run_id)["pid"], signal.SIGKILL)
+    status = wait_until(lambda: runs.refresh(run_id) if runs.refresh(run_id)["state"] != "running" else None,
+                        timeout=30, what="the run to leave 'running'")
+    assert status["state"] == "interrupted" and "ended unexpectedly" in status["error"]
+    assert runs.active_run() is None
+
+
+def test_start_refuses_bad_settings_before_any_process(tiny_model, sft_home):
+    before = set(os.listdir(runs.runs_root()))
+    with pytest.raises(ValueError, match="learning_rate"):
+        runs.start_run(tiny_config(tiny_model, learning_rate=0.0))
+    assert set(os.listdir(runs.runs_root())) == before
+
+
+def test_status_line_reads_like_the_design():
+    line = runs.status_line({"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41})
+    assert line == "running · step 34/60 · 312 tok/s · ETA 0:41"

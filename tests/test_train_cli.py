@@ -1,0 +1,104 @@
+"""The training process through its command line, on a tiny Llama: what a run directory holds afterwards."""
+
+import json
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import TINY_FAST, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "cli-run"
+    result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def test_run_directory_is_complete(trained_run):
+    for name in ("config.json", "status.json", "metrics.jsonl", "train.log", "adapter/adapter_model.safetensors",
+                 "adapter/adapter_config.json", "adapter/tokenizer_config.json"):
+        assert (trained_run / name).is_file(), name
+    status = json.loads((trained_run / "status.json").read_text())
+    assert status["state"] == "completed" and status["step"] == 3 and status["max_steps"] == 3
+    assert status["tokens_seen"] > 0 and status["tokens_per_second"] > 0
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["max_steps"] == 3 and config["dataset"] == "demo:json-extract"
+
+
+def test_losses_are_logged_and_finite(trained_run):
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    assert len(train) == 3, records  # logging_steps=1
+    assert len(evals) == 1, records  # eval_steps=2 within 3 steps
+    assert all(isinstance(v, float) and math.isfinite(v) for v in train + evals)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert all(r["tokens_seen"] > 0 for r in records)
+
+
+def test_lora_weights_changed_and_base_weights_did_not(trained_run, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = load_file(str(trained_run / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in key for key in adapter), list(adapter)[:5]
+    # PEFT initialises lora_B to zeros: non-zero B means training moved the adapter.
+    b_weights = [v for k, v in adapter.items() if "lora_B" in k]
+    assert b_weights and any(v.abs().max() > 0 for v in b_weights)
+
+    original = load_file(str(tiny_model / "model.safetensors"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = PeftModel.from_pretrained(base, trained_run / "adapter")
+    merged_view = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                   for k, v in tuned.state_dict().items() if "lora_" not in k}
+    for name, tensor in original.items():
+        assert torch.equal(merged_view[name], tensor), f"base weight {name} changed"
+    # and the adapter makes a difference to the output
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        with_adapter = tuned(ids).logits
+        with tuned.disable_adapter():
+            without = tuned(ids).logits
+    assert not torch.allclose(with_adapter, without)
+
+
+def test_checkpoint_written_as_safetensors(trained_run):
+    checkpoints = sorted((trained_run / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints, "save_steps=2 should have written checkpoint-2"
+    assert (checkpoints[0] / "adapter_model.safetensors").is_file()
+    assert not list(checkpoints[0].glob("*.bin"))
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--learning_rate", "0"], ["learning_rate", "above 0"]),
+        (["--max_steps", "-1", "--num_train_epochs", "0"], ["both zero"]),
+        (["--per_device_train_batch_size", "0"], ["per_device_train_batch_size", "at least 1"]),
+        (["--lora_r", "0"], ["lora_r", "at least 1"]),
+        (["--max_length", "8"], ["max_length", "between 32"]),
+        (["--max_length", "100000"], ["max_length", "8192 (the model limit)"]),
+        (["--max_steps", "many"], ["max_steps must be a whole number"]),
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_nonzero(flags, words, tmp_path):
+    run_dir = tmp_path / "refused"
+    result = run_cli("--model", "bundled", "--output_dir", str(run_dir), *flags, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in lines[0]
+    assert not run_dir.exists(), "nothing is written for a refused run"
+
+
+def test_missing_model_folder_is_refused_clearly(tmp_path):
+    result = run_cli("--model", str(tmp_path / "nope"), "--max_steps", "1", "--output_dir", str(tmp_path / "r"), timeout=120)
+    assert result.returncode == 1
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["state"] == "failed" and "was not found" in status["error"]
