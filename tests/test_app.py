@@ -51,7 +51,7 @@ def test_bad_settings_show_a_clear_error(client, tiny_model):
 
 
 def test_train_then_chat_through_the_app(client, tiny_model):
-    _, bar = client.predict(dataset="demo:json-extract", model=str(tiny_model), **TINY, api_name="/start_run")
+    bar = client.predict(dataset="demo:json-extract", model=str(tiny_model), **TINY, api_name="/start_run")
     run_id = re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
 
     def finished():
@@ -61,8 +61,7 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     bar, progress, chart = wait_until(finished, timeout=300, poll=1, what="the run to finish")
     assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
     assert "width:100.0%" in progress
-    points = chart["value"]["data"]
-    columns = chart["value"]["columns"]
+    points, columns = chart["data"], chart["columns"]
     series = {row[columns.index("series")] for row in points}
     assert series == {"train", "validation"}
     assert all(math.isfinite(row[columns.index("loss")]) for row in points)

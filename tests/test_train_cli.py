@@ -33,7 +33,8 @@ def test_losses_are_logged_and_finite(trained_run):
     train = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
     assert len(train) == 3, records  # logging_steps=1
-    assert len(evals) == 1, records  # eval_steps=2 within 3 steps
+    # eval_steps=2, and the Trainer evaluates once more at the last step
+    assert [r["step"] for r in records if "eval_loss" in r] == [2, 3], records
     assert all(isinstance(v, float) and math.isfinite(v) for v in train + evals)
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
     assert all(r["tokens_seen"] > 0 for r in records)
@@ -70,7 +71,8 @@ def test_checkpoint_written_as_safetensors(trained_run):
     checkpoints = sorted((trained_run / "checkpoints").glob("checkpoint-*"))
     assert checkpoints, "save_steps=2 should have written checkpoint-2"
     assert (checkpoints[0] / "adapter_model.safetensors").is_file()
-    assert not list(checkpoints[0].glob("*.bin"))
+    # model weights are never pickled (training_args.bin is the Trainer's own settings file, not weights)
+    assert not [p.name for p in checkpoints[0].glob("*.bin") if p.name != "training_args.bin"]
 
 
 @pytest.mark.parametrize(

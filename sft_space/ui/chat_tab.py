@@ -52,7 +52,7 @@ def text_of(content) -> str:
 
 def build(current_run: gr.State):
     with gr.Row():
-        run = gr.Dropdown(choices=chat_choices(), label="Tuned model (run)", scale=3, elem_id="chat-run",
+        run = gr.Dropdown(choices=chat_choices(), label="Tuned model (run)", scale=3, elem_id="chat-run", allow_custom_value=True,
                           info="Runs with a saved adapter. The base model is loaded once with the adapter on top.")
         refresh = gr.Button("Refresh list", scale=1, size="sm")
     chatbot = gr.Chatbot(label="Tuned model", height=420, elem_id="chatbot")

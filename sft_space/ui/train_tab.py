@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 
 import gradio as gr
 import pandas as pd
@@ -81,6 +82,18 @@ def apply_preset(name: str):
 TRAIN_FIELD_ORDER: list[str] = []
 
 
+def named(function, names: list[str]):
+    """The same handler with one named parameter per widget, so the API (and gradio_client) takes field names."""
+    def handler(*values):
+        return function(*values)
+
+    handler.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    )
+    handler.__name__ = function.__name__
+    return handler
+
+
 def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -105,7 +118,8 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     preset.change(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(start, [dataset, model, *widget_list], [current_run, run_bar], api_name="start_run")
+    start_button.click(named(start, ["dataset", "model", *TRAIN_FIELD_ORDER]), [dataset, model, *widget_list],
+                       [current_run, run_bar], api_name="start_run")
     stop_button.click(stop, current_run, current_run, api_name="stop_run")
     log_button.click(show_log, current_run, log_box, api_name="show_log")
     return progress, chart
