@@ -264,10 +264,10 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
 # about two minutes, enough steps for the JSON format to take hold.
 PRESETS: dict[str, dict[str, Any]] = {
     "Quick demo (CPU, about 2 minutes)": dict(
-        max_steps=40, num_train_epochs=1.0, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-        learning_rate=3e-4, warmup_ratio=0.1, lr_scheduler_type="linear", logging_steps=2, eval_steps=10,
+        max_steps=40, num_train_epochs=1.0, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+        learning_rate=4e-4, warmup_ratio=0.1, lr_scheduler_type="linear", logging_steps=2, eval_steps=10,
         save_steps=20, max_length=256, packing=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-        lora_target_modules="all-linear", eval_max_rows=24,
+        lora_target_modules="all-linear", eval_max_rows=16,
     ),
     "Full epoch (CPU, about 15 minutes)": dict(
         max_steps=-1, num_train_epochs=1.0, per_device_train_batch_size=8, gradient_accumulation_steps=1,

@@ -22,9 +22,18 @@ from .runs import read_config, run_path, write_json_atomic
 EVAL_MAX_NEW_TOKENS = 96  # a json-extract answer is about 50 tokens; room for a wrong, longer one
 
 
+class DuplicateKeys(dict):
+    """A parsed JSON object that repeated a key (json.loads would silently keep the last one)."""
+
+
+def _keep_duplicates(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    return (DuplicateKeys if len(set(keys)) < len(keys) else dict)(pairs)
+
+
 def parse_json_object(text: str) -> dict | None:
     try:
-        value = json.loads(text.strip())
+        value = json.loads(text.strip(), object_pairs_hook=_keep_duplicates)
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
@@ -49,6 +58,8 @@ def schema_errors(value: dict | None, schema: dict) -> list[str]:
     if value is None:
         return ["not a JSON object"]
     errors = [f"missing {key!r}" for key in schema.get("required", []) if key not in value]
+    if isinstance(value, DuplicateKeys):
+        errors.append("a key appears twice")
     properties = schema.get("properties", {})
     if schema.get("additionalProperties") is False:
         errors += [f"unexpected {key!r}" for key in value if key not in properties]

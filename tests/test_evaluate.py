@@ -3,7 +3,7 @@
 import json
 
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import schema_errors, score_json_replies
+from sft_space.evaluate import parse_json_object, schema_errors, score_json_replies
 
 GOOD = json.dumps({"intent": "book_table", "name": "Sam", "date": "2025-03-14", "time": "19:30", "quantity": 2, "item": None})
 
@@ -14,6 +14,8 @@ def test_schema_errors_name_the_problem():
     problems = " ".join(schema_errors(bad, JSON_EXTRACT_SCHEMA))
     assert "'time' does not match" in problems and "'intent' not one of" in problems and "unexpected 'extra'" in problems
     assert schema_errors(None, JSON_EXTRACT_SCHEMA) == ["not a JSON object"]
+    twice = GOOD[:-1] + ', "date": "2025-03-14"}'
+    assert "a key appears twice" in schema_errors(parse_json_object(twice), JSON_EXTRACT_SCHEMA)
 
 
 def test_scores_count_valid_schema_and_fields():
