@@ -42,8 +42,8 @@ def build_app() -> gr.Blocks:
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
                 progress, chart = train_tab.build(dataset, model, current_run, run_bar)
-            with gr.Tab("4 Chat", id="chat"):
-                chat_tab.build(current_run)
+            with gr.Tab("4 Chat", id="chat") as chat:
+                chat_tab.build(current_run, chat)
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, progress, chart]
         timer.tick(train_tab.poll, current_run, outputs, api_name=False, show_progress="hidden", queue=False)

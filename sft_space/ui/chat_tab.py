@@ -13,9 +13,13 @@ def chat_choices() -> list[str]:
     return [r["run_id"] for r in runs.list_runs() if r["has_adapter"]]
 
 
-def refresh_choices(selected: str | None):
+def refresh_choices(selected: str | None, current: str | None = None):
+    """Newest runs with an adapter; keep the user's pick, else the run on the Train tab, else the newest."""
     choices = chat_choices()
-    return gr.Dropdown(choices=choices, value=selected if selected in choices else (choices[0] if choices else None))
+    for candidate in (selected, current):
+        if candidate in choices:
+            return gr.Dropdown(choices=choices, value=candidate)
+    return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
 
 
 def respond(message: str, history: list, run_id: str | None, temperature, top_p, max_new_tokens, repetition_penalty):
@@ -50,7 +54,7 @@ def text_of(content) -> str:
     return str(content)
 
 
-def build(current_run: gr.State):
+def build(current_run: gr.State, tab: gr.Tab):
     with gr.Row():
         run = gr.Dropdown(choices=chat_choices(), label="Tuned model (run)", scale=3, elem_id="chat-run", allow_custom_value=True,
                           info="Runs with a saved adapter. The base model is loaded once with the adapter on top.")
@@ -66,6 +70,6 @@ def build(current_run: gr.State):
     send.click(respond, inputs, [message, chatbot], api_name="chat")
     message.submit(respond, inputs, [message, chatbot], api_name=False)
     clear.click(lambda: [], None, chatbot, api_name=False)
-    refresh.click(refresh_choices, run, run, api_name=False)
-    current_run.change(refresh_choices, current_run, run, api_name=False)
+    refresh.click(refresh_choices, [run, current_run], run, api_name=False)
+    tab.select(refresh_choices, [run, current_run], run, api_name=False)
     return run

@@ -99,13 +99,13 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                                  info="Fills every field below; change any of them after.", elem_id="preset")
+            with gr.Row():
+                start_button = gr.Button("Start training", variant="primary", elem_id="start")
+                stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
             widgets = build_groups(TRAIN_GROUPS)
             TRAIN_FIELD_ORDER[:] = list(widgets)
             for name, value in zip(TRAIN_FIELD_ORDER, apply_preset(DEFAULT_PRESET)):
                 widgets[name].value = value
-            with gr.Row():
-                start_button = gr.Button("Start training", variant="primary", elem_id="start")
-                stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
             chart = gr.LinePlot(

@@ -44,7 +44,7 @@ LABELS = {
 
 # The SFT guide's grouping of SFTConfig parameters, in its order; open by default where a newcomer looks first.
 TRAIN_GROUPS = [
-    ("Duration", True), ("Batch", True), ("Learning rate", True), ("Monitoring", False),
+    ("Duration", True), ("Batch", False), ("Learning rate", False), ("Monitoring", False),
     ("Sequence", False), ("LoRA", False), ("Advanced", False),
 ]
 
