@@ -52,6 +52,7 @@ def test_train_tab_shows_groups_preset_and_a_readable_error(page, tmp_path):
     for group in ("Duration", "Batch", "Learning rate", "Monitoring", "Sequence", "LoRA"):
         assert page.get_by_role("button", name=group).first.is_visible(), group
     assert "Quick demo" in page.locator("#preset input").input_value()
+    page.get_by_role("button", name="Learning rate").first.click()  # the group starts closed
     lr = page.locator("#cfg-learning_rate input")
     lr.fill("0")
     lr.press("Tab")
