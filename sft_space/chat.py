@@ -8,6 +8,7 @@ runs are trained; it reads a run's config.json and adapter/ folder.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,29 +73,54 @@ def build_inputs(tokenizer, messages: list[dict], device) -> dict:
     return {k: v.to(device) for k, v in encoded.items()}
 
 
-def stream_reply(
-    loaded: LoadedChatModel, messages: list[dict], seed: int | None = None, **generation: Any
-) -> Iterator[str]:
-    """Yield the reply so far, growing, as the model generates it (stops at the end-of-turn token)."""
+def _stop_on(event: threading.Event):
+    """A StoppingCriteria that ends generation as soon as `event` is set (Stop button, closed page)."""
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StopOnEvent()
+
+
+# Generation with the adapter switched off (PEFT disable_adapter) must not overlap a tuned reply on the same model.
+_generate_lock = threading.Lock()
+
+
+def stream_reply(
+    loaded: LoadedChatModel, messages: list[dict], seed: int | None = None, use_adapter: bool = True,
+    **generation: Any,
+) -> Iterator[str]:
+    """Yield the reply so far, growing, as the model generates it (stops at the end-of-turn token).
+
+    use_adapter=False answers as the base model: the same weights with the LoRA adapter switched off,
+    so base and tuned replies need one model copy. Closing the generator stops generation.
+    """
+    import torch
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("The conversation must end with a user message.")
     settings = {**loaded.config.to_generation_kwargs(), **generation}
     inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+    stop = threading.Event()
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            if seed is not None:
-                torch.manual_seed(seed)
-            with torch.inference_mode():
-                loaded.model.generate(
-                    **inputs, streamer=streamer, pad_token_id=loaded.tokenizer.pad_token_id,
-                    eos_token_id=loaded.tokenizer.eos_token_id, **settings,
-                )
+            with _generate_lock, torch.inference_mode():
+                if seed is not None:
+                    torch.manual_seed(seed)
+                adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
+                with adapter:
+                    loaded.model.generate(
+                        **inputs, streamer=streamer, pad_token_id=loaded.tokenizer.pad_token_id,
+                        eos_token_id=loaded.tokenizer.eos_token_id,
+                        stopping_criteria=StoppingCriteriaList([_stop_on(stop)]), **settings,
+                    )
         except BaseException as error:  # surfaced to the caller below
             errors.append(error)
             streamer.end()
@@ -102,9 +128,12 @@ def stream_reply(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        stop.set()  # the consumer went away (Stop, a closed page): end generation now
     thread.join()
     if errors:
         raise errors[0]
@@ -118,3 +147,25 @@ def reply(loaded: LoadedChatModel, messages: list[dict], **generation: Any) -> s
     for text in stream_reply(loaded, messages, **generation):
         pass
     return text
+
+
+def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy replies to several conversations in one left-padded batch (probes during training)."""
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    try:
+        encoded = tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+        )
+    finally:
+        tokenizer.padding_side = side
+    encoded = {k: v.to(model.device) for k, v in encoded.items()}
+    with torch.inference_mode():
+        output = model.generate(
+            **encoded, do_sample=False, max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    new_tokens = output[:, encoded["input_ids"].shape[1]:]
+    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

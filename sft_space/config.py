@@ -20,6 +20,7 @@ DEFAULT_DATASET = "demo:json-extract"  # the guide's first use case: output-form
 MIN_MAX_LENGTH = 32  # below this even a one-line prompt and answer do not fit
 LORA_TARGET_CHOICES = ["all-linear", "attention", "custom"]
 LR_SCHEDULERS = ["linear", "cosine", "constant_with_warmup"]
+MAX_PROBES = 5  # each probe costs a short generation at every evaluation
 
 
 def _f(default, hint: str, group: str, **meta):
@@ -61,6 +62,9 @@ class RunConfig:
     logging_steps: int = _f(5, "Record the training loss every N steps (logging_steps).", "Monitoring", low=1)
     eval_steps: int = _f(20, "Compute the validation loss every N steps (eval_steps).", "Monitoring", low=1)
     save_steps: int = _f(50, "Write a checkpoint every N steps, for resuming (save_steps).", "Monitoring", low=1)
+    probe_prompts: str = _f(
+        "", "Prompts answered at every evaluation, one per line (up to 5); empty = 3 validation prompts.", "Monitoring"
+    )
 
     # --- sequence (max_length, packing)
     # 512 tokens covers every bundled demo row with room to spare, and keeps CPU steps short.
@@ -134,11 +138,16 @@ class RunConfig:
         need(MIN_MAX_LENGTH <= self.max_length <= upper,
              f"max_length must be between {MIN_MAX_LENGTH} and {upper}"
              f"{' (the model limit)' if model_max_length else ''}, got {self.max_length}")
+        need(len(self.probe_list()) <= MAX_PROBES,
+             f"probe_prompts holds {len(self.probe_list())} prompts; pin at most {MAX_PROBES}, one per line")
         targets = self.target_module_list()
         need(bool(targets), "lora_target_modules is empty: use all-linear, attention, or a comma list of layer names")
         if problems:
             raise ValueError("Invalid settings: " + "; ".join(problems) + ".")
         return self
+
+    def probe_list(self) -> list[str]:
+        return [line.strip() for line in self.probe_prompts.splitlines() if line.strip()]
 
     def target_module_list(self) -> list[str] | str:
         """'all-linear' stays a string (PEFT's shorthand); the rest become a list of names."""

@@ -88,7 +88,11 @@ def append_metric(run: str | Path, record: dict) -> None:
 
 def read_metrics(run: str | Path) -> list[dict]:
     """Every complete line of metrics.jsonl (a line being written right now is skipped)."""
-    path = run_path(run) / "metrics.jsonl"
+    return read_jsonl_records(run_path(run) / "metrics.jsonl")
+
+
+def read_jsonl_records(path: Path) -> list[dict]:
+    """Every complete line of a jsonl file the trainer appends to (a line being written now is skipped)."""
     if not path.is_file():
         return []
     records = []
@@ -98,6 +102,11 @@ def read_metrics(run: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def read_probes(run: str | Path) -> list[dict]:
+    """Probe prompts' replies: one record per evaluation (step 0 = the base model)."""
+    return read_jsonl_records(run_path(run) / "probes.jsonl")
 
 
 def read_config(run: str | Path) -> RunConfig:

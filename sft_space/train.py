@@ -13,6 +13,7 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -29,6 +30,8 @@ from .runs import append_metric, read_json, runs_root, new_run_id, write_json_at
 from .models import model_max_length
 
 log = logging.getLogger("sft_space.train")
+DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
+PROBE_MAX_NEW_TOKENS = 64  # short: a probe shows behaviour, it is not an evaluation
 
 
 class StopRequested:
@@ -153,7 +156,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from .data import load_dataset_source, to_trl_rows
+    from .data import load_dataset_source, prompt_messages, to_trl_rows
     from .models import choose_precision, load_model, load_tokenizer, resolve_model
 
     def progress(fraction: float, message: str) -> None:
@@ -182,6 +185,10 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         peft_config=config.to_lora_config(),
         callbacks=[make_run_dir_callback(run_dir, status, stop)],
     )
+    probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
+        prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES]
+    ]
+    trainer.add_callback(make_probe_callback(run_dir, probes))
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,
@@ -264,6 +271,36 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             log.info("step %d: %s", state.global_step, {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")})
 
     return RunDirCallback(run_dir, status, stop)
+
+
+def make_probe_callback(run_dir: Path, probes: list[list[dict]]):
+    """Answers the probe prompts before training (the base model) and after every evaluation: probes.jsonl."""
+    from transformers import TrainerCallback
+
+    from .chat import generate_batch
+
+    class ProbeCallback(TrainerCallback):
+        def record(self, state, model, tokenizer) -> None:
+            started = time.time()
+            was_training = model.training
+            model.eval()
+            try:
+                replies = generate_batch(model, tokenizer, probes, PROBE_MAX_NEW_TOKENS)
+            finally:
+                model.train(was_training)
+            record = {"step": state.global_step, "prompts": [p[-1]["content"] for p in probes], "replies": replies,
+                      "seconds": round(time.time() - started, 2)}
+            with open(run_dir / "probes.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+        def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+            if state.global_step == 0:
+                self.record(state, model, processing_class)
+
+        def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+            self.record(state, model, processing_class)
+
+    return ProbeCallback()
 
 
 if __name__ == "__main__":

@@ -93,3 +93,12 @@ TINY_FAST = [
     "--logging_steps", "1", "--eval_steps", "2", "--eval_max_rows", "4", "--save_steps", "2",
     "--learning_rate", "0.005",
 ]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model, tmp_path_factory) -> Path:
+    """A 3-step run of the tiny model through the command line, shared by the tests that inspect it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "cli-run"
+    result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir

@@ -55,10 +55,10 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     run_id = re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
 
     def finished():
-        bar, progress, chart = client.predict(api_name="/run_status")
-        return (bar, progress, chart) if ("completed" in bar or "failed" in bar) else None
+        outputs = client.predict(api_name="/run_status")
+        return outputs if ("completed" in outputs[0] or "failed" in outputs[0]) else None
 
-    bar, progress, chart = wait_until(finished, timeout=300, poll=1, what="the run to finish")
+    bar, progress, chart, probe_prompts, probes = wait_until(finished, timeout=300, poll=1, what="the run to finish")
     assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
     assert "width:100.0%" in progress
     points, columns = chart["data"], chart["columns"]
@@ -69,8 +69,18 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     log = client.predict(api_name="/show_log")
     assert "Adapter saved" in log
 
-    _, history = client.predict("Table for two at 7pm please", [], run_id, 0, 1.0, 12, 1.0, api_name="/chat")
-    assert history[0]["role"] == "user" and history[-1]["role"] == "assistant"
-    reply = history[-1]["content"]
-    reply = reply if isinstance(reply, str) else "".join(p.get("text", "") for p in reply)
-    assert reply.strip(), history
+    assert "probe 1:" in probe_prompts
+    assert [row[0] for row in probes["data"]] == ["0 (base)", "2", "4"]  # before training, then each evaluation
+
+    _, tuned, base = client.predict(message="Table for two at 7pm please", tuned_history=[], base_history=[],
+                                    run_id=run_id, system_prompt="", compare=True, seed=0, temperature=0, top_p=1.0,
+                                    max_new_tokens=12, repetition_penalty=1.0, api_name="/chat")
+    for history in (tuned, base):
+        assert [m["role"] for m in history] == ["user", "assistant"]
+        reply = history[-1]["content"]
+        reply = reply if isinstance(reply, str) else "".join(p.get("text", "") for p in reply)
+        assert reply.strip(), history
+
+    about, table, failures = client.predict(run_id=run_id, count=2, scorer="auto", pattern="", api_name="/evaluate")
+    metrics = [row[0] for row in table["data"]]
+    assert "held-out loss (answers)" in metrics and "schema-valid JSON" in metrics

@@ -1,9 +1,17 @@
-"""Format scorers on known outputs."""
+"""Format scorers on known outputs, schema inference, and the evaluation command on a trained tiny model."""
 
 import json
+import math
+import subprocess
+import sys
 
+import pytest
+
+from conftest import ROOT
+from sft_space.data import load_dataset_source, reference_answer
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import parse_json_object, schema_errors, score_json_replies
+from sft_space.evaluate import (choose_scorer, infer_json_schema, parse_json_object, schema_errors, score_json_replies,
+                                score_replies, summary_rows)
 
 GOOD = json.dumps({"intent": "book_table", "name": "Sam", "date": "2025-03-14", "time": "19:30", "quantity": 2, "item": None})
 
@@ -27,3 +35,61 @@ def test_scores_count_valid_schema_and_fields():
     assert scores["all_fields_exact"] == 0.25
     assert scores["field_accuracy"] == (6 + 5 + 0 + 1) / 24
     assert len(scores["failures"]) == 3
+
+
+def test_schema_inferred_from_training_answers_matches_the_demo_schema():
+    answers = [reference_answer(r) for r in load_dataset_source("demo:json-extract").train]
+    inferred = infer_json_schema(answers)
+    assert inferred["required"] == JSON_EXTRACT_SCHEMA["required"]
+    props = inferred["properties"]
+    assert props["intent"] == {"enum": sorted(JSON_EXTRACT_SCHEMA["properties"]["intent"]["enum"])}
+    assert props["date"]["pattern"] == r"^\d{4}-\d{2}-\d{2}$" and props["time"]["pattern"] == r"^\d{2}:\d{2}$"
+    assert sorted(props["quantity"]["type"]) == ["integer", "null"]
+    assert "enum" not in props["item"]  # 32 different items: free text, not a closed list
+    # a reply the hand-written schema rejects, the inferred one rejects too
+    assert schema_errors(json.loads(GOOD.replace("19:30", "7:30pm")), inferred)
+    assert schema_errors(json.loads(GOOD), inferred) == []
+
+
+def test_free_text_answers_get_no_schema_and_other_scorers_work():
+    pirate = [reference_answer(r) for r in load_dataset_source("demo:pirate-chat").train]
+    assert choose_scorer(pirate) == {"kind": "none"}
+    with pytest.raises(ValueError, match="not JSON objects"):
+        choose_scorer(pirate, "json-schema")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        choose_scorer(pirate, "regex", "([")
+    regex = score_replies(["Arr, matey!", "Hello."], ["x", "y"], choose_scorer(pirate, "regex", r"matey"))
+    assert regex["regex_match"] == 0.5 and regex["failures"][0]["reply"] == "Hello."
+    exact = score_replies(["a ", "b"], ["a", "c"], {"kind": "exact"})
+    assert exact["exact_match"] == 0.5
+    valid = score_replies(['{"a": 1}', "no"], ['{"a": 1}', "{}"], {"kind": "valid-json"})
+    assert valid["valid_json"] == 0.5
+
+
+def test_summary_rows_say_which_model_is_better():
+    result = {"base": {"heldout": {"loss": 2.0, "perplexity": 7.39}, "format": {"schema_valid": 0.0}},
+              "tuned": {"heldout": {"loss": 0.5, "perplexity": 1.65}, "format": {"schema_valid": 0.9}}}
+    rows = summary_rows(result)
+    assert ["held-out loss (answers)", "2.000", "0.500", "tuned"] in rows
+    assert ["schema-valid JSON", "0%", "90%", "tuned"] in rows
+
+
+def test_evaluate_command_writes_base_and_tuned_results(trained_run):
+    result = subprocess.run([sys.executable, "-m", "sft_space.evaluate", str(trained_run), "--count", "3",
+                             "--loss_rows", "6"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "held-out loss (answers)" in result.stdout
+    saved = json.loads((trained_run / "eval.json").read_text())
+    assert saved["scorer"]["kind"] == "json-schema"
+    for name in ("base", "tuned"):
+        heldout = saved[name]["heldout"]
+        assert math.isfinite(heldout["loss"]) and heldout["rows"] == 6 and heldout["tokens"] > 0
+        assert saved[name]["format"]["count"] == 3
+    assert saved["tuned"]["heldout"]["loss"] < saved["base"]["heldout"]["loss"]  # three steps already help
+
+
+def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"max_steps": 1}))
+    result = subprocess.run([sys.executable, "-m", "sft_space.evaluate", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "has no saved adapter" in result.stderr and "Traceback" not in result.stderr

@@ -6,15 +6,7 @@ import math
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_FAST, run_cli
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_model, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "cli-run"
-    result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir
+from conftest import run_cli
 
 
 def test_run_directory_is_complete(trained_run):
@@ -65,6 +57,19 @@ def test_lora_weights_changed_and_base_weights_did_not(trained_run, tiny_model):
         with tuned.disable_adapter():
             without = tuned(ids).logits
     assert not torch.allclose(with_adapter, without)
+
+
+def test_probe_prompts_recorded_before_training_and_at_each_evaluation(trained_run):
+    records = [json.loads(line) for line in (trained_run / "probes.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 2, 3]  # step 0 = the base model, then every evaluation
+    for record in records:
+        assert len(record["prompts"]) == 3 and len(record["replies"]) == 3
+        assert all(isinstance(reply, str) for reply in record["replies"])
+    assert records[0]["prompts"] == records[-1]["prompts"]
+    from sft_space.data import load_dataset_source
+
+    first_validation = load_dataset_source("demo:json-extract").validation[0]["messages"][0]["content"]
+    assert records[0]["prompts"][0] == first_validation  # no pinned prompts: the first validation prompts
 
 
 def test_checkpoint_written_as_safetensors(trained_run):

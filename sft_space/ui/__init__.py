@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..models import hardware_summary
-from . import chat_tab, data_tab, model_tab, train_tab
+from . import chat_tab, data_tab, evaluate_tab, model_tab, train_tab
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 
@@ -41,11 +41,13 @@ def build_app() -> gr.Blocks:
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
-                progress, chart = train_tab.build(dataset, model, current_run, run_bar)
+                progress, chart, probe_prompts, probes = train_tab.build(dataset, model, current_run, run_bar)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, chat)
+            with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
+                evaluate_tab.build(current_run, evaluation)
         timer = gr.Timer(POLL_SECONDS)
-        outputs = [current_run, run_bar, progress, chart]
+        outputs = [current_run, run_bar, progress, chart, probe_prompts, probes]
         timer.tick(train_tab.poll, current_run, outputs, api_name=False, show_progress="hidden", queue=False)
         demo.load(train_tab.poll, current_run, outputs, api_name="run_status")
     return demo

@@ -26,6 +26,23 @@ def loss_frame(run_id: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CHART_COLUMNS)
 
 
+def probe_table(run_id: str | None) -> pd.DataFrame:
+    """One row per evaluation, one column per probe prompt: how the answers change as the loss falls."""
+    records = runs.read_probes(run_id) if run_id else []
+    if not records:
+        return pd.DataFrame(columns=["step", "probe 1"])
+    columns = [f"probe {i + 1}" for i in range(len(records[0]["replies"]))]
+    rows = [[("0 (base)" if r["step"] == 0 else str(r["step"])), *r["replies"]] for r in records]
+    return pd.DataFrame(rows, columns=["step", *columns])
+
+
+def probe_prompts_text(run_id: str | None) -> str:
+    records = runs.read_probes(run_id) if run_id else []
+    if not records:
+        return "Replies to a few validation prompts appear here at every evaluation (step 0 is the base model)."
+    return "\n".join(f"**probe {i + 1}:** {html.escape(p)}" for i, p in enumerate(records[0]["prompts"]))
+
+
 def progress_html(status: dict) -> str:
     """A bar with step, tokens/s and ETA for the run."""
     if not status:
@@ -63,7 +80,8 @@ def poll(run_id: str | None):
     """Follow the active run (started here or in another tab), else keep showing the chosen one."""
     run_id = runs.active_run() or run_id or runs.latest_run()
     status = runs.refresh(run_id) if run_id else {}
-    return run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(run_id)
+    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(run_id),
+            probe_prompts_text(run_id), probe_table(run_id))
 
 
 def run_bar_text(run_id: str | None, status: dict) -> str:
@@ -113,6 +131,10 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                 color_map={"train": "#2563eb", "validation": "#f97316"}, height=320, elem_id="loss-chart",
                 x_title="step", y_title="loss",
             )
+            with gr.Accordion("What the model says during training (probe prompts)", open=True):
+                probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
+                probes = gr.Dataframe(probe_table(None), wrap=True, interactive=False, elem_id="probe-table",
+                                      max_height=300)
             with gr.Accordion("Log", open=False):
                 log_button = gr.Button("Show the end of the log", size="sm")
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
@@ -122,4 +144,4 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                        [current_run, run_bar], api_name="start_run")
     stop_button.click(stop, current_run, current_run, api_name="stop_run")
     log_button.click(show_log, current_run, log_box, api_name="show_log")
-    return progress, chart
+    return progress, chart, probe_prompts, probes
