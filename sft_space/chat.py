@@ -169,3 +169,28 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_to
         )
     new_tokens = output[:, encoded["input_ids"].shape[1]:]
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True,
+                  max_new_tokens: int = 96) -> dict:
+    """One greedy reply with its cost: prompt tokens, seconds, and whether it ended at the end-of-turn token."""
+    import time
+
+    import torch
+
+    inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
+    eos = loaded.tokenizer.eos_token_id
+    started = time.time()
+    with _generate_lock, torch.inference_mode():
+        adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
+        with adapter:
+            output = loaded.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                           pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=eos)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
+    return {
+        "text": loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "new_tokens": len(new_tokens),
+        "ended_turn": eos in new_tokens,
+        "seconds": time.time() - started,
+    }

@@ -301,15 +301,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss_rows", type=int, default=DEFAULT_LOSS_ROWS, help="held-out rows for loss/perplexity")
     parser.add_argument("--scorer", default="auto", choices=SCORERS, help="format check (auto: a JSON schema when answers are JSON)")
     parser.add_argument("--pattern", default="", help="the regular expression for --scorer regex")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also compare the tuned model with prompting the base model (zero-shot, instructions, few-shot)")
+    parser.add_argument("--shots", type=int, default=3, help="training examples in the few-shot baseline (default 3)")
+    parser.add_argument("--instructions", default=None, help="system prompt of the instructions baseline (default: from the data)")
     args = parser.parse_args(argv)
     try:
         result = evaluate_run(args.run_dir, args.count, args.scorer, args.pattern, args.loss_rows)
+        print(f"{'metric':28s} {'base':>10s} {'tuned':>10s}  better")
+        for label, base, tuned, better in summary_rows(result):
+            print(f"{label:28s} {base:>10s} {tuned:>10s}  {better}")
+        if args.baselines:
+            from .baselines import compare_with_prompting, table_rows
+
+            compared = compare_with_prompting(args.run_dir, args.count, args.shots, args.instructions, args.scorer,
+                                              args.pattern)
+            headers, rows = table_rows(compared)
+            print()
+            print(" | ".join(headers))
+            for row in rows:
+                print(" | ".join(row))
+            print(compared["verdict"])
+            for item, finding in compared["checklist"]:
+                print(f"- {item}: {finding}")
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{'metric':28s} {'base':>10s} {'tuned':>10s}  better")
-    for label, base, tuned, better in summary_rows(result):
-        print(f"{label:28s} {base:>10s} {tuned:>10s}  {better}")
     print(f"saved {run_path(args.run_dir) / 'eval.json'}")
     return 0
 

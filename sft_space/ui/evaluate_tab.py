@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import gradio as gr
+import pandas as pd
 
 from .. import runs
-from ..evaluate import DEFAULT_FORMAT_PROMPTS, SCORERS, summary_rows
+from ..baselines import DEFAULT_BASELINE_PROMPTS, DEFAULT_SHOTS, PRIMARY, METRIC_WORDS, VARIANT_LABELS, VARIANTS, table_rows
+from ..evaluate import SCORERS, summary_rows
 from .chat_tab import refresh_choices
 
 SUMMARY_HEADERS = ["metric", "base model", "tuned model", "better"]
@@ -34,9 +36,63 @@ def show(result: dict | None):
     return text, summary_rows(result), [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
 
 
-def load_existing(run_id: str | None):
+def saved_eval(run_id: str | None) -> dict:
     path = runs.run_path(run_id) / "eval.json" if run_id else None
-    return show(json.loads(path.read_text()) if path and path.is_file() else None)
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def load_existing(run_id: str | None):
+    saved = saved_eval(run_id)
+    return (*show(saved if "base" in saved else None), *show_baselines(saved.get("baselines")),
+            instructions_for(run_id, saved))
+
+
+def instructions_for(run_id: str | None, saved: dict) -> str:
+    """The instructions used last time, else a system prompt written from the run's training answers."""
+    if saved.get("baselines"):
+        return saved["baselines"]["instructions"]
+    if not run_id:
+        return ""
+    from ..baselines import default_instructions
+    from ..data import load_dataset_source, reference_answer
+    from ..evaluate import choose_scorer
+
+    try:
+        config = runs.read_config(run_id)
+        train = load_dataset_source(config.dataset, seed=config.seed).train
+        return default_instructions(choose_scorer([reference_answer(r) for r in train]))
+    except (ValueError, FileNotFoundError):
+        return ""
+
+
+def show_baselines(result: dict | None):
+    """Verdict, four-row table, checklist and bar chart of a prompting comparison."""
+    empty_chart = pd.DataFrame(columns=["approach", "share", "metric"])
+    if not result:
+        return "Not compared yet: press **Compare with prompting**.", [], "", empty_chart
+    headers, rows = table_rows(result)
+    checks = "\n".join(f"- **{item}** – {finding}" for item, finding in result["checklist"])
+    primary = PRIMARY.get(result["scorer"])
+    shown = [m for m in ("schema_valid", primary) if m and m in result["rows"]["tuned"]]
+    chart = pd.DataFrame(
+        [{"approach": VARIANT_LABELS[v], "share": result["rows"][v][m], "metric": METRIC_WORDS[m]}
+         for v in VARIANTS for m in dict.fromkeys(shown)],
+        columns=["approach", "share", "metric"],
+    )
+    return f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks, chart
+
+
+def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, progress=gr.Progress()):
+    from ..baselines import compare_with_prompting
+
+    if not run_id:
+        raise gr.Error("Pick a run with a saved adapter first.", print_exception=False)
+    try:
+        result = compare_with_prompting(run_id, int(count), int(shots), instructions, scorer, pattern or "",
+                                        progress=lambda fraction, message: progress(fraction, desc=message))
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return show_baselines(result)
 
 
 def evaluate(run_id: str | None, count, scorer: str, pattern: str, progress=gr.Progress()):
@@ -57,7 +113,7 @@ def build(current_run: gr.State, tab: gr.Tab):
                 "its replies follow the format of the training answers.")
     with gr.Row():
         run = gr.Dropdown(label="Run", allow_custom_value=True, scale=3, elem_id="eval-run")
-        count = gr.Number(value=DEFAULT_FORMAT_PROMPTS, precision=0, label="Held-out prompts", scale=1,
+        count = gr.Number(value=DEFAULT_BASELINE_PROMPTS, precision=0, label="Held-out prompts", scale=1,
                           info="Answered by each model; about 2 s each on CPU.")
         scorer = gr.Dropdown(choices=SCORERS, value="auto", label="Format check", scale=1,
                              info="auto: a JSON schema when the answers are JSON.")
@@ -67,6 +123,25 @@ def build(current_run: gr.State, tab: gr.Tab):
     table = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, elem_id="eval-table")
     with gr.Accordion("Failing examples (tuned model)", open=False):
         failures = gr.Dataframe(headers=FAILURE_HEADERS, interactive=False, wrap=True)
+    gr.Markdown("### Is it worth it?\nThe SFT guide's first question: would prompting the base model do? "
+                "The same held-out prompts, the same checks: the base model alone, with written instructions, "
+                "with a few solved training examples, and the tuned model with neither.")
+    with gr.Row():
+        instructions = gr.Textbox(label="Instructions (system prompt of the 'base + instructions' row)", lines=4,
+                                  scale=4, elem_id="baseline-instructions",
+                                  info="Pre-filled from the training answers; edit it to give prompting its best shot.")
+        shots = gr.Number(value=DEFAULT_SHOTS, precision=0, label="Few-shot examples", scale=1,
+                          info="Drawn from the training split only.")
+    compare_button = gr.Button("Compare with prompting", elem_id="compare-baselines")
+    verdict = gr.Markdown(elem_id="baseline-verdict")
+    with gr.Row():
+        baseline_table = gr.Dataframe(interactive=False, elem_id="baseline-table", scale=3)
+        chart = gr.BarPlot(pd.DataFrame(columns=["approach", "share", "metric"]), x="approach", y="share",
+                           color="metric", y_lim=[0, 1], height=260, scale=2, title="Share of held-out prompts")
+    checks = gr.Markdown(elem_id="baseline-checklist")
     button.click(evaluate, [run, count, scorer, pattern], [about, table, failures], api_name="evaluate")
+    compare_button.click(compare, [run, count, shots, instructions, scorer, pattern],
+                         [verdict, baseline_table, checks, chart], api_name="compare_baselines")
     tab.select(refresh_choices, [run, current_run], run, api_name=False)
-    run.change(load_existing, run, [about, table, failures], api_name=False)
+    run.change(load_existing, run, [about, table, failures, verdict, baseline_table, checks, chart, instructions],
+               api_name=False)

@@ -36,6 +36,7 @@ LABELS = {
     "weight_decay": "Weight decay",
     "max_grad_norm": "Max gradient norm",
     "save_total_limit": "Checkpoints kept",
+    "probe_prompts": "Probe prompts",
     "temperature": "Temperature",
     "top_p": "Top-p",
     "max_new_tokens": "Max new tokens",
@@ -65,7 +66,8 @@ def make_widget(f, value=None):
     if kind is bool:
         return gr.Checkbox(value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
     if kind is str:
-        return gr.Textbox(value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
+        lines = 3 if f.name == "probe_prompts" else 1
+        return gr.Textbox(value=value, label=label, info=info, lines=lines, elem_id=f"cfg-{f.name}")
     return gr.Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=f"cfg-{f.name}")
 
 
