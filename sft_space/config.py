@@ -20,6 +20,8 @@ DEFAULT_DATASET = "demo:json-extract"  # the guide's first use case: output-form
 MIN_MAX_LENGTH = 32  # below this even a one-line prompt and answer do not fit
 LORA_TARGET_CHOICES = ["all-linear", "attention", "custom"]
 LR_SCHEDULERS = ["linear", "cosine", "constant_with_warmup"]
+# Far above anything sensible, yet allowed: a too-high rate is a lesson the loss curve teaches (the run stops on NaN).
+MAX_LEARNING_RATE = 10.0
 MAX_PROBES = 5  # each probe costs a short generation at every evaluation
 
 
@@ -119,8 +121,9 @@ class RunConfig:
 
         need(bool(self.dataset.strip()), "dataset is empty: pick a demo set such as demo:json-extract")
         need(bool(self.model.strip()), "model is empty: use 'bundled' or a local model folder")
-        need(0 < self.learning_rate <= 1e-2,
-             f"learning_rate must be above 0 and at most 0.01 (LoRA usually 1e-4 to 5e-4), got {self.learning_rate}")
+        need(0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"learning_rate must be above 0 and at most {MAX_LEARNING_RATE:g} (LoRA usually 1e-4 to 5e-4), "
+             f"got {self.learning_rate}")
         need(self.max_steps > 0 or self.num_train_epochs > 0,
              "max_steps and num_train_epochs are both zero: set max_steps above 0 or num_train_epochs above 0")
         need(self.max_steps == -1 or self.max_steps > 0,
@@ -191,6 +194,7 @@ class RunConfig:
             seed=self.seed,
             report_to="none",
             disable_tqdm=True,  # progress goes to metrics.jsonl / status.json, not a terminal bar
+            logging_nan_inf_filter=False,  # a NaN loss must show, so the run can stop on it
             include_num_input_tokens_seen="non_padding",  # real tokens, not padding, for an honest tokens/s
             dataloader_num_workers=0,
             **extra,

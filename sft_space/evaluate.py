@@ -231,7 +231,7 @@ def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool
 def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_kind: str = "auto", pattern: str = "",
                  loss_rows: int = DEFAULT_LOSS_ROWS, progress: Progress = lambda f, m: None) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
-    from .chat import load_chat_model, reply
+    from .chat import generate_once, load_chat_model
     from .data import load_dataset_source, prompt_messages, reference_answer
 
     config = read_config(run)
@@ -246,7 +246,6 @@ def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_ki
     format_set = splits.validation[-count:] if count else []
     prompts = [prompt_messages(r) for r in format_set]
     references = [reference_answer(r) for r in format_set]
-    greedy = dict(do_sample=False, max_new_tokens=EVAL_MAX_NEW_TOKENS, repetition_penalty=1.0)
     for index, name in enumerate(("base", "tuned")):
         use_adapter = name == "tuned"
         started = time.time()
@@ -255,7 +254,7 @@ def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_ki
         replies = []
         for i, prompt in enumerate(prompts):
             progress(0.15 + 0.45 * index + 0.35 * i / max(len(prompts), 1), f"{name} model: reply {i + 1}/{len(prompts)}")
-            replies.append(reply(loaded, prompt, use_adapter=use_adapter, **greedy))
+            replies.append(generate_once(loaded, prompt, use_adapter, EVAL_MAX_NEW_TOKENS)["text"])
         if scorer["kind"] != "none" and replies:
             entry["format"] = score_replies(replies, references, scorer)
         entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]

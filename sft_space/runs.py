@@ -176,25 +176,67 @@ def active_run() -> str | None:
 def start_run(config: RunConfig, run_id: str | None = None) -> str:
     """Validate, write the run directory, start the training process; return the run id."""
     config.validate(model_max_length(config.model))
-    busy = active_run()
-    if busy:
-        raise RuntimeError(f"Run {busy} is still training: stop it or wait for it to finish, then start again.")
+    _refuse_if_busy()
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", config.to_dict())
     # written before the process starts; from then on only the process writes status.json
     write_status(run_dir, state="queued", created_at=time.time(), run_id=run_id)
+    _launch(run_id, [str(run_dir)])
+    return run_id
+
+
+def _refuse_if_busy() -> None:
+    busy = active_run()
+    if busy:
+        raise RuntimeError(f"Run {busy} is still training: stop it or wait for it to finish, then start again.")
+
+
+CHECKPOINT_MARK = "sft_space_complete.json"  # written by the trainer after a checkpoint is fully saved
+
+
+def last_complete_checkpoint(run: str | Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing (a kill mid-save leaves one without the mark)."""
+    marked = [p for p in (run_path(run) / "checkpoints").glob("checkpoint-*") if (p / CHECKPOINT_MARK).is_file()]
+    return max(marked, key=lambda p: int(p.name.split("-")[-1])) if marked else None
+
+
+def resume_run(run: str | Path) -> str:
+    """Continue a stopped, failed or interrupted run from its last complete checkpoint."""
+    status = refresh(run)
+    if status.get("state") in ACTIVE_STATES:
+        raise RuntimeError("This run is still going: there is nothing to resume.")
+    if status.get("state") == "completed":
+        raise RuntimeError("This run completed: start a new run to train further.")
+    if last_complete_checkpoint(run) is None:
+        raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
+    _refuse_if_busy()
+    run_id = run_path(run).name
+    write_status(run, state="queued", error=None, resumed_at=time.time())
+    _launch(run_id, ["--resume", str(run_path(run))])
+    return run_id
+
+
+def retry_config(run: str | Path) -> RunConfig | None:
+    """After an out-of-memory failure: the same run with half the batch and twice the accumulation."""
+    retry = read_status(run).get("retry")
+    if not retry:
+        return None
+    return RunConfig.from_dict({**read_config(run).to_dict(), **retry})
+
+
+def _launch(run_id: str, arguments: list[str]) -> None:
+    run_dir = runs_root() / run_id
     with open(run_dir / "train.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sft_space.train", str(run_dir)],
+            [sys.executable, "-m", "sft_space.train", *arguments],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
             env={**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
         )
     _children[run_id] = proc
-    return run_id
 
 
 def stop_run(run: str | Path) -> dict:
@@ -275,4 +317,6 @@ def status_line(status: dict) -> str:
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
     if status.get("state") in ("failed", "interrupted") and status.get("error"):
         parts.append(status["error"])
+    if status.get("state") in ("stopped", "failed", "interrupted") and status.get("last_checkpoint"):
+        parts.append(f"resumable from step {status['last_checkpoint']}")
     return " · ".join(parts)

@@ -26,10 +26,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, RunConfig, coerce
-from .runs import append_metric, read_json, runs_root, new_run_id, write_json_atomic, write_status
+from .runs import (CHECKPOINT_MARK, append_metric, last_complete_checkpoint, new_run_id, read_json, runs_root,
+                   write_json_atomic, write_status)
 from .models import model_max_length
 
 log = logging.getLogger("sft_space.train")
+INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
 PROBE_MAX_NEW_TOKENS = 64  # short: a probe shows behaviour, it is not an evaluation
 
@@ -39,6 +41,7 @@ class StopRequested:
 
     def __init__(self) -> None:
         self.requested = False
+        self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
 
     def __call__(self, signum, frame) -> None:
         if not self.requested:
@@ -54,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", nargs="?", help="a run directory; its config.json is read if present")
     parser.add_argument("--config", help="a JSON file of RunConfig settings (flags override it)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped, failed or interrupted run from its last complete checkpoint")
     parser.add_argument("--preset", choices=list(PRESETS), help="start from a named preset (flags override it)")
     parser.add_argument("--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)")
     for f in fields(RunConfig):
@@ -94,6 +99,8 @@ def reexec_with_malloc_tuning() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume:
+        args.run_dir = args.resume
     try:
         config, run_dir = config_from_args(args)
         config.validate(model_max_length(config.model))
@@ -108,7 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequested()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return train(config, run_dir, stop)
+    checkpoint = None
+    if args.resume:
+        checkpoint = last_complete_checkpoint(run_dir)
+        if checkpoint is None:
+            message = "This run has no complete checkpoint to resume from: start it again instead."
+            print(f"error: {message}", file=sys.stderr)
+            write_status(run_dir, state="failed", error=message, ended_at=time.time())
+            return 2
+    return train(config, run_dir, stop, checkpoint)
+
+
+def forget_after(run_dir: Path, step: int) -> None:
+    """Drop metrics and probe records past `step`: a resumed run re-trains those steps."""
+    for name in ("metrics.jsonl", "probes.jsonl"):
+        path = run_dir / name
+        if path.is_file():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -119,9 +146,10 @@ def setup_logging(run_dir: Path) -> None:
 
 
 # -------------------------------------------------------------- training
-def train(config: RunConfig, run_dir: Path, stop: StopRequested) -> int:
+def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Path | None = None) -> int:
     started = time.time()
-    status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None)
+    status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None,
+                  retry=None, note=None)
     write_status(run_dir, **status)
     log.info("Run %s: %s on %s", run_dir.name, config.model, config.dataset)
     try:
@@ -129,8 +157,15 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested) -> int:
         if stop.requested:
             return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
         status["phase"] = "training"
+        if checkpoint:
+            resumed_step = int(checkpoint.name.split("-")[-1])
+            forget_after(run_dir, resumed_step)
+            status.update(resumed_from=resumed_step, step=resumed_step)
+            log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
         write_status(run_dir, **status)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stop.diverged:
+            return finish(run_dir, status, "failed", started, error=stop.diverged)
         state = "stopped" if stop.requested else "completed"
         status["phase"] = "saving adapter"
         write_status(run_dir, **status)
@@ -138,9 +173,25 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested) -> int:
         return finish(run_dir, status, state, started)
     except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
         log.error("Training failed:\n%s", traceback.format_exc())
+        if is_out_of_memory(error):
+            retry = {"per_device_train_batch_size": max(1, config.per_device_train_batch_size // 2),
+                     "gradient_accumulation_steps": config.gradient_accumulation_steps * 2}
+            status["retry"] = retry
+            message = (f"Out of memory at batch size {config.per_device_train_batch_size} "
+                       f"({'GPU' if 'CUDA' in str(error) else 'device'} memory ran out): retry with batch size "
+                       f"{retry['per_device_train_batch_size']} and gradient accumulation "
+                       f"{retry['gradient_accumulation_steps']} (the same effective batch).")
+            finish(run_dir, status, "failed", started, error=message)
+            return 1
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
         finish(run_dir, status, "failed", started, error=message[:500])
         return 1
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 def finish(run_dir: Path, status: dict, state: str, started: float, error: str | None = None, note: str | None = None) -> int:
@@ -230,6 +281,12 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             self.status.update(max_steps=state.max_steps, step=state.global_step)
             write_status(self.run_dir, **self.status)
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            if INJECT_OOM_AT_STEP and state.global_step + 1 >= INJECT_OOM_AT_STEP:
+                import torch  # a test hook: real memory exhaustion cannot be produced on demand
+
+                raise torch.OutOfMemoryError("CUDA out of memory (injected by SFT_SPACE_INJECT_OOM_AT_STEP)")
+
         def on_step_end(self, args, state, control, **kwargs):
             elapsed = time.time() - self.train_started
             tokens = self._tokens(state)
@@ -249,8 +306,28 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 control.should_training_stop = True
             return control
 
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json_atomic(folder / CHECKPOINT_MARK, {"step": state.global_step, "saved_at": time.time()})
+                self.status["last_checkpoint"] = state.global_step
+                write_status(self.run_dir, **self.status)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
+            bad = [k for k in ("loss", "grad_norm", "eval_loss")
+                   if isinstance(logs.get(k), float) and not math.isfinite(logs[k])]
+            if bad and not self.stop.diverged:
+                lr = args.learning_rate
+                self.stop.diverged = (
+                    f"The {bad[0].replace('_', ' ')} became {logs[bad[0]]} at step {state.global_step} with "
+                    f"learning_rate {lr:g}: lower the learning rate (try {lr / 10:g}) and start again"
+                    + (f"; the last good checkpoint is step {self.status['last_checkpoint']}."
+                       if self.status.get("last_checkpoint") else ".")
+                )
+                log.error(self.stop.diverged)
+                control.should_training_stop = True
+                control.should_save = False
             if "train_loss" in logs:  # the end-of-training summary, not a point on the curve
                 self.status["train_summary"] = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
                 return

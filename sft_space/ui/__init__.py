@@ -41,13 +41,13 @@ def build_app() -> gr.Blocks:
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
-                progress, chart, probe_prompts, probes = train_tab.build(dataset, model, current_run, run_bar)
+                run_panel = train_tab.build(dataset, model, current_run, run_bar)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
                 evaluate_tab.build(current_run, evaluation)
         timer = gr.Timer(POLL_SECONDS)
-        outputs = [current_run, run_bar, progress, chart, probe_prompts, probes]
+        outputs = [current_run, run_bar, *run_panel]
         timer.tick(train_tab.poll, current_run, outputs, api_name=False, show_progress="hidden", queue=False)
         demo.load(train_tab.poll, current_run, outputs, api_name="run_status")
     return demo

@@ -8,22 +8,38 @@ import inspect
 import gradio as gr
 import pandas as pd
 
-from .. import runs
+from .. import health, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
 from .widgets import TRAIN_GROUPS, build_groups, read_config
 
 CHART_COLUMNS = ["step", "loss", "series"]
 
 
-def loss_frame(run_id: str | None) -> pd.DataFrame:
+def loss_frame(records: list[dict]) -> pd.DataFrame:
     """Train and validation loss against step, long format for a LinePlot."""
     rows = []
-    for record in runs.read_metrics(run_id) if run_id else []:
+    for record in records:
         for key, series in (("loss", "train"), ("eval_loss", "validation")):
             value = record.get(key)
             if isinstance(value, (int, float)):
                 rows.append({"step": record["step"], "loss": value, "series": series})
     return pd.DataFrame(rows, columns=CHART_COLUMNS)
+
+
+def series_frame(records: list[dict], key: str) -> pd.DataFrame:
+    """One logged quantity (learning_rate, grad_norm) against step."""
+    rows = [{"step": r["step"], key: r[key]} for r in records if isinstance(r.get(key), (int, float))]
+    return pd.DataFrame(rows, columns=["step", key])
+
+
+def health_text(run_id: str | None, records: list[dict]) -> str:
+    if not run_id:
+        return ""
+    try:
+        learning_rate = runs.read_config(run_id).learning_rate
+    except (ValueError, FileNotFoundError, TypeError):
+        learning_rate = None
+    return "**Health:** " + health.summary(records, learning_rate).replace("\n", "  \n")
 
 
 def probe_table(run_id: str | None) -> pd.DataFrame:
@@ -67,6 +83,29 @@ def start(dataset: str, model: str, *values):
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
 
 
+def resume(run_id: str | None):
+    if not run_id:
+        raise gr.Error("There is no run to resume.", print_exception=False)
+    try:
+        runs.resume_run(run_id)
+    except (RuntimeError, ValueError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
+    return run_id, run_bar_text(run_id, runs.refresh(run_id))
+
+
+def retry_smaller(run_id: str | None):
+    """After running out of memory: the same run with half the batch and twice the accumulation."""
+    config = runs.retry_config(run_id) if run_id else None
+    if config is None:
+        raise gr.Error("Retry with a smaller batch is offered after a run runs out of memory.", print_exception=False)
+    try:
+        new_id = runs.start_run(config)
+    except (ValueError, RuntimeError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return new_id, run_bar_text(new_id, runs.refresh(new_id))
+
+
 def stop(run_id: str | None):
     if not run_id:
         raise gr.Error("There is no run to stop.", print_exception=False)
@@ -80,7 +119,9 @@ def poll(run_id: str | None):
     """Follow the active run (started here or in another tab), else keep showing the chosen one."""
     run_id = runs.active_run() or run_id or runs.latest_run()
     status = runs.refresh(run_id) if run_id else {}
-    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(run_id),
+    records = runs.read_metrics(run_id) if run_id else []
+    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(records),
+            health_text(run_id, records), series_frame(records, "learning_rate"), series_frame(records, "grad_norm"),
             probe_prompts_text(run_id), probe_table(run_id))
 
 
@@ -120,6 +161,9 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
+            with gr.Row():
+                resume_button = gr.Button("Resume", size="sm", elem_id="resume")
+                retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
             TRAIN_FIELD_ORDER[:] = list(widgets)
             for name, value in zip(TRAIN_FIELD_ORDER, apply_preset(DEFAULT_PRESET)):
@@ -127,10 +171,17 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
             chart = gr.LinePlot(
-                loss_frame(None), x="step", y="loss", color="series", title="Loss",
+                loss_frame([]), x="step", y="loss", color="series", title="Loss",
                 color_map={"train": "#2563eb", "validation": "#f97316"}, height=320, elem_id="loss-chart",
                 x_title="step", y_title="loss",
             )
+            health_box = gr.Markdown(elem_id="health")
+            with gr.Accordion("Learning rate and gradient norm", open=False):
+                with gr.Row():
+                    lr_chart = gr.LinePlot(series_frame([], "learning_rate"), x="step", y="learning_rate",
+                                           title="Learning rate", height=220)
+                    grad_chart = gr.LinePlot(series_frame([], "grad_norm"), x="step", y="grad_norm",
+                                             title="Gradient norm", height=220)
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
                 probes = gr.Dataframe(probe_table(None), wrap=True, interactive=False, elem_id="probe-table",
@@ -143,5 +194,7 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
     start_button.click(named(start, ["dataset", "model", *TRAIN_FIELD_ORDER]), [dataset, model, *widget_list],
                        [current_run, run_bar], api_name="start_run")
     stop_button.click(stop, current_run, current_run, api_name="stop_run")
+    resume_button.click(resume, current_run, [current_run, run_bar], api_name="resume_run")
+    retry_button.click(retry_smaller, current_run, [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, current_run, log_box, api_name="show_log")
-    return progress, chart, probe_prompts, probes
+    return progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes
