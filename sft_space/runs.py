@@ -10,25 +10,31 @@ module imports neither torch nor Gradio.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from . import home
-from .config import RunConfig
+from .config import BUNDLED_MODEL, RunConfig
 from .models import model_max_length
 
 ACTIVE_STATES = ("queued", "running", "stopping")
-FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
+FINAL_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
 STOP_GRACE_SECONDS = 120  # a step on CPU plus saving the adapter; then the process is killed
 
 _children: dict[str, subprocess.Popen] = {}  # processes started by this app, so they can be reaped
+_thread_lock = threading.Lock()
 
 
 # ----------------------------------------------------------------- paths
@@ -151,9 +157,16 @@ def process_alive(run: str | Path, status: dict) -> bool:
     return pid_alive(status.get("pid"))
 
 
+def is_waiting(status: dict) -> bool:
+    """Queued and not yet handed to a training process."""
+    return status.get("state") == "queued" and not status.get("launched_at")
+
+
 def refresh(run: str | Path) -> dict:
     """The run's status, marking it interrupted when its process is gone without saying so."""
     status = read_status(run)
+    if is_waiting(status):
+        return status
     if status.get("state") in ACTIVE_STATES and not process_alive(run, status):
         status = read_status(run)  # it may have written its final state just before exiting
     if status.get("state") in ACTIVE_STATES and not process_alive(run, status):
@@ -166,34 +179,86 @@ def refresh(run: str | Path) -> dict:
 
 
 def active_run() -> str | None:
-    """The id of the run that is training now, if any (one job per device)."""
+    """The id of the run holding the device now, if any (one training job per device)."""
     for run_dir in list_run_dirs():
-        if refresh(run_dir).get("state") in ACTIVE_STATES:
+        status = refresh(run_dir)
+        if status.get("state") in ACTIVE_STATES and not is_waiting(status):
             return run_dir.name
     return None
 
 
-def start_run(config: RunConfig, run_id: str | None = None) -> str:
-    """Validate, write the run directory, start the training process; return the run id."""
+def waiting_runs() -> list[str]:
+    """Queued runs in the order they will start (first come, first served)."""
+    waiting = [(read_status(d).get("queued_at", 0), d.name) for d in list_run_dirs() if is_waiting(read_status(d))]
+    return [name for _, name in sorted(waiting)]
+
+
+@contextlib.contextmanager
+def _queue_lock():
+    """One scheduler decision at a time, across threads and processes sharing SFT_SPACE_HOME."""
+    with _thread_lock, open(runs_root() / ".queue.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def advance_queue() -> str | None:
+    """Start the first waiting run when the device is free; return its id."""
+    with _queue_lock():
+        if active_run():
+            return None
+        waiting = waiting_runs()
+        if not waiting:
+            return None
+        run_id = waiting[0]
+        status = read_status(run_id)
+        write_status(run_id, launched_at=time.time())
+        _launch(run_id, ["--resume", str(run_path(run_id))] if status.get("resume") else [str(run_path(run_id))])
+        return run_id
+
+
+def start_queue_worker(interval: float = 2.0) -> threading.Thread:
+    """A daemon thread that starts queued runs as the device frees up (the app runs one)."""
+    def work() -> None:
+        while True:
+            try:
+                advance_queue()
+            except Exception:  # a bad run directory must not stop the queue
+                pass
+            time.sleep(interval)
+
+    thread = threading.Thread(target=work, name="sft-space-queue", daemon=True)
+    thread.start()
+    return thread
+
+
+def check_owner(run: str | Path, owner: str | None) -> dict:
+    """The run's status, if `owner` may see and act on it; runs started from the command line have no owner."""
+    status = refresh(run)
+    if not (run_path(run) / "config.json").is_file():
+        raise FileNotFoundError(f"There is no run {run_path(run).name}.")
+    if status.get("owner") and status["owner"] != owner:
+        raise PermissionError("This run belongs to another visitor.")
+    return status
+
+
+def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = None) -> str:
+    """Validate, check the disk, write the run directory and queue the run; return the run id."""
     config.validate(model_max_length(config.model))
-    _refuse_if_busy()
+    check_disk(config)
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", config.to_dict())
-    # written before the process starts; from then on only the process writes status.json
-    write_status(run_dir, state="queued", created_at=time.time(), run_id=run_id)
-    _launch(run_id, [str(run_dir)])
+    # written before any process starts; from then on only the training process writes status.json
+    now = time.time()
+    write_status(run_dir, state="queued", created_at=now, queued_at=now, run_id=run_id, owner=owner,
+                 planned_steps=planned_steps(config))
+    advance_queue()
     return run_id
 
 
-def _refuse_if_busy() -> None:
-    busy = active_run()
-    if busy:
-        raise RuntimeError(f"Run {busy} is still training: stop it or wait for it to finish, then start again.")
-
-
 CHECKPOINT_MARK = "sft_space_complete.json"  # written by the trainer after a checkpoint is fully saved
+CANCEL_MARK = "cancel_requested"  # present when a stop should discard the adapter
 
 
 def last_complete_checkpoint(run: str | Path) -> Path | None:
@@ -202,20 +267,18 @@ def last_complete_checkpoint(run: str | Path) -> Path | None:
     return max(marked, key=lambda p: int(p.name.split("-")[-1])) if marked else None
 
 
-def resume_run(run: str | Path) -> str:
-    """Continue a stopped, failed or interrupted run from its last complete checkpoint."""
-    status = refresh(run)
+def resume_run(run: str | Path, owner: str | None = None) -> str:
+    """Queue a stopped, failed or interrupted run to continue from its last complete checkpoint."""
+    status = check_owner(run, owner)
     if status.get("state") in ACTIVE_STATES:
         raise RuntimeError("This run is still going: there is nothing to resume.")
     if status.get("state") == "completed":
         raise RuntimeError("This run completed: start a new run to train further.")
     if last_complete_checkpoint(run) is None:
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
-    _refuse_if_busy()
-    run_id = run_path(run).name
-    write_status(run, state="queued", error=None, resumed_at=time.time())
-    _launch(run_id, ["--resume", str(run_path(run))])
-    return run_id
+    write_status(run, state="queued", queued_at=time.time(), launched_at=None, resume=True, error=None, pid=None)
+    advance_queue()
+    return run_path(run).name
 
 
 def retry_config(run: str | Path) -> RunConfig | None:
@@ -228,6 +291,7 @@ def retry_config(run: str | Path) -> RunConfig | None:
 
 def _launch(run_id: str, arguments: list[str]) -> None:
     run_dir = runs_root() / run_id
+    (run_dir / CANCEL_MARK).unlink(missing_ok=True)
     with open(run_dir / "train.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sft_space.train", *arguments],
@@ -239,26 +303,44 @@ def _launch(run_id: str, arguments: list[str]) -> None:
     _children[run_id] = proc
 
 
-def stop_run(run: str | Path) -> dict:
-    """Ask the training process to stop after the current step and save the adapter (SIGTERM)."""
-    status = refresh(run)
-    if status.get("state") not in ACTIVE_STATES:
-        return status
+def _signal_stop(run: str | Path, status: dict) -> None:
     child = _children.get(run_path(run).name)
     pid = status.get("pid") or (child.pid if child else None)
-    if not pid:
-        return status
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return refresh(run)
-    return status
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def stop_run(run: str | Path, owner: str | None = None) -> dict:
+    """Stop & save: the process stops after the current step and saves the adapter (SIGTERM)."""
+    status = check_owner(run, owner)
+    if is_waiting(status):
+        return cancel_run(run, owner)
+    if status.get("state") in ACTIVE_STATES:
+        _signal_stop(run, status)
+    return refresh(run)
+
+
+def cancel_run(run: str | Path, owner: str | None = None) -> dict:
+    """Cancel: a waiting run leaves the queue; a training one stops without saving an adapter."""
+    status = check_owner(run, owner)
+    with _queue_lock():
+        status = refresh(run)
+        if is_waiting(status):
+            return write_status(run, state="cancelled", ended_at=time.time(), note="cancelled while waiting in the queue")
+    if status.get("state") in ACTIVE_STATES:
+        (run_path(run) / CANCEL_MARK).touch()
+        _signal_stop(run, status)
+    return refresh(run)
 
 
 def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_SECONDS, poll: float = 0.5) -> dict:
-    """Block until the run reaches one of `states`; kill it if it overstays a stop request."""
+    """Block until the run reaches one of `states`, moving the queue along meanwhile."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        advance_queue()
         status = refresh(run)
         if status.get("state") in states:
             return status
@@ -266,31 +348,133 @@ def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_S
     return refresh(run)
 
 
+# ------------------------------------------------------------ estimates
+DEFAULT_SECONDS_PER_STEP = 3.0  # the Quick demo on a 2-core CPU, until this device has measured its own
+STARTUP_SECONDS = 15.0  # process start, model and data loading, before the first step
+
+
+def planned_steps(config: RunConfig) -> int | None:
+    """Optimizer steps the run will take (max_steps, or epochs over the training rows)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    try:
+        from .data import load_dataset_source
+
+        rows = len(load_dataset_source(config.dataset, seed=config.seed).train)
+    except (ValueError, FileNotFoundError):
+        return None
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    return max(1, math.ceil(math.ceil(rows / config.per_device_train_batch_size) / config.gradient_accumulation_steps
+                            * config.num_train_epochs)) if per_step else None
+
+
+def seconds_per_step() -> float:
+    """Measured on this device: the newest run that trained a few steps, else the CPU default."""
+    for run_dir in list_run_dirs():
+        status = read_status(run_dir)
+        if status.get("step", 0) >= 5 and status.get("elapsed_seconds") and not status.get("resumed_from"):
+            return status["elapsed_seconds"] / status["step"]
+    return DEFAULT_SECONDS_PER_STEP
+
+
+def queue_position(run: str | Path) -> tuple[int, int, float] | None:
+    """(position from 1, runs waiting, estimated seconds until it starts) for a waiting run."""
+    waiting = waiting_runs()
+    name = run_path(run).name
+    if name not in waiting:
+        return None
+    pace = seconds_per_step()
+    wait = 0.0
+    busy = active_run()
+    if busy:
+        status = read_status(busy)
+        remaining = status.get("eta_seconds")
+        if remaining is None:
+            remaining = (status.get("planned_steps") or 0) * pace + STARTUP_SECONDS
+        wait += remaining
+    for ahead in waiting[: waiting.index(name)]:
+        wait += (read_status(ahead).get("planned_steps") or 0) * pace + STARTUP_SECONDS
+    return waiting.index(name) + 1, len(waiting), wait
+
+
+# ----------------------------------------------------------------- disk
+DISK_MARGIN_BYTES = 100 * 2**20  # logs, tokenised data caches and the unexpected
+
+
+def free_bytes() -> int:
+    return shutil.disk_usage(home()).free
+
+
+def needed_bytes(config: RunConfig) -> int:
+    """Checkpoints (LoRA weights + Adam moments) x kept + the adapter, + the bundled model's conversion."""
+    from .bundled import bundled_model_dir, is_converted
+
+    need = DISK_MARGIN_BYTES
+    folder = bundled_model_dir() if config.model == BUNDLED_MODEL else Path(config.model).expanduser()
+    if config.model == BUNDLED_MODEL and not is_converted():
+        need += 600 * 2**20  # the float32 safetensors copy of SmolLM2-135M
+    model_config = read_json(folder / "config.json")
+    hidden = model_config.get("hidden_size", 1024)
+    inner = model_config.get("intermediate_size", 4 * hidden)
+    layers = model_config.get("num_hidden_layers", 24)
+    lora_params = layers * config.lora_r * (4 * 2 * hidden + 3 * (hidden + inner))
+    per_checkpoint = lora_params * 4 * 3 + 2**20  # float32 weights + two Adam moments + tokenizer/state files
+    return need + per_checkpoint * (config.save_total_limit + 1)
+
+
+def check_disk(config: RunConfig) -> None:
+    need, free = needed_bytes(config), free_bytes()
+    if free < need:
+        raise RuntimeError(
+            f"Not enough disk space: this run needs about {need / 2**20:.0f} MB (checkpoints and adapter) and "
+            f"{free / 2**20:.0f} MB is free under {home()}. Delete old runs or lower save_total_limit."
+        )
+
+
+# ------------------------------------------------------------- listing
 def list_run_dirs() -> list[Path]:
     return sorted((p for p in runs_root().iterdir() if (p / "config.json").is_file()), reverse=True)
 
 
-def list_runs() -> list[dict]:
-    """Newest first: id, state, step and best validation loss of every run on disk."""
+def visible_to(status: dict, owner: str | None) -> bool:
+    return not status.get("owner") or status.get("owner") == owner
+
+
+def list_runs(owner: str | None = None) -> list[dict]:
+    """Newest first, the runs `owner` may see: name, model, dataset, state, steps, best validation loss, age."""
     runs = []
     for run_dir in list_run_dirs():
         status = refresh(run_dir)
-        eval_losses = [m["eval_loss"] for m in read_metrics(run_dir) if "eval_loss" in m]
+        if not visible_to(status, owner):
+            continue
+        config = read_json(run_dir / "config.json")
+        eval_losses = [m["eval_loss"] for m in read_metrics(run_dir) if isinstance(m.get("eval_loss"), (int, float))]
         runs.append({
             "run_id": run_dir.name,
+            "model": config.get("model"),
+            "dataset": config.get("dataset"),
             "state": status.get("state", "unknown"),
             "step": status.get("step", 0),
-            "max_steps": status.get("max_steps"),
+            "max_steps": status.get("max_steps") or status.get("planned_steps"),
             "best_eval_loss": min(eval_losses) if eval_losses else None,
+            "age_seconds": time.time() - status.get("created_at", time.time()),
             "has_adapter": (run_dir / "adapter" / "adapter_model.safetensors").is_file(),
         })
     return runs
 
 
-def latest_run() -> str | None:
-    """The run a fresh page should show: the active one, else the newest."""
-    dirs = list_run_dirs()
-    return active_run() or (dirs[0].name if dirs else None)
+def own_active_run(owner: str | None) -> str | None:
+    """The visitor's run that is training or waiting, if any."""
+    for run in list_runs(owner):
+        if run["state"] in ACTIVE_STATES:
+            return run["run_id"]
+    return None
+
+
+def latest_run(owner: str | None = None) -> str | None:
+    """The run a fresh page should show: the visitor's active one, else their newest."""
+    runs = list_runs(owner)
+    return own_active_run(owner) or (runs[0]["run_id"] if runs else None)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -305,6 +489,10 @@ def status_line(status: dict) -> str:
     if not status:
         return "No run yet"
     parts = [status.get("state", "unknown")]
+    if is_waiting(status) and status.get("run_id"):
+        place = queue_position(status["run_id"])
+        if place:
+            parts.append(f"position {place[0]} of {place[1]} in the queue · estimated wait {format_duration(place[2])}")
     if status.get("phase") and status.get("state") in ACTIVE_STATES:
         parts.append(status["phase"])
     if status.get("max_steps"):

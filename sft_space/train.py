@@ -26,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, RunConfig, coerce
-from .runs import (CHECKPOINT_MARK, append_metric, last_complete_checkpoint, new_run_id, read_json, runs_root,
+from .runs import (CANCEL_MARK, CHECKPOINT_MARK, append_metric, last_complete_checkpoint, new_run_id, read_json, runs_root,
                    write_json_atomic, write_status)
 from .models import model_max_length
 
@@ -166,6 +166,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stop.diverged:
             return finish(run_dir, status, "failed", started, error=stop.diverged)
+        if stop.requested and (run_dir / CANCEL_MARK).exists():
+            return finish(run_dir, status, "cancelled", started, note="cancelled: no adapter saved")
         state = "stopped" if stop.requested else "completed"
         status["phase"] = "saving adapter"
         write_status(run_dir, **status)
@@ -200,7 +202,7 @@ def finish(run_dir: Path, status: dict, state: str, started: float, error: str |
         status["note"] = note
     write_status(run_dir, **status)
     log.info("Run %s %s after %.0f s", run_dir.name, state, status["elapsed_seconds"])
-    return 0 if state in ("completed", "stopped") else 1
+    return 0 if state in ("completed", "stopped", "cancelled") else 1
 
 
 def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict):

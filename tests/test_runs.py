@@ -19,8 +19,10 @@ def tiny_config(tiny_model, **changes) -> RunConfig:
 def test_stop_mid_run_saves_a_loadable_adapter(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, run_name="stop-me"))
     wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 3, timeout=180, what="three training steps")
-    with pytest.raises(RuntimeError, match="still training"):
-        runs.start_run(tiny_config(tiny_model))  # one job per device
+    waiting = runs.start_run(tiny_config(tiny_model, run_name="waits"))  # one job per device: this one queues
+    assert runs.is_waiting(runs.read_status(waiting)) and runs.queue_position(waiting)[:2] == (1, 1)
+    assert "position 1 of 1 in the queue" in runs.status_line(runs.read_status(waiting))
+    assert runs.cancel_run(waiting)["state"] == "cancelled"
     runs.stop_run(run_id)
     status = runs.wait_for(run_id, timeout=120)
     assert status["state"] == "stopped", status

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..models import hardware_summary
-from . import chat_tab, data_tab, evaluate_tab, model_tab, train_tab
+from .. import runs
+from . import chat_tab, data_tab, evaluate_tab, model_tab, runs_tab, train_tab, visitor
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 
@@ -34,6 +35,8 @@ def build_app() -> gr.Blocks:
             "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the result."
         )
         current_run = gr.State(None)
+        visitor_key = gr.State(None)
+        browser_id = gr.BrowserState(None, storage_key="sft-space-visitor")
         run_bar = gr.Markdown("**Run:** none yet", elem_id="run-bar")
         with gr.Tabs():
             with gr.Tab("1 Data", id="data"):
@@ -41,15 +44,20 @@ def build_app() -> gr.Blocks:
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
-                run_panel = train_tab.build(dataset, model, current_run, run_bar)
+                run_panel = train_tab.build(dataset, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
-                chat_tab.build(current_run, chat)
+                chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
-                evaluate_tab.build(current_run, evaluation)
+                evaluate_tab.build(current_run, visitor_key, evaluation)
+            with gr.Tab("Runs", id="runs") as runs_list:
+                runs_tab.build(current_run, visitor_key, runs_list)
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, *run_panel]
-        timer.tick(train_tab.poll, current_run, outputs, api_name=False, show_progress="hidden", queue=False)
-        demo.load(train_tab.poll, current_run, outputs, api_name="run_status")
+        timer.tick(train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden",
+                   queue=False)
+        demo.load(visitor.identify, browser_id, [visitor_key, browser_id], api_name=False).then(
+            train_tab.poll, [current_run, visitor_key], outputs, api_name="run_status")
+    runs.start_queue_worker()
     return demo
 
 

@@ -10,18 +10,19 @@ import gradio as gr
 
 from .. import runs
 from ..config import RunConfig
+from .train_tab import owned
 from .widgets import build_groups
 
 DEFAULT_SEED = 0  # the same seed for base and tuned, so sampling differences come from the weights
 
 
-def chat_choices() -> list[str]:
-    return [r["run_id"] for r in runs.list_runs() if r["has_adapter"]]
+def chat_choices(visitor: str | None = None) -> list[str]:
+    return [r["run_id"] for r in runs.list_runs(visitor) if r["has_adapter"]]
 
 
-def refresh_choices(selected: str | None, current: str | None = None):
-    """Newest runs with an adapter; keep the user's pick, else the run on the Train tab, else the newest."""
-    choices = chat_choices()
+def refresh_choices(selected: str | None, current: str | None = None, visitor: str | None = None):
+    """This visitor's runs with an adapter; keep their pick, else the run on the Train tab, else the newest."""
+    choices = chat_choices(visitor)
     for candidate in (selected, current):
         if candidate in choices:
             return gr.Dropdown(choices=choices, value=candidate)
@@ -44,7 +45,7 @@ def as_messages(history: list | None) -> list[dict]:
 
 
 def respond(message: str, tuned_history: list, base_history: list, run_id: str | None, system_prompt: str,
-            compare: bool, seed, temperature, top_p, max_new_tokens, repetition_penalty):
+            compare: bool, seed, temperature, top_p, max_new_tokens, repetition_penalty, visitor: str | None = None):
     """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
     from ..chat import load_chat_model, stream_reply
 
@@ -53,6 +54,7 @@ def respond(message: str, tuned_history: list, base_history: list, run_id: str |
     if not run_id:
         raise gr.Error("No tuned model yet: train a run on the Train tab (or pick a finished run above).",
                        print_exception=False)
+    owned(run_id, visitor, "chat with")
     try:
         settings = RunConfig(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
                              repetition_penalty=float(repetition_penalty)).validate()
@@ -74,9 +76,9 @@ def respond(message: str, tuned_history: list, base_history: list, run_id: str |
             yield "", tuned, base
 
 
-def build(current_run: gr.State, tab: gr.Tab):
+def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Row():
-        run = gr.Dropdown(choices=chat_choices(), label="Tuned model (run)", scale=3, elem_id="chat-run",
+        run = gr.Dropdown(choices=[], label="Tuned model (run)", scale=3, elem_id="chat-run",
                           allow_custom_value=True,
                           info="Runs with a saved adapter. The base model is loaded once; the adapter is switched on and off.")
         refresh = gr.Button("Refresh list", scale=1, size="sm")
@@ -96,13 +98,13 @@ def build(current_run: gr.State, tab: gr.Tab):
         stop = gr.Button("Stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1)
     settings = build_groups([("Generation", False)])
-    inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values()]
+    inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor]
     outputs = [message, tuned_chat, base_chat]
     sent = send.click(respond, inputs, outputs, api_name="chat")
     submitted = message.submit(respond, inputs, outputs, api_name=False)
     stop.click(None, None, None, cancels=[sent, submitted], api_name=False)
     clear.click(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
-    refresh.click(refresh_choices, [run, current_run], run, api_name=False)
-    tab.select(refresh_choices, [run, current_run], run, api_name=False)
+    refresh.click(refresh_choices, [run, current_run, visitor], run, api_name=False)
+    tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
     run.change(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
     return run

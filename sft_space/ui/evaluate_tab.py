@@ -11,6 +11,7 @@ from .. import runs
 from ..baselines import DEFAULT_BASELINE_PROMPTS, DEFAULT_SHOTS, PRIMARY, METRIC_WORDS, VARIANT_LABELS, VARIANTS, table_rows
 from ..evaluate import SCORERS, summary_rows
 from .chat_tab import refresh_choices
+from .train_tab import owned
 
 SUMMARY_HEADERS = ["metric", "base model", "tuned model", "better"]
 FAILURE_HEADERS = ["expected", "tuned reply", "problems"]
@@ -41,7 +42,9 @@ def saved_eval(run_id: str | None) -> dict:
     return json.loads(path.read_text()) if path and path.is_file() else {}
 
 
-def load_existing(run_id: str | None):
+def load_existing(run_id: str | None, visitor: str | None):
+    if run_id and not runs.visible_to(runs.read_status(run_id), visitor):
+        run_id = None
     saved = saved_eval(run_id)
     return (*show(saved if "base" in saved else None), *show_baselines(saved.get("baselines")),
             instructions_for(run_id, saved))
@@ -82,11 +85,11 @@ def show_baselines(result: dict | None):
     return f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks, chart
 
 
-def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, progress=gr.Progress()):
+def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, visitor: str | None,
+            progress=gr.Progress()):
     from ..baselines import compare_with_prompting
 
-    if not run_id:
-        raise gr.Error("Pick a run with a saved adapter first.", print_exception=False)
+    owned(run_id, visitor, "compare")
     try:
         result = compare_with_prompting(run_id, int(count), int(shots), instructions, scorer, pattern or "",
                                         progress=lambda fraction, message: progress(fraction, desc=message))
@@ -95,11 +98,10 @@ def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pa
     return show_baselines(result)
 
 
-def evaluate(run_id: str | None, count, scorer: str, pattern: str, progress=gr.Progress()):
+def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str | None, progress=gr.Progress()):
     from ..evaluate import evaluate_run
 
-    if not run_id:
-        raise gr.Error("Pick a run with a saved adapter first.", print_exception=False)
+    owned(run_id, visitor, "evaluate")
     try:
         result = evaluate_run(run_id, int(count), scorer, pattern or "",
                               progress=lambda fraction, message: progress(fraction, desc=message))
@@ -108,7 +110,7 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, progress=gr.P
     return show(result)
 
 
-def build(current_run: gr.State, tab: gr.Tab):
+def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     gr.Markdown("Does the tuned model beat the base model on data it never saw? Held-out loss, and whether "
                 "its replies follow the format of the training answers.")
     with gr.Row():
@@ -139,9 +141,9 @@ def build(current_run: gr.State, tab: gr.Tab):
         chart = gr.BarPlot(pd.DataFrame(columns=["approach", "share", "metric"]), x="approach", y="share",
                            color="metric", y_lim=[0, 1], height=260, scale=2, title="Share of held-out prompts")
     checks = gr.Markdown(elem_id="baseline-checklist")
-    button.click(evaluate, [run, count, scorer, pattern], [about, table, failures], api_name="evaluate")
-    compare_button.click(compare, [run, count, shots, instructions, scorer, pattern],
+    button.click(evaluate, [run, count, scorer, pattern, visitor], [about, table, failures], api_name="evaluate")
+    compare_button.click(compare, [run, count, shots, instructions, scorer, pattern, visitor],
                          [verdict, baseline_table, checks, chart], api_name="compare_baselines")
-    tab.select(refresh_choices, [run, current_run], run, api_name=False)
-    run.change(load_existing, run, [about, table, failures, verdict, baseline_table, checks, chart, instructions],
-               api_name=False)
+    tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
+    run.change(load_existing, [run, visitor],
+               [about, table, failures, verdict, baseline_table, checks, chart, instructions], api_name=False)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .. import health, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from .visitor import new_visitor_id
 from .widgets import TRAIN_GROUPS, build_groups, read_config
 
 CHART_COLUMNS = ["step", "loss", "series"]
@@ -73,51 +74,78 @@ def progress_html(status: dict) -> str:
     )
 
 
-def start(dataset: str, model: str, *values):
+ENGINE_ERRORS = (ValueError, RuntimeError, FileNotFoundError, PermissionError)
+
+
+def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
+    """The run's status if this visitor may act on it; otherwise a readable error."""
+    if not run_id:
+        raise gr.Error(f"There is no run to {action}.", print_exception=False)
+    try:
+        return runs.check_owner(run_id, visitor)
+    except (PermissionError, FileNotFoundError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def start(visitor: str | None, dataset: str, model: str, *values):
+    visitor = visitor or new_visitor_id()
     try:
         config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, model=model))
-        run_id = runs.start_run(config)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        run_id = runs.start_run(config, owner=visitor)
+    except ENGINE_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
-    gr.Info(f"Run {run_id} started. The chart updates every few seconds; you can leave this page and come back.")
-    return run_id, run_bar_text(run_id, runs.refresh(run_id))
+    status = runs.refresh(run_id)
+    if runs.is_waiting(status):
+        gr.Info(f"Run {run_id} is queued behind another training job; it starts by itself when the device is free.")
+    else:
+        gr.Info(f"Run {run_id} started. The chart updates every few seconds; you can leave this page and come back.")
+    return run_id, run_bar_text(run_id, status), visitor
 
 
-def resume(run_id: str | None):
-    if not run_id:
-        raise gr.Error("There is no run to resume.", print_exception=False)
+def resume(run_id: str | None, visitor: str | None):
+    owned(run_id, visitor, "resume")
     try:
-        runs.resume_run(run_id)
-    except (RuntimeError, ValueError) as error:
+        runs.resume_run(run_id, visitor)
+    except ENGINE_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
 
 
-def retry_smaller(run_id: str | None):
+def retry_smaller(run_id: str | None, visitor: str | None):
     """After running out of memory: the same run with half the batch and twice the accumulation."""
-    config = runs.retry_config(run_id) if run_id else None
+    owned(run_id, visitor, "retry")
+    config = runs.retry_config(run_id)
     if config is None:
         raise gr.Error("Retry with a smaller batch is offered after a run runs out of memory.", print_exception=False)
     try:
-        new_id = runs.start_run(config)
-    except (ValueError, RuntimeError) as error:
+        new_id = runs.start_run(config, owner=visitor)
+    except ENGINE_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     return new_id, run_bar_text(new_id, runs.refresh(new_id))
 
 
-def stop(run_id: str | None):
-    if not run_id:
-        raise gr.Error("There is no run to stop.", print_exception=False)
-    status = runs.stop_run(run_id)
+def stop(run_id: str | None, visitor: str | None):
+    status = owned(run_id, visitor, "stop")
     if status.get("state") in runs.ACTIVE_STATES:
+        runs.stop_run(run_id, visitor)
         gr.Info("Stopping after the current step; the adapter trained so far will be saved.")
     return run_id
 
 
-def poll(run_id: str | None):
-    """Follow the active run (started here or in another tab), else keep showing the chosen one."""
-    run_id = runs.active_run() or run_id or runs.latest_run()
+def cancel(run_id: str | None, visitor: str | None):
+    status = owned(run_id, visitor, "cancel")
+    if status.get("state") in runs.ACTIVE_STATES:
+        runs.cancel_run(run_id, visitor)
+        gr.Info("Cancelled: the run leaves the queue or stops without saving an adapter.")
+    return run_id
+
+
+def poll(run_id: str | None, visitor: str | None):
+    """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one."""
+    if run_id and not runs.visible_to(runs.read_status(run_id), visitor):
+        run_id = None
+    run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
     records = runs.read_metrics(run_id) if run_id else []
     return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(records),
@@ -129,8 +157,9 @@ def run_bar_text(run_id: str | None, status: dict) -> str:
     return f"**Run:** {run_id} · {runs.status_line(status)}" if run_id else "**Run:** none yet"
 
 
-def show_log(run_id: str | None) -> str:
-    return runs.tail_log(run_id, 80) if run_id else "(no run yet)"
+def show_log(run_id: str | None, visitor: str | None) -> str:
+    owned(run_id, visitor, "show")
+    return runs.tail_log(run_id, 80)
 
 
 def apply_preset(name: str):
@@ -153,7 +182,7 @@ def named(function, names: list[str]):
     return handler
 
 
-def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown):
+def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
@@ -162,6 +191,7 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
             with gr.Row():
+                cancel_button = gr.Button("Cancel", size="sm", elem_id="cancel")
                 resume_button = gr.Button("Resume", size="sm", elem_id="resume")
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
@@ -191,10 +221,11 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     preset.change(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(named(start, ["dataset", "model", *TRAIN_FIELD_ORDER]), [dataset, model, *widget_list],
-                       [current_run, run_bar], api_name="start_run")
-    stop_button.click(stop, current_run, current_run, api_name="stop_run")
-    resume_button.click(resume, current_run, [current_run, run_bar], api_name="resume_run")
-    retry_button.click(retry_smaller, current_run, [current_run, run_bar], api_name="retry_run")
-    log_button.click(show_log, current_run, log_box, api_name="show_log")
+    start_button.click(named(start, ["visitor", "dataset", "model", *TRAIN_FIELD_ORDER]),
+                       [visitor, dataset, model, *widget_list], [current_run, run_bar, visitor], api_name="start_run")
+    stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
+    cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
+    resume_button.click(resume, [current_run, visitor], [current_run, run_bar], api_name="resume_run")
+    retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
+    log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
     return progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes
