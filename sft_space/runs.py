@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def run_path(run: str | Path) -> Path:
 def new_run_id(config: RunConfig) -> str:
     label = config.run_name or f"{Path(config.model).name}-{config.dataset.replace('demo:', '')}"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "run"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    # the random tail keeps ids apart when several visitors start the same thing in the same second
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{uuid.uuid4().hex[:4]}"
 
 
 # -------------------------------------------------------------- file I/O
@@ -368,13 +370,20 @@ def planned_steps(config: RunConfig) -> int | None:
                             * config.num_train_epochs)) if per_step else None
 
 
-def seconds_per_step() -> float:
-    """Measured on this device: the newest run that trained a few steps, else the CPU default."""
+def seconds_per_step(model: str | None = None) -> float:
+    """Measured on this device: the newest run of the same model that trained a few steps, else the CPU default."""
     for run_dir in list_run_dirs():
         status = read_status(run_dir)
-        if status.get("step", 0) >= 5 and status.get("elapsed_seconds") and not status.get("resumed_from"):
+        same_model = model is None or read_json(run_dir / "config.json").get("model") == model
+        if same_model and status.get("step", 0) >= 5 and status.get("elapsed_seconds") and not status.get("resumed_from"):
             return status["elapsed_seconds"] / status["step"]
     return DEFAULT_SECONDS_PER_STEP
+
+
+def _expected_seconds(run_id: str) -> float:
+    status = read_status(run_id)
+    pace = seconds_per_step(read_json(run_path(run_id) / "config.json").get("model"))
+    return (status.get("planned_steps") or 0) * pace + STARTUP_SECONDS
 
 
 def queue_position(run: str | Path) -> tuple[int, int, float] | None:
@@ -383,17 +392,13 @@ def queue_position(run: str | Path) -> tuple[int, int, float] | None:
     name = run_path(run).name
     if name not in waiting:
         return None
-    pace = seconds_per_step()
     wait = 0.0
     busy = active_run()
     if busy:
-        status = read_status(busy)
-        remaining = status.get("eta_seconds")
-        if remaining is None:
-            remaining = (status.get("planned_steps") or 0) * pace + STARTUP_SECONDS
-        wait += remaining
+        remaining = read_status(busy).get("eta_seconds")
+        wait += _expected_seconds(busy) if remaining is None else remaining
     for ahead in waiting[: waiting.index(name)]:
-        wait += (read_status(ahead).get("planned_steps") or 0) * pace + STARTUP_SECONDS
+        wait += _expected_seconds(ahead)
     return waiting.index(name) + 1, len(waiting), wait
 
 
