@@ -33,7 +33,7 @@ from .models import model_max_length
 log = logging.getLogger("sft_space.train")
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
-PROBE_MAX_NEW_TOKENS = 64  # short: a probe shows behaviour, it is not an evaluation
+PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
 
 
 class StopRequested:
@@ -241,7 +241,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
         prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES]
     ]
-    trainer.add_callback(make_probe_callback(run_dir, probes))
+    trainer.add_callback(make_probe_callback(run_dir, probes, status))
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,
@@ -276,7 +276,8 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             return int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
         def _training_seconds(self) -> float:
-            return max(1e-6, time.time() - self.train_started - self.eval_seconds)
+            paused = self.eval_seconds + self.status.get("probe_seconds", 0.0)  # evaluation and probe replies
+            return max(1e-6, time.time() - self.train_started - paused)
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.train_started = time.time()
@@ -352,7 +353,7 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
     return RunDirCallback(run_dir, status, stop)
 
 
-def make_probe_callback(run_dir: Path, probes: list[list[dict]]):
+def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict):
     """Answers the probe prompts before training (the base model) and after every evaluation: probes.jsonl."""
     from transformers import TrainerCallback
 
@@ -367,8 +368,10 @@ def make_probe_callback(run_dir: Path, probes: list[list[dict]]):
                 replies = generate_batch(model, tokenizer, probes, PROBE_MAX_NEW_TOKENS)
             finally:
                 model.train(was_training)
+            seconds = time.time() - started
+            status["probe_seconds"] = status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
             record = {"step": state.global_step, "prompts": [p[-1]["content"] for p in probes], "replies": replies,
-                      "seconds": round(time.time() - started, 2)}
+                      "seconds": round(seconds, 2)}
             with open(run_dir / "probes.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 

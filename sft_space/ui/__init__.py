@@ -23,6 +23,12 @@ CSS = """
 .run-progress .fill.state-failed, .run-progress .fill.state-interrupted { background: #dc2626; }
 .run-progress .fill.state-stopped { background: #a16207; }
 #run-bar { padding: 4px 10px; border-radius: 6px; background: var(--block-background-fill); }
+.bar-chart { font-size: .9em; padding: 6px 0; }
+.bar-chart .bar-group { margin: 6px 0; }
+.bar-chart .bar-label { font-weight: 600; }
+.bar-chart .bar-row { display: flex; align-items: center; gap: 6px; height: 16px; margin: 2px 0; }
+.bar-chart .bar { height: 12px; border-radius: 3px; min-width: 2px; }
+.bar-chart .swatch { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 10px; border-radius: 2px; }
 .badge { font-size: .85em; padding: 2px 8px; border-radius: 10px; background: var(--neutral-100); }
 """
 

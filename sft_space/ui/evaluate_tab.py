@@ -70,19 +70,33 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
 
 def show_baselines(result: dict | None):
     """Verdict, four-row table, checklist and bar chart of a prompting comparison."""
-    empty_chart = pd.DataFrame(columns=["approach", "share", "metric"])
     if not result:
-        return "Not compared yet: press **Compare with prompting**.", [], "", empty_chart
+        return "Not compared yet: press **Compare with prompting**.", [], "", ""
     headers, rows = table_rows(result)
     checks = "\n".join(f"- **{item}** – {finding}" for item, finding in result["checklist"])
     primary = PRIMARY.get(result["scorer"])
     shown = [m for m in ("schema_valid", primary) if m and m in result["rows"]["tuned"]]
-    chart = pd.DataFrame(
-        [{"approach": VARIANT_LABELS[v], "share": result["rows"][v][m], "metric": METRIC_WORDS[m]}
-         for v in VARIANTS for m in dict.fromkeys(shown)],
-        columns=["approach", "share", "metric"],
-    )
-    return f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks, chart
+    return (f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks,
+            bar_chart(result, list(dict.fromkeys(shown))))
+
+
+BAR_COLOURS = ["#2563eb", "#f97316"]
+
+
+def bar_chart(result: dict, metrics: list[str]) -> str:
+    """Horizontal bars, one group per approach, one bar per metric (shares of held-out prompts)."""
+    if not metrics:
+        return ""
+    legend = " ".join(f"<span class='swatch' style='background:{BAR_COLOURS[i % 2]}'></span>{METRIC_WORDS[m]}"
+                      for i, m in enumerate(metrics))
+    groups = []
+    for variant in VARIANTS:
+        bars = "".join(
+            f"<div class='bar-row'><div class='bar' style='width:{100 * result['rows'][variant][m]:.1f}%;"
+            f"background:{BAR_COLOURS[i % 2]}'></div><span>{result['rows'][variant][m]:.0%}</span></div>"
+            for i, m in enumerate(metrics))
+        groups.append(f"<div class='bar-group'><div class='bar-label'>{VARIANT_LABELS[variant]}</div>{bars}</div>")
+    return f"<div class='bar-chart'><div class='legend'>{legend}</div>{''.join(groups)}</div>"
 
 
 def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, visitor: str | None,
@@ -136,10 +150,8 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
                           info="Drawn from the training split only.")
     compare_button = gr.Button("Compare with prompting", elem_id="compare-baselines")
     verdict = gr.Markdown(elem_id="baseline-verdict")
-    with gr.Row():
-        baseline_table = gr.Dataframe(interactive=False, elem_id="baseline-table", scale=3)
-        chart = gr.BarPlot(pd.DataFrame(columns=["approach", "share", "metric"]), x="approach", y="share",
-                           color="metric", y_lim=[0, 1], height=260, scale=2, title="Share of held-out prompts")
+    baseline_table = gr.Dataframe(interactive=False, elem_id="baseline-table")
+    chart = gr.HTML(elem_id="baseline-chart")
     checks = gr.Markdown(elem_id="baseline-checklist")
     button.click(evaluate, [run, count, scorer, pattern, visitor], [about, table, failures], api_name="evaluate")
     compare_button.click(compare, [run, count, shots, instructions, scorer, pattern, visitor],

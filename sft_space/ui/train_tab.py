@@ -57,7 +57,7 @@ def probe_prompts_text(run_id: str | None) -> str:
     records = runs.read_probes(run_id) if run_id else []
     if not records:
         return "Replies to a few validation prompts appear here at every evaluation (step 0 is the base model)."
-    return "\n".join(f"**probe {i + 1}:** {html.escape(p)}" for i, p in enumerate(records[0]["prompts"]))
+    return "  \n".join(f"**probe {i + 1}:** {html.escape(p)}" for i, p in enumerate(records[0]["prompts"]))
 
 
 def progress_html(status: dict) -> str:
