@@ -152,7 +152,14 @@ def healthy(train: list[tuple[int, float]], evals: list[tuple[int, float]]) -> F
     return Finding("healthy", "ok", text + ".", "")
 
 
+ICONS = {"ok": "✅", "warn": "⚠️", "bad": "⛔"}
+
+
+def describe(findings: list[Finding]) -> str:
+    """Findings as one short line each, for the run panel."""
+    return "\n".join(f"{ICONS[f.severity]} {f.as_text()}" for f in findings)
+
+
 def summary(records: list[dict], learning_rate: float | None = None) -> str:
     """The verdict as one or more short lines for the run panel."""
-    icons = {"ok": "✅", "warn": "⚠️", "bad": "⛔"}
-    return "\n".join(f"{icons[f.severity]} {f.as_text()}" for f in diagnose(records, learning_rate))
+    return describe(diagnose(records, learning_rate))

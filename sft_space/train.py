@@ -156,7 +156,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         trainer, tokenizer = build_trainer(config, run_dir, stop, status)
         if stop.requested:
             return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
-        status["phase"] = "training"
+        status.update(phase="training", phase_progress=None, phase_eta=None)
         if checkpoint:
             resumed_step = int(checkpoint.name.split("-")[-1])
             forget_after(run_dir, resumed_step)
@@ -205,6 +205,31 @@ def finish(run_dir: Path, status: dict, state: str, started: float, error: str |
     return 0 if state in ("completed", "stopped", "cancelled") else 1
 
 
+PHASE_WRITE_SECONDS = 0.5  # how often a loading step's progress reaches status.json
+
+
+def mirror_progress_bars(run_dir: Path, status: dict) -> None:
+    """Copy every library progress bar (GGUF conversion, tokenisation, ...) into status.json with an ETA."""
+    from tqdm import std
+
+    original = std.tqdm.update
+    last_write = [0.0]
+
+    def update(bar, n=1):
+        result = original(bar, n)
+        now = time.time()
+        if bar.total and now - last_write[0] >= PHASE_WRITE_SECONDS and status.get("phase") != "training":
+            last_write[0] = now
+            share = min(bar.n / bar.total, 1.0)
+            elapsed = now - bar.start_t
+            status.update(phase=(bar.desc or "working").rstrip(": "), phase_progress=share,
+                          phase_eta=elapsed * (1 - share) / share if share > 0 else None)
+            write_status(run_dir, **status)
+        return result
+
+    std.tqdm.update = update
+
+
 def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict):
     from datasets import Dataset
     from trl import SFTTrainer
@@ -217,6 +242,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         status["phase"] = message
         write_status(run_dir, **status)
 
+    mirror_progress_bars(run_dir, status)
     folder = resolve_model(config.model, progress)
     splits = load_dataset_source(config.dataset, seed=config.seed)
     log.info("data: %s", splits.summary())

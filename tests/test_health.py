@@ -67,3 +67,14 @@ def test_instability_spike_exploding_gradient_and_nan():
 
 def test_summary_is_readable_text():
     assert summary([]).startswith("✅ Waiting for the first logged losses")
+
+
+def test_a_warning_gets_a_marker_on_the_loss_chart():
+    from sft_space.ui.train_tab import loss_frame
+
+    records = curve([2.0 - 0.045 * i for i in range(40)], evals=[1.5, 1.2, 1.0, 0.95, 1.0, 1.08, 1.2, 1.35])
+    frame = loss_frame(records, diagnose(records))
+    marker = frame[frame["series"].str.startswith("⚠ overfitting")]
+    assert list(marker["step"]) == [80, 80] and marker["loss"].min() == 0.0 and marker["loss"].max() == 2.0
+    healthy = curve([2.0 - 0.04 * i for i in range(40)], evals=[1.9, 1.6, 1.4])
+    assert set(loss_frame(healthy, diagnose(healthy))["series"]) == {"train", "validation"}

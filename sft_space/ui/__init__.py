@@ -19,6 +19,9 @@ POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 CSS = """
 .run-progress .bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
 .run-progress .fill { height: 100%; background: #2563eb; transition: width .5s; }
+.run-progress .bar.phase { height: 8px; }
+.run-progress .bar.phase .fill { background: #7c3aed; }
+.run-progress .phase-line { font-size: .85em; margin: 2px 0 8px; }
 .run-progress .fill.state-completed { background: #16a34a; }
 .run-progress .fill.state-failed, .run-progress .fill.state-interrupted { background: #dc2626; }
 .run-progress .fill.state-stopped { background: #a16207; }

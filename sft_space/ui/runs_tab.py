@@ -31,7 +31,7 @@ def refresh(visitor: str | None, selected: list[str] | None):
 def open_run(run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "open")
     gr.Info(f"Opened {run_id}: the Train, Chat and Evaluate tabs now show it.")
-    return run_id
+    return run_id, runs.read_config(run_id).to_dict()
 
 
 def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame:
@@ -56,10 +56,12 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
         choice = gr.Dropdown(label="Open a run", scale=3, elem_id="open-run", allow_custom_value=True)
         open_button = gr.Button("Open", scale=1)
         refresh_button = gr.Button("Refresh", scale=1)
+    with gr.Accordion("Settings of the opened run", open=False):
+        config_view = gr.JSON(elem_id="run-config")
     compare = gr.CheckboxGroup(label="Compare", elem_id="compare-runs")
     chart = gr.LinePlot(overlay([], None), x="step", y="loss", color="run", title="Loss by run", height=320)
     for event in (tab.select, refresh_button.click):
         event(refresh, [visitor, compare], [table, choice, compare], api_name=False)
-    open_button.click(open_run, [choice, visitor], current_run, api_name="open_run")
+    open_button.click(open_run, [choice, visitor], [current_run, config_view], api_name="open_run")
     compare.change(overlay, [compare, visitor], chart, api_name=False)
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import math
 
 import gradio as gr
 import pandas as pd
@@ -16,14 +17,20 @@ from .widgets import TRAIN_GROUPS, build_groups, read_config
 CHART_COLUMNS = ["step", "loss", "series"]
 
 
-def loss_frame(records: list[dict]) -> pd.DataFrame:
-    """Train and validation loss against step, long format for a LinePlot."""
+def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
+    """Train and validation loss against step, long format for a LinePlot, plus a vertical marker per warning."""
     rows = []
     for record in records:
         for key, series in (("loss", "train"), ("eval_loss", "validation")):
             value = record.get(key)
-            if isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 rows.append({"step": record["step"], "loss": value, "series": series})
+    top = max((r["loss"] for r in rows), default=1.0)
+    for finding in findings:
+        if finding.severity != "ok" and finding.step is not None:
+            label = f"⚠ {finding.sign} (step {finding.step})"
+            rows += [{"step": finding.step, "loss": 0.0, "series": label},
+                     {"step": finding.step, "loss": top, "series": label}]
     return pd.DataFrame(rows, columns=CHART_COLUMNS)
 
 
@@ -33,14 +40,18 @@ def series_frame(records: list[dict], key: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", key])
 
 
-def health_text(run_id: str | None, records: list[dict]) -> str:
+def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
     if not run_id:
-        return ""
+        return []
     try:
         learning_rate = runs.read_config(run_id).learning_rate
     except (ValueError, FileNotFoundError, TypeError):
         learning_rate = None
-    return "**Health:** " + health.summary(records, learning_rate).replace("\n", "  \n")
+    return health.diagnose(records, learning_rate)
+
+
+def health_text(findings: list[health.Finding]) -> str:
+    return "**Health:** " + health.describe(findings).replace("\n", "  \n") if findings else ""
 
 
 def probe_table(run_id: str | None) -> pd.DataFrame:
@@ -67,8 +78,14 @@ def progress_html(status: dict) -> str:
     step, total = status.get("step", 0), status.get("max_steps") or 0
     share = 100.0 if status.get("state") == "completed" else (100.0 * step / total if total else 0.0)
     state = status.get("state", "")
+    phase = ""
+    if state in runs.ACTIVE_STATES and status.get("phase_progress") is not None:
+        eta = runs.format_duration(status.get("phase_eta"))
+        phase = (f"<div class='bar phase'><div class='fill' style='width:{100 * status['phase_progress']:.1f}%'></div></div>"
+                 f"<p class='phase-line'>{html.escape(status.get('phase') or '')}: "
+                 f"{status['phase_progress']:.0%} · ETA {eta}</p>")
     return (
-        f"<div class='run-progress' data-state='{html.escape(state)}'>"
+        f"<div class='run-progress' data-state='{html.escape(state)}'>{phase}"
         f"<div class='bar'><div class='fill state-{html.escape(state)}' style='width:{share:.1f}%'></div></div>"
         f"<p>{html.escape(runs.status_line(status))}</p></div>"
     )
@@ -148,8 +165,9 @@ def poll(run_id: str | None, visitor: str | None):
     run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
     records = runs.read_metrics(run_id) if run_id else []
-    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(records),
-            health_text(run_id, records), series_frame(records, "learning_rate"), series_frame(records, "grad_norm"),
+    findings = diagnose(run_id, records)
+    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(records, findings),
+            health_text(findings), series_frame(records, "learning_rate"), series_frame(records, "grad_norm"),
             probe_prompts_text(run_id), probe_table(run_id))
 
 
