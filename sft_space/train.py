@@ -239,7 +239,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
 
     def progress(fraction: float, message: str) -> None:
         log.info("model: %s", message)
-        status["phase"] = message
+        status.update(phase=message, phase_progress=fraction, phase_eta=None)
         write_status(run_dir, **status)
 
     mirror_progress_bars(run_dir, status)
