@@ -85,3 +85,18 @@ def test_start_refuses_when_the_disk_is_too_full(tiny_model, sft_home, monkeypat
     monkeypatch.setattr(runs, "free_bytes", lambda: 5 * 2**20)
     with pytest.raises(RuntimeError, match=r"Not enough disk space: this run needs about \d+ MB .* 5 MB is free"):
         runs.start_run(RunConfig(**settings(tiny_model, 3)))
+
+
+def test_signed_in_visitors_are_keyed_by_hub_username():
+    import gradio as gr
+    from gradio import utils
+
+    from sft_space.ui.visitor import identify
+
+    # gradio injects the signed-in profile by this annotation (no Hub sign-in is possible offline)
+    assert utils.get_type_hints(identify)["profile"] == (gr.OAuthProfile | None)
+    profile = gr.OAuthProfile({"name": "Alice", "preferred_username": "alice", "profile": "", "picture": ""})
+    assert identify("browser:abc", profile) == ("hf:alice", "browser:abc")
+    key, kept = identify(None, None)
+    assert key == kept and key.startswith("browser:")
+    assert identify("browser:abc", None) == ("browser:abc", "browser:abc")
