@@ -367,9 +367,8 @@ def planned_steps(config: RunConfig) -> int | None:
         rows = len(load_dataset_source(config.dataset, seed=config.seed).train)
     except (ValueError, FileNotFoundError):
         return None
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    return max(1, math.ceil(math.ceil(rows / config.per_device_train_batch_size) / config.gradient_accumulation_steps
-                            * config.num_train_epochs)) if per_step else None
+    batches = math.ceil(rows / config.per_device_train_batch_size)
+    return max(1, math.ceil(batches / config.gradient_accumulation_steps * config.num_train_epochs))
 
 
 def seconds_per_step(model: str | None = None) -> float:
