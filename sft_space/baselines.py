@@ -174,10 +174,10 @@ def compare_with_prompting(run: str | Path, count: int = DEFAULT_BASELINE_PROMPT
                            progress: Progress = lambda f, m: None) -> dict:
     """The four-row table for a finished run; merged into RUN_DIR/eval.json under 'baselines'."""
     from .chat import generate_once, load_chat_model
-    from .data import load_dataset_source, prompt_messages, reference_answer
+    from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
-    splits = load_dataset_source(config.dataset, seed=config.seed)
+    splits = load_for_run(config)
     if splits.format != "messages":
         raise ValueError("The comparison needs a conversational dataset (a 'messages' column).")
     if count < 1:

@@ -36,6 +36,8 @@ class RunConfig:
     dataset: str = _f(DEFAULT_DATASET, "Bundled demo set (demo:NAME) or a jsonl file of chat `messages`.", "Data")
     model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline) or a local model folder.", "Model")
     run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
+    data_format: str = _f("auto", "How rows are read: auto-detected, or one named format (messages, alpaca, sharegpt...).",
+                          "Data")
     # Small held-out evaluations keep the CPU busy training, not evaluating.
     eval_max_rows: int = _f(40, "Validation rows scored at each evaluation (0 = all).", "Monitoring", low=0)
 

@@ -9,6 +9,7 @@ shows. Reading is plain Python, so the UI can preview without importing
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from dataclasses import dataclass, field
@@ -25,11 +26,15 @@ class DatasetSplits:
     name: str
     train: list[dict]
     validation: list[dict]
-    format: str
+    format: str  # what training sees: "messages" or "text"
     notes: list[str] = field(default_factory=list)
+    source_format: str = "messages"  # what the file held (a key of FORMATS)
+
+    def format_label(self) -> str:
+        return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
 
     def summary(self) -> str:
-        text = f"{self.name}: {len(self.train)} train rows, {len(self.validation)} validation rows ({self.format})"
+        text = f"{self.name}: {len(self.train)} train rows, {len(self.validation)} validation rows ({self.format_label()})"
         return text + ("; " + "; ".join(self.notes) if self.notes else "")
 
 
@@ -38,17 +43,56 @@ def demo_choices() -> list[tuple[str, str]]:
     return [(f"demo:{name} - {about}", f"demo:{name}") for name, about in DEMO_DATASETS.items()]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a .jsonl file, or of a .json file holding a list; a bad line is named by its number."""
+UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+# Formats a user brings, in the order they are recognised, and what each needs in a row.
+FORMATS = {
+    "messages": "chat messages: role/content turns (also OpenAI fine-tuning jsonl)",
+    "sharegpt": "ShareGPT: conversations of from/value (human, gpt, system)",
+    "alpaca": "Alpaca: instruction, input, output",
+    "dolly": "Dolly: instruction, context, response",
+    "instruction-response": "instruction, response",
+    "question-answer": "question, answer (optional context)",
+    "prompt-completion": "prompt, completion (plain text or conversational)",
+    "text": "plain text, trained as a whole",
+}
+FORMAT_KEYS = {
+    "messages": {"messages"},
+    "sharegpt": {"conversations"},
+    "alpaca": {"instruction", "output"},
+    "dolly": {"instruction", "context", "response"},
+    "instruction-response": {"instruction", "response"},
+    "question-answer": {"question", "answer"},
+    "prompt-completion": {"prompt", "completion"},
+    "text": {"text"},
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "system": "system"}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a .jsonl, .json (a list), .csv or .parquet file; a bad JSON line is named by its number."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract.")
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise ValueError(f"{path.name} is not a readable parquet file ({error}).") from None
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path.name} is not valid JSON (line {error.lineno}: {error.msg}).") from None
+        if isinstance(rows, dict) and len(rows) == 1 and isinstance(next(iter(rows.values())), list):
+            rows = next(iter(rows.values()))  # {"train": [...]} or {"data": [...]}
         if not isinstance(rows, list):
             raise ValueError(f"{path.name} must hold a JSON list of rows, one object per example.")
         return rows
@@ -63,23 +107,77 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+read_jsonl = read_rows  # the demo sets are jsonl
+
+
 def detect_format(rows: list[dict]) -> str:
-    """'messages' (chat), 'prompt-completion' or 'text', from the first row's keys."""
+    """The first format of FORMATS whose columns the first row has."""
     if not rows:
         raise ValueError("The dataset has no rows: add examples, or pick a demo set such as demo:json-extract.")
     first = rows[0]
     if not isinstance(first, dict):
         raise ValueError("Each row must be a JSON object, e.g. {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, ...]}.")
-    if "messages" in first:
-        return "messages"
-    if "prompt" in first and "completion" in first:
-        return "prompt-completion"
-    if "text" in first:
-        return "text"
+    for name, keys in FORMAT_KEYS.items():
+        if keys <= set(first):
+            return name
     raise ValueError(
-        f"Unrecognised dataset columns {sorted(first)}: rows need 'messages' (a list of role/content turns), "
-        "'prompt' and 'completion', or 'text'."
+        f"Unrecognised dataset columns {sorted(first)}: rename them to one of the known formats: "
+        + "; ".join(f"{name} ({', '.join(sorted(keys))})" for name, keys in FORMAT_KEYS.items()) + "."
     )
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def to_messages(row: dict, kind: str) -> dict:
+    """One row of any known format as {'messages': [...]} (or {'text': ...} for plain text)."""
+    def pair(user: str, answer: str, system: str = "") -> dict:
+        turns = [{"role": "system", "content": system}] if system else []
+        return {"messages": turns + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+    if kind == "messages":
+        return {"messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
+                if isinstance(row["messages"], list) else row["messages"]}
+    if kind == "sharegpt":
+        turns = row["conversations"] if isinstance(row["conversations"], list) else []
+        return {"messages": [{"role": SHAREGPT_ROLES.get(str(t.get("from", "")).lower(), t.get("from")),
+                              "content": t.get("value")} for t in turns]}
+    if kind == "alpaca":
+        user = _text(row["instruction"]) + (f"\n\n{_text(row.get('input'))}" if _text(row.get("input")) else "")
+        return pair(user, _text(row["output"]), _text(row.get("system")))
+    if kind == "dolly":
+        user = _text(row["instruction"]) + (f"\n\n{_text(row['context'])}" if _text(row["context"]) else "")
+        return pair(user, _text(row["response"]))
+    if kind == "instruction-response":
+        return pair(_text(row["instruction"]), _text(row["response"]))
+    if kind == "question-answer":
+        context = _text(row.get("context"))
+        return pair((f"{context}\n\n" if context else "") + _text(row["question"]), _text(row["answer"]))
+    if kind == "prompt-completion":
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, list):  # conversational prompt/completion
+            return {"messages": list(prompt) + (list(completion) if isinstance(completion, list) else
+                                                [{"role": "assistant", "content": _text(completion)}])}
+        return pair(_text(prompt), _text(completion))
+    return {"text": _text(row["text"])}
+
+
+def is_empty(row: dict) -> bool:
+    if "text" in row:
+        return not row["text"]
+    messages = row.get("messages")
+    return not isinstance(messages, list) or not messages or not all(
+        isinstance(t, dict) and _text(t.get("content")) for t in messages)
+
+
+def normalise(rows: list[dict], kind: str) -> tuple[list[dict], int, int]:
+    """Rows converted to messages/text, with empty ones dropped; (rows, dropped empty, duplicates)."""
+    converted = [to_messages(row, kind) for row in rows if isinstance(row, dict)]
+    kept = [row for row in converted if not is_empty(row)]
+    dropped = len(rows) - len(kept)
+    duplicates = len(kept) - len({json.dumps(row, sort_keys=True) for row in kept})
+    return kept, dropped, duplicates
 
 
 def check_messages(rows: list[dict]) -> None:
@@ -94,35 +192,53 @@ def check_messages(rows: list[dict]) -> None:
             raise ValueError(f"Row {number}: the last turn must be the assistant's answer (it is what the model learns).")
 
 
-def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42) -> DatasetSplits:
-    """Load `demo:NAME` (its own train/test splits) or a local .jsonl/.json file (a seeded hold-out)."""
+def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
+                        data_format: str = "auto") -> DatasetSplits:
+    """Load `demo:NAME` (its own train/test splits) or a local file (a seeded hold-out), in any known format."""
     source = source.strip()
+    notes = []
     if source.startswith("demo:"):
         name = source.split(":", 1)[1]
-        train = read_jsonl(demo_split_path(name, "train"))
-        validation = read_jsonl(demo_split_path(name, "test"))
-        notes = ["validation = the set's own test split"]
+        train = read_rows(demo_split_path(name, "train"))
+        validation = read_rows(demo_split_path(name, "test"))
+        notes.append("validation = the set's own test split")
     else:
         path = Path(source).expanduser()
-        if path.suffix not in (".jsonl", ".json"):
-            raise ValueError(f"{source!r} is not a demo set or a .jsonl/.json file: use demo:json-extract, demo:pirate-chat or a path to a .jsonl file.")
-        rows = read_jsonl(path)
-        kept = [row for row in rows if isinstance(row, dict) and any(str(v).strip() for v in row.values())]
-        if len(kept) < 2:
-            raise ValueError(f"{path.name} has {len(kept)} usable rows; at least 2 are needed (one to train, one to validate).")
-        shuffled = kept[:]
-        random.Random(seed).shuffle(shuffled)
-        held = max(1, round(len(shuffled) * validation_share))
-        train, validation = shuffled[held:], shuffled[:held]
-        name = path.name
-        notes = [f"validation = a seeded {validation_share:.0%} hold-out"]
-        if len(kept) < len(rows):
-            notes.append(f"{len(rows) - len(kept)} empty rows dropped")
-    kind = detect_format(train)
-    if kind == "messages":
+        if path.suffix not in UPLOAD_SUFFIXES:
+            raise ValueError(f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
+                             "demo:pirate-chat or the path of your own file.")
+        train, validation = read_rows(path), []
+    if data_format != "auto" and data_format not in FORMATS:
+        raise ValueError(f"Unknown format {data_format!r}: choose auto or one of {', '.join(FORMATS)}.")
+    kind = detect_format(train) if data_format == "auto" else data_format
+    missing = FORMAT_KEYS[kind] - set(train[0]) if train and isinstance(train[0], dict) else set()
+    if missing:
+        raise ValueError(f"The {kind} format needs the column(s) {', '.join(sorted(missing))}; this data has "
+                         f"{', '.join(sorted(train[0]))}. Pick another format or auto.")
+    train, dropped, duplicates = normalise(train, kind)
+    validation, dropped_v, _ = normalise(validation, kind)
+    if not source.startswith("demo:"):
+        if len(train) < 2:
+            raise ValueError(f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
+                             "(one to train, one to validate).")
+        random.Random(seed).shuffle(train)
+        held = max(1, round(len(train) * validation_share))
+        train, validation = train[held:], train[:held]
+        notes.append(f"validation = a seeded {validation_share:.0%} hold-out")
+    if dropped + dropped_v:
+        notes.append(f"{dropped + dropped_v} empty rows dropped")
+    if duplicates:
+        notes.append(f"{duplicates} duplicate rows")
+    if kind != "text":
         check_messages(train)
         check_messages(validation)
-    return DatasetSplits(name=source, train=train, validation=validation, format=kind, notes=notes)
+    return DatasetSplits(name=source, train=train, validation=validation, format="text" if kind == "text" else "messages",
+                         notes=notes, source_format=kind)
+
+
+def load_for_run(config) -> DatasetSplits:
+    """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
+    return load_dataset_source(config.dataset, seed=config.seed, data_format=config.data_format)
 
 
 def to_trl_rows(rows: list[dict], answers_only: bool) -> list[dict]:

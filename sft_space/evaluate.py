@@ -232,10 +232,10 @@ def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_ki
                  loss_rows: int = DEFAULT_LOSS_ROWS, progress: Progress = lambda f, m: None) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
     from .chat import generate_once, load_chat_model
-    from .data import load_dataset_source, prompt_messages, reference_answer
+    from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
-    splits = load_dataset_source(config.dataset, seed=config.seed)
+    splits = load_for_run(config)
     if splits.format != "messages":
         raise ValueError("Evaluation needs a conversational dataset (a 'messages' column).")
     scorer = choose_scorer([reference_answer(r) for r in splits.train], scorer_kind, pattern)

@@ -362,9 +362,9 @@ def planned_steps(config: RunConfig) -> int | None:
     if config.max_steps > 0:
         return config.max_steps
     try:
-        from .data import load_dataset_source
+        from .data import load_for_run
 
-        rows = len(load_dataset_source(config.dataset, seed=config.seed).train)
+        rows = len(load_for_run(config).train)
     except (ValueError, FileNotFoundError):
         return None
     batches = math.ceil(rows / config.per_device_train_batch_size)

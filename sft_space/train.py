@@ -13,6 +13,7 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -234,7 +235,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from .data import load_dataset_source, prompt_messages, to_trl_rows
+    from .data import load_for_run, prompt_messages, to_trl_rows
     from .models import choose_precision, load_model, load_tokenizer, resolve_model
 
     def progress(fraction: float, message: str) -> None:
@@ -244,8 +245,11 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
 
     mirror_progress_bars(run_dir, status)
     folder = resolve_model(config.model, progress)
-    splits = load_dataset_source(config.dataset, seed=config.seed)
+    splits = load_for_run(config)
     log.info("data: %s", splits.summary())
+    if splits.format == "text" and config.answers_only:
+        log.info("data: plain text has no answers to single out; training on the whole text")
+        config = dataclasses.replace(config, answers_only=False)
     validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
     train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only))
     eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only))
@@ -265,9 +269,10 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         callbacks=[make_run_dir_callback(run_dir, status, stop)],
     )
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
-        prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES]
+        prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES] if "messages" in row
     ]
-    trainer.add_callback(make_probe_callback(run_dir, probes, status))
+    if probes:  # plain-text data has no prompts to ask unless the user pinned some
+        trainer.add_callback(make_probe_callback(run_dir, probes, status))
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,

@@ -53,7 +53,7 @@ def test_bad_files_get_a_message_that_says_where(tmp_path):
         load_dataset_source(str(bad))
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text('{"question": "a"}\n{"question": "b"}\n')
-    with pytest.raises(ValueError, match="Unrecognised dataset columns.*messages"):
+    with pytest.raises(ValueError, match="Unrecognised dataset columns.*messages.*question-answer \\(answer, question\\)"):
         load_dataset_source(str(wrong))
     with pytest.raises(ValueError, match="Unknown demo dataset"):
         load_dataset_source("demo:nope")

@@ -49,11 +49,11 @@ def build_app() -> gr.Blocks:
         run_bar = gr.Markdown("**Run:** none yet", elem_id="run-bar")
         with gr.Tabs():
             with gr.Tab("1 Data", id="data"):
-                dataset = data_tab.build(demo)
+                dataset, data_format = data_tab.build(demo)
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
-                run_panel = train_tab.build(dataset, model, current_run, run_bar, visitor_key)
+                run_panel = train_tab.build(dataset, data_format, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
@@ -71,4 +71,4 @@ def build_app() -> gr.Blocks:
 
 
 def launch_kwargs() -> dict:
-    return dict(css=CSS, theme=gr.themes.Soft())
+    return dict(css=CSS, theme=gr.themes.Soft(), max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb")

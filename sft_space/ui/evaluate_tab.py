@@ -57,12 +57,12 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
     if not run_id:
         return ""
     from ..baselines import default_instructions
-    from ..data import load_dataset_source, reference_answer
+    from ..data import load_for_run, reference_answer
     from ..evaluate import choose_scorer
 
     try:
         config = runs.read_config(run_id)
-        train = load_dataset_source(config.dataset, seed=config.seed).train
+        train = load_for_run(config).train
         return default_instructions(choose_scorer([reference_answer(r) for r in train]))
     except (ValueError, FileNotFoundError):
         return ""

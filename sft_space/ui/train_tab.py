@@ -104,10 +104,11 @@ def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def start(visitor: str | None, dataset: str, model: str, *values):
+def start(visitor: str | None, dataset: str, data_format: str, model: str, *values):
     visitor = visitor or new_visitor_id()
     try:
-        config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, model=model))
+        config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, data_format=data_format or "auto",
+                                  model=model))
         run_id = runs.start_run(config, owner=visitor)
     except ENGINE_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -200,7 +201,8 @@ def named(function, names: list[str]):
     return handler
 
 
-def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
+def build(dataset: gr.Dropdown, data_format: gr.Dropdown, model: gr.Dropdown, current_run: gr.State,
+          run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
@@ -239,8 +241,9 @@ def build(dataset: gr.Dropdown, model: gr.Dropdown, current_run: gr.State, run_b
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     preset.change(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(named(start, ["visitor", "dataset", "model", *TRAIN_FIELD_ORDER]),
-                       [visitor, dataset, model, *widget_list], [current_run, run_bar, visitor], api_name="start_run")
+    start_button.click(named(start, ["visitor", "dataset", "data_format", "model", *TRAIN_FIELD_ORDER]),
+                       [visitor, dataset, data_format, model, *widget_list], [current_run, run_bar, visitor],
+                       api_name="start_run")
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
     resume_button.click(resume, [current_run, visitor], [current_run, run_bar], api_name="resume_run")
