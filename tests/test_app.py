@@ -42,6 +42,19 @@ def test_dataset_preview_counts_rows(client):
     assert len(table["data"]) == 8 and table["data"][0][2].startswith('{"intent"')
 
 
+def test_what_the_model_sees(client, tiny_model):
+    view, stats, histogram = client.predict(source="demo:json-extract", data_format="auto", model=str(tiny_model),
+                                            row_number=0, answers_only=True, max_length=500, batch_size=4,
+                                            packing=False, api_name="/what_the_model_sees")
+    assert [piece["class_or_confidence"] for piece in view] == [None, "trained"], view  # prompt, then the answer
+    assert view[1]["token"].startswith('{"intent"') and "<|im_end|>" in view[1]["token"]
+    assert "640 training rows" in stats and "longer than max_length 500" in stats
+    assert "class='hline'" in histogram
+    with pytest.raises(Exception, match="Row 9999 does not exist"):
+        client.predict(source="demo:json-extract", data_format="auto", model=str(tiny_model), row_number=9999,
+                       answers_only=True, max_length=40, batch_size=4, packing=False, api_name="/what_the_model_sees")
+
+
 def test_bad_settings_show_a_clear_error(client, tiny_model):
     with pytest.raises(Exception) as info:
         client.predict(dataset="demo:json-extract", model=str(tiny_model), **{**TINY, "learning_rate": 0},

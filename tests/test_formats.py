@@ -124,3 +124,22 @@ def test_a_plain_text_file_trains_on_the_whole_text(tmp_path, tiny_model):
     result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(tmp_path / "run"), *flags)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "training on the whole text" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_what_the_model_sees_trains_the_answer_and_its_end_of_turn(tiny_model):
+    from sft_space.data import length_stats, loss_view, token_labels
+    from sft_space.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    row = {"messages": [{"role": "user", "content": "Table for two"}, {"role": "assistant", "content": '{"a": 1}'}]}
+    ids, trained = token_labels(tokenizer, row, answers_only=True)
+    answer = tokenizer.decode([i for i, t in zip(ids, trained) if t])
+    assert answer.startswith('{"a": 1}<|im_end|>')  # the end-of-turn token carries loss, so the model learns to stop
+    assert "Table for two" not in answer
+    assert all(token_labels(tokenizer, row, answers_only=False)[1])
+    pieces = loss_view(tokenizer, row, answers_only=True, max_length=8)
+    assert [label for _, label in pieces] == [None, "cut off"]  # 8 tokens of prompt, then the cut
+    stats = length_stats(tokenizer, [row] * 4, answers_only=True, max_length=8, batch_size=2)
+    assert stats["truncated_share"] == 1.0 and stats["answer_lost_share"] == 1.0
+    roomy = length_stats(tokenizer, [row] * 4, answers_only=True, max_length=512, batch_size=2)
+    assert roomy["truncated_share"] == 0.0 and roomy["padding_efficiency"] == 1.0

@@ -32,6 +32,11 @@ CSS = """
 .bar-chart .bar-row { display: flex; align-items: center; gap: 6px; height: 16px; margin: 2px 0; }
 .bar-chart .bar { height: 12px; border-radius: 3px; min-width: 2px; }
 .bar-chart .swatch { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 10px; border-radius: 2px; }
+.histogram .hbars { position: relative; display: flex; align-items: flex-end; gap: 2px; height: 120px; }
+.histogram .hbar { flex: 1; background: #2563eb; min-height: 1px; }
+.histogram .hbar.over { background: #f87171; }
+.histogram .hline { position: absolute; top: 0; bottom: 0; width: 2px; background: #dc2626; }
+.histogram .haxis { display: flex; justify-content: space-between; font-size: .8em; }
 .badge { font-size: .85em; padding: 2px 8px; border-radius: 10px; background: var(--neutral-100); }
 """
 
@@ -49,7 +54,7 @@ def build_app() -> gr.Blocks:
         run_bar = gr.Markdown("**Run:** none yet", elem_id="run-bar")
         with gr.Tabs():
             with gr.Tab("1 Data", id="data"):
-                dataset, data_format = data_tab.build(demo)
+                dataset, data_format, inspector = data_tab.build(demo)
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
@@ -60,6 +65,13 @@ def build_app() -> gr.Blocks:
                 evaluate_tab.build(current_run, visitor_key, evaluation)
             with gr.Tab("Runs", id="runs") as runs_list:
                 runs_tab.build(current_run, visitor_key, runs_list)
+        row_number, inspect_button, *inspect_outputs = inspector
+        settings = train_tab.WIDGETS
+        inspect_button.click(
+            data_tab.inspect,
+            [dataset, data_format, model, row_number, settings["answers_only"], settings["max_length"],
+             settings["per_device_train_batch_size"], settings["packing"]],
+            inspect_outputs, api_name="what_the_model_sees")
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, *run_panel]
         timer.tick(train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden",

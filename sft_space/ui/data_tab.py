@@ -41,7 +41,7 @@ def keep_upload(file_path: str | None):
     return gr.Dropdown(value=str(target))
 
 
-def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown]:
+def build(demo: gr.Blocks):
     gr.Markdown("Pick the examples the model will learn from. Each row becomes a conversation; "
                 "the model learns to write the final answer.")
     with gr.Row():
@@ -62,4 +62,73 @@ def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown]:
     for event in (dataset.change, data_format.change):
         event(preview, [dataset, data_format], [counts, table], api_name=False)
     demo.load(preview, [dataset, data_format], [counts, table], api_name="preview_dataset")
-    return dataset, data_format
+    inspector = build_inspector()
+    return dataset, data_format, inspector
+
+
+HISTOGRAM_BINS = 24
+
+
+def histogram_html(stats: dict) -> str:
+    """Token lengths as vertical bars, with the max_length cut drawn as a red line."""
+    lengths, limit = stats["lengths"], stats["max_length"]
+    if not lengths:
+        return ""
+    top = max(max(lengths), limit) + 1
+    width = max(1, -(-top // HISTOGRAM_BINS))
+    counts = [0] * HISTOGRAM_BINS
+    for n in lengths:
+        counts[min(n // width, HISTOGRAM_BINS - 1)] += 1
+    peak = max(counts)
+    bars = "".join(
+        f"<div class='hbar{' over' if i * width >= limit else ''}' title='{i * width}-{(i + 1) * width - 1} tokens: {c} rows' "
+        f"style='height:{100 * c / peak:.0f}%'></div>" for i, c in enumerate(counts))
+    line = f"<div class='hline' style='left:{100 * limit / (width * HISTOGRAM_BINS):.1f}%' title='max_length {limit}'></div>"
+    return (f"<div class='histogram'><div class='hbars'>{bars}{line}</div>"
+            f"<div class='haxis'><span>0</span><span>max_length {limit}</span><span>{width * HISTOGRAM_BINS} tokens</span></div></div>")
+
+
+def inspect(source: str, data_format: str, model: str, row_number, answers_only: bool, max_length, batch_size,
+            packing: bool, progress=gr.Progress()):
+    """The chosen row as the model sees it (trained tokens highlighted) and the token lengths of the data."""
+    from ..data import length_stats, loss_view
+    from ..models import load_tokenizer, resolve_model
+
+    try:
+        splits = load_dataset_source(source, data_format=data_format or "auto")
+        index = int(row_number)
+        if not 0 <= index < len(splits.train):
+            raise ValueError(f"Row {index} does not exist: pick 0 to {len(splits.train) - 1}.")
+        progress(0.1, desc="Loading the model's tokenizer")
+        tokenizer = load_tokenizer(resolve_model(model, lambda f, m: progress(f, desc=m)))
+        progress(0.6, desc="Counting tokens")
+        view = loss_view(tokenizer, splits.train[index], bool(answers_only), int(max_length))
+        stats = length_stats(tokenizer, splits.train, bool(answers_only), int(max_length), int(batch_size))
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    warn = ""
+    if stats["answer_lost_share"]:
+        warn = (f"  \n⚠️ **{stats['answer_lost_share']:.0%} of rows lose their whole answer** to the cut: they teach "
+                "nothing. Raise max_length or shorten those rows.")
+    waste = (f"packing fills {stats['packing_efficiency']:.0%} of each sequence" if packing else
+             f"{1 - stats['padding_efficiency']:.0%} of each batch is padding (packing would fill "
+             f"{stats['packing_efficiency']:.0%})")
+    text = (f"{stats['rows']} training rows: median {stats['median']} tokens, longest {stats['longest']}; "
+            f"**{stats['truncated_share']:.0%} longer than max_length {stats['max_length']}** (cut); {waste}." + warn)
+    return view, text, histogram_html(stats)
+
+
+def build_inspector():
+    """Components of 'What the model sees'; wired by build_app once the Train settings exist."""
+    with gr.Accordion("What the model sees", open=False):
+        gr.Markdown("A training row after the chat template, exactly as tokenised: **trained** tokens carry the loss, "
+                    "the rest is context; **cut off** tokens fall past max_length. Uses the model chosen in step 2 and "
+                    "the max length, batch and answers-only settings of step 3.")
+        with gr.Row():
+            row_number = gr.Number(value=0, precision=0, label="Row", scale=1, elem_id="inspect-row")
+            button = gr.Button("Show", scale=1, elem_id="inspect")
+        view = gr.HighlightedText(label="Row after the chat template", combine_adjacent=True, show_legend=True,
+                                  color_map={"trained": "green", "cut off": "red"}, elem_id="inspect-view")
+        stats = gr.Markdown(elem_id="inspect-stats")
+        histogram = gr.HTML(elem_id="length-histogram")
+    return row_number, button, view, stats, histogram

@@ -187,6 +187,7 @@ def apply_preset(name: str):
 
 
 TRAIN_FIELD_ORDER: list[str] = []
+WIDGETS: dict = {}  # the settings widgets of the last built page, for other tabs to read
 
 
 def named(function, names: list[str]):
@@ -215,6 +216,8 @@ def build(dataset: gr.Dropdown, data_format: gr.Dropdown, model: gr.Dropdown, cu
                 resume_button = gr.Button("Resume", size="sm", elem_id="resume")
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
+            WIDGETS.clear()
+            WIDGETS.update(widgets)
             TRAIN_FIELD_ORDER[:] = list(widgets)
             for name, value in zip(TRAIN_FIELD_ORDER, apply_preset(DEFAULT_PRESET)):
                 widgets[name].value = value
