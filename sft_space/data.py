@@ -1,10 +1,12 @@
 """Datasets: where rows come from, what shape they have, and what TRL is given.
 
-Owns loading a dataset source (a bundled demo set `demo:NAME`, or a local
-.jsonl/.json file of chat `messages`), detecting its format, splitting off a
-validation set, converting rows to TRL's formats, and the small previews the UI
-shows. Reading is plain Python, so the UI can preview without importing
-`datasets` or torch. It knows nothing about models, training or Gradio.
+Owns loading a dataset source (a bundled demo set `demo:NAME`, or a local .jsonl,
+.json, .csv or .parquet file), detecting its format among the common ones
+(FORMATS) and turning every row into a conversation, splitting off a validation
+set, converting rows to TRL's formats, the small previews the UI shows, and what
+the model sees (token-level loss masks and length statistics, given a
+tokenizer). Reading is plain Python, so the UI can preview without importing
+`datasets` or torch. It knows nothing about training loops or Gradio.
 """
 
 from __future__ import annotations
@@ -105,9 +107,6 @@ def read_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line.") from None
     return rows
-
-
-read_jsonl = read_rows  # the demo sets are jsonl
 
 
 def detect_format(rows: list[dict]) -> str:
