@@ -33,8 +33,10 @@ def _f(default, hint: str, group: str, **meta):
 @dataclass
 class RunConfig:
     # --- data and model
-    dataset: str = _f(DEFAULT_DATASET, "Bundled demo set (demo:NAME) or a jsonl file of chat `messages`.", "Data")
+    dataset: str = _f(DEFAULT_DATASET, "A demo set (demo:NAME), a Hub dataset id (owner/name) or a local data file.", "Data")
     model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline) or a local model folder.", "Model")
+    dataset_config: str = _f("", "Subset (config) of a Hub dataset; empty = its default.", "Data")
+    dataset_revision: str = _f("", "Branch, tag or commit of a Hub dataset; empty = main.", "Data")
     run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
     data_format: str = _f("auto", "How rows are read: auto-detected, or one named format (messages, alpaca, sharegpt...).",
                           "Data")

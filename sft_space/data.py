@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import home
 from .bundled import DEMO_DATASETS, demo_split_path
 
 DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
@@ -179,6 +182,101 @@ def normalise(rows: list[dict], kind: str) -> tuple[list[dict], int, int]:
     return kept, dropped, duplicates
 
 
+# ------------------------------------------------------------ the Hub
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_TIMEOUT_SECONDS = 10  # a Hub that does not answer in this time is treated as unreachable
+SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
+
+
+def is_hub_id(source: str) -> bool:
+    return bool(HUB_ID.match(source)) and not Path(source).expanduser().exists() and Path(source).suffix not in UPLOAD_SUFFIXES
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT, read when used (tests and mirrors point it elsewhere), else the public Hub."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def split_of(path: str) -> str | None:
+    stem = Path(path).name.lower()
+    for split, words in SPLIT_WORDS.items():
+        if any(re.search(rf"(^|[^a-z]){word}([^a-z]|$)", stem) for word in words):
+            return split
+    return None
+
+
+def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """{config: {split: [data files]}} of a Hub dataset, from its file list only (nothing is downloaded)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if not HUB_ID.match(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub dataset id: it looks like owner/name, e.g. HuggingFaceH4/no_robots.")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ValueError("The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1): use a demo set or upload a file.")
+    try:
+        info = HfApi(endpoint=hub_endpoint()).dataset_info(repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS)
+    except GatedRepoError:
+        raise ValueError(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in.") from None
+    except RevisionNotFoundError:
+        raise ValueError(f"{repo_id} has no revision {revision!r}: use a branch, tag or commit that exists.") from None
+    except RepositoryNotFoundError:
+        raise ValueError(f"Dataset {repo_id} was not found, or it is private or gated and you are not signed in: "
+                         "check the id, or sign in with an account that can read it.") from None
+    except Exception as error:  # connection refused, DNS failure, timeout: all mean the Hub is out of reach
+        if "Error" in type(error).__name__ or "Timeout" in type(error).__name__:
+            raise ValueError(f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
+                             "check the network, or use a demo set or an uploaded file.") from None
+        raise
+    if info.gated:
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise ValueError(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, "
+                             "then sign in.")
+    files = [s.rfilename for s in info.siblings or []]
+    data = [f for f in files if Path(f).suffix in UPLOAD_SUFFIXES and not Path(f).name.startswith(".")]
+    if not data:
+        if any(f.endswith(".py") for f in files):
+            raise ValueError(f"{repo_id} is built by a loading script, which could run any code and is refused: "
+                             "pick a dataset stored as data files (parquet, jsonl, csv, json).")
+        raise ValueError(f"{repo_id} has no data files (.jsonl, .json, .csv, .parquet) to read.")
+    layout: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(data):
+        parts = Path(path).parts
+        config = parts[0] if len(parts) > 1 and parts[0] not in ("data",) and split_of(parts[0]) is None else "default"
+        split = split_of(path) or "train"
+        layout.setdefault(config, {}).setdefault(split, []).append(path)
+    return layout
+
+
+def load_hub_rows(repo_id: str, config: str = "", revision: str = "") -> tuple[list[dict], list[dict] | None, list[str]]:
+    """(train rows, the dataset's own validation rows or None, notes) of a Hub dataset's data files."""
+    from huggingface_hub import hf_hub_download
+
+    layout = hub_layout(repo_id, revision or None)
+    config = config or ("default" if "default" in layout else sorted(layout)[0])
+    if config not in layout:
+        raise ValueError(f"{repo_id} has no subset {config!r}; it has {', '.join(sorted(layout))}.")
+    splits = layout[config]
+    if "train" not in splits:
+        raise ValueError(f"{repo_id} ({config}) has no train split; it has {', '.join(sorted(splits))}.")
+
+    def rows_of(split: str) -> list[dict]:
+        rows = []
+        for name in splits[split]:
+            local = hf_hub_download(repo_id, name, repo_type="dataset", revision=revision or None,
+                                    endpoint=hub_endpoint(), cache_dir=str(home() / "hub"))
+            rows += read_rows(Path(local))
+        return rows
+
+    own = next((s for s in ("validation", "test") if s in splits), None)
+    notes = [f"{repo_id} ({config}) from {hub_endpoint()}"]
+    if own:
+        notes.append(f"validation = the dataset's own {own} split")
+    return rows_of("train"), rows_of(own) if own else None, notes
+
+
 def check_messages(rows: list[dict]) -> None:
     for number, row in enumerate(rows, start=1):
         messages = row.get("messages")
@@ -192,16 +290,25 @@ def check_messages(rows: list[dict]) -> None:
 
 
 def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
-                        data_format: str = "auto") -> DatasetSplits:
-    """Load `demo:NAME` (its own train/test splits) or a local file (a seeded hold-out), in any known format."""
+                        data_format: str = "auto", hub_config: str = "", revision: str = "") -> DatasetSplits:
+    """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
+
+    The set's own validation (or test) split is used when it has one; otherwise a seeded share is held out.
+    """
     source = source.strip()
     notes = []
+    own_split = True
     if source.startswith("demo:"):
         name = source.split(":", 1)[1]
         train = read_rows(demo_split_path(name, "train"))
         validation = read_rows(demo_split_path(name, "test"))
         notes.append("validation = the set's own test split")
+    elif is_hub_id(source):
+        train, validation, notes = load_hub_rows(source, hub_config, revision)
+        own_split = validation is not None
+        validation = validation or []
     else:
+        own_split = False
         path = Path(source).expanduser()
         if path.suffix not in UPLOAD_SUFFIXES:
             raise ValueError(f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
@@ -216,7 +323,7 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
                          f"{', '.join(sorted(train[0]))}. Pick another format or auto.")
     train, dropped, duplicates = normalise(train, kind)
     validation, dropped_v, _ = normalise(validation, kind)
-    if not source.startswith("demo:"):
+    if not own_split:
         if len(train) < 2:
             raise ValueError(f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
                              "(one to train, one to validate).")
@@ -237,7 +344,8 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
 
 def load_for_run(config) -> DatasetSplits:
     """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
-    return load_dataset_source(config.dataset, seed=config.seed, data_format=config.data_format)
+    return load_dataset_source(config.dataset, seed=config.seed, data_format=config.data_format,
+                               hub_config=config.dataset_config, revision=config.dataset_revision)
 
 
 def to_trl_rows(rows: list[dict], answers_only: bool) -> list[dict]:

@@ -54,11 +54,11 @@ def build_app() -> gr.Blocks:
         run_bar = gr.Markdown("**Run:** none yet", elem_id="run-bar")
         with gr.Tabs():
             with gr.Tab("1 Data", id="data"):
-                dataset, data_format, inspector = data_tab.build(demo)
+                data_sources, inspector = data_tab.build(demo)
             with gr.Tab("2 Model", id="model"):
                 model = model_tab.build()
             with gr.Tab("3 Train", id="train"):
-                run_panel = train_tab.build(dataset, data_format, model, current_run, run_bar, visitor_key)
+                run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
@@ -69,7 +69,7 @@ def build_app() -> gr.Blocks:
         settings = train_tab.WIDGETS
         inspect_button.click(
             data_tab.inspect,
-            [dataset, data_format, model, row_number, settings["answers_only"], settings["max_length"],
+            [*data_sources, model, row_number, settings["answers_only"], settings["max_length"],
              settings["per_device_train_batch_size"], settings["packing"]],
             inspect_outputs, api_name="what_the_model_sees")
         timer = gr.Timer(POLL_SECONDS)

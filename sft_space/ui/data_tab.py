@@ -15,9 +15,10 @@ from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, demo_choices, load
 MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload
 
 
-def preview(source: str, data_format: str):
+def preview(source: str, data_format: str, hub_config: str = "", revision: str = ""):
     try:
-        splits = load_dataset_source(source, data_format=data_format or "auto")
+        splits = load_dataset_source(source, data_format=data_format or "auto", hub_config=hub_config or "",
+                                     revision=revision or "")
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(str(error), print_exception=False) from None
     counts = (
@@ -25,6 +26,19 @@ def preview(source: str, data_format: str):
         f"format: `{splits.format_label()}`" + ("".join(f" · {n}" for n in splits.notes))
     )
     return counts, preview_table(splits.train, 8)
+
+
+def hub_subsets(source: str, revision: str):
+    """The subset picker for a Hub dataset id (its configs), empty for anything else."""
+    from ..data import hub_layout, is_hub_id
+
+    if not source or not is_hub_id(source.strip()):
+        return gr.Dropdown(choices=[], value="")
+    try:
+        configs = sorted(hub_layout(source.strip(), revision or None))
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return gr.Dropdown(choices=configs, value="default" if "default" in configs else configs[0])
 
 
 def keep_upload(file_path: str | None):
@@ -54,16 +68,24 @@ def build(demo: gr.Blocks):
             label="Format", scale=2, elem_id="data-format",
             info="Detected from the columns; pick one if the guess is wrong.",
         )
+    with gr.Row():
+        hub_config = gr.Dropdown(choices=[], value="", label="Subset (Hub datasets)", allow_custom_value=True,
+                                 info="Filled from the Hub when the dataset is an owner/name id.", elem_id="hub-config")
+        revision = gr.Textbox(value="", label="Revision (Hub datasets)", placeholder="main",
+                              info="A branch, tag or commit; press Enter to reload.", elem_id="hub-revision")
     upload = gr.File(label=f"Upload a dataset ({', '.join(UPLOAD_SUFFIXES)}; up to {MAX_UPLOAD_MB} MB)",
                      file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="dataset-upload")
     counts = gr.Markdown(elem_id="dataset-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, label="First rows", wrap=True, interactive=False, elem_id="dataset-preview")
     upload.upload(keep_upload, upload, dataset, api_name=False)
-    for event in (dataset.change, data_format.change):
-        event(preview, [dataset, data_format], [counts, table], api_name=False)
-    demo.load(preview, [dataset, data_format], [counts, table], api_name="preview_dataset")
+    sources = [dataset, data_format, hub_config, revision]
+    dataset.change(hub_subsets, [dataset, revision], hub_config, api_name=False).then(
+        preview, sources, [counts, table], api_name=False)
+    for event in (data_format.change, hub_config.change, revision.submit):
+        event(preview, sources, [counts, table], api_name=False)
+    demo.load(preview, sources, [counts, table], api_name="preview_dataset")
     inspector = build_inspector()
-    return dataset, data_format, inspector
+    return sources, inspector
 
 
 HISTOGRAM_BINS = 24
@@ -88,14 +110,15 @@ def histogram_html(stats: dict) -> str:
             f"<div class='haxis'><span>0</span><span>max_length {limit}</span><span>{width * HISTOGRAM_BINS} tokens</span></div></div>")
 
 
-def inspect(source: str, data_format: str, model: str, row_number, answers_only: bool, max_length, batch_size,
-            packing: bool, progress=gr.Progress()):
+def inspect(source: str, data_format: str, hub_config: str, revision: str, model: str, row_number,
+            answers_only: bool, max_length, batch_size, packing: bool, progress=gr.Progress()):
     """The chosen row as the model sees it (trained tokens highlighted) and the token lengths of the data."""
     from ..data import length_stats, loss_view
     from ..models import load_tokenizer, resolve_model
 
     try:
-        splits = load_dataset_source(source, data_format=data_format or "auto")
+        splits = load_dataset_source(source, data_format=data_format or "auto", hub_config=hub_config or "",
+                                     revision=revision or "")
         index = int(row_number)
         if not 0 <= index < len(splits.train):
             raise ValueError(f"Row {index} does not exist: pick 0 to {len(splits.train) - 1}.")

@@ -104,10 +104,12 @@ def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def start(visitor: str | None, dataset: str, data_format: str, model: str, *values):
+def start(visitor: str | None, dataset: str, data_format: str, dataset_config: str, dataset_revision: str,
+          model: str, *values):
     visitor = visitor or new_visitor_id()
     try:
         config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, data_format=data_format or "auto",
+                                  dataset_config=dataset_config or "", dataset_revision=dataset_revision or "",
                                   model=model))
         run_id = runs.start_run(config, owner=visitor)
     except ENGINE_ERRORS as error:
@@ -202,8 +204,7 @@ def named(function, names: list[str]):
     return handler
 
 
-def build(dataset: gr.Dropdown, data_format: gr.Dropdown, model: gr.Dropdown, current_run: gr.State,
-          run_bar: gr.Markdown, visitor: gr.State):
+def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
@@ -244,8 +245,9 @@ def build(dataset: gr.Dropdown, data_format: gr.Dropdown, model: gr.Dropdown, cu
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     preset.change(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(named(start, ["visitor", "dataset", "data_format", "model", *TRAIN_FIELD_ORDER]),
-                       [visitor, dataset, data_format, model, *widget_list], [current_run, run_bar, visitor],
+    start_button.click(named(start, ["visitor", "dataset", "data_format", "dataset_config", "dataset_revision", "model",
+                                     *TRAIN_FIELD_ORDER]),
+                       [visitor, *data_sources, model, *widget_list], [current_run, run_bar, visitor],
                        api_name="start_run")
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")

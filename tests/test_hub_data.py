@@ -1,0 +1,139 @@
+"""Hub datasets through the real huggingface_hub client, against the local Hub-compatible test server."""
+
+import io
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import TINY_FAST, run_cli
+from hub_server import HubServer
+from sft_space.data import hub_layout, load_dataset_source
+
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def parquet(rows) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+ALPACA = [{"instruction": f"Double {i}", "input": "", "output": str(2 * i)} for i in range(20)]
+CHATS = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]}
+         for i in range(20)]
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer() as server:
+        server.add_repo("acme/recipes", {"README.md": "# recipes", "train.jsonl": jsonl(ALPACA[:16]),
+                                         "test.jsonl": jsonl(ALPACA[16:])})
+        server.add_repo("acme/chats", {"data/train-00000-of-00001.parquet": parquet(CHATS)})
+        server.add_repo("acme/multi", {"en/train.jsonl": jsonl(CHATS[:10]), "fr/train.jsonl": jsonl(CHATS[10:])})
+        server.add_repo("acme/gated", {"train.jsonl": jsonl(CHATS)}, gated=True)
+        server.add_repo("acme/private", {"train.jsonl": jsonl(CHATS)}, private=True)
+        server.add_repo("acme/scripted", {"scripted.py": "import os", "README.md": "# old style"})
+        yield server
+
+
+@pytest.fixture
+def online(hub, monkeypatch, tmp_path):
+    """Point the real client at the test server; tests elsewhere run with the Hub switched off."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token from this machine
+    return hub
+
+
+def test_own_test_split_is_the_validation_set(online):
+    splits = load_dataset_source("acme/recipes")
+    assert (len(splits.train), len(splits.validation)) == (16, 4)
+    assert splits.source_format == "alpaca" and "validation = the dataset's own test split" in splits.notes
+    assert splits.train[0]["messages"][0]["content"].startswith("Double")
+    assert not any(p.endswith("README.md") for p in online.requests if "resolve" in p)  # only data files fetched
+
+
+def test_parquet_without_validation_split_gets_a_seeded_holdout(online):
+    splits = load_dataset_source("acme/chats")
+    assert (len(splits.train), len(splits.validation)) == (18, 2)
+    assert load_dataset_source("acme/chats").validation == splits.validation
+
+
+def test_subsets_are_listed_and_chosen(online):
+    assert hub_layout("acme/multi") == {"en": {"train": ["en/train.jsonl"]}, "fr": {"train": ["fr/train.jsonl"]}}
+    french = load_dataset_source("acme/multi", hub_config="fr")
+    assert {r["messages"][0]["content"] for r in french.train + french.validation} == {f"hi {i}" for i in range(10, 20)}
+    with pytest.raises(ValueError, match="has no subset 'de'; it has en, fr"):
+        load_dataset_source("acme/multi", hub_config="de")
+
+
+@pytest.mark.parametrize("repo, words", [
+    ("acme/nothing", "was not found, or it is private or gated and you are not signed in"),
+    ("acme/private", "was not found, or it is private or gated and you are not signed in"),
+    ("acme/gated", "is gated: accept its conditions at http://127.0.0.1"),
+    ("acme/scripted", "built by a loading script, which could run any code and is refused"),
+])
+def test_refusals_say_what_is_wrong(online, repo, words):
+    with pytest.raises(ValueError, match=words):
+        load_dataset_source(repo)
+
+
+def test_malformed_ids_and_no_network_fail_fast(online, monkeypatch):
+    with pytest.raises(ValueError, match="is not a Hub dataset id"):
+        hub_layout("not an id")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="switched off here"):
+        load_dataset_source("acme/recipes")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    started = time.time()
+    with pytest.raises(ValueError, match="cannot be reached"):
+        load_dataset_source("acme/recipes")
+    assert time.time() - started < 15
+
+
+def test_training_on_a_hub_dataset_from_the_command_line(online, tiny_model, tmp_path):
+    flags = list(TINY_FAST)
+    flags[flags.index("--dataset") + 1] = "acme/recipes"
+    result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(tmp_path / "run"), *flags)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "16 train rows, 4 validation rows (alpaca -> messages)" in log
+
+
+def test_the_app_previews_a_hub_dataset(online):
+    from gradio_client import Client
+
+    from sft_space.ui import build_app, launch_kwargs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_app()
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                            **launch_kwargs())
+    try:
+        client = Client(url, verbose=False)
+        counts, table = client.predict(source="acme/multi", data_format="auto", hub_config="en", revision="",
+                                       api_name="/preview_dataset")
+        assert "**9** train rows · **1** validation rows" in counts and "acme/multi (en)" in counts
+        with pytest.raises(Exception, match="was not found, or it is private or gated"):
+            client.predict(source="acme/private", data_format="auto", hub_config="", revision="",
+                           api_name="/preview_dataset")
+    finally:
+        demo.close()
