@@ -35,6 +35,11 @@ class RunConfig:
     # --- data and model
     dataset: str = _f(DEFAULT_DATASET, "A demo set (demo:NAME), a Hub dataset id (owner/name) or a local data file.", "Data")
     model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline) or a local model folder.", "Model")
+    validation_share: float = _f(0.1, "Share held out for validation when the data has no validation split.", "Data")
+    prompt_column: str = _f("", "Column mapping: the column holding the prompt.", "Data")
+    response_column: str = _f("", "Column mapping: the column holding the answer.", "Data")
+    system_column: str = _f("", "Column mapping: a column holding a system prompt (optional).", "Data")
+    text_template: str = _f("", "Custom template with {column} placeholders, trained as plain text.", "Data")
     dataset_config: str = _f("", "Subset (config) of a Hub dataset; empty = its default.", "Data")
     dataset_revision: str = _f("", "Branch, tag or commit of a Hub dataset; empty = main.", "Data")
     run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
@@ -132,6 +137,7 @@ class RunConfig:
              "max_steps and num_train_epochs are both zero: set max_steps above 0 or num_train_epochs above 0")
         need(self.max_steps == -1 or self.max_steps > 0,
              f"max_steps must be -1 (use epochs) or at least 1, got {self.max_steps}")
+        need(0 < self.validation_share <= 0.5, f"validation_share must be above 0 and at most 0.5, got {self.validation_share}")
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         need(0 <= self.weight_decay <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")

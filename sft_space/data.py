@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class DatasetSplits:
     format: str  # what training sees: "messages" or "text"
     notes: list[str] = field(default_factory=list)
     source_format: str = "messages"  # what the file held (a key of FORMATS)
+    columns: list[str] = field(default_factory=list)  # the file's own column names
 
     def format_label(self) -> str:
         return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
@@ -60,7 +62,10 @@ FORMATS = {
     "question-answer": "question, answer (optional context)",
     "prompt-completion": "prompt, completion (plain text or conversational)",
     "text": "plain text, trained as a whole",
+    "columns": "your own columns: pick the prompt, answer and (optional) system columns",
+    "template": "your own template, e.g. '### Question: {question}\\n### Answer: {answer}' (trained as plain text)",
 }
+CUSTOM_FORMATS = ("columns", "template")  # never detected: the user chooses them and says how
 FORMAT_KEYS = {
     "messages": {"messages"},
     "sharegpt": {"conversations"},
@@ -132,11 +137,46 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
-def to_messages(row: dict, kind: str) -> dict:
+def template_fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def check_custom(kind: str, columns: list[str], mapping: dict, template: str) -> None:
+    """A column mapping or template must name columns the data really has."""
+    if kind == "columns":
+        for role in ("prompt", "response"):
+            if not mapping.get(role):
+                raise ValueError(f"Column mapping: choose the {role} column (the data has {', '.join(columns)}).")
+        unknown = [mapping[r] for r in ("prompt", "response", "system") if mapping.get(r) and mapping[r] not in columns]
+        if unknown:
+            raise ValueError(f"Column mapping names {', '.join(unknown)}, which the data does not have; "
+                             f"it has {', '.join(columns)}.")
+    if kind == "template":
+        if not template.strip():
+            raise ValueError("Custom template is empty: write one with {column} placeholders, e.g. "
+                             "'### Question: {question}\n### Answer: {answer}'.")
+        try:
+            names = template_fields(template)
+        except ValueError as error:
+            raise ValueError(f"The template is not valid ({error}): write placeholders as {{column}}.") from None
+        unknown = [n for n in names if n not in columns]
+        if unknown:
+            raise ValueError(f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the data does not "
+                             f"have; its columns are {', '.join(columns)}.")
+
+
+def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str = "") -> dict:
     """One row of any known format as {'messages': [...]} (or {'text': ...} for plain text)."""
     def pair(user: str, answer: str, system: str = "") -> dict:
         turns = [{"role": "system", "content": system}] if system else []
         return {"messages": turns + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+    if kind == "columns":
+        mapping = mapping or {}
+        return pair(_text(row.get(mapping["prompt"])), _text(row.get(mapping["response"])),
+                    _text(row.get(mapping["system"])) if mapping.get("system") else "")
+    if kind == "template":
+        return {"text": template.format_map({k: _text(v) for k, v in row.items()}).strip()}
 
     if kind == "messages":
         return {"messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
@@ -173,9 +213,9 @@ def is_empty(row: dict) -> bool:
         isinstance(t, dict) and _text(t.get("content")) for t in messages)
 
 
-def normalise(rows: list[dict], kind: str) -> tuple[list[dict], int, int]:
+def normalise(rows: list[dict], kind: str, mapping: dict | None = None, template: str = "") -> tuple[list[dict], int, int]:
     """Rows converted to messages/text, with empty ones dropped; (rows, dropped empty, duplicates)."""
-    converted = [to_messages(row, kind) for row in rows if isinstance(row, dict)]
+    converted = [to_messages(row, kind, mapping, template) for row in rows if isinstance(row, dict)]
     kept = [row for row in converted if not is_empty(row)]
     dropped = len(rows) - len(kept)
     duplicates = len(kept) - len({json.dumps(row, sort_keys=True) for row in kept})
@@ -290,7 +330,8 @@ def check_messages(rows: list[dict]) -> None:
 
 
 def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
-                        data_format: str = "auto", hub_config: str = "", revision: str = "") -> DatasetSplits:
+                        data_format: str = "auto", hub_config: str = "", revision: str = "",
+                        mapping: dict | None = None, template: str = "") -> DatasetSplits:
     """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
 
     The set's own validation (or test) split is used when it has one; otherwise a seeded share is held out.
@@ -317,12 +358,17 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"Unknown format {data_format!r}: choose auto or one of {', '.join(FORMATS)}.")
     kind = detect_format(train) if data_format == "auto" else data_format
-    missing = FORMAT_KEYS[kind] - set(train[0]) if train and isinstance(train[0], dict) else set()
+    if not train or not isinstance(train[0], dict):
+        raise ValueError("The dataset has no rows: add examples, or pick a demo set such as demo:json-extract.")
+    columns = sorted(train[0])
+    missing = FORMAT_KEYS.get(kind, set()) - set(columns)
     if missing:
         raise ValueError(f"The {kind} format needs the column(s) {', '.join(sorted(missing))}; this data has "
-                         f"{', '.join(sorted(train[0]))}. Pick another format or auto.")
-    train, dropped, duplicates = normalise(train, kind)
-    validation, dropped_v, _ = normalise(validation, kind)
+                         f"{', '.join(columns)}. Pick another format, auto, or map your columns.")
+    mapping = mapping or {}
+    check_custom(kind, columns, mapping, template)
+    train, dropped, duplicates = normalise(train, kind, mapping, template)
+    validation, dropped_v, _ = normalise(validation, kind, mapping, template)
     if not own_split:
         if len(train) < 2:
             raise ValueError(f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
@@ -335,17 +381,20 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
         notes.append(f"{dropped + dropped_v} empty rows dropped")
     if duplicates:
         notes.append(f"{duplicates} duplicate rows")
-    if kind != "text":
+    trained_as = "text" if kind in ("text", "template") else "messages"
+    if trained_as == "messages":
         check_messages(train)
         check_messages(validation)
-    return DatasetSplits(name=source, train=train, validation=validation, format="text" if kind == "text" else "messages",
-                         notes=notes, source_format=kind)
+    return DatasetSplits(name=source, train=train, validation=validation, format=trained_as, notes=notes,
+                         source_format=kind, columns=columns)
 
 
 def load_for_run(config) -> DatasetSplits:
     """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
-    return load_dataset_source(config.dataset, seed=config.seed, data_format=config.data_format,
-                               hub_config=config.dataset_config, revision=config.dataset_revision)
+    return load_dataset_source(
+        config.dataset, validation_share=config.validation_share, seed=config.seed, data_format=config.data_format,
+        hub_config=config.dataset_config, revision=config.dataset_revision, template=config.text_template,
+        mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column})
 
 
 def to_trl_rows(rows: list[dict], answers_only: bool) -> list[dict]:

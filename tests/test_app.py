@@ -37,21 +37,20 @@ TINY = dict(per_device_train_batch_size=2, max_length=128, logging_steps=1, eval
 
 
 def test_dataset_preview_counts_rows(client):
-    counts, table = client.predict("demo:json-extract", api_name="/preview_dataset")
+    counts, table, *_ = client.predict(dataset="demo:json-extract", api_name="/preview_dataset")
     assert "**640** train rows" in counts and "**120** validation rows" in counts
     assert len(table["data"]) == 8 and table["data"][0][2].startswith('{"intent"')
 
 
 def test_what_the_model_sees(client, tiny_model):
-    view, stats, histogram = client.predict(source="demo:json-extract", data_format="auto", model=str(tiny_model),
-                                            row_number=0, answers_only=True, max_length=500, batch_size=4,
+    view, stats, histogram = client.predict(dataset="demo:json-extract", model=str(tiny_model), row_number=0, answers_only=True, max_length=500, batch_size=4,
                                             packing=False, api_name="/what_the_model_sees")
     assert [piece["class_or_confidence"] for piece in view] == [None, "trained"], view  # prompt, then the answer
     assert view[1]["token"].startswith('{"intent"') and "<|im_end|>" in view[1]["token"]
     assert "640 training rows" in stats and "longer than max_length 500" in stats
     assert "class='hline'" in histogram
     with pytest.raises(Exception, match="Row 9999 does not exist"):
-        client.predict(source="demo:json-extract", data_format="auto", model=str(tiny_model), row_number=9999,
+        client.predict(dataset="demo:json-extract", model=str(tiny_model), row_number=9999,
                        answers_only=True, max_length=40, batch_size=4, packing=False, api_name="/what_the_model_sees")
 
 

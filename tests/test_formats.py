@@ -126,6 +126,38 @@ def test_a_plain_text_file_trains_on_the_whole_text(tmp_path, tiny_model):
     assert "training on the whole text" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_column_mapping_and_template(tmp_path):
+    rows = [{"q": f"What is {i}+{i}?", "a": str(2 * i), "persona": "Be terse.", "topic": "maths"} for i in range(10)]
+    path = write_jsonl(tmp_path / "own.jsonl", rows)
+    with pytest.raises(ValueError, match="Unrecognised dataset columns"):
+        load_dataset_source(path)
+    mapped = load_dataset_source(path, data_format="columns", mapping={"prompt": "q", "response": "a", "system": "persona"})
+    first = (mapped.train + mapped.validation)[0]["messages"]
+    assert [t["role"] for t in first] == ["system", "user", "assistant"] and first[0]["content"] == "Be terse."
+    with pytest.raises(ValueError, match=r"Column mapping names question, which the data does not have; it has a, persona, q, topic"):
+        load_dataset_source(path, data_format="columns", mapping={"prompt": "question", "response": "a"})
+    with pytest.raises(ValueError, match="choose the response column"):
+        load_dataset_source(path, data_format="columns", mapping={"prompt": "q"})
+
+    templated = load_dataset_source(path, data_format="template", template="### Question: {q}\n### Answer: {a}")
+    assert templated.format == "text"
+    assert (templated.train + templated.validation)[0]["text"].startswith("### Question: What is")
+    with pytest.raises(ValueError, match=r"The template uses \{answer\}, which the data does not have; its columns are a, persona, q, topic"):
+        load_dataset_source(path, data_format="template", template="### Question: {q}\n### Answer: {answer}")
+    with pytest.raises(ValueError, match="not valid"):
+        load_dataset_source(path, data_format="template", template="{q")
+
+
+def test_validation_share_is_editable(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": f"a{i}"} for i in range(20)])
+    assert len(load_dataset_source(path, validation_share=0.25).validation) == 5
+    assert len(load_dataset_source(path).validation) == 2
+    from sft_space.config import RunConfig
+
+    with pytest.raises(ValueError, match="validation_share must be above 0 and at most 0.5, got 0.9"):
+        RunConfig(validation_share=0.9).validate()
+
+
 def test_what_the_model_sees_trains_the_answer_and_its_end_of_turn(tiny_model):
     from sft_space.data import length_stats, loss_view, token_labels
     from sft_space.models import load_tokenizer

@@ -129,11 +129,9 @@ def test_the_app_previews_a_hub_dataset(online):
                             **launch_kwargs())
     try:
         client = Client(url, verbose=False)
-        counts, table = client.predict(source="acme/multi", data_format="auto", hub_config="en", revision="",
-                                       api_name="/preview_dataset")
+        counts, table, *_ = client.predict(dataset="acme/multi", dataset_config="en", api_name="/preview_dataset")
         assert "**9** train rows · **1** validation rows" in counts and "acme/multi (en)" in counts
         with pytest.raises(Exception, match="was not found, or it is private or gated"):
-            client.predict(source="acme/private", data_format="auto", hub_config="", revision="",
-                           api_name="/preview_dataset")
+            client.predict(dataset="acme/private", api_name="/preview_dataset")
     finally:
         demo.close()

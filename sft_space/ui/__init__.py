@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..models import hardware_summary
 from .. import runs
-from . import chat_tab, data_tab, evaluate_tab, model_tab, runs_tab, train_tab, visitor
+from . import chat_tab, data_tab, evaluate_tab, model_tab, runs_tab, train_tab, visitor, widgets
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 
@@ -67,8 +67,9 @@ def build_app() -> gr.Blocks:
                 runs_tab.build(current_run, visitor_key, runs_list)
         row_number, inspect_button, *inspect_outputs = inspector
         settings = train_tab.WIDGETS
+        inspect_fields = ["model", "row_number", "answers_only", "max_length", "batch_size", "packing"]
         inspect_button.click(
-            data_tab.inspect,
+            widgets.named(data_tab.inspect, [*data_tab.SOURCE_FIELDS, *inspect_fields], with_progress=True),
             [*data_sources, model, row_number, settings["answers_only"], settings["max_length"],
              settings["per_device_train_batch_size"], settings["packing"]],
             inspect_outputs, api_name="what_the_model_sees")

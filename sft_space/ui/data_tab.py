@@ -10,22 +10,42 @@ import gradio as gr
 
 from .. import home
 from ..config import DEFAULT_DATASET
-from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, demo_choices, load_dataset_source, preview_table
+from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, preview_table
+from .widgets import named
 
 MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload
 
 
-def preview(source: str, data_format: str, hub_config: str = "", revision: str = ""):
+# Data settings of RunConfig the Data tab owns, in the order its handlers receive them.
+SOURCE_FIELDS = ["dataset", "data_format", "dataset_config", "dataset_revision", "validation_share",
+                 "prompt_column", "response_column", "system_column", "text_template"]
+
+
+def load_from_widgets(values) -> DatasetSplits:
+    """Read the data exactly as a run with these Data settings would (RunConfig -> load_for_run)."""
+    from ..data import load_for_run
+    from .widgets import read_config
+
+    settings = dict(zip(SOURCE_FIELDS, values))
+    settings["data_format"] = settings["data_format"] or "auto"
+    config = read_config({k: ("" if v is None and k != "validation_share" else v) for k, v in settings.items()})
+    config.validate()
+    return load_for_run(config)
+
+
+def preview(*values):
     try:
-        splits = load_dataset_source(source, data_format=data_format or "auto", hub_config=hub_config or "",
-                                     revision=revision or "")
+        splits = load_from_widgets(values)
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(str(error), print_exception=False) from None
     counts = (
         f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows · "
         f"format: `{splits.format_label()}`" + ("".join(f" · {n}" for n in splits.notes))
+        + f"  \ncolumns: {', '.join(f'`{c}`' for c in splits.columns)}"
     )
-    return counts, preview_table(splits.train, 8)
+    choices = [""] + splits.columns
+    pickers = [gr.Dropdown(choices=choices) for _ in range(3)]
+    return counts, preview_table(splits.train, 8), *pickers
 
 
 def hub_subsets(source: str, revision: str):
@@ -73,17 +93,31 @@ def build(demo: gr.Blocks):
                                  info="Filled from the Hub when the dataset is an owner/name id.", elem_id="hub-config")
         revision = gr.Textbox(value="", label="Revision (Hub datasets)", placeholder="main",
                               info="A branch, tag or commit; press Enter to reload.", elem_id="hub-revision")
+    validation_share = gr.Number(value=0.1, label="Validation share", elem_id="validation-share",
+                                 info="Held out (seeded) when the data has no validation or test split of its own.")
+    with gr.Accordion("Your own columns or template (formats 'columns' and 'template')", open=False):
+        with gr.Row():
+            prompt_column = gr.Dropdown(choices=[""], value="", label="Prompt column", allow_custom_value=True)
+            response_column = gr.Dropdown(choices=[""], value="", label="Answer column", allow_custom_value=True)
+            system_column = gr.Dropdown(choices=[""], value="", label="System column (optional)", allow_custom_value=True)
+        text_template = gr.Textbox(value="", label="Template", lines=2, elem_id="text-template",
+                                   placeholder="### Question: {question}\n### Answer: {answer}",
+                                   info="Placeholders are column names; each row becomes this text (trained whole).")
     upload = gr.File(label=f"Upload a dataset ({', '.join(UPLOAD_SUFFIXES)}; up to {MAX_UPLOAD_MB} MB)",
                      file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="dataset-upload")
     counts = gr.Markdown(elem_id="dataset-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, label="First rows", wrap=True, interactive=False, elem_id="dataset-preview")
     upload.upload(keep_upload, upload, dataset, api_name=False)
-    sources = [dataset, data_format, hub_config, revision]
+    sources = [dataset, data_format, hub_config, revision, validation_share, prompt_column, response_column,
+               system_column, text_template]
+    outputs = [counts, table, prompt_column, response_column, system_column]
+    handler = named(preview, SOURCE_FIELDS)
     dataset.change(hub_subsets, [dataset, revision], hub_config, api_name=False).then(
-        preview, sources, [counts, table], api_name=False)
-    for event in (data_format.change, hub_config.change, revision.submit):
-        event(preview, sources, [counts, table], api_name=False)
-    demo.load(preview, sources, [counts, table], api_name="preview_dataset")
+        handler, sources, outputs, api_name=False)
+    for event in (data_format.change, hub_config.change, revision.submit, validation_share.submit,
+                  prompt_column.change, response_column.change, system_column.change, text_template.submit):
+        event(handler, sources, outputs, api_name=False)
+    demo.load(handler, sources, outputs, api_name="preview_dataset")
     inspector = build_inspector()
     return sources, inspector
 
@@ -110,15 +144,15 @@ def histogram_html(stats: dict) -> str:
             f"<div class='haxis'><span>0</span><span>max_length {limit}</span><span>{width * HISTOGRAM_BINS} tokens</span></div></div>")
 
 
-def inspect(source: str, data_format: str, hub_config: str, revision: str, model: str, row_number,
-            answers_only: bool, max_length, batch_size, packing: bool, progress=gr.Progress()):
+def inspect(*values, progress=gr.Progress()):
     """The chosen row as the model sees it (trained tokens highlighted) and the token lengths of the data."""
     from ..data import length_stats, loss_view
     from ..models import load_tokenizer, resolve_model
 
+    sources, (model, row_number, answers_only, max_length, batch_size, packing) = (
+        values[: len(SOURCE_FIELDS)], values[len(SOURCE_FIELDS):])
     try:
-        splits = load_dataset_source(source, data_format=data_format or "auto", hub_config=hub_config or "",
-                                     revision=revision or "")
+        splits = load_from_widgets(sources)
         index = int(row_number)
         if not 0 <= index < len(splits.train):
             raise ValueError(f"Row {index} does not exist: pick 0 to {len(splits.train) - 1}.")

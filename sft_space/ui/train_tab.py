@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import inspect
 import math
 
 import gradio as gr
@@ -11,8 +10,9 @@ import pandas as pd
 
 from .. import health, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from .data_tab import SOURCE_FIELDS
 from .visitor import new_visitor_id
-from .widgets import TRAIN_GROUPS, build_groups, read_config
+from .widgets import TRAIN_GROUPS, build_groups, named, read_config
 
 CHART_COLUMNS = ["step", "loss", "series"]
 
@@ -104,13 +104,14 @@ def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def start(visitor: str | None, dataset: str, data_format: str, dataset_config: str, dataset_revision: str,
-          model: str, *values):
+def start(visitor: str | None, model: str, *values):
     visitor = visitor or new_visitor_id()
+    data = dict(zip(SOURCE_FIELDS, values))
+    settings = dict(zip(TRAIN_FIELD_ORDER, values[len(SOURCE_FIELDS):]))
+    data = {k: ("" if v is None and k != "validation_share" else v) for k, v in data.items()}
+    data["data_format"] = data["data_format"] or "auto"
     try:
-        config = read_config(dict(zip(TRAIN_FIELD_ORDER, values), dataset=dataset, data_format=data_format or "auto",
-                                  dataset_config=dataset_config or "", dataset_revision=dataset_revision or "",
-                                  model=model))
+        config = read_config({**settings, **data, "model": model})
         run_id = runs.start_run(config, owner=visitor)
     except ENGINE_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -192,18 +193,6 @@ TRAIN_FIELD_ORDER: list[str] = []
 WIDGETS: dict = {}  # the settings widgets of the last built page, for other tabs to read
 
 
-def named(function, names: list[str]):
-    """The same handler with one named parameter per widget, so the API (and gradio_client) takes field names."""
-    def handler(*values):
-        return function(*values)
-
-    handler.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
-    )
-    handler.__name__ = function.__name__
-    return handler
-
-
 def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -245,9 +234,8 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     preset.change(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(named(start, ["visitor", "dataset", "data_format", "dataset_config", "dataset_revision", "model",
-                                     *TRAIN_FIELD_ORDER]),
-                       [visitor, *data_sources, model, *widget_list], [current_run, run_bar, visitor],
+    start_button.click(named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELD_ORDER]),
+                       [visitor, model, *data_sources, *widget_list], [current_run, run_bar, visitor],
                        api_name="start_run")
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")

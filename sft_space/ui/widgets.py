@@ -6,6 +6,7 @@ whose info line is the field's hint (which ends with the TRL name).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 
 import gradio as gr
@@ -85,3 +86,21 @@ def read_config(values: dict) -> RunConfig:
     """Widget values -> a validated-shape RunConfig; a bad value raises ValueError naming its field."""
     known = {f.name: f for f in fields(RunConfig)}
     return RunConfig(**{name: coerce(known[name], value) for name, value in values.items()})
+
+
+def named(function, names: list[str], with_progress: bool = False):
+    """The same handler with one named parameter per widget, so the API (and gradio_client) takes field names.
+
+    with_progress: the handler also gets gradio's progress tracker, passed on as `progress=`.
+    """
+    def handler(*values):
+        if with_progress:
+            return function(*values[:-1], progress=values[-1])
+        return function(*values)
+
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    if with_progress:
+        parameters.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    handler.__signature__ = inspect.Signature(parameters)
+    handler.__name__ = function.__name__
+    return handler
