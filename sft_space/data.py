@@ -477,9 +477,11 @@ def loss_view(tokenizer, row: dict, answers_only: bool, max_length: int) -> list
 
 def length_stats(tokenizer, rows: list[dict], answers_only: bool, max_length: int, batch_size: int,
                  limit: int = 5000) -> dict:
-    """Token lengths of (up to `limit`) rows, what max_length cuts, and how much padding or packing wastes."""
+    """Token lengths of the rows (a seeded sample of `limit` when there are more), what max_length cuts,
+    and how much padding or packing wastes."""
     lengths, cut, lost = [], 0, 0
-    for row in rows[:limit]:
+    sample = random.Random(0).sample(rows, limit) if len(rows) > limit else rows  # seeded: the same view every time
+    for row in sample:
         ids, trained = token_labels(tokenizer, row, answers_only)
         lengths.append(len(ids))
         if len(ids) > max_length:
@@ -492,6 +494,7 @@ def length_stats(tokenizer, rows: list[dict], answers_only: bool, max_length: in
     blocks = -(-sum(kept) // max_length)
     return {
         "rows": len(lengths),
+        "total_rows": len(rows),
         "lengths": lengths,
         "max_length": max_length,
         "truncated_share": cut / n,

@@ -170,7 +170,8 @@ def inspect(*values, progress=gr.Progress()):
     waste = (f"packing fills {stats['packing_efficiency']:.0%} of each sequence" if packing else
              f"{1 - stats['padding_efficiency']:.0%} of each batch is padding (packing would fill "
              f"{stats['packing_efficiency']:.0%})")
-    text = (f"{stats['rows']} training rows: median {stats['median']} tokens, longest {stats['longest']}; "
+    sampled = f" (a seeded sample of {stats['rows']} of {stats['total_rows']})" if stats["rows"] < stats["total_rows"] else ""
+    text = (f"{stats['rows']} training rows{sampled}: median {stats['median']} tokens, longest {stats['longest']}; "
             f"**{stats['truncated_share']:.0%} longer than max_length {stats['max_length']}** (cut); {waste}." + warn)
     return view, text, histogram_html(stats)
 
