@@ -12,6 +12,7 @@ tokenizer). Reading is plain Python, so the UI can preview without importing
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -36,6 +37,7 @@ class DatasetSplits:
     notes: list[str] = field(default_factory=list)
     source_format: str = "messages"  # what the file held (a key of FORMATS)
     columns: list[str] = field(default_factory=list)  # the file's own column names
+    preview: bool = False  # only the first rows of a Hub dataset, not split
 
     def format_label(self) -> str:
         return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
@@ -317,6 +319,78 @@ def load_hub_rows(repo_id: str, config: str = "", revision: str = "") -> tuple[l
     return rows_of("train"), rows_of(own) if own else None, notes
 
 
+PREVIEW_ROWS = 50  # rows a Hub preview reads
+PREVIEW_BYTES = 512 * 1024  # bytes of a jsonl/csv file a Hub preview reads
+
+
+class HubFile(io.RawIOBase):
+    """A file on the Hub read by HTTP range requests: a preview reads a few KB, not the dataset."""
+
+    def __init__(self, url: str) -> None:
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers
+
+        self.url, self.session, self.headers, self.position = url, get_session(), build_hf_headers(), 0
+        head = self.session.head(url, headers=self.headers, follow_redirects=True, timeout=HUB_TIMEOUT_SECONDS)
+        head.raise_for_status()
+        self.size = int(head.headers["Content-Length"])
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.size or len(buffer) == 0:
+            return 0
+        last = min(self.position + len(buffer), self.size) - 1
+        response = self.session.get(self.url, headers={**self.headers, "Range": f"bytes={self.position}-{last}"},
+                                    follow_redirects=True, timeout=HUB_TIMEOUT_SECONDS)
+        response.raise_for_status()
+        data = response.content[: len(buffer)]
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def preview_hub_rows(repo_id: str, config: str = "", revision: str = "",
+                     count: int = PREVIEW_ROWS) -> tuple[list[dict], str, int | None]:
+    """(first rows of the train split, the file they came from, rows in that file when its metadata says)."""
+    from huggingface_hub import hf_hub_url
+
+    layout = hub_layout(repo_id, revision or None)
+    config = config or ("default" if "default" in layout else sorted(layout)[0])
+    if config not in layout or "train" not in layout[config]:
+        raise ValueError(f"{repo_id} has no train split in subset {config!r}; it has {', '.join(sorted(layout))}.")
+    name = layout[config]["train"][0]
+    url = hf_hub_url(repo_id, name, repo_type="dataset", revision=revision or None, endpoint=hub_endpoint())
+    remote = HubFile(url)
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(io.BufferedReader(remote, buffer_size=64 * 1024))
+        batch = next(parquet.iter_batches(batch_size=count, row_groups=[0]), None) if parquet.num_row_groups else None
+        return (batch.to_pylist() if batch is not None else []), name, parquet.metadata.num_rows
+    head = io.BufferedReader(remote, buffer_size=PREVIEW_BYTES).read(PREVIEW_BYTES).decode("utf-8", errors="ignore")
+    lines = head.splitlines()
+    if len(head.encode()) >= PREVIEW_BYTES and lines:
+        lines = lines[:-1]  # the last line may be cut in the middle
+    if name.endswith(".csv"):
+        return [dict(r) for r in csv.DictReader(lines)][:count], name, None
+    if name.endswith(".json"):
+        raise ValueError(f"{name} is one JSON document; it can only be read whole: train on it, or preview a jsonl file.")
+    rows = [json.loads(line) for line in lines if line.strip()][:count]
+    return rows, name, None
+
+
 def check_messages(rows: list[dict]) -> None:
     for number, row in enumerate(rows, start=1):
         messages = row.get("messages")
@@ -331,10 +405,11 @@ def check_messages(rows: list[dict]) -> None:
 
 def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
                         data_format: str = "auto", hub_config: str = "", revision: str = "",
-                        mapping: dict | None = None, template: str = "") -> DatasetSplits:
+                        mapping: dict | None = None, template: str = "", preview: bool = False) -> DatasetSplits:
     """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
 
     The set's own validation (or test) split is used when it has one; otherwise a seeded share is held out.
+    preview=True reads only the first rows of a Hub dataset (by range requests), for a quick look.
     """
     source = source.strip()
     notes = []
@@ -344,6 +419,11 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
         train = read_rows(demo_split_path(name, "train"))
         validation = read_rows(demo_split_path(name, "test"))
         notes.append("validation = the set's own test split")
+    elif is_hub_id(source) and preview:
+        train, name, total = preview_hub_rows(source, hub_config, revision)
+        validation = []
+        notes.append(f"preview: the first {len(train)} rows of {name}" + (f" ({total} rows in it)" if total else "")
+                     + ", read without downloading the dataset")
     elif is_hub_id(source):
         train, validation, notes = load_hub_rows(source, hub_config, revision)
         own_split = validation is not None
@@ -369,7 +449,7 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
     check_custom(kind, columns, mapping, template)
     train, dropped, duplicates = normalise(train, kind, mapping, template)
     validation, dropped_v, _ = normalise(validation, kind, mapping, template)
-    if not own_split:
+    if not own_split and not (preview and is_hub_id(source)):
         if len(train) < 2:
             raise ValueError(f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
                              "(one to train, one to validate).")
@@ -386,15 +466,16 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
         check_messages(train)
         check_messages(validation)
     return DatasetSplits(name=source, train=train, validation=validation, format=trained_as, notes=notes,
-                         source_format=kind, columns=columns)
+                         source_format=kind, columns=columns, preview=preview and is_hub_id(source))
 
 
-def load_for_run(config) -> DatasetSplits:
+def load_for_run(config, preview: bool = False) -> DatasetSplits:
     """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
     return load_dataset_source(
         config.dataset, validation_share=config.validation_share, seed=config.seed, data_format=config.data_format,
         hub_config=config.dataset_config, revision=config.dataset_revision, template=config.text_template,
-        mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column})
+        mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
+        preview=preview)
 
 
 def to_trl_rows(rows: list[dict], answers_only: bool) -> list[dict]:

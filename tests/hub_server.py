@@ -5,7 +5,8 @@ information and file downloads, so code under test runs unchanged with
 `HF_ENDPOINT` pointed at it:
 
     GET  /api/{datasets|models}/{owner}/{name}[/revision/{rev}]   repo info (sha, siblings, gated, private)
-    GET  /{datasets/}{owner}/{name}/resolve/{rev}/{path}           a file (HEAD too), with X-Repo-Commit and ETag
+    GET  /{datasets/}{owner}/{name}/resolve/{rev}/{path}           a file (HEAD too), with X-Repo-Commit and ETag;
+                                                                   a Range header gets 206 and just those bytes
 
 Behaviour copied from the Hub: a missing repo and a private repo asked for without
 a token both answer 401/404 with X-Error-Code RepoNotFound; a gated repo's info is
@@ -45,6 +46,7 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[str] = []  # every path asked for, for tests that check what was (not) downloaded
+        self.ranges: list[tuple[str, int, int]] = []  # (file, first byte, last byte) of every partial read
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,6 +128,17 @@ class HubServer:
                 return self._error(request, 404, "EntryNotFound", f"{name} does not exist", head)
             data = repo.files[name]
             etag = f'"{hashlib.sha1(data).hexdigest()}"'
-            return self._send(request, 200, data, {"X-Repo-Commit": repo.sha, "ETag": etag,
-                                                   "Content-Type": "application/octet-stream"}, head)
+            headers = {"X-Repo-Commit": repo.sha, "ETag": etag, "Content-Type": "application/octet-stream",
+                       "Accept-Ranges": "bytes"}
+            wanted = request.headers.get("Range", "")
+            if wanted.startswith("bytes=") and not head:  # partial reads, as the Hub's CDN serves them
+                first, _, last = wanted[len("bytes="):].partition("-")
+                if first == "":  # the last N bytes
+                    start, end = max(0, len(data) - int(last)), len(data) - 1
+                else:
+                    start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+                self.ranges.append((name, start, end))
+                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+                return self._send(request, 206, data[start:end + 1], headers, head)
+            return self._send(request, 200, data, headers, head)
         return self._error(request, 404, "NotFound", "Not found", head)

@@ -16,12 +16,12 @@ def jsonl(rows) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def parquet(rows) -> bytes:
+def parquet(rows, row_group_size: int = 1000) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    pq.write_table(pa.Table.from_pylist(rows), buffer, row_group_size=row_group_size)  # as Hub parquet exports do
     return buffer.getvalue()
 
 
@@ -115,6 +115,20 @@ def test_training_on_a_hub_dataset_from_the_command_line(online, tiny_model, tmp
     assert "16 train rows, 4 validation rows (alpaca -> messages)" in log
 
 
+def test_preview_reads_a_few_kilobytes_not_the_dataset(online):
+    big = [{"instruction": f"Note {i}: " + "x" * 200, "input": "", "output": f"ok {i}"} for i in range(60000)]
+    online.add_repo("acme/big-jsonl", {"train.jsonl": jsonl(big)})
+    online.add_repo("acme/big-parquet", {"data/train-00000-of-00001.parquet": parquet(big)})
+    for repo, size in (("acme/big-jsonl", len(jsonl(big).encode())), ("acme/big-parquet", len(parquet(big)))):
+        online.ranges.clear()
+        splits = load_dataset_source(repo, preview=True)
+        assert splits.preview and len(splits.train) == 50 and splits.source_format == "alpaca"
+        assert splits.train[0]["messages"][0]["content"].startswith("Note 0")
+        fetched = sum(last - first + 1 for _, first, last in online.ranges)
+        assert 0 < fetched < size / 4, (repo, fetched, size)  # a small part of the file
+    assert "60000 rows in it" in " ".join(load_dataset_source("acme/big-parquet", preview=True).notes)
+
+
 def test_the_app_previews_a_hub_dataset(online):
     from gradio_client import Client
 
@@ -130,7 +144,8 @@ def test_the_app_previews_a_hub_dataset(online):
     try:
         client = Client(url, verbose=False)
         counts, table, *_ = client.predict(dataset="acme/multi", dataset_config="en", api_name="/preview_dataset")
-        assert "**9** train rows · **1** validation rows" in counts and "acme/multi (en)" in counts
+        assert "**Preview**" in counts and "the first 10 rows of en/train.jsonl" in counts
+        assert [row[1] for row in table["data"]][:2] == ["hi 0", "hi 1"]
         with pytest.raises(Exception, match="was not found, or it is private or gated"):
             client.predict(dataset="acme/private", api_name="/preview_dataset")
     finally:

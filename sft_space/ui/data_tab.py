@@ -21,7 +21,7 @@ SOURCE_FIELDS = ["dataset", "data_format", "dataset_config", "dataset_revision",
                  "prompt_column", "response_column", "system_column", "text_template"]
 
 
-def load_from_widgets(values) -> DatasetSplits:
+def load_from_widgets(values, preview: bool = False) -> DatasetSplits:
     """Read the data exactly as a run with these Data settings would (RunConfig -> load_for_run)."""
     from ..data import load_for_run
     from .widgets import read_config
@@ -30,16 +30,18 @@ def load_from_widgets(values) -> DatasetSplits:
     settings["data_format"] = settings["data_format"] or "auto"
     config = read_config({k: ("" if v is None and k != "validation_share" else v) for k, v in settings.items()})
     config.validate()
-    return load_for_run(config)
+    return load_for_run(config, preview=preview)
 
 
 def preview(*values):
     try:
-        splits = load_from_widgets(values)
+        splits = load_from_widgets(values, preview=True)
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(str(error), print_exception=False) from None
+    sizes = ("**Preview** (training reads the whole dataset and its splits)" if splits.preview else
+             f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows")
     counts = (
-        f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows · "
+        f"{sizes} · "
         f"format: `{splits.format_label()}`" + ("".join(f" · {n}" for n in splits.notes))
         + f"  \ncolumns: {', '.join(f'`{c}`' for c in splits.columns)}"
     )
