@@ -42,6 +42,7 @@ class RunConfig:
     text_template: str = _f("", "Custom template with {column} placeholders, trained as plain text.", "Data")
     dataset_config: str = _f("", "Subset (config) of a Hub dataset; empty = its default.", "Data")
     dataset_revision: str = _f("", "Branch, tag or commit of a Hub dataset; empty = main.", "Data")
+    dataset_split: str = _f("", "Split of a Hub dataset to train on; empty = train.", "Data")
     run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
     data_format: str = _f("auto", "How rows are read: auto-detected, or one named format (messages, alpaca, sharegpt...).",
                           "Data")

@@ -292,31 +292,39 @@ def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str,
     return layout
 
 
-def load_hub_rows(repo_id: str, config: str = "", revision: str = "") -> tuple[list[dict], list[dict] | None, list[str]]:
-    """(train rows, the dataset's own validation rows or None, notes) of a Hub dataset's data files."""
-    from huggingface_hub import hf_hub_download
-
+def hub_splits(repo_id: str, config: str = "", revision: str = "", split: str = "") -> tuple[str, str, dict[str, list[str]]]:
+    """(subset, training split, {split: files}) of a Hub dataset, with the user's choices checked against it."""
     layout = hub_layout(repo_id, revision or None)
     config = config or ("default" if "default" in layout else sorted(layout)[0])
     if config not in layout:
         raise ValueError(f"{repo_id} has no subset {config!r}; it has {', '.join(sorted(layout))}.")
     splits = layout[config]
-    if "train" not in splits:
-        raise ValueError(f"{repo_id} ({config}) has no train split; it has {', '.join(sorted(splits))}.")
+    split = split or ("train" if "train" in splits else sorted(splits)[0])
+    if split not in splits:
+        raise ValueError(f"{repo_id} ({config}) has no {split!r} split; it has {', '.join(sorted(splits))}.")
+    return config, split, splits
 
-    def rows_of(split: str) -> list[dict]:
+
+def load_hub_rows(repo_id: str, config: str = "", revision: str = "",
+                  split: str = "") -> tuple[list[dict], list[dict] | None, list[str]]:
+    """(training rows, the dataset's own validation rows or None, notes) of a Hub dataset's data files."""
+    from huggingface_hub import hf_hub_download
+
+    config, split, splits = hub_splits(repo_id, config, revision, split)
+
+    def rows_of(name: str) -> list[dict]:
         rows = []
-        for name in splits[split]:
-            local = hf_hub_download(repo_id, name, repo_type="dataset", revision=revision or None,
+        for path in splits[name]:
+            local = hf_hub_download(repo_id, path, repo_type="dataset", revision=revision or None,
                                     endpoint=hub_endpoint(), cache_dir=str(home() / "hub"))
             rows += read_rows(Path(local))
         return rows
 
-    own = next((s for s in ("validation", "test") if s in splits), None)
-    notes = [f"{repo_id} ({config}) from {hub_endpoint()}"]
+    own = next((s for s in ("validation", "test") if s in splits and s != split), None)
+    notes = [f"{repo_id} ({config}, {split}) from {hub_endpoint()}"]
     if own:
         notes.append(f"validation = the dataset's own {own} split")
-    return rows_of("train"), rows_of(own) if own else None, notes
+    return rows_of(split), rows_of(own) if own else None, notes
 
 
 PREVIEW_ROWS = 50  # rows a Hub preview reads
@@ -361,16 +369,13 @@ class HubFile(io.RawIOBase):
         return len(data)
 
 
-def preview_hub_rows(repo_id: str, config: str = "", revision: str = "",
+def preview_hub_rows(repo_id: str, config: str = "", revision: str = "", split: str = "",
                      count: int = PREVIEW_ROWS) -> tuple[list[dict], str, int | None]:
-    """(first rows of the train split, the file they came from, rows in that file when its metadata says)."""
+    """(first rows of the training split, the file they came from, rows in that file when its metadata says)."""
     from huggingface_hub import hf_hub_url
 
-    layout = hub_layout(repo_id, revision or None)
-    config = config or ("default" if "default" in layout else sorted(layout)[0])
-    if config not in layout or "train" not in layout[config]:
-        raise ValueError(f"{repo_id} has no train split in subset {config!r}; it has {', '.join(sorted(layout))}.")
-    name = layout[config]["train"][0]
+    config, split, splits = hub_splits(repo_id, config, revision, split)
+    name = splits[split][0]
     url = hf_hub_url(repo_id, name, repo_type="dataset", revision=revision or None, endpoint=hub_endpoint())
     remote = HubFile(url)
     if name.endswith(".parquet"):
@@ -404,7 +409,7 @@ def check_messages(rows: list[dict]) -> None:
 
 
 def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
-                        data_format: str = "auto", hub_config: str = "", revision: str = "",
+                        data_format: str = "auto", hub_config: str = "", revision: str = "", hub_split: str = "",
                         mapping: dict | None = None, template: str = "", preview: bool = False) -> DatasetSplits:
     """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
 
@@ -420,12 +425,12 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
         validation = read_rows(demo_split_path(name, "test"))
         notes.append("validation = the set's own test split")
     elif is_hub_id(source) and preview:
-        train, name, total = preview_hub_rows(source, hub_config, revision)
+        train, name, total = preview_hub_rows(source, hub_config, revision, hub_split)
         validation = []
         notes.append(f"preview: the first {len(train)} rows of {name}" + (f" ({total} rows in it)" if total else "")
                      + ", read without downloading the dataset")
     elif is_hub_id(source):
-        train, validation, notes = load_hub_rows(source, hub_config, revision)
+        train, validation, notes = load_hub_rows(source, hub_config, revision, hub_split)
         own_split = validation is not None
         validation = validation or []
     else:
@@ -473,7 +478,8 @@ def load_for_run(config, preview: bool = False) -> DatasetSplits:
     """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
     return load_dataset_source(
         config.dataset, validation_share=config.validation_share, seed=config.seed, data_format=config.data_format,
-        hub_config=config.dataset_config, revision=config.dataset_revision, template=config.text_template,
+        hub_config=config.dataset_config, revision=config.dataset_revision, hub_split=config.dataset_split,
+        template=config.text_template,
         mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
         preview=preview)
 

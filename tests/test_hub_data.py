@@ -70,6 +70,13 @@ def test_parquet_without_validation_split_gets_a_seeded_holdout(online):
     assert load_dataset_source("acme/chats").validation == splits.validation
 
 
+def test_a_split_can_be_chosen(online):
+    splits = load_dataset_source("acme/recipes", hub_split="test")
+    assert len(splits.train) + len(splits.validation) == 4  # trained on test; no other split left to validate on
+    with pytest.raises(ValueError, match="has no 'dev' split; it has test, train"):
+        load_dataset_source("acme/recipes", hub_split="dev")
+
+
 def test_subsets_are_listed_and_chosen(online):
     assert hub_layout("acme/multi") == {"en": {"train": ["en/train.jsonl"]}, "fr": {"train": ["fr/train.jsonl"]}}
     french = load_dataset_source("acme/multi", hub_config="fr")

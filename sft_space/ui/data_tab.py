@@ -17,7 +17,7 @@ MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser uploa
 
 
 # Data settings of RunConfig the Data tab owns, in the order its handlers receive them.
-SOURCE_FIELDS = ["dataset", "data_format", "dataset_config", "dataset_revision", "validation_share",
+SOURCE_FIELDS = ["dataset", "data_format", "dataset_config", "dataset_split", "dataset_revision", "validation_share",
                  "prompt_column", "response_column", "system_column", "text_template"]
 
 
@@ -50,17 +50,19 @@ def preview(*values):
     return counts, preview_table(splits.train, 8), *pickers
 
 
-def hub_subsets(source: str, revision: str):
-    """The subset picker for a Hub dataset id (its configs), empty for anything else."""
-    from ..data import hub_layout, is_hub_id
+def hub_pickers(source: str, config: str, revision: str):
+    """Subset and split pickers for a Hub dataset id, filled from its file list; empty for anything else."""
+    from ..data import hub_layout, hub_splits, is_hub_id
 
     if not source or not is_hub_id(source.strip()):
-        return gr.Dropdown(choices=[], value="")
+        return gr.Dropdown(choices=[], value=""), gr.Dropdown(choices=[], value="")
     try:
         configs = sorted(hub_layout(source.strip(), revision or None))
+        config = config if config in configs else ""
+        config, split, splits = hub_splits(source.strip(), config, revision)
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return gr.Dropdown(choices=configs, value="default" if "default" in configs else configs[0])
+    return gr.Dropdown(choices=configs, value=config), gr.Dropdown(choices=sorted(splits), value=split)
 
 
 def keep_upload(file_path: str | None):
@@ -93,6 +95,9 @@ def build(demo: gr.Blocks):
     with gr.Row():
         hub_config = gr.Dropdown(choices=[], value="", label="Subset (Hub datasets)", allow_custom_value=True,
                                  info="Filled from the Hub when the dataset is an owner/name id.", elem_id="hub-config")
+        hub_split = gr.Dropdown(choices=[], value="", label="Split to train on (Hub datasets)", allow_custom_value=True,
+                                info="Its validation or test split, if any, becomes the validation set.",
+                                elem_id="hub-split")
         revision = gr.Textbox(value="", label="Revision (Hub datasets)", placeholder="main",
                               info="A branch, tag or commit; press Enter to reload.", elem_id="hub-revision")
     validation_share = gr.Number(value=0.1, label="Validation share", elem_id="validation-share",
@@ -110,13 +115,14 @@ def build(demo: gr.Blocks):
     counts = gr.Markdown(elem_id="dataset-counts")
     table = gr.Dataframe(headers=PREVIEW_HEADERS, label="First rows", wrap=True, interactive=False, elem_id="dataset-preview")
     upload.upload(keep_upload, upload, dataset, api_name=False)
-    sources = [dataset, data_format, hub_config, revision, validation_share, prompt_column, response_column,
-               system_column, text_template]
+    sources = [dataset, data_format, hub_config, hub_split, revision, validation_share, prompt_column,
+               response_column, system_column, text_template]
     outputs = [counts, table, prompt_column, response_column, system_column]
     handler = named(preview, SOURCE_FIELDS)
-    dataset.change(hub_subsets, [dataset, revision], hub_config, api_name=False).then(
-        handler, sources, outputs, api_name=False)
-    for event in (data_format.change, hub_config.change, revision.submit, validation_share.submit,
+    for event in (dataset.change, hub_config.input, revision.submit):
+        event(hub_pickers, [dataset, hub_config, revision], [hub_config, hub_split], api_name=False).then(
+            handler, sources, outputs, api_name=False)
+    for event in (data_format.change, hub_split.input, validation_share.submit,
                   prompt_column.change, response_column.change, system_column.change, text_template.submit):
         event(handler, sources, outputs, api_name=False)
     demo.load(handler, sources, outputs, api_name="preview_dataset")
