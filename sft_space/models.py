@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .bundled import BUNDLED_MAX_LENGTH, BUNDLED_NAME, Progress, _no_progress, bundled_model_dir, ensure_bundled_model
+from .bundled import BUNDLED_MAX_LENGTH, BUNDLED_NAME, Progress, _no_progress, ensure_bundled_model
 from .config import BUNDLED_MODEL
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -102,3 +104,24 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched_app():
+    """The real app on a free local port (launch(prevent_thread_lock=True)); yields its URL."""
+    from sft_space.ui import build_app, launch_kwargs
+
+    demo = build_app()
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                            **launch_kwargs())
+    try:
+        yield url
+    finally:
+        demo.close()

@@ -2,29 +2,16 @@
 
 import math
 import re
-import socket
-
 import pytest
 from gradio_client import Client
 
-from conftest import wait_until
-from sft_space.ui import build_app, launch_kwargs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import launched_app, wait_until
 
 
 @pytest.fixture(scope="module")
 def app_url():
-    demo = build_app()
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                            **launch_kwargs())
-    yield url
-    demo.close()
+    with launched_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """The page in a real headless Chromium: it renders, the four steps are there, a bad value shows a readable error."""
 
 import shutil
-import socket
 
 import pytest
 
-from sft_space.ui import build_app, launch_kwargs
+from conftest import launched_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -16,14 +15,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's c
 
 @pytest.fixture(scope="module")
 def page_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = build_app()
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_kwargs())
-    yield url
-    demo.close()
+    with launched_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

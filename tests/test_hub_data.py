@@ -2,12 +2,11 @@
 
 import io
 import json
-import socket
 import time
 
 import pytest
 
-from conftest import TINY_FAST, run_cli
+from conftest import TINY_FAST, free_port, launched_app, run_cli
 from hub_server import HubServer
 from sft_space.data import hub_layout, load_dataset_source
 
@@ -103,9 +102,7 @@ def test_malformed_ids_and_no_network_fail_fast(online, monkeypatch):
     with pytest.raises(ValueError, match="switched off here"):
         load_dataset_source("acme/recipes")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     monkeypatch.setenv("HF_ENDPOINT", dead)
     started = time.time()
     with pytest.raises(ValueError, match="cannot be reached"):
@@ -139,21 +136,10 @@ def test_preview_reads_a_few_kilobytes_not_the_dataset(online):
 def test_the_app_previews_a_hub_dataset(online):
     from gradio_client import Client
 
-    from sft_space.ui import build_app, launch_kwargs
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = build_app()
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                            **launch_kwargs())
-    try:
+    with launched_app() as url:
         client = Client(url, verbose=False)
         counts, table, *_ = client.predict(dataset="acme/multi", dataset_config="en", api_name="/preview_dataset")
         assert "**Preview**" in counts and "the first 10 rows of en/train.jsonl" in counts
         assert [row[1] for row in table["data"]][:2] == ["hi 0", "hi 1"]
         with pytest.raises(Exception, match="was not found, or it is private or gated"):
             client.predict(dataset="acme/private", api_name="/preview_dataset")
-    finally:
-        demo.close()

@@ -1,30 +1,21 @@
 """Strangers on one Space: two gradio_client sessions queue behind each other and cannot see or stop each other's runs."""
 
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 from gradio_client import Client
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, launched_app, wait_until
 from sft_space import runs
 from sft_space.config import RunConfig
-from sft_space.ui import build_app, launch_kwargs
 
 
 @pytest.fixture(scope="module")
 def app_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = build_app()
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                            **launch_kwargs())
-    yield url
-    demo.close()
+    with launched_app() as url:
+        yield url
 
 
 def settings(tiny_model, steps):
