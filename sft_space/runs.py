@@ -193,8 +193,8 @@ def active_run() -> str | None:
 
 def waiting_runs() -> list[str]:
     """Queued runs in the order they will start (first come, first served)."""
-    waiting = [(read_status(d).get("queued_at", 0), d.name) for d in list_run_dirs() if is_waiting(read_status(d))]
-    return [name for _, name in sorted(waiting)]
+    statuses = [(read_status(d), d.name) for d in list_run_dirs()]
+    return [name for _, name in sorted((s.get("queued_at", 0), name) for s, name in statuses if is_waiting(s))]
 
 
 @contextlib.contextmanager
@@ -446,13 +446,16 @@ def visible_to(status: dict, owner: str | None) -> bool:
     return not status.get("owner") or status.get("owner") == owner
 
 
+def visible_runs(owner: str | None) -> list[tuple[Path, dict]]:
+    """Newest first, (run directory, status) of the runs `owner` may see; reads status files only."""
+    statuses = [(run_dir, refresh(run_dir)) for run_dir in list_run_dirs()]
+    return [(run_dir, status) for run_dir, status in statuses if visible_to(status, owner)]
+
+
 def list_runs(owner: str | None = None) -> list[dict]:
     """Newest first, the runs `owner` may see: name, model, dataset, state, steps, best validation loss, age."""
     runs = []
-    for run_dir in list_run_dirs():
-        status = refresh(run_dir)
-        if not visible_to(status, owner):
-            continue
+    for run_dir, status in visible_runs(owner):
         config = read_json(run_dir / "config.json")
         eval_losses = [m["eval_loss"] for m in read_metrics(run_dir) if isinstance(m.get("eval_loss"), (int, float))]
         runs.append({
@@ -469,18 +472,19 @@ def list_runs(owner: str | None = None) -> list[dict]:
     return runs
 
 
+def _first_active(runs: list[tuple[Path, dict]]) -> str | None:
+    return next((run_dir.name for run_dir, status in runs if status.get("state") in ACTIVE_STATES), None)
+
+
 def own_active_run(owner: str | None) -> str | None:
-    """The visitor's run that is training or waiting, if any."""
-    for run in list_runs(owner):
-        if run["state"] in ACTIVE_STATES:
-            return run["run_id"]
-    return None
+    """The visitor's run that is training or waiting, if any (called by every page poll: status files only)."""
+    return _first_active(visible_runs(owner))
 
 
 def latest_run(owner: str | None = None) -> str | None:
     """The run a fresh page should show: the visitor's active one, else their newest."""
-    runs = list_runs(owner)
-    return own_active_run(owner) or (runs[0]["run_id"] if runs else None)
+    runs = visible_runs(owner)
+    return _first_active(runs) or (runs[0][0].name if runs else None)
 
 
 def format_duration(seconds: float | None) -> str:
