@@ -47,13 +47,14 @@ def load_chat_model(run: str | Path) -> LoadedChatModel:
         import torch
         from peft import PeftModel
 
-        from .models import load_model, load_tokenizer, resolve_model
+        from .models import fit_model_to_tokenizer, load_model, load_tokenizer, resolve_model
 
         config = read_config(run_dir)
         base = load_model(resolve_model(config.model))
+        tokenizer = load_tokenizer(adapter)  # saved by the run: its chat template and any tokens it added
+        fit_model_to_tokenizer(base, tokenizer)
         model = PeftModel.from_pretrained(base, adapter)
         model.eval()
-        tokenizer = load_tokenizer(adapter)
         if torch.cuda.is_available():
             model.to("cuda")
         loaded = LoadedChatModel(key, model, tokenizer, config, True)
@@ -101,6 +102,8 @@ def stream_reply(
     import torch
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+    from .models import end_of_turn_ids
+
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("The conversation must end with a user message.")
     settings = {**loaded.config.to_generation_kwargs(), **generation}
@@ -118,7 +121,7 @@ def stream_reply(
                 with adapter:
                     loaded.model.generate(
                         **inputs, streamer=streamer, pad_token_id=loaded.tokenizer.pad_token_id,
-                        eos_token_id=loaded.tokenizer.eos_token_id,
+                        eos_token_id=end_of_turn_ids(loaded.model, loaded.tokenizer),
                         stopping_criteria=StoppingCriteriaList([_stop_on(stop)]), **settings,
                     )
         except BaseException as error:  # surfaced to the caller below
@@ -149,9 +152,15 @@ def reply(loaded: LoadedChatModel, messages: list[dict], **generation: Any) -> s
     return text
 
 
-def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
-    """Greedy replies to several conversations in one left-padded batch (probes during training)."""
+def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
+                   with_ends: bool = False) -> list[str] | tuple[list[str], list[bool]]:
+    """Greedy replies to several conversations in one left-padded batch (probes during training).
+
+    with_ends: also return, per reply, whether it ended at an end-of-turn token (not at max_new_tokens).
+    """
     import torch
+
+    from .models import end_of_turn_ids
 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
@@ -165,10 +174,14 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_to
     with torch.inference_mode():
         output = model.generate(
             **encoded, do_sample=False, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=end_of_turn_ids(model, tokenizer),
         )
     new_tokens = output[:, encoded["input_ids"].shape[1]:]
-    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    texts = [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    if not with_ends:
+        return texts
+    ends = set(end_of_turn_ids(model, tokenizer))
+    return texts, [any(int(t) in ends for t in row) for row in new_tokens]
 
 
 def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True,
@@ -178,8 +191,10 @@ def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bo
 
     import torch
 
+    from .models import end_of_turn_ids
+
     inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
-    eos = loaded.tokenizer.eos_token_id
+    eos = end_of_turn_ids(loaded.model, loaded.tokenizer)
     started = time.time()
     with _generate_lock, torch.inference_mode():
         adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
@@ -191,6 +206,6 @@ def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bo
         "text": loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "new_tokens": len(new_tokens),
-        "ended_turn": eos in new_tokens,
+        "ended_turn": any(token in eos for token in new_tokens),
         "seconds": time.time() - started,
     }

@@ -20,6 +20,9 @@ DEFAULT_DATASET = "demo:json-extract"  # the guide's first use case: output-form
 MIN_MAX_LENGTH = 32  # below this even a one-line prompt and answer do not fit
 LORA_TARGET_CHOICES = ["all-linear", "attention", "custom"]
 LR_SCHEDULERS = ["linear", "cosine", "constant_with_warmup"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+SWITCHES = ["auto", "on", "off"]
+QUANTIZATIONS = ["none", "4bit"]
 # Far above anything sensible, yet allowed: a too-high rate is a lesson the loss curve teaches (the run stops on NaN).
 MAX_LEARNING_RATE = 10.0
 MAX_PROBES = 5  # each probe costs a short generation at every evaluation
@@ -34,7 +37,8 @@ def _f(default, hint: str, group: str, **meta):
 class RunConfig:
     # --- data and model
     dataset: str = _f(DEFAULT_DATASET, "A demo set (demo:NAME), a Hub dataset id (owner/name) or a local data file.", "Data")
-    model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline) or a local model folder.", "Model")
+    model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline), a Hub model id (owner/name) or a local "
+                    "model folder.", "Model")
     validation_share: float = _f(0.1, "Share held out for validation when the data has no validation split.", "Data")
     prompt_column: str = _f("", "Column mapping: the column holding the prompt.", "Data")
     response_column: str = _f("", "Column mapping: the column holding the answer.", "Data")
@@ -96,8 +100,14 @@ class RunConfig:
 
     # --- advanced
     seed: int = _f(42, "Random seed for shuffling and initialisation (seed).", "Advanced")
-    # Off by default: it saves memory a 135M model does not need, and costs about 20% speed.
-    gradient_checkpointing: bool = _f(False, "Trade speed for memory (gradient_checkpointing).", "Advanced")
+    # auto: off while the memory estimate fits (it costs about 20% speed), on when it is needed.
+    gradient_checkpointing: str = _f("auto", "Trade speed for memory: auto turns it on only when the memory estimate "
+                                     "needs it (gradient_checkpointing).", "Advanced", choices=SWITCHES)
+    # auto: bf16 on GPUs that have it, fp16 on older GPUs, and on a CPU whichever of fp32/bf16 measured faster.
+    precision: str = _f("auto", "Number format for training: auto picks the fastest safe one for this device "
+                        "(bf16 / fp16).", "Advanced", choices=PRECISIONS)
+    quantization: str = _f("none", "4bit loads the base model in 4 bits (QLoRA; CUDA GPU and bitsandbytes only).",
+                           "Advanced", choices=QUANTIZATIONS)
     weight_decay: float = _f(0.0, "L2 penalty on the trained weights (weight_decay).", "Advanced")
     max_grad_norm: float = _f(1.0, "Clip gradients above this norm (max_grad_norm).", "Advanced")
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (save_total_limit).", "Advanced", low=1)
@@ -154,6 +164,9 @@ class RunConfig:
              f"{' (the model limit)' if model_max_length else ''}, got {self.max_length}")
         need(len(self.probe_list()) <= MAX_PROBES,
              f"probe_prompts holds {len(self.probe_list())} prompts; pin at most {MAX_PROBES}, one per line")
+        for name in ("gradient_checkpointing", "precision", "quantization"):
+            allowed = fields_by_name()[name].metadata["choices"]
+            need(getattr(self, name) in allowed, f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         targets = self.target_module_list()
         need(bool(targets), "lora_target_modules is empty: use all-linear, attention, or a comma list of layer names")
         if problems:
@@ -173,7 +186,13 @@ class RunConfig:
         return [name.strip() for name in value.split(",") if name.strip()]
 
     # ---------------------------------------------------------------- mappings
-    def to_sft_config(self, output_dir: str, *, bf16: bool = False, fp16: bool = False, **extra: Any):
+    def __post_init__(self) -> None:
+        # Earlier runs stored gradient_checkpointing as true/false.
+        self.gradient_checkpointing = {"true": "on", "false": "off"}.get(
+            str(self.gradient_checkpointing).lower(), self.gradient_checkpointing)
+
+    def to_sft_config(self, output_dir: str, *, bf16: bool = False, fp16: bool = False,
+                      gradient_checkpointing: bool | None = None, **extra: Any):
         """The TRL SFTConfig for this run. Every TRL default that matters is set on purpose."""
         from trl import SFTConfig
 
@@ -199,7 +218,9 @@ class RunConfig:
             max_length=self.max_length,
             packing=self.packing,
             completion_only_loss=self.answers_only,
-            gradient_checkpointing=self.gradient_checkpointing,
+            # auto is decided by the caller from the memory estimate; without one, auto means off
+            gradient_checkpointing=self.gradient_checkpointing == "on" if gradient_checkpointing is None
+            else gradient_checkpointing,
             bf16=bf16,
             fp16=fp16,
             seed=self.seed,
@@ -211,14 +232,17 @@ class RunConfig:
             **extra,
         )
 
-    def to_lora_config(self):
+    def to_lora_config(self, target_modules: list[str] | str | None = None,
+                       trainable_token_indices: dict[str, list[int]] | None = None):
+        """PEFT LoraConfig; target_modules overrides the named preset (e.g. this model's attention layers)."""
         from peft import LoraConfig
 
         return LoraConfig(
+            trainable_token_indices=trainable_token_indices,
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
-            target_modules=self.target_module_list(),
+            target_modules=target_modules or self.target_module_list(),
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -253,6 +277,10 @@ class RunConfig:
     def from_json_file(cls, path) -> "RunConfig":
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def fields_by_name() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(RunConfig)}
 
 
 def field_type(f: dataclasses.Field) -> type:

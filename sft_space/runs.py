@@ -115,8 +115,10 @@ def read_jsonl_records(path: Path) -> list[dict]:
 
 
 def read_probes(run: str | Path) -> list[dict]:
-    """Probe prompts' replies: one record per evaluation (step 0 = the base model)."""
-    return read_jsonl_records(run_path(run) / "probes.jsonl")
+    """Probe replies by step, oldest first; a step answered twice (the end-of-turn check re-asks with a longer
+    budget) keeps its later answers."""
+    by_step = {record.get("step"): record for record in read_jsonl_records(run_path(run) / "probes.jsonl")}
+    return sorted(by_step.values(), key=lambda record: record.get("step", 0))
 
 
 def read_config(run: str | Path) -> RunConfig:

@@ -35,6 +35,7 @@ log = logging.getLogger("sft_space.train")
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
 PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
+END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 
 
 class StopRequested:
@@ -165,6 +166,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
         write_status(run_dir, **status)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status["peak_memory"] = peak_memory()
         if stop.diverged:
             return finish(run_dir, status, "failed", started, error=stop.diverged)
         if stop.requested and (run_dir / CANCEL_MARK).exists():
@@ -189,6 +191,17 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
         finish(run_dir, status, "failed", started, error=message[:500])
         return 1
+
+
+def peak_memory() -> int:
+    """Peak bytes this process used: GPU memory allocated on CUDA, else resident memory."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -219,7 +232,8 @@ def mirror_progress_bars(run_dir: Path, status: dict) -> None:
     def update(bar, n=1):
         result = original(bar, n)
         now = time.time()
-        if bar.total and now - last_write[0] >= PHASE_WRITE_SECONDS and status.get("phase") != "training":
+        if (bar.total and not bar.disable and now - last_write[0] >= PHASE_WRITE_SECONDS
+                and status.get("phase") != "training"):
             last_write[0] = now
             share = min(bar.n / bar.total, 1.0)
             elapsed = now - bar.start_t
@@ -236,7 +250,10 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from trl import SFTTrainer
 
     from .data import load_for_run, prompt_messages, to_trl_rows
-    from .models import choose_precision, load_model, load_tokenizer, resolve_model
+    from .models import (attention_targets, check_quantization, check_target_modules, choose_precision, detect_device,
+                         estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer, load_model, local_facts, needs_gradient_checkpointing,
+                         precision_name, prepare_tokenizer, resolve_model, trainable_tokens, trainer_precision_args,
+                         training_dtype)
 
     def progress(fraction: float, message: str) -> None:
         log.info("model: %s", message)
@@ -254,25 +271,47 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only))
     eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only))
 
-    tokenizer = load_tokenizer(folder)
-    model = load_model(folder)
-    precision = choose_precision()
-    log.info("precision: %s", "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "fp32")
-    args = config.to_sft_config(str(run_dir / "checkpoints"), **precision)
+    facts = local_facts(folder, config.model)
+    check_target_modules(config.target_module_list(), facts)
+    check_quantization(config.quantization)
+    precision = choose_precision(config.precision)
+    device = detect_device()
+    checkpointing = config.gradient_checkpointing == "on" or (
+        config.gradient_checkpointing == "auto" and needs_gradient_checkpointing(facts, config, device))
+    estimate = estimate_memory(facts, config, device, checkpointing, precision_name(precision))
+    log.info("device: %s; precision %s; gradient checkpointing %s; memory estimate %.2f GiB (%s)", device.describe(),
+             precision_name(precision), "on" if checkpointing else "off", estimate.total / 2**30, estimate.verdict)
+    tokenizer, token_setup = prepare_tokenizer(folder)
+    for note in token_setup.notes:
+        log.info("tokens: %s", note)
+    model = load_model(folder, training_dtype(precision, device.kind), quantization=config.quantization)
+    fit_model_to_tokenizer(model, tokenizer)
+    if config.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if token_setup.new_token_ids:
+        expose_bias_on_token_wrappers()
+    targets = attention_targets(facts) if config.lora_target_modules.strip() == "attention" else None
+    peft_config = config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
+    args = config.to_sft_config(str(run_dir / "checkpoints"), **trainer_precision_args(precision),
+                                gradient_checkpointing=checkpointing)
+    status.update(precision=precision_name(precision), gradient_checkpointing=checkpointing, device=device.describe(),
+                  memory_estimate=estimate.total, token_notes=token_setup.notes, chatml_added=token_setup.chatml_added)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=config.to_lora_config(),
+        peft_config=peft_config,
         callbacks=[make_run_dir_callback(run_dir, status, stop)],
     )
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
         prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES] if "messages" in row
     ]
     if probes:  # plain-text data has no prompts to ask unless the user pinned some
-        trainer.add_callback(make_probe_callback(run_dir, probes, status))
+        trainer.add_callback(make_probe_callback(run_dir, probes, status, stop))
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,
@@ -384,27 +423,48 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
     return RunDirCallback(run_dir, status, stop)
 
 
-def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict):
+def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict, stop: StopRequested):
     """Answers the probe prompts before training (the base model) and after every evaluation: probes.jsonl."""
     from transformers import TrainerCallback
 
     from .chat import generate_batch
 
     class ProbeCallback(TrainerCallback):
-        def record(self, state, model, tokenizer) -> None:
+        last: dict = {}
+
+        def record(self, state, model, tokenizer, max_new_tokens: int = PROBE_MAX_NEW_TOKENS) -> dict:
             started = time.time()
             was_training = model.training
             model.eval()
             try:
-                replies = generate_batch(model, tokenizer, probes, PROBE_MAX_NEW_TOKENS)
+                replies, ended = generate_batch(model, tokenizer, probes, max_new_tokens, with_ends=True)
             finally:
                 model.train(was_training)
             seconds = time.time() - started
             status["probe_seconds"] = status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
             record = {"step": state.global_step, "prompts": [p[-1]["content"] for p in probes], "replies": replies,
-                      "seconds": round(seconds, 2)}
+                      "ended": ended, "seconds": round(seconds, 2)}
             with open(run_dir / "probes.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self.last = record
+            return record
+
+        def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            """The end-of-turn check: does the tuned model stop by itself on the probe prompts?"""
+            if stop.diverged or (run_dir / CANCEL_MARK).exists():
+                return
+            record = self.last
+            if record.get("step") != state.global_step or not all(record.get("ended", [])):
+                record = self.record(state, model, processing_class, END_CHECK_MAX_NEW_TOKENS)
+            ended, checked = sum(record["ended"]), len(record["ended"])
+            status["end_of_turn"] = {"ended": ended, "checked": checked}
+            if ended < checked:
+                status["note"] = (f"The tuned model did not end its turn on {checked - ended} of {checked} probe prompts "
+                                  f"within {END_CHECK_MAX_NEW_TOKENS} tokens: it may ramble. Train longer or with more "
+                                  "data, and keep 'Train on answers only' on so the end-of-turn token is learned.")
+                log.warning(status["note"])
+            else:
+                log.info("end-of-turn check: the tuned model ended its turn on all %d probe prompts", checked)
 
         def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
             if state.global_step == 0:

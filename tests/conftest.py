@@ -26,15 +26,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def build_tiny_model(folder: Path, hidden_size: int = 16, layers: int = 2) -> Path:
-    """A random LlamaForCausalLM with a byte-level BPE tokenizer trained on the demo data and a ChatML template."""
+def build_tiny_model(folder: Path, hidden_size: int = 16, layers: int = 2, architecture: str = "llama",
+                     base: bool = False, initializer_range: float = 0.02) -> Path:
+    """A random causal LM with a byte-level BPE tokenizer trained on the demo data.
+
+    architecture: llama (LlamaForCausalLM, untied head) or qwen2 (Qwen2ForCausalLM, tied embeddings).
+    base=False: an instruct-style model with a ChatML template, <|im_end|> as eos and a <pad> token.
+    base=True: a base model as pretraining leaves it: no chat template, no ChatML tokens, eos <|endoftext|>, no pad.
+    initializer_range: the weights' spread; at 0.02 a 16-wide frozen head can barely move its logits, so tests that
+    need the model to learn a reply use a wider one.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     texts = []
     for line in (ROOT / "sft_space" / "demo_data" / "json-extract.train.jsonl").read_text().splitlines()[:300]:
         texts += [m["content"] for m in json.loads(line)["messages"]]
-    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>"] if base else ["<pad>", "<|im_start|>", "<|im_end|>"]
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
@@ -42,18 +50,22 @@ def build_tiny_model(folder: Path, hidden_size: int = 16, layers: int = 2) -> Pa
         texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<pad>")
-    tokenizer.chat_template = CHATML
-    config = LlamaConfig(
+    if base:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>")
+    else:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<pad>")
+        tokenizer.chat_template = CHATML
+    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if architecture == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    config = config_class(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=architecture == "qwen2", initializer_range=initializer_range,
     )
     import torch
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder, safe_serialization=True)

@@ -5,6 +5,7 @@ information and file downloads, so code under test runs unchanged with
 `HF_ENDPOINT` pointed at it:
 
     GET  /api/{datasets|models}/{owner}/{name}[/revision/{rev}]   repo info (sha, siblings, gated, private)
+    GET  /api/{datasets|models}/{owner}/{name}/tree/{rev}          the file list (sizes), as snapshot_download reads it
     GET  /{datasets/}{owner}/{name}/resolve/{rev}/{path}           a file (HEAD too), with X-Repo-Commit and ETag;
                                                                    a Range header gets 206 and just those bytes
 
@@ -47,6 +48,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[str] = []  # every path asked for, for tests that check what was (not) downloaded
         self.ranges: list[tuple[str, int, int]] = []  # (file, first byte, last byte) of every partial read
+        self.downloads: list[str] = []  # every file sent whole (GET without a Range header)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,6 +108,10 @@ class HubServer:
             repo = self.repos.get((kind, f"{parts[2]}/{parts[3]}"))
             if repo is None or (repo.private and token not in repo.allowed_tokens):
                 return self._error(request, 401 if token is None else 404, "RepoNotFound", "Repository not found", head)
+            if len(parts) >= 6 and parts[4] == "tree":  # the file list snapshot_download walks
+                tree = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                        for name, data in sorted(repo.files.items())]
+                return self._send(request, 200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
             info = {
                 "id": repo.repo_id, "sha": repo.sha, "private": repo.private,
                 "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
@@ -140,5 +146,7 @@ class HubServer:
                 self.ranges.append((name, start, end))
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                 return self._send(request, 206, data[start:end + 1], headers, head)
+            if not head:
+                self.downloads.append(name)
             return self._send(request, 200, data, headers, head)
         return self._error(request, 404, "NotFound", "Not found", head)
