@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/train_throughput.py
+	$(PY) bench/train_throughput.py --suite precision
 
 demo-data: setup
 	$(PY) -m sft_space.demo_data.make_demo_data

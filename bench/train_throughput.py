@@ -1,4 +1,4 @@
-"""Training throughput of the Quick demo settings against TRL's own defaults, measured in the same run.
+"""Training throughput: the Quick demo settings against TRL's defaults, and fp32 against bf16, in the same run.
 
 Each variant trains the bundled SmolLM2-135M-Instruct on demo:json-extract for a
 few steps through the real entry point (`python -m sft_space.train`), in a fresh
@@ -6,7 +6,9 @@ process, repeated --repeats times in alternation. Throughput is real (non-paddin
 tokens per second of training time after the first --warmup steps. Reported as
 medians and as a ratio against the baseline, never as a pass/fail test.
 
-    python bench/train_throughput.py [--steps 12] [--repeats 2]
+    python bench/train_throughput.py [--steps 12] [--repeats 2] [--suite checkpointing|precision]
+
+The precision suite compares fp32 with bf16 autocast on this device (what precision=auto chooses between on a CPU).
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--model", "bundled", "--dataset", "demo:json-extract", "--per_device_train_batch_size", "8",
           "--max_length", "256", "--logging_steps", "1", "--eval_steps", "100000", "--save_steps", "100000"]
-VARIANTS = {
-    # TRL's SFTConfig leaves gradient checkpointing on; everything else as in the Quick demo preset
-    "baseline: TRL default (gradient checkpointing on)": ["--gradient_checkpointing", "true"],
-    "sft-space Quick demo (gradient checkpointing off)": ["--gradient_checkpointing", "false"],
+SUITES = {
+    "checkpointing": {
+        # TRL's SFTConfig leaves gradient checkpointing on; everything else as in the Quick demo preset
+        "baseline: TRL default (gradient checkpointing on)": ["--gradient_checkpointing", "on", "--precision", "fp32"],
+        "sft-space Quick demo (gradient checkpointing off)": ["--gradient_checkpointing", "off", "--precision", "fp32"],
+    },
+    "precision": {
+        "baseline: fp32": ["--gradient_checkpointing", "off", "--precision", "fp32"],
+        "bf16 (autocast)": ["--gradient_checkpointing", "off", "--precision", "bf16"],
+    },
 }
 
 
@@ -46,10 +54,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--suite", choices=list(SUITES), default="checkpointing")
     args = parser.parse_args()
-    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    variants = SUITES[args.suite]
+    results: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
-        for name, flags in VARIANTS.items():
+        for name, flags in variants.items():
             results[name].append(measure(flags, args.steps, args.warmup))
     baseline = statistics.median(next(iter(results.values())))
     print(f"{'variant':55s} {'median tok/s':>12s} {'runs':>20s} {'ratio':>6s}")

@@ -285,7 +285,8 @@ def model_facts(choice: str, token: str | None = None) -> ModelFacts:
     if folder.is_dir():
         return local_facts(folder, choice)
     if is_hub_model_id(choice):
-        return hub_facts(choice, token)
+        cached = cached_snapshot(choice) if hub_offline() else None
+        return local_facts(cached, choice, "hub") if cached else hub_facts(choice, token)
     raise ValueError(f"Model {choice!r} is neither a local folder nor a Hub id (owner/name): use 'bundled', the "
                      "path of a folder with config.json and *.safetensors, or a Hub id such as "
                      "HuggingFaceTB/SmolLM2-360M-Instruct.")
@@ -613,20 +614,25 @@ def _progress_bar_class(progress: Progress, what: str):
     return Reporting
 
 
+def cached_snapshot(repo_id: str) -> Path | None:
+    """A model downloaded earlier (or baked into the image), usable offline; None if there is none."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=str(model_cache_dir()), allow_patterns=DOWNLOAD_PATTERNS,
+                                      local_files_only=True))
+    except Exception:  # not cached: LocalEntryNotFoundError and friends
+        return None
+
+
 def download_model(repo_id: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
     """Check a Hub model from its metadata, then download only its safetensors, configs and tokenizer files."""
     from huggingface_hub import snapshot_download
 
-    if hub_offline():
-        try:  # a model downloaded earlier (or baked into the image) still works offline
-            folder = Path(snapshot_download(repo_id, cache_dir=str(model_cache_dir()), allow_patterns=DOWNLOAD_PATTERNS,
-                                            local_files_only=True))
-            check_model_folder(folder)
-            return folder
-        except ValueError:
-            raise
-        except Exception:
-            pass
+    cached = cached_snapshot(repo_id) if hub_offline() else None
+    if cached:
+        check_model_folder(cached)
+        return cached
     progress(0.0, f"Checking {repo_id} on the Hub")
     facts = hub_facts(repo_id, token)
     if facts.notes and facts.gated:
@@ -775,6 +781,17 @@ def expose_bias_on_token_wrappers() -> None:
     TrainableTokensWrapper._getattr_wrapped = lambda self, name, modules: (
         getattr(self.original_module, "bias", None) if name == "bias" else get(self, name, modules))
     TrainableTokensWrapper._bias_exposed = True
+
+
+def check_model_choice(config) -> ModelFacts:
+    """Everything about the model that can be refused before a run is queued: metadata only, nothing downloaded."""
+    facts = model_facts(config.model)
+    if facts.gated and facts.notes:
+        raise ValueError(facts.notes[0])
+    check_target_modules(config.target_module_list(), facts)
+    if config.quantization == "4bit":
+        check_quantization(config.quantization)
+    return facts
 
 
 def check_target_modules(targets: list[str] | str, facts: ModelFacts) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import home
 from .config import BUNDLED_MODEL, RunConfig
-from .models import model_max_length
+from .models import check_model_choice, model_max_length
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
@@ -249,7 +249,8 @@ def check_owner(run: str | Path, owner: str | None) -> dict:
 
 def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = None) -> str:
     """Validate, check the disk, write the run directory and queue the run; return the run id."""
-    config.validate(model_max_length(config.model))
+    facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued
+    config.validate(facts.max_length or model_max_length(config.model))
     check_disk(config)
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id

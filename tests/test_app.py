@@ -86,3 +86,19 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     about, table, failures = client.predict(run_id=run_id, count=2, scorer="auto", pattern="", api_name="/evaluate")
     metrics = [row[0] for row in table["data"]]
     assert "held-out loss (answers)" in metrics and "schema-valid JSON" in metrics
+
+
+def test_model_check_reports_fit_and_refuses_unreachable_hub_ids(client, tiny_model):
+    settings = dict(per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=256, lora_r=16,
+                    lora_target_modules="all-linear", gradient_checkpointing="auto", precision="auto",
+                    quantization="none")
+    report = client.predict(model="bundled", **settings, api_name="/check_model")
+    assert "135M parameters" in report and "Fits" in report and "Gradient checkpointing: off (auto)" in report
+    report = client.predict(model=str(tiny_model), **settings, api_name="/check_model")
+    assert "chat template: yes" in report and "gate_proj" in report
+    # the tests run with the Hub switched off, as on an offline laptop: a clear message, not a hang
+    report = client.predict(model="HuggingFaceTB/SmolLM2-360M-Instruct", **settings, api_name="/check_model")
+    assert report.startswith("⛔") and "HF_HUB_OFFLINE=1" in report
+    with pytest.raises(Exception, match="HF_HUB_OFFLINE=1"):
+        client.predict(dataset="demo:json-extract", model="HuggingFaceTB/SmolLM2-360M-Instruct", **TINY,
+                       api_name="/start_run")

@@ -60,7 +60,14 @@ def test_lora_weights_changed_and_base_weights_did_not(trained_run, tiny_model):
 
 
 def test_probe_prompts_recorded_before_training_and_at_each_evaluation(trained_run):
-    records = [json.loads(line) for line in (trained_run / "probes.jsonl").read_text().splitlines()]
+    from sft_space.runs import read_probes
+
+    raw = [json.loads(line) for line in (trained_run / "probes.jsonl").read_text().splitlines()]
+    # the random tiny model never ends its turn, so the end-of-turn check re-asked at step 3 with a longer budget
+    assert [r["step"] for r in raw] == [0, 2, 3, 3] and raw[-1]["ended"] == [False] * 3
+    status = json.loads((trained_run / "status.json").read_text())
+    assert status["end_of_turn"] == {"ended": 0, "checked": 3} and "did not end its turn on 3 of 3" in status["note"]
+    records = read_probes(trained_run)
     assert [r["step"] for r in records] == [0, 2, 3]  # step 0 = the base model, then every evaluation
     for record in records:
         assert len(record["prompts"]) == 3 and len(record["replies"]) == 3

@@ -56,7 +56,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("1 Data", id="data"):
                 data_sources, inspector = data_tab.build(demo)
             with gr.Tab("2 Model", id="model"):
-                model = model_tab.build()
+                model, check_model, model_report = model_tab.build()
             with gr.Tab("3 Train", id="train"):
                 run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
@@ -73,6 +73,10 @@ def build_app() -> gr.Blocks:
             [*data_sources, model, row_number, settings["answers_only"], settings["max_length"],
              settings["per_device_train_batch_size"], settings["packing"]],
             inspect_outputs, api_name="what_the_model_sees")
+        check_inputs = [model, *[settings[name] for name in model_tab.CHECK_FIELDS]]
+        check_handler = widgets.named(model_tab.check, ["model", *model_tab.CHECK_FIELDS])
+        check_model.click(check_handler, check_inputs, model_report, api_name="check_model")
+        model.change(check_handler, check_inputs, model_report, api_name=False)
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, *run_panel]
         timer.tick(train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden",

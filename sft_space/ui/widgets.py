@@ -34,6 +34,8 @@ LABELS = {
     "lora_target_modules": "Target modules",
     "seed": "Seed",
     "gradient_checkpointing": "Gradient checkpointing",
+    "precision": "Precision",
+    "quantization": "Quantization",
     "weight_decay": "Weight decay",
     "max_grad_norm": "Max gradient norm",
     "save_total_limit": "Checkpoints kept",
