@@ -39,7 +39,7 @@ CURATED_MODELS = [
 HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Only what loading needs: weights as safetensors, configs, tokenizer files, templates. Never pickles.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.tiktoken", "merges.txt",
-                     "vocab.txt"]
+                     "vocab.txt", "README.md"]
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
 # ChatML, as TRL's setup_chat_format writes it, with generation markers so assistant-only masks work too.
 CHATML_TEMPLATE = (
@@ -666,6 +666,18 @@ def resolve_model(choice: str, progress: Progress = _no_progress, token: str | N
         f"Model {choice!r} was not found: use 'bundled' (SmolLM2-135M-Instruct, offline), a Hub id (owner/name) "
         "or the path of a local folder with config.json and *.safetensors."
     )
+
+
+def base_license(folder: Path) -> str | None:
+    """The license in a model folder's README front matter (a Hub download keeps it), if any."""
+    if (folder / "README.md").is_file():
+        match = re.search(r"^license:\s*(\S+)", (folder / "README.md").read_text(errors="replace").split("\n---", 1)[0],
+                          re.MULTILINE)
+        if match:
+            return match.group(1).strip("'\"")
+    from .bundled import bundled_model_dir
+
+    return "apache-2.0" if folder == bundled_model_dir() else None
 
 
 def hub_model_id(choice: str) -> str | None:

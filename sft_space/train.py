@@ -251,7 +251,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
 
     from .data import load_for_run, prompt_messages, to_trl_rows
     from .models import (attention_targets, check_quantization, check_target_modules, choose_precision, detect_device,
-                         estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer, load_model, local_facts, needs_gradient_checkpointing,
+                         base_license, estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer, load_model, local_facts, needs_gradient_checkpointing,
                          precision_name, prepare_tokenizer, resolve_model, trainable_tokens, trainer_precision_args,
                          training_dtype)
 
@@ -315,8 +315,22 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,
-                  train_rows=len(splits.train), validation_rows=len(validation))
+                  train_rows=len(splits.train), validation_rows=len(validation), data_format=splits.format_label(),
+                  data_notes=splits.notes, token_lengths=token_length_summary(trainer.train_dataset, config.max_length),
+                  base_license=base_license(folder))
     return trainer, tokenizer
+
+
+def token_length_summary(dataset, max_length: int) -> dict:
+    """Token counts of the tokenised training rows (after truncation), for the run summary and the model card."""
+    import statistics
+
+    lengths = sorted(len(ids) for ids in dataset["input_ids"]) if "input_ids" in dataset.column_names else []
+    if not lengths:
+        return {}
+    return {"rows": len(lengths), "min": lengths[0], "median": int(statistics.median(lengths)),
+            "p95": lengths[int(0.95 * (len(lengths) - 1))], "max": lengths[-1],
+            "at_max_length": round(sum(n >= max_length for n in lengths) / len(lengths), 4)}
 
 
 def save_adapter(model, tokenizer, target: Path) -> None:

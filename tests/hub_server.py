@@ -9,6 +9,12 @@ information and file downloads, so code under test runs unchanged with
     GET  /{datasets/}{owner}/{name}/resolve/{rev}/{path}           a file (HEAD too), with X-Repo-Commit and ETag;
                                                                    a Range header gets 206 and just those bytes
 
+    GET  /api/whoami-v2                                            the user a token belongs to (401 otherwise)
+    POST /api/validate-yaml                                        a README's metadata block (400 if it is no YAML mapping)
+    POST /api/repos/create                                         a new repo (409 if it exists; 403 outside your name)
+    POST /api/{models|datasets}/{id}/preupload/{rev}, /commit/{rev}  uploads: every file inline, one atomic commit
+    POST /api/jobs/{namespace}, GET /api/jobs/{namespace}/{id}[/logs] Jobs: submit, inspect, logs (server-sent events)
+
 Behaviour copied from the Hub: a missing repo and a private repo asked for without
 a token both answer 401/404 with X-Error-Code RepoNotFound; a gated repo's info is
 public but its files answer 403 GatedRepo unless the request carries a token the
@@ -17,6 +23,7 @@ repo accepts. Use `HubServer` as a context manager, add repos with `add_repo`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -49,6 +56,10 @@ class HubServer:
         self.requests: list[str] = []  # every path asked for, for tests that check what was (not) downloaded
         self.ranges: list[tuple[str, int, int]] = []  # (file, first byte, last byte) of every partial read
         self.downloads: list[str] = []  # every file sent whole (GET without a Range header)
+        self.users: dict[str, str] = {}  # token -> username, for whoami and writes
+        self.fail_commits = 0  # the next N commits answer 500 and change nothing (a flaky network)
+        self.commits: list[dict] = []  # every commit that landed: repo, message, files
+        self.jobs: dict[str, dict] = {}  # job id -> the job spec as posted, with its status and logs
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +71,9 @@ class HubServer:
 
             def do_GET(self) -> None:
                 server.handle(self, head=False)
+
+            def do_POST(self) -> None:
+                server.handle_post(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -103,6 +117,13 @@ class HubServer:
         self.requests.append(path)
         parts = [p for p in path.split("/") if p]
         token = self._token(request)
+        if parts == ["api", "whoami-v2"]:
+            if token not in self.users:
+                return self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", head)
+            body = {"type": "user", "name": self.users[token], "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+            return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
+        if parts[:2] == ["api", "jobs"] and len(parts) >= 4:
+            return self._job(request, parts, token, head)
         if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("datasets", "models"):
             kind = parts[1][:-1]
             repo = self.repos.get((kind, f"{parts[2]}/{parts[3]}"))
@@ -150,3 +171,100 @@ class HubServer:
                 self.downloads.append(name)
             return self._send(request, 200, data, headers, head)
         return self._error(request, 404, "NotFound", "Not found", head)
+
+    # ------------------------------------------------------------ writes
+    def _read_body(self, request) -> bytes:
+        return request.rfile.read(int(request.headers.get("Content-Length", 0) or 0))
+
+    def _writer(self, request, repo_id: str) -> str | None:
+        """The user a write is allowed for, after answering 401/403 itself when it is not."""
+        token = self._token(request)
+        if token not in self.users:
+            self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", False)
+            return None
+        if repo_id.split("/")[0] != self.users[token]:
+            self._error(request, 403, "Forbidden", f"You don't have the rights to write to {repo_id}", False)
+            return None
+        return self.users[token]
+
+    def handle_post(self, request) -> None:
+        path = unquote(urlparse(request.path).path)
+        self.requests.append(f"POST {path}")
+        parts = [p for p in path.split("/") if p]
+        body = self._read_body(request)
+        json_headers = {"Content-Type": "application/json"}
+        if parts == ["api", "validate-yaml"]:  # the client checks a README's metadata before committing it
+            import yaml
+
+            content = json.loads(body)["content"]
+            try:
+                meta = yaml.safe_load(content.split("---")[1]) if content.startswith("---") else {}
+                assert isinstance(meta, dict)
+            except Exception as error:
+                return self._error(request, 400, "BadRequest", f"Invalid metadata in README.md: {error}", False)
+            return self._send(request, 200, json.dumps({"errors": [], "warnings": []}).encode(), json_headers)
+        if parts == ["api", "repos", "create"]:
+            data = json.loads(body)
+            kind = data.get("type") or "model"
+            repo_id = f"{data.get('organization') or self.users.get(self._token(request), '?')}/{data['name']}"
+            if self._writer(request, repo_id) is None:
+                return
+            url = f"{self.url}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
+            if (kind, repo_id) in self.repos:
+                return self._send(request, 409, json.dumps({"error": "You already created this model repo",
+                                                            "url": url}).encode(), json_headers)
+            private = data.get("private") or data.get("visibility") == "private"
+            self.add_repo(repo_id, {}, kind=kind, private=bool(private),
+                          allowed_tokens={t for t, u in self.users.items() if u == repo_id.split("/")[0]})
+            return self._send(request, 200, json.dumps({"url": url, "name": repo_id}).encode(), json_headers)
+        if parts[:1] == ["api"] and len(parts) >= 6 and parts[1] in ("models", "datasets") and parts[4] in ("preupload", "commit"):
+            kind, repo_id = parts[1][:-1], f"{parts[2]}/{parts[3]}"
+            repo = self.repos.get((kind, repo_id))
+            if self._writer(request, repo_id) is None:
+                return
+            if repo is None:
+                return self._error(request, 404, "RepoNotFound", "Repository not found", False)
+            if parts[4] == "preupload":  # every file goes inline in the commit: no LFS storage to emulate
+                files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                         for f in json.loads(body)["files"]]
+                return self._send(request, 200, json.dumps({"files": files}).encode(), json_headers)
+            if self.fail_commits > 0:  # fails before touching the repo, as an interrupted commit does
+                self.fail_commits -= 1
+                return self._error(request, 500, "InternalError", "Internal Error - try again later", False)
+            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            header = next(line["value"] for line in lines if line["key"] == "header")
+            added = {line["value"]["path"]: base64.b64decode(line["value"]["content"])
+                     for line in lines if line["key"] == "file"}
+            repo.files.update(added)  # all files of a commit land together
+            self.commits.append({"repo": repo_id, "message": header.get("summary"), "files": sorted(added)})
+            body = {"commitUrl": f"{self.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha, "success": True}
+            return self._send(request, 200, json.dumps(body).encode(), json_headers)
+        if parts[:2] == ["api", "jobs"] and len(parts) == 3:
+            return self._create_job(request, parts[2], json.loads(body))
+        return self._error(request, 404, "NotFound", "Not found", False)
+
+    # ------------------------------------------------------------ Jobs
+    def _create_job(self, request, namespace: str, spec: dict) -> None:
+        token = self._token(request)
+        if token not in self.users:
+            return self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", False)
+        job_id = f"job{len(self.jobs) + 1:04d}"
+        job = {"id": job_id, "createdAt": "2026-01-01T00:00:00.000Z", "owner": {"id": "u1", "name": namespace, "type": "user"},
+               "status": {"stage": "RUNNING", "message": None}, **spec,
+               "logs": ["===== Job started =====", "Loading data", "step 1/2", "step 2/2", "Pushed"]}
+        self.jobs[job_id] = job
+        body = {k: v for k, v in job.items() if k != "logs"}
+        return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def _job(self, request, parts: list[str], token: str | None, head: bool) -> None:
+        if token not in self.users:
+            return self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", head)
+        job = self.jobs.get(parts[3])
+        if job is None:
+            return self._error(request, 404, "NotFound", "Job not found", head)
+        if len(parts) == 5 and parts[4] == "logs":  # server-sent events, one log line each, then the stream ends
+            events = "".join(f"data: {json.dumps({'timestamp': '2026-01-01T00:00:00Z', 'data': line})}\n\n"
+                             for line in job["logs"])
+            return self._send(request, 200, events.encode(), {"Content-Type": "text/event-stream"}, head)
+        body = {k: v for k, v in job.items() if k != "logs"}
+        return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
