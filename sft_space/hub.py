@@ -375,6 +375,13 @@ def publish_files(run: str | Path, repo_id: str, merged: bool = False, progress:
     return staging
 
 
+def ensure_repo(api, repo_id: str, private: bool, token: str | None, progress: Progress = _no_progress) -> None:
+    """Create the model repo unless it exists already (an existing repo of the user's is pushed to as it is)."""
+    if not with_retries(lambda: api.repo_exists(repo_id), f"looking up {repo_id}", token, progress=progress):
+        with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"creating {repo_id}", token,
+                     progress=progress)
+
+
 def push_run(run: str | Path, name: str, token: str | None, *, private: bool = False, merged: bool = False,
              progress: Progress = _no_progress) -> dict:
     """Push the run's adapter (or merged model) with its model card to the user's repo, in one commit."""
@@ -390,8 +397,7 @@ def push_run(run: str | Path, name: str, token: str | None, *, private: bool = F
     try:
         api = _api(token)
         progress(0.85, f"Creating {repo_id}")
-        with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"creating {repo_id}", token,
-                     progress=progress)
+        ensure_repo(api, repo_id, private, token, progress)
         operations = [CommitOperationAdd(path_in_repo=str(p.relative_to(staging)), path_or_fileobj=str(p))
                       for p in sorted(staging.rglob("*")) if p.is_file()]
         what = "merged model" if merged else "LoRA adapter"
@@ -670,3 +676,76 @@ def export_run(run: str | Path) -> Path:
         f"- `accelerate launch --num_processes 2 {SCRIPT_NAME}`: the script on several GPUs.\n", encoding="utf-8")
     archive = shutil.make_archive(str(run_dir / f"{run_dir.name}-export"), "zip", target)
     return Path(archive)
+
+
+# ------------------------------------------------------------------ Hugging Face Jobs
+# The job's command: fetch the script from the target repo (with the HF_TOKEN secret, so private repos work) and
+# run it. Short, because run_uv_job checks every argument as a possible local file name.
+JOB_BOOTSTRAP = ("import os,runpy,huggingface_hub as h;"
+                 "runpy.run_path(h.hf_hub_download(os.environ['SFT_SPACE_REPO'],'" + JOB_FOLDER + "/" + SCRIPT_NAME + "'),"
+                 "run_name='__main__')")
+
+
+def submit_job(run: str | Path, name: str, token: str | None, *, flavor: str = "t4-small", private: bool = True,
+               timeout: str = "2h", progress: Progress = _no_progress) -> dict:
+    """Run the same training on Hugging Face Jobs: the script and the run's data go to the target repo in one
+    commit, the job runs the script there, and the job pushes the adapter to that repo."""
+    if flavor not in JOB_FLAVORS:
+        raise ValueError(f"Unknown hardware flavor {flavor!r}: choose one of {', '.join(JOB_FLAVORS)}.")
+    run_dir = run_path(run)
+    user = signed_in_user(token)
+    repo_id = repo_id_for(user, name)
+    progress(0.1, "Exporting the run's script and data")
+    export_run(run_dir)
+    export = run_dir / EXPORT_FOLDER
+    config = read_config(run_dir)
+    _, fallback = _model_reference(config)
+    if config.model != BUNDLED_MODEL and fallback is None and not _is_hub_model(config.model):
+        raise ValueError("A job cannot read a model folder on this machine: pick a Hub model (or the bundled "
+                         "SmolLM2-135M-Instruct) to run this on Jobs.")
+    script = (export / SCRIPT_NAME).read_text()
+    if fallback:  # the job's machine has no local copy: load the model from the Hub
+        script = script.replace(f"MODEL = {_model_reference(config)[0]!r}", f"MODEL = {fallback!r}")
+    api = _api(token)
+    from huggingface_hub import CommitOperationAdd
+
+    operations = [CommitOperationAdd(f"{JOB_FOLDER}/{SCRIPT_NAME}", script.encode())]
+    for split in ("train", "validation"):
+        operations.append(CommitOperationAdd(f"{JOB_FOLDER}/data/{split}.jsonl", str(export / "data" / f"{split}.jsonl")))
+    operations.append(CommitOperationAdd("README.md", model_card(run_dir, repo_id).encode()))
+    progress(0.4, f"Uploading the script and data to {repo_id}")
+    ensure_repo(api, repo_id, private, token, progress)
+    with_retries(lambda: api.create_commit(repo_id, operations, commit_message=f"SFT Space job for run {run_dir.name}"),
+                 f"uploading the job's files to {repo_id}", token, progress=progress)
+    progress(0.7, f"Submitting the job ({flavor})")
+    job = with_retries(lambda: api.run_uv_job(
+        "python", script_args=["-c", JOB_BOOTSTRAP, "--data_repo", repo_id, "--push_to_hub", repo_id],
+        dependencies=_dependencies(), flavor=flavor, timeout=timeout, env={"SFT_SPACE_REPO": repo_id},
+        secrets={"HF_TOKEN": token}, labels={"sft-space-run": run_dir.name}), "submitting the job", token)
+    record = {"job_id": job.id, "url": job.url, "flavor": flavor, "repo_id": repo_id, "namespace": user,
+              "submitted_at": time.time(), "stage": job.status.stage if job.status else None}
+    history = read_json(run_dir / JOBS_FILE) or {"jobs": []}
+    history["jobs"].append(record)
+    write_json_atomic(run_dir / JOBS_FILE, history)
+    progress(1.0, f"Job {job.id} submitted")
+    return record
+
+
+def _is_hub_model(choice: str) -> bool:
+    from .models import is_hub_model_id
+
+    return is_hub_model_id(choice)
+
+
+def job_report(run: str | Path, token: str | None, tail: int = 40) -> dict:
+    """The latest job of a run: its stage and the last log lines, from the Hub."""
+    history = read_json(run_path(run) / JOBS_FILE) or {"jobs": []}
+    if not history["jobs"]:
+        raise FileNotFoundError("This run has no job yet: submit one first.")
+    record = history["jobs"][-1]
+    api = _api(token)
+    info = with_retries(lambda: api.inspect_job(job_id=record["job_id"], namespace=record["namespace"]),
+                        "reading the job's status", token)
+    logs = with_retries(lambda: list(api.fetch_job_logs(job_id=record["job_id"], namespace=record["namespace"],
+                                                        follow=False)), "reading the job's logs", token)
+    return {**record, "stage": info.status.stage, "message": info.status.message, "logs": logs[-tail:]}

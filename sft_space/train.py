@@ -27,11 +27,28 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, RunConfig, coerce
-from .runs import (CANCEL_MARK, CHECKPOINT_MARK, append_metric, last_complete_checkpoint, new_run_id, read_json, runs_root,
-                   write_json_atomic, write_status)
+from . import runs
+from .runs import CANCEL_MARK, CHECKPOINT_MARK, last_complete_checkpoint, new_run_id, read_json, runs_root
 from .models import model_max_length
 
 log = logging.getLogger("sft_space.train")
+# Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
+IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
+
+
+def write_status(run_dir, **status) -> None:
+    if IS_MAIN_PROCESS:
+        runs.write_status(run_dir, **status)
+
+
+def append_metric(run_dir, record: dict) -> None:
+    if IS_MAIN_PROCESS:
+        runs.append_metric(run_dir, record)
+
+
+def write_json_atomic(path, data) -> None:
+    if IS_MAIN_PROCESS:
+        runs.write_json_atomic(path, data)
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
 PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
@@ -142,7 +159,7 @@ def forget_after(run_dir: Path, step: int) -> None:
 
 def setup_logging(run_dir: Path) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # the app already sends our stdout to train.log
+    if not os.environ.get("SFT_SPACE_LOG_CAPTURED") and IS_MAIN_PROCESS:  # the app already sends our stdout to train.log
         handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
 
@@ -153,7 +170,10 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
     status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None,
                   retry=None, note=None)
     write_status(run_dir, **status)
-    log.info("Run %s: %s on %s", run_dir.name, config.model, config.dataset)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    log.info("Run %s: %s on %s%s", run_dir.name, config.model, config.dataset,
+             f" (process {os.environ.get('RANK', '0')} of {processes})" if processes > 1 else "")
+    status["processes"] = processes
     try:
         trainer, tokenizer = build_trainer(config, run_dir, stop, status)
         if stop.requested:
@@ -174,7 +194,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         state = "stopped" if stop.requested else "completed"
         status["phase"] = "saving adapter"
         write_status(run_dir, **status)
-        save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+        if IS_MAIN_PROCESS:
+            save_adapter(trainer.model, tokenizer, run_dir / "adapter")
         return finish(run_dir, status, state, started)
     except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
         log.error("Training failed:\n%s", traceback.format_exc())
@@ -310,8 +331,14 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
         prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES] if "messages" in row
     ]
-    if probes:  # plain-text data has no prompts to ask unless the user pinned some
+    if probes and IS_MAIN_PROCESS:  # plain-text data has no prompts to ask unless the user pinned some
         trainer.add_callback(make_probe_callback(run_dir, probes, status, stop))
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        backend = dist.get_backend_config() if hasattr(dist, "get_backend_config") else dist.get_backend()
+        status.update(distributed_backend=str(backend), processes=dist.get_world_size())
+        log.info("distributed: %d processes, backend %s", dist.get_world_size(), backend)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(trainable_parameters=trainable, total_parameters=total,
