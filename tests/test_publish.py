@@ -237,3 +237,35 @@ def test_two_processes_under_accelerate_launch_with_gloo(tiny_model, tmp_path):
              if "loss" in json.loads(line)]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # one writer: no step logged twice
     assert (target / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_model, capfd):
+    """The launched app driven by gradio_client: train, push with a pasted token, a failing push offers Retry,
+    export; then no file of the app's home and no line of its output holds the token."""
+    from gradio_client import Client
+
+    from conftest import launched_app, wait_until
+
+    tiny = dict(per_device_train_batch_size=2, max_length=128, logging_steps=1, eval_steps=2, eval_max_rows=4,
+                save_steps=100, learning_rate=0.005, max_steps=2)
+    with launched_app() as url:
+        client = Client(url, verbose=False)
+        client.predict(dataset="demo:json-extract", model=str(tiny_model), **tiny, api_name="/start_run")
+        wait_until(lambda: "completed" in client.predict(api_name="/run_status")[0], timeout=300, poll=1,
+                   what="the run to finish")
+        # the API returns the message (the Retry button beside it is for the page)
+        result = client.predict("from-the-app", False, "adapter", TOKEN, api_name="/push_to_hub")
+        assert result.startswith("✅ Pushed the LoRA adapter to [alice/from-the-app]"), result
+        assert "README.md" in server.repos[("model", "alice/from-the-app")].files
+        server.fail_commits = 10
+        result = client.predict("from-the-app-2", False, "adapter", TOKEN, api_name="/push_to_hub")
+        server.fail_commits = 0
+        assert result.startswith("⛔") and "press **Retry**" in result
+        result = client.predict("from-the-app", False, "adapter", "hf_expiredTOKEN0000000000", api_name="/push_to_hub")
+        assert "sign in again" in result and "hf_expiredTOKEN" not in result
+        command, yaml, archive = client.predict(api_name="/export_run")
+        assert command.startswith("trl sft") and "use_peft: true" in yaml and archive.endswith(".zip")
+    home = Path(os.environ["SFT_SPACE_HOME"])
+    assert [str(p) for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()] == []
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err

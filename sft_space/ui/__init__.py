@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..models import hardware_summary
 from .. import runs
-from . import chat_tab, data_tab, evaluate_tab, model_tab, runs_tab, train_tab, visitor, widgets
+from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 
@@ -41,13 +41,26 @@ CSS = """
 """
 
 
+def sign_in_available() -> bool:
+    """The Sign-in button works on a Space (OAuth) and, mocked by Gradio, on a machine logged in to the Hub.
+    Elsewhere it would fail at launch, so the Publish tab's token field (or HF_TOKEN) is the way in."""
+    import os
+
+    from huggingface_hub import get_token
+
+    return bool(os.environ.get("SPACE_ID")) or get_token() is not None
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="SFT Space") as demo:
-        gr.Markdown(
-            f"## SFT Space — fine-tune a small language model in your browser "
-            f"<span class='badge'>hardware: {hardware_summary()}</span>\n"
-            "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the result."
-        )
+        with gr.Row(equal_height=True):
+            gr.Markdown(
+                f"## SFT Space — fine-tune a small language model in your browser "
+                f"<span class='badge'>hardware: {hardware_summary()}</span>\n"
+                "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the "
+                "result, publish it.", elem_id="title")
+            if sign_in_available():
+                gr.LoginButton(scale=0, min_width=220, elem_id="login")
         current_run = gr.State(None)
         visitor_key = gr.State(None)
         browser_id = gr.BrowserState(None, storage_key="sft-space-visitor")
@@ -63,6 +76,8 @@ def build_app() -> gr.Blocks:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
                 evaluate_tab.build(current_run, visitor_key, evaluation)
+            with gr.Tab("6 Publish", id="publish") as publish:
+                publish_tab.build(current_run, visitor_key, publish)
             with gr.Tab("Runs", id="runs") as runs_list:
                 runs_tab.build(current_run, visitor_key, runs_list)
         row_number, inspect_button, *inspect_outputs = inspector
