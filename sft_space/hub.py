@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import BUNDLED_MODEL, RunConfig
+from .models import network_error
 from .runs import read_config, read_json, read_metrics, read_probes, read_status, run_path, write_json_atomic
 
 Progress = Callable[[float, str], None]
@@ -84,7 +85,7 @@ def transient(error: Exception) -> bool:
     code = _status_code(error)
     if code is not None:
         return code >= 500 or code == 429
-    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3")
+    return network_error(error)
 
 
 def with_retries(call, what: str, token: str | None, attempts: int = PUSH_ATTEMPTS, progress: Progress = _no_progress):
@@ -218,6 +219,11 @@ def model_card(run: str | Path, repo_id: str, merged: bool = False) -> str:
     what = "a merged model (base weights with the LoRA update folded in)" if merged else "a LoRA adapter"
     base_link = f"[{base}](https://huggingface.co/{base})" if base else f"a local model (`{config.model}`)"
     data_text = f"[{data}](https://huggingface.co/datasets/{data})" if data else f"`{config.dataset}`"
+    if config.dataset.startswith("demo:"):
+        from .bundled import DEMO_DATASETS
+
+        name = config.dataset[len("demo:"):]
+        data_text = f"the SFT Space demo set `{name}` ({DEMO_DATASETS.get(name, 'bundled with the app').rstrip('.')})"
     lines += [f"This is {what} for {base_link}, fine-tuned with supervised fine-tuning (TRL `SFTTrainer`) on "
               f"{data_text}.", ""]
 
@@ -718,7 +724,7 @@ def submit_job(run: str | Path, name: str, token: str | None, *, flavor: str = "
     with_retries(lambda: api.create_commit(repo_id, operations, commit_message=f"SFT Space job for run {run_dir.name}"),
                  f"uploading the job's files to {repo_id}", token, progress=progress)
     progress(0.7, f"Submitting the job ({flavor})")
-    job = with_retries(lambda: api.run_uv_job(
+    job = with_retries(lambda: _quiet(api.run_uv_job,
         "python", script_args=["-c", JOB_BOOTSTRAP, "--data_repo", repo_id, "--push_to_hub", repo_id],
         dependencies=_dependencies(), flavor=flavor, timeout=timeout, env={"SFT_SPACE_REPO": repo_id},
         secrets={"HF_TOKEN": token}, labels={"sft-space-run": run_dir.name}), "submitting the job", token)
@@ -729,6 +735,15 @@ def submit_job(run: str | Path, name: str, token: str | None, *, flavor: str = "
     write_json_atomic(run_dir / JOBS_FILE, history)
     progress(1.0, f"Job {job.id} submitted")
     return record
+
+
+def _quiet(function, *args, **kwargs):
+    """Call without huggingface_hub's 'experimental API' warning (Jobs), which means nothing to a user here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is experimental.*")
+        return function(*args, **kwargs)
 
 
 def _is_hub_model(choice: str) -> bool:

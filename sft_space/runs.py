@@ -520,4 +520,10 @@ def status_line(status: dict) -> str:
         parts.append(status["error"])
     if status.get("state") in ("stopped", "failed", "interrupted") and status.get("last_checkpoint"):
         parts.append(f"resumable from step {status['last_checkpoint']}")
+    if status.get("chatml_added"):
+        parts.append("base model: ChatML template and tokens added")
+    ends = status.get("end_of_turn")
+    if ends and ends.get("checked"):
+        parts.append(f"ends its turn on all {ends['checked']} probe prompts" if ends["ended"] == ends["checked"] else
+                     f"⚠️ did not end its turn on {ends['checked'] - ends['ended']} of {ends['checked']} probe prompts")
     return " · ".join(parts)

@@ -54,3 +54,19 @@ def test_train_tab_shows_groups_preset_and_a_readable_error(page, tmp_path):
     assert toast.is_visible()
     assert "Traceback" not in page.content()
     page.screenshot(path=str(tmp_path / "train.png"))
+
+
+def test_model_check_in_the_page(page, tmp_path):
+    page.get_by_role("tab", name="2 Model").click()
+    page.locator("#check-model").click()
+    report = page.wait_for_selector("#model-report >> text=Fits", timeout=30_000)
+    text = page.locator("#model-report").inner_text()
+    assert report.is_visible() and "135M parameters" in text and "LoRA can target these layers" in text
+    page.screenshot(path=str(tmp_path / "model.png"))
+
+
+def test_publish_tab_without_a_run_says_what_to_do(page, tmp_path):
+    page.get_by_role("tab", name="6 Publish").click()
+    page.wait_for_selector("#model-card >> text=Train a run", timeout=20_000)
+    assert page.locator("#push").is_visible() and not page.locator("#push-retry").is_visible()
+    assert "paste a write token" in page.locator("#sign-in-state").inner_text()

@@ -220,3 +220,20 @@ def test_offline_hub_id_fails_fast_with_a_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE=1"):
         resolve_model("acme/never-downloaded")
+
+
+def test_unreachable_hub_fails_fast_with_a_message(monkeypatch, tmp_path):
+    import time
+
+    import huggingface_hub.constants as constants
+
+    from conftest import free_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    started = time.time()
+    with pytest.raises(ValueError, match="cannot be reached"):
+        model_facts("acme/anything")
+    assert time.time() - started < 60

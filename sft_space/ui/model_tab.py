@@ -39,6 +39,8 @@ def check(choice: str, *values) -> str:
         facts = model_facts(choice)
     except ValueError as error:
         return f"⛔ {error}"
+    except Exception as error:  # anything unexpected still reads as a message, never a traceback
+        return f"⛔ Could not check {choice}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     verdict, report = fit_report(facts, config, detect_device())
     lines = [f"**{choice if choice != BUNDLED_MODEL else 'SmolLM2-135M-Instruct (bundled)'}**: {facts.summary()}.",
              report]

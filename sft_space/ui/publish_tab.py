@@ -28,18 +28,27 @@ def sign_in_state(profile: gr.OAuthProfile | None = None) -> str:
             "below or set `HF_TOKEN`. The token is used for each push only and never stored.")
 
 
+def card_preview(card: str) -> str:
+    """The card as the Hub shows it: the metadata block as YAML, the rest as Markdown."""
+    if card.startswith("---\n"):
+        meta, _, body = card[4:].partition("\n---\n")
+        return f"```yaml\n{meta}\n```\n{body}"
+    return card
+
+
 def prepare(run_id: str | None, visitor: str | None):
     """The tab opened: a default repo name and the card preview for the current run."""
     if not run_id:
         return gr.Textbox(), "Train a run (or open one on the Runs tab) to publish it."
     owned(run_id, visitor, "publish")
     name = hub.default_repo_name(run_id)
-    return gr.Textbox(value=name), hub.model_card(run_id, f"you/{name}")
+    return gr.Textbox(value=name), card_preview(hub.model_card(run_id, f"you/{name}"))
 
 
 def preview(run_id: str | None, visitor: str | None, name: str, kind: str) -> str:
     owned(run_id, visitor, "preview")
-    return hub.model_card(run_id, name if "/" in (name or "") else f"you/{name or 'model'}", merged=kind == "merged")
+    repo = name if "/" in (name or "") else f"you/{name or 'model'}"
+    return card_preview(hub.model_card(run_id, repo, merged=kind == "merged"))
 
 
 def push(run_id: str | None, visitor: str | None, name: str, private: bool, kind: str, typed_token: str,
