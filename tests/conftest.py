@@ -118,6 +118,18 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     return run_dir
 
 
+def use_test_hub(patch: pytest.MonkeyPatch, url: str, hf_home: Path) -> None:
+    """Point the real huggingface_hub client at a test Hub server (tests otherwise run with the Hub switched off),
+    with no token from this machine."""
+    import huggingface_hub.constants as constants
+
+    patch.setenv("HF_ENDPOINT", url)
+    patch.setenv("HF_HUB_OFFLINE", "0")
+    patch.setattr(constants, "HF_HUB_OFFLINE", False)
+    patch.delenv("HF_TOKEN", raising=False)
+    patch.setenv("HF_HOME", str(hf_home))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

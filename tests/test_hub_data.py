@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import TINY_FAST, free_port, launched_app, run_cli
+from conftest import TINY_FAST, free_port, launched_app, run_cli, use_test_hub
 from hub_server import HubServer
 from sft_space.data import hub_layout, load_dataset_source
 
@@ -44,14 +44,7 @@ def hub():
 
 @pytest.fixture
 def online(hub, monkeypatch, tmp_path):
-    """Point the real client at the test server; tests elsewhere run with the Hub switched off."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token from this machine
+    use_test_hub(monkeypatch, hub.url, tmp_path / "hf-home")
     return hub
 
 

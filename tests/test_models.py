@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_tiny_model, run_cli
+from conftest import build_tiny_model, run_cli, use_test_hub
 from hub_server import HubServer
 from sft_space.config import RunConfig
 from sft_space.models import (Device, check_target_modules, choose_precision, estimate_memory, fit_report, model_facts,
@@ -51,13 +51,7 @@ def hub(models):
 
 @pytest.fixture
 def online(hub, monkeypatch, tmp_path):
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    use_test_hub(monkeypatch, hub.url, tmp_path / "hf-home")
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path / "home"))  # an empty model cache for each test
     hub.downloads.clear()
     return hub

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_FAST, build_tiny_model, run_cli
+from conftest import ROOT, TINY_FAST, build_tiny_model, run_cli, use_test_hub
 from hub_server import HubServer
 from sft_space import hub
 
@@ -41,15 +41,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def online_env(server, tmp_path_factory):
-    import huggingface_hub.constants as constants
-
     home = tmp_path_factory.mktemp("hf-home")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_ENDPOINT", server.url)
-        patch.setenv("HF_HUB_OFFLINE", "0")
-        patch.setattr(constants, "HF_HUB_OFFLINE", False)
-        patch.delenv("HF_TOKEN", raising=False)
-        patch.setenv("HF_HOME", str(home))
+        use_test_hub(patch, server.url, home)
         patch.setattr(hub, "BACKOFF_SECONDS", 0.05)  # retries without the real waits
         yield home
 
