@@ -484,17 +484,28 @@ def load_for_run(config, preview: bool = False) -> DatasetSplits:
         preview=preview)
 
 
-def to_trl_rows(rows: list[dict], answers_only: bool) -> list[dict]:
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def trains_every_answer(tokenizer) -> bool:
+    """Whether the chat template marks assistant turns ({% generation %}), so every answer of a multi-turn
+    conversation can carry the loss (TRL's assistant_only_loss); without markers only the last answer can."""
+    return bool(GENERATION_MARKER.search(tokenizer.chat_template or ""))
+
+
+def to_trl_rows(rows: list[dict], answers_only: bool, every_answer: bool = False) -> list[dict]:
     """Rows in the TRL format that matches the loss choice.
 
     With answers_only, a conversation becomes conversational prompt/completion
     (every turn before the last answer is the prompt), so TRL's completion-only
     loss trains the final answer and its end-of-turn token, for any chat
-    template, with or without generation markers.
+    template, with or without generation markers. With every_answer (a template
+    with generation markers), conversations stay whole and TRL's
+    assistant_only_loss trains every assistant turn.
     """
     if not rows or "messages" not in rows[0]:
         return rows
-    if not answers_only:
+    if not answers_only or every_answer:
         return [{"messages": row["messages"]} for row in rows]
     return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
 
@@ -539,6 +550,10 @@ def token_labels(tokenizer, row: dict, answers_only: bool) -> tuple[list[int], l
     if "text" in row:
         ids = tokenizer(row["text"])["input_ids"]
         return ids, [True] * len(ids)
+    if answers_only and trains_every_answer(tokenizer):
+        encoded = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+        return encoded["input_ids"], [bool(m) for m in encoded["assistant_masks"]]
     full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
     if not answers_only:
         return full, [True] * len(full)

@@ -231,8 +231,9 @@ def model_card(run: str | Path, repo_id: str, merged: bool = False) -> str:
     lines += [f"- Dataset: {data_text}" + (f", subset `{config.dataset_config}`" if config.dataset_config else "")
               + (f", revision `{config.dataset_revision}`" if config.dataset_revision else "")
               + (f", split `{config.dataset_split}`" if config.dataset_split else "")]
-    lines += [f"- Format: {status.get('data_format', 'unknown')}; loss on "
-              f"{'the answers only (prompt tokens masked)' if config.answers_only else 'every token'}"]
+    loss_on = status.get("loss_on") or ("the answers" if config.answers_only else "every token")
+    lines += [f"- Format: {status.get('data_format', 'unknown')}; loss on {loss_on}"
+              + (" (prompt tokens masked)" if config.answers_only else "")]
     lines += [f"- Rows: {status.get('train_rows', '?')} training, {status.get('validation_rows', '?')} validation"]
     lengths = status.get("token_lengths") or {}
     if lengths:
@@ -433,13 +434,14 @@ def _sft_settings(config: RunConfig, status: dict) -> dict:
     out: precision is chosen for the machine that runs it)."""
     from trl import SFTConfig
 
-    chosen = config.to_sft_config("out", gradient_checkpointing=bool(status.get("gradient_checkpointing")))
+    chosen = config.to_sft_config("out", gradient_checkpointing=bool(status.get("gradient_checkpointing")),
+                                  assistant_only_loss=bool(status.get("assistant_only_loss")))
     defaults = SFTConfig(output_dir="out", bf16=False)  # TRL defaults to bf16, refused on a CPU
     settings = {}
     for name in ("num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
                  "gradient_accumulation_steps", "learning_rate", "warmup_steps", "lr_scheduler_type", "weight_decay",
                  "max_grad_norm", "logging_steps", "logging_first_step", "eval_strategy", "eval_steps", "save_strategy",
-                 "save_steps", "save_total_limit", "max_length", "packing", "completion_only_loss",
+                 "save_steps", "save_total_limit", "max_length", "packing", "completion_only_loss", "assistant_only_loss",
                  "gradient_checkpointing", "seed", "report_to", "dataloader_num_workers"):
         value = getattr(chosen, name)
         value = value.value if hasattr(value, "value") else value  # enums (strategies, schedulers) as their names
@@ -472,15 +474,16 @@ def export_data(run: str | Path, target: Path) -> dict[str, int]:
 
     from .data import load_for_run, to_trl_rows
 
-    config = read_config(run)
+    config, status = read_config(run), read_status(run)
     splits = load_for_run(config)
     answers_only = config.answers_only and splits.format != "text"
+    every_answer = answers_only and bool(status.get("assistant_only_loss"))
     config = dataclasses.replace(config, answers_only=answers_only)
     validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
     target.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, rows in (("train", splits.train), ("validation", validation)):
-        trl_rows = to_trl_rows(rows, answers_only)
+        trl_rows = to_trl_rows(rows, answers_only, every_answer)
         (target / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in trl_rows),
                                               encoding="utf-8")
         counts[name] = len(trl_rows)

@@ -270,7 +270,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from .data import load_for_run, prompt_messages, to_trl_rows
+    from .data import load_for_run, prompt_messages, to_trl_rows, trains_every_answer
     from .models import (attention_targets, check_quantization, check_target_modules, choose_precision, detect_device,
                          base_license, estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer, load_model, local_facts, needs_gradient_checkpointing,
                          precision_name, prepare_tokenizer, resolve_model, trainable_tokens, trainer_precision_args,
@@ -289,8 +289,6 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         log.info("data: plain text has no answers to single out; training on the whole text")
         config = dataclasses.replace(config, answers_only=False)
     validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
-    train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only))
-    eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only))
 
     facts = local_facts(folder, config.model)
     check_target_modules(config.target_module_list(), facts)
@@ -305,6 +303,11 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     tokenizer, token_setup = prepare_tokenizer(folder)
     for note in token_setup.notes:
         log.info("tokens: %s", note)
+    every_answer = config.answers_only and trains_every_answer(tokenizer)
+    loss_on = ("every assistant turn" if every_answer else "the last answer") if config.answers_only else "every token"
+    log.info("loss on %s", loss_on)
+    train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only, every_answer))
+    eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only, every_answer))
     model = load_model(folder, training_dtype(precision, device.kind), quantization=config.quantization)
     fit_model_to_tokenizer(model, tokenizer)
     if config.quantization == "4bit":
@@ -316,7 +319,8 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     targets = attention_targets(facts) if config.lora_target_modules.strip() == "attention" else None
     peft_config = config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
     args = config.to_sft_config(str(run_dir / "checkpoints"), **trainer_precision_args(precision),
-                                gradient_checkpointing=checkpointing)
+                                gradient_checkpointing=checkpointing, assistant_only_loss=every_answer)
+    status.update(loss_on=loss_on, assistant_only_loss=every_answer)
     status.update(precision=precision_name(precision), gradient_checkpointing=checkpointing, device=device.describe(),
                   memory_estimate=estimate.total, token_notes=token_setup.notes, chatml_added=token_setup.chatml_added)
     trainer = SFTTrainer(

@@ -142,25 +142,50 @@ def test_pad_token_is_never_the_end_of_turn_token(models, tmp_path):
     assert tokenizer.pad_token == "<pad>" and tokenizer.pad_token_id != tokenizer.eos_token_id
 
 
-def test_answers_only_labels_cover_the_answer_and_end_of_turn(models, tmp_path):
-    """The labels the trainer really uses: only the answer and <|im_end|> count, never the prompt or padding."""
+def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path):
+    """The labels the trainer really uses: every assistant answer and its <|im_end|> count (the ChatML set up for a
+    base model marks assistant turns), never a user turn, the template's scaffolding or padding."""
     from sft_space.train import StopRequested, build_trainer
 
     data = tmp_path / "data.jsonl"
-    rows = [{"prompt": "Say yes" + " please" * i, "completion": "yes"} for i in range(8)]  # lengths differ: padding
+    rows = [{"messages": [{"role": "user", "content": "Say yes" + " please" * i}, {"role": "assistant", "content": "yes"},
+                          {"role": "user", "content": "Again"}, {"role": "assistant", "content": "no"}]}
+            for i in range(8)]  # lengths differ: padding
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = RunConfig(model=str(models["qwen-base"]), dataset=str(data), max_steps=1, per_device_train_batch_size=4,
                        max_length=64, probe_prompts="hi")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    trainer, tokenizer = build_trainer(config, run_dir, StopRequested(), {})
+    status: dict = {}
+    trainer, tokenizer = build_trainer(config, run_dir, StopRequested(), status)
+    assert status["loss_on"] == "every assistant turn"
     batch = next(iter(trainer.get_train_dataloader()))
     for ids, labels in zip(batch["input_ids"], batch["labels"]):
         trained = [int(t) for t, l in zip(ids, labels) if l != -100]
-        assert tokenizer.decode(trained) == "yes<|im_end|>\n"
-        assert tokenizer.eos_token_id in trained
+        assert tokenizer.decode(trained) == "yes<|im_end|>no<|im_end|>"
     padded = batch["attention_mask"] == 0
     assert padded.any() and (batch["labels"][padded] == -100).all()
+
+
+def test_templates_without_markers_train_the_last_answer(tiny_model, tmp_path):
+    """The tiny Llama's ChatML has no generation markers: answers-only falls back to prompt/completion."""
+    from sft_space.train import StopRequested, build_trainer
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "Say yes" + " please" * i}, {"role": "assistant", "content": "yes"},
+                          {"role": "user", "content": "Again"}, {"role": "assistant", "content": "no"}]}
+            for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    status: dict = {}
+    trainer, tokenizer = build_trainer(RunConfig(model=str(tiny_model), dataset=str(data), max_steps=1,
+                                                 per_device_train_batch_size=4, max_length=64, probe_prompts="hi"),
+                                       run_dir, StopRequested(), status)
+    assert status["loss_on"] == "the last answer"
+    batch = next(iter(trainer.get_train_dataloader()))
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        assert tokenizer.decode([int(t) for t, l in zip(ids, labels) if l != -100]) == "no<|im_end|>\n"
 
 
 def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp_path):
