@@ -181,6 +181,13 @@ def test_export_runs_as_is_and_trains_the_same_steps(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"trained {status['step']} steps" in result.stdout
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    # TRL's own command line with the exported YAML, from the export folder (where data/ is)
+    trl = Path(sys.executable).with_name("trl")
+    result = subprocess.run([str(trl), "sft", "--config", hub.YAML_NAME, "--output_dir", str(tmp_path / "trl-out")],
+                            capture_output=True, text=True, timeout=600, cwd=export)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "trl-out" / f"checkpoint-{status['step']}" / "trainer_state.json").read_text())
+    assert state["global_step"] == status["step"]
 
 
 def test_jobs_submission_and_status(server, run_dir):
