@@ -692,6 +692,33 @@ def base_license(folder: Path) -> str | None:
     return "apache-2.0" if folder == bundled_model_dir() else None
 
 
+TOKENIZER_PATTERNS = [p for p in DOWNLOAD_PATTERNS if p not in ("*.safetensors", "README.md")]
+
+
+def resolve_tokenizer(choice: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
+    """A folder with the model's tokenizer: for a Hub id only the tokenizer and config files are downloaded
+    (the Data tab needs no weights); the bundled model and local folders as resolve_model gives them."""
+    if not is_hub_model_id(choice):
+        return resolve_model(choice, progress, token)
+    from huggingface_hub import snapshot_download
+
+    cached = cached_snapshot(choice) if hub_offline() else None
+    if cached:
+        return cached
+    facts = hub_facts(choice, token)  # the same refusals as for training, before anything is fetched
+    if facts.gated and facts.notes:
+        raise ValueError(facts.notes[0])
+    progress(0.1, f"Downloading the tokenizer of {choice}")
+    try:
+        return Path(snapshot_download(choice, endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir()),
+                                      allow_patterns=TOKENIZER_PATTERNS))
+    except Exception as error:
+        readable = hub_error(error, choice)
+        if readable is None:
+            raise
+        raise readable from None
+
+
 def hub_model_id(choice: str) -> str | None:
     """The Hub id a choice came from (for links and model cards), when there is one."""
     if choice.strip() == BUNDLED_MODEL:

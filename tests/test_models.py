@@ -256,3 +256,11 @@ def test_unreachable_hub_fails_fast_with_a_message(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="cannot be reached"):
         model_facts("acme/anything")
     assert time.time() - started < 60
+
+
+def test_tokenizer_of_a_hub_model_comes_without_its_weights(online):
+    from sft_space.models import resolve_tokenizer
+
+    tokenizer, setup = prepare_tokenizer(resolve_tokenizer("acme/tiny-qwen-base"))
+    assert setup.chatml_added and "<|im_start|>" in tokenizer.get_vocab()
+    assert "model.safetensors" not in online.downloads and "tokenizer.json" in online.downloads

@@ -155,7 +155,7 @@ def histogram_html(stats: dict) -> str:
 def inspect(*values, progress=gr.Progress()):
     """The chosen row as the model sees it (trained tokens highlighted) and the token lengths of the data."""
     from ..data import length_stats, loss_view
-    from ..models import load_tokenizer, resolve_model
+    from ..models import load_tokenizer, resolve_tokenizer
 
     sources, (model, row_number, answers_only, max_length, batch_size, packing) = (
         values[: len(SOURCE_FIELDS)], values[len(SOURCE_FIELDS):])
@@ -165,7 +165,7 @@ def inspect(*values, progress=gr.Progress()):
         if not 0 <= index < len(splits.train):
             raise ValueError(f"Row {index} does not exist: pick 0 to {len(splits.train) - 1}.")
         progress(0.1, desc="Loading the model's tokenizer")
-        tokenizer = load_tokenizer(resolve_model(model, lambda f, m: progress(f, desc=m)))
+        tokenizer = load_tokenizer(resolve_tokenizer(model, lambda f, m: progress(f, desc=m)))
         progress(0.6, desc="Counting tokens")
         view = loss_view(tokenizer, splits.train[index], bool(answers_only), int(max_length))
         stats = length_stats(tokenizer, splits.train, bool(answers_only), int(max_length), int(batch_size))
