@@ -59,6 +59,7 @@ FORMATS = {
     "messages": "chat messages: role/content turns (also OpenAI fine-tuning jsonl)",
     "sharegpt": "ShareGPT: conversations of from/value (human, gpt, system)",
     "alpaca": "Alpaca: instruction, input, output",
+    "self-instruct": "Self-Instruct seed tasks: instruction with instances of input/output (one example per instance)",
     "dolly": "Dolly: instruction, context, response",
     "instruction-response": "instruction, response",
     "question-answer": "question, answer (optional context)",
@@ -72,6 +73,7 @@ FORMAT_KEYS = {
     "messages": {"messages"},
     "sharegpt": {"conversations"},
     "alpaca": {"instruction", "output"},
+    "self-instruct": {"instruction", "instances"},
     "dolly": {"instruction", "context", "response"},
     "instruction-response": {"instruction", "response"},
     "question-answer": {"question", "answer"},
@@ -130,7 +132,9 @@ def detect_format(rows: list[dict]) -> str:
         if keys <= set(first):
             return name
     raise ValueError(
-        f"Unrecognised dataset columns {sorted(first)}: rename them to one of the known formats: "
+        f"Unrecognised dataset columns {sorted(first)}: pick the prompt and answer columns yourself (format "
+        "'columns' in the Data tab, or --data_format columns --prompt_column P --response_column R), write a "
+        "template (format 'template'), or rename them to one of the known formats: "
         + "; ".join(f"{name} ({', '.join(sorted(keys))})" for name, keys in FORMAT_KEYS.items()) + "."
     )
 
@@ -217,6 +221,12 @@ def is_empty(row: dict) -> bool:
 
 def normalise(rows: list[dict], kind: str, mapping: dict | None = None, template: str = "") -> tuple[list[dict], int, int]:
     """Rows converted to messages/text, with empty ones dropped; (rows, dropped empty, duplicates)."""
+    if kind == "self-instruct":  # one Alpaca example per instance of each task
+        rows = [{"instruction": row.get("instruction"), "input": instance.get("input", ""),
+                 "output": instance.get("output", "")}
+                for row in rows if isinstance(row, dict) for instance in row.get("instances") or []
+                if isinstance(instance, dict)]
+        kind = "alpaca"
     converted = [to_messages(row, kind, mapping, template) for row in rows if isinstance(row, dict)]
     kept = [row for row in converted if not is_empty(row)]
     dropped = len(rows) - len(kept)

@@ -32,6 +32,15 @@ def test_alpaca_with_and_without_input(tmp_path):
     assert find(all_rows, "Add 1 and 1")["messages"][0]["content"] == "Add 1 and 1"
 
 
+def test_self_instruct_tasks_give_one_example_per_instance(tmp_path):
+    rows = [{"id": f"seed_task_{i}", "name": f"task{i}", "instruction": f"Classify {i}", "is_classification": True,
+             "instances": [{"input": f"item {i}a", "output": "yes"}, {"input": "", "output": "no"}]} for i in range(4)]
+    splits, all_rows = loaded(tmp_path, rows)
+    assert splits.source_format == "self-instruct" and len(all_rows) == 8
+    assert find(all_rows, "item 2a")["messages"] == [
+        {"role": "user", "content": "Classify 2\n\nitem 2a"}, {"role": "assistant", "content": "yes"}]
+
+
 def test_sharegpt_roles_and_system(tmp_path):
     rows = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": f"hi {i}"},
                                {"from": "gpt", "value": "hello"}, {"from": "human", "value": "bye"},
@@ -99,7 +108,7 @@ def test_wrong_format_choice_says_which_columns_exist(tmp_path):
     with pytest.raises(ValueError, match="Unknown format 'yaml'"):
         load_dataset_source(path, data_format="yaml")
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"foo": "a", "bar": "b"}] * 3)
-    with pytest.raises(ValueError, match=r"Unrecognised dataset columns \['bar', 'foo'\]: rename them .*alpaca \(instruction, output\)"):
+    with pytest.raises(ValueError, match=r"Unrecognised dataset columns \['bar', 'foo'\]: pick the prompt .*rename them .*alpaca \(instruction, output\)"):
         load_dataset_source(odd)
 
 
