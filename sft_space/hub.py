@@ -270,7 +270,11 @@ def model_card(run: str | Path, repo_id: str, merged: bool = False) -> str:
     lines += [""]
 
     if evaluation.get("base") and evaluation.get("tuned"):
-        lines += ["## Evaluation", "", f"On {evaluation.get('count', 'held-out')} held-out prompts, greedy decoding.", "",
+        rows = evaluation["tuned"].get("heldout", {}).get("rows")
+        checked = evaluation["tuned"].get("format", {}).get("count")
+        scope = f"Loss on {rows} held-out rows" + (f"; format checks ({evaluation.get('scorer', {}).get('kind', '?')}) "
+                                                    f"on {checked} held-out prompts, greedy decoding" if checked else "")
+        lines += ["## Evaluation", "", f"{scope}; base model vs tuned.", "",
                   "| metric | base | tuned | better |", "|---|---|---|---|"]
         lines += [f"| {' | '.join(row)} |" for row in summary_rows(evaluation)]
         lines += [""]

@@ -218,6 +218,12 @@ def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp
     finally:
         unload()
     assert reply["ended_turn"] and reply["text"] == "Ahoy"
+    # merging folds the trained token rows in too: save_merged refuses if merged replies differ from base + adapter
+    from sft_space.hub import save_merged
+
+    save_merged(run_dir, tmp_path / "merged")
+    merged_config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert merged_config["vocab_size"] == len(loaded.tokenizer)
 
 
 def test_precision_choice_on_this_cpu(tmp_path, monkeypatch):

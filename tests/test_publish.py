@@ -70,6 +70,9 @@ def test_push_adapter_in_one_commit_with_a_card(server, run_dir):
 
 
 def test_model_card_documents_the_run(run_dir):
+    evaluation = subprocess.run([sys.executable, "-m", "sft_space.evaluate", str(run_dir), "--count", "2",
+                                 "--loss_rows", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     card = hub.model_card(run_dir, "alice/tiny-recipes")
     meta, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "base_model: acme/tiny-llama-chat" in meta and "library_name: peft" in meta
@@ -89,6 +92,9 @@ def test_model_card_documents_the_run(run_dir):
     assert f"Final training loss **{final_loss:.4f}**, validation loss **{final_eval:.4f}**" in body
     assert "![Training and validation loss](loss.png)" in body
     assert "| Double 3 |" in body and "| Double 5 |" in body  # probe prompts, base vs tuned
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert "## Evaluation" in body and "Loss on 2 held-out rows" in body
+    assert f"| held-out loss (answers) | {results['base']['heldout']['loss']:.3f} | " in body
     assert "## Intended use and limitations" in body and "PeftModel.from_pretrained" in body
 
 
