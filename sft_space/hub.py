@@ -39,10 +39,17 @@ def _no_progress(fraction: float, message: str) -> None:
 
 # ------------------------------------------------------------------ tokens and errors
 def resolve_token(explicit: str | None = None) -> str | None:
-    """The token for one call: the signed-in or typed one, else HF_TOKEN or a `hf auth login`. Never stored."""
+    """The token for one call: the signed-in or typed one, else (not on a Space) HF_TOKEN or a `hf auth login`.
+
+    On a Space the environment's token is the Space owner's secret: a visitor must never push with it, so there
+    only the visitor's own sign-in or pasted token counts. Never stored.
+    """
     from huggingface_hub import get_token
 
-    return (explicit or "").strip() or get_token()
+    explicit = (explicit or "").strip()
+    if explicit or os.environ.get("SPACE_ID"):
+        return explicit or None
+    return get_token()
 
 
 def scrub(text: str, token: str | None) -> str:

@@ -842,6 +842,11 @@ def check_model_choice(config) -> ModelFacts:
     check_target_modules(config.target_module_list(), facts)
     if config.quantization == "4bit":
         check_quantization(config.quantization)
+    device = detect_device()
+    if config.precision == "fp16" and device.kind != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA GPU and this is {device.name}: use auto, bf16 or fp32.")
+    if config.precision == "bf16" and device.kind == "cuda" and not device.bf16:
+        raise ValueError(f"{device.name} does not support bf16 (it is older than Ampere): use auto or fp16.")
     return facts
 
 

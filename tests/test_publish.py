@@ -276,3 +276,14 @@ def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_mod
     assert [str(p) for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()] == []
     out, err = capfd.readouterr()
     assert TOKEN not in out + err
+
+
+def test_a_space_never_pushes_with_its_own_token(monkeypatch):
+    """On a Space, HF_TOKEN is the owner's secret: visitors push only with their own sign-in or pasted token."""
+    monkeypatch.setenv("HF_TOKEN", "hf_ownerSECRETtoken0000000000")
+    assert hub.resolve_token(None) == "hf_ownerSECRETtoken0000000000"  # a laptop: the user's own environment
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    assert hub.resolve_token(None) is None and hub.resolve_token("") is None
+    assert hub.resolve_token(" hf_visitorTOKEN ") == "hf_visitorTOKEN"
+    with pytest.raises(PermissionError, match="Sign in with Hugging Face first"):
+        hub.signed_in_user(hub.resolve_token(None))

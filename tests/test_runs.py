@@ -59,3 +59,14 @@ def test_start_refuses_bad_settings_before_any_process(tiny_model, sft_home):
 def test_status_line_reads_like_the_design():
     line = runs.status_line({"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41})
     assert line == "running · step 34/60 · 312 tok/s · ETA 0:41"
+
+
+def test_a_precision_this_machine_cannot_run_is_refused_before_queueing(tiny_model, sft_home):
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("checks the rule for machines without a CUDA GPU")
+    before = len(runs.list_runs(None))
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA GPU"):
+        runs.start_run(tiny_config(tiny_model, precision="fp16"))
+    assert len(runs.list_runs(None)) == before  # nothing was queued
