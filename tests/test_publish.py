@@ -206,6 +206,15 @@ def test_jobs_submission_and_status(server, run_dir):
     assert {"sft_space_job/train_sft.py", "sft_space_job/data/train.jsonl"} <= set(files)
     report = hub.job_report(run_dir, TOKEN)
     assert report["stage"] == "RUNNING" and report["logs"][-1] == "Pushed"
+    # No Jobs container exists here, so the job's own command runs locally, after its `uv run --with ...` prefix,
+    # with the environment and secret the job gets: it fetches script and data from the repo, trains, pushes.
+    command = job["command"][job["command"].index("python") + 1:]
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=600,
+                            cwd=run_dir.parent, env={**os.environ, **job["environment"], "HF_TOKEN": TOKEN})
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert f"trained {status['step']} steps" in result.stdout
+    assert "adapter_model.safetensors" in server.repos[("model", "alice/tiny-on-jobs")].files
     with pytest.raises(ValueError, match="Unknown hardware flavor"):
         hub.submit_job(run_dir, "x", TOKEN, flavor="quantum")
 
