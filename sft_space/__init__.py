@@ -1,7 +1,8 @@
 """SFT Space: supervised fine-tuning with LoRA, from data to a tuned model you can chat with.
 
-The engine modules (config, data, models, bundled, train, runs, chat, evaluate)
-never import Gradio; `sft_space.ui` is the only user interface layer.
+The engine modules (config, data, models, bundled, train, runs, chat, evaluate,
+baselines, hub) never import Gradio; `sft_space.ui` is the only user interface layer.
+This module holds what they all share: where files live and how the Hub is reached.
 """
 
 from __future__ import annotations
@@ -23,3 +24,16 @@ def home() -> Path:
         path = Path.home() / ".cache" / "sft_space"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+HUB_TIMEOUT_SECONDS = 10  # a Hub that does not answer in this time is treated as unreachable
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT, read when used (tests and mirrors point it elsewhere), else the public Hub."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE: the Hub is switched off, so Hub ids must fail fast with a message."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import home
+from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline
 from .bundled import DEMO_DATASETS, demo_split_path
 
 DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
@@ -236,17 +235,11 @@ def normalise(rows: list[dict], kind: str, mapping: dict | None = None, template
 
 # ------------------------------------------------------------ the Hub
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_TIMEOUT_SECONDS = 10  # a Hub that does not answer in this time is treated as unreachable
 SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
 
 
 def is_hub_id(source: str) -> bool:
     return bool(HUB_ID.match(source)) and not Path(source).expanduser().exists() and Path(source).suffix not in UPLOAD_SUFFIXES
-
-
-def hub_endpoint() -> str:
-    """HF_ENDPOINT, read when used (tests and mirrors point it elsewhere), else the public Hub."""
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 def split_of(path: str) -> str | None:
@@ -264,7 +257,7 @@ def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str,
 
     if not HUB_ID.match(repo_id):
         raise ValueError(f"{repo_id!r} is not a Hub dataset id: it looks like owner/name, e.g. HuggingFaceH4/no_robots.")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if hub_offline():
         raise ValueError("The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1): use a demo set or upload a file.")
     try:
         info = HfApi(endpoint=hub_endpoint()).dataset_info(repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS)

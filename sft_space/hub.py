@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from . import hub_endpoint
 from .config import BUNDLED_MODEL, RunConfig
-from .models import network_error
+from .models import is_hub_model_id, network_error
 from .runs import read_config, read_json, read_metrics, read_probes, read_status, run_path, write_json_atomic
 
 Progress = Callable[[float, str], None]
@@ -59,14 +60,10 @@ def scrub(text: str, token: str | None) -> str:
     return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "hf_***", text)
 
 
-def _endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
 def _api(token: str | None):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=_endpoint(), token=token or False)
+    return HfApi(endpoint=hub_endpoint(), token=token or False)
 
 
 def _status_code(error: Exception) -> int | None:
@@ -367,12 +364,18 @@ def save_merged(run: str | Path, target: Path, progress: Progress = _no_progress
     tokenizer.save_pretrained(target)
 
 
-def publish_files(run: str | Path, repo_id: str, merged: bool = False, progress: Progress = _no_progress,
-                  extra: dict[str, bytes] | None = None) -> Path:
-    """A staging folder with everything one push commits: weights, tokenizer, README.md, loss.png, settings."""
+def require_adapter(run: str | Path) -> Path:
+    """The run's directory, when it has a saved adapter to publish."""
     run_dir = run_path(run)
     if not (run_dir / "adapter" / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"Run {run_dir.name} has no adapter to push: wait for it to finish, or Stop & save it.")
+    return run_dir
+
+
+def publish_files(run: str | Path, repo_id: str, merged: bool = False, progress: Progress = _no_progress,
+                  extra: dict[str, bytes] | None = None) -> Path:
+    """A staging folder with everything one push commits: weights, tokenizer, README.md, loss.png, settings."""
+    run_dir = require_adapter(run)
     staging = Path(tempfile.mkdtemp(prefix="sft-space-push-"))
     if merged:
         save_merged(run_dir, staging, progress)
@@ -405,9 +408,7 @@ def push_run(run: str | Path, name: str, token: str | None, *, private: bool = F
     """Push the run's adapter (or merged model) with its model card to the user's repo, in one commit."""
     from huggingface_hub import CommitOperationAdd
 
-    run_dir = run_path(run)
-    if not (run_dir / "adapter" / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"Run {run_dir.name} has no adapter to push: wait for it to finish, or Stop & save it.")
+    run_dir = require_adapter(run)  # before any network call
     progress(0.02, "Checking your sign-in")
     user = signed_in_user(token)
     repo_id = repo_id_for(user, name)
@@ -425,7 +426,7 @@ def push_run(run: str | Path, name: str, token: str | None, *, private: bool = F
                               f"uploading to {repo_id}", token, progress=progress)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record = {"repo_id": repo_id, "url": f"{_endpoint()}/{repo_id}", "kind": "merged" if merged else "adapter",
+    record = {"repo_id": repo_id, "url": f"{hub_endpoint()}/{repo_id}", "kind": "merged" if merged else "adapter",
               "private": private, "commit": getattr(commit, "oid", None), "pushed_at": time.time()}
     history = read_json(run_dir / PUBLISHED_FILE) or {"pushes": []}
     history["pushes"].append(record)
@@ -712,20 +713,20 @@ def submit_job(run: str | Path, name: str, token: str | None, *, flavor: str = "
     commit, the job runs the script there, and the job pushes the adapter to that repo."""
     if flavor not in JOB_FLAVORS:
         raise ValueError(f"Unknown hardware flavor {flavor!r}: choose one of {', '.join(JOB_FLAVORS)}.")
-    run_dir = run_path(run)
+    run_dir = run_path(run)  # any run, trained here or not: a run too big for this machine is the point of a job
+    config = read_config(run_dir)
+    model, fallback = _model_reference(config)
+    if fallback is None and not is_hub_model_id(config.model):
+        raise ValueError("A job cannot read a model folder on this machine: pick a Hub model (or the bundled "
+                         "SmolLM2-135M-Instruct) to run this on Jobs.")
     user = signed_in_user(token)
     repo_id = repo_id_for(user, name)
     progress(0.1, "Exporting the run's script and data")
     export_run(run_dir)
     export = run_dir / EXPORT_FOLDER
-    config = read_config(run_dir)
-    _, fallback = _model_reference(config)
-    if config.model != BUNDLED_MODEL and fallback is None and not _is_hub_model(config.model):
-        raise ValueError("A job cannot read a model folder on this machine: pick a Hub model (or the bundled "
-                         "SmolLM2-135M-Instruct) to run this on Jobs.")
     script = (export / SCRIPT_NAME).read_text()
     if fallback:  # the job's machine has no local copy: load the model from the Hub
-        script = script.replace(f"MODEL = {_model_reference(config)[0]!r}", f"MODEL = {fallback!r}")
+        script = script.replace(f"MODEL = {model!r}", f"MODEL = {fallback!r}")
     api = _api(token)
     from huggingface_hub import CommitOperationAdd
 
@@ -758,12 +759,6 @@ def _quiet(function, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is experimental.*")
         return function(*args, **kwargs)
-
-
-def _is_hub_model(choice: str) -> bool:
-    from .models import is_hub_model_id
-
-    return is_hub_model_id(choice)
 
 
 def job_report(run: str | Path, token: str | None, tail: int = 40) -> dict:

@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import home
+from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline
 from .bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME, Progress, _no_progress, ensure_bundled_model
 from .config import BUNDLED_MODEL
 
@@ -40,6 +40,7 @@ HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Only what loading needs: weights as safetensors, configs, tokenizer files, templates. Never pickles.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.tiktoken", "merges.txt",
                      "vocab.txt", "README.md"]
+TOKENIZER_PATTERNS = [p for p in DOWNLOAD_PATTERNS if p not in ("*.safetensors", "README.md")]
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
 # ChatML, as TRL's setup_chat_format writes it, with generation markers so assistant-only masks work too.
 CHATML_TEMPLATE = (
@@ -59,15 +60,6 @@ def model_label(choice: str) -> str:
 def is_hub_model_id(choice: str) -> bool:
     choice = choice.strip()
     return bool(HUB_MODEL_ID.match(choice)) and not Path(choice).expanduser().exists()
-
-
-def hub_endpoint() -> str:
-    """HF_ENDPOINT, read when used (tests and mirrors point it elsewhere), else the public Hub."""
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def model_cache_dir() -> Path:
@@ -225,9 +217,6 @@ def hub_error(error: Exception, repo_id: str) -> ValueError | None:
         return ValueError(f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
                           "check the network, or use the bundled model or a local folder.")
     return None
-
-
-HUB_TIMEOUT_SECONDS = 10  # a Hub that does not answer in this time is treated as unreachable
 
 
 def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
@@ -637,28 +626,34 @@ def cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def download_model(repo_id: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
-    """Check a Hub model from its metadata, then download only its safetensors, configs and tokenizer files."""
+def download_model(repo_id: str, progress: Progress = _no_progress, token: str | None = None,
+                   weights: bool = True) -> Path:
+    """Check a Hub model from its metadata, then download only its safetensors, configs and tokenizer files
+    (weights=False: configs and tokenizer only, for looking at the data through its tokenizer)."""
     from huggingface_hub import snapshot_download
 
     cached = cached_snapshot(repo_id) if hub_offline() else None
     if cached:
-        check_model_folder(cached)
+        if weights:
+            check_model_folder(cached)
         return cached
     progress(0.0, f"Checking {repo_id} on the Hub")
     facts = hub_facts(repo_id, token)
     if facts.notes and facts.gated:
         raise ValueError(facts.notes[0])
-    progress(0.02, f"Downloading {repo_id}")
+    what = repo_id if weights else f"the tokenizer of {repo_id}"
+    progress(0.02, f"Downloading {what}")
     try:
         folder = Path(snapshot_download(repo_id, endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir()),
-                                        allow_patterns=DOWNLOAD_PATTERNS, tqdm_class=_progress_bar_class(progress, repo_id)))
+                                        allow_patterns=DOWNLOAD_PATTERNS if weights else TOKENIZER_PATTERNS,
+                                        tqdm_class=_progress_bar_class(progress, what)))
     except Exception as error:
         readable = hub_error(error, repo_id)
         if readable is None:
             raise
         raise readable from None
-    check_model_folder(folder)
+    if weights:
+        check_model_folder(folder)
     progress(1.0, f"{repo_id} is ready")
     return folder
 
@@ -692,31 +687,11 @@ def base_license(folder: Path) -> str | None:
     return "apache-2.0" if folder == bundled_model_dir() else None
 
 
-TOKENIZER_PATTERNS = [p for p in DOWNLOAD_PATTERNS if p not in ("*.safetensors", "README.md")]
-
-
 def resolve_tokenizer(choice: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
-    """A folder with the model's tokenizer: for a Hub id only the tokenizer and config files are downloaded
-    (the Data tab needs no weights); the bundled model and local folders as resolve_model gives them."""
-    if not is_hub_model_id(choice):
-        return resolve_model(choice, progress, token)
-    from huggingface_hub import snapshot_download
-
-    cached = cached_snapshot(choice) if hub_offline() else None
-    if cached:
-        return cached
-    facts = hub_facts(choice, token)  # the same refusals as for training, before anything is fetched
-    if facts.gated and facts.notes:
-        raise ValueError(facts.notes[0])
-    progress(0.1, f"Downloading the tokenizer of {choice}")
-    try:
-        return Path(snapshot_download(choice, endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir()),
-                                      allow_patterns=TOKENIZER_PATTERNS))
-    except Exception as error:
-        readable = hub_error(error, choice)
-        if readable is None:
-            raise
-        raise readable from None
+    """A folder with the model's tokenizer; for a Hub id without downloading the weights."""
+    if is_hub_model_id(choice):
+        return download_model(choice.strip(), progress, token, weights=False)
+    return resolve_model(choice, progress, token)
 
 
 def hub_model_id(choice: str) -> str | None:

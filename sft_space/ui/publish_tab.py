@@ -86,7 +86,7 @@ def submit_job(run_id: str | None, visitor: str | None, name: str, flavor: str, 
     except (*ENGINE_ERRORS, OSError) as error:
         _fail(error, token)
     return (f"Job [{record['job_id']}]({record['url']}) submitted on **{flavor}**; it trains the same run and pushes "
-            f"the adapter to [{record['repo_id']}]({hub._endpoint()}/{record['repo_id']}). Press **Job status** to follow it.")
+            f"the adapter to [{record['repo_id']}]({hub.hub_endpoint()}/{record['repo_id']}). Press **Job status** to follow it.")
 
 
 def job_status(run_id: str | None, visitor: str | None, typed_token: str,
