@@ -32,6 +32,10 @@ from .runs import CANCEL_MARK, CHECKPOINT_MARK, last_complete_checkpoint, new_ru
 from .models import model_max_length
 
 log = logging.getLogger("sft_space.train")
+INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
+DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
+PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
+END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 # Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
 IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
 
@@ -49,10 +53,6 @@ def append_metric(run_dir, record: dict) -> None:
 def write_json_atomic(path, data) -> None:
     if IS_MAIN_PROCESS:
         runs.write_json_atomic(path, data)
-INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
-DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
-PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
-END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 
 
 class StopRequested:
@@ -271,10 +271,10 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from trl import SFTTrainer
 
     from .data import load_for_run, prompt_messages, to_trl_rows, trains_every_answer
-    from .models import (attention_targets, check_quantization, check_target_modules, choose_precision, detect_device,
-                         base_license, estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer, load_model, local_facts, needs_gradient_checkpointing,
-                         precision_name, prepare_tokenizer, resolve_model, trainable_tokens, trainer_precision_args,
-                         training_dtype)
+    from .models import (attention_targets, base_license, check_quantization, check_target_modules, choose_precision,
+                         detect_device, estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer,
+                         load_model, local_facts, needs_gradient_checkpointing, precision_name, prepare_tokenizer,
+                         resolve_model, trainable_tokens, trainer_precision_args, training_dtype)
 
     def progress(fraction: float, message: str) -> None:
         log.info("model: %s", message)
