@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -255,9 +257,19 @@ def test_two_processes_under_accelerate_launch_with_gloo(tiny_model, tmp_path):
     assert (target / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_model, capfd):
+@pytest.fixture
+def home_outside_tmp(monkeypatch):
+    """An app home where a user's is (~/.cache), outside the temp and working folders Gradio serves by default."""
+    home = Path.home() / ".cache" / f"sft-space-test-{os.getpid()}"
+    monkeypatch.setenv("SFT_SPACE_HOME", str(home))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_model, home_outside_tmp, capfd):
     """The launched app driven by gradio_client: train, push with a pasted token, a failing push offers Retry,
-    export; then no file of the app's home and no line of its output holds the token."""
+    export (its zip downloads from the run directory in the app's home); then no file of the app's home and no
+    line of its output holds the token."""
     from gradio_client import Client
 
     from conftest import launched_app, wait_until
@@ -281,6 +293,8 @@ def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_mod
         assert "sign in again" in result and "hf_expiredTOKEN" not in result
         command, yaml, archive = client.predict(api_name="/export_run")
         assert command.startswith("trl sft") and "use_peft: true" in yaml and archive.endswith(".zip")
+        with zipfile.ZipFile(archive) as exported:  # the file the page offers for download
+            assert {"train_sft.py", "sft_config.yaml", "data/train.jsonl"} <= set(exported.namelist())
     home = Path(os.environ["SFT_SPACE_HOME"])
     assert [str(p) for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()] == []
     out, err = capfd.readouterr()

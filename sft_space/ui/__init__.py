@@ -103,4 +103,7 @@ def build_app() -> gr.Blocks:
 
 
 def launch_kwargs() -> dict:
-    return dict(css=CSS, theme=gr.themes.Soft(), max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb")
+    # allowed_paths: the Publish tab hands out an export zip from the run directory, which lives under
+    # $SFT_SPACE_HOME (~/.cache or /data), outside the folders Gradio serves files from by default.
+    return dict(css=CSS, theme=gr.themes.Soft(), max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
+                allowed_paths=[str(runs.runs_root())])
