@@ -34,6 +34,12 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def network_error(error: BaseException) -> bool:
+    """A failure to reach the server (DNS, refused, timeout), from whichever HTTP library the Hub client uses."""
+    library = type(error).__module__.split(".")[0].rstrip("0123456789")  # httpx, httpx2, httpcore2, requests...
+    return isinstance(error, (OSError, TimeoutError)) or library in ("httpx", "httpcore", "requests", "urllib3")
+
+
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE: the Hub is switched off, so Hub ids must fail fast with a message."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

@@ -20,7 +20,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline
+from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline, network_error
 from .bundled import DEMO_DATASETS, demo_split_path
 
 DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
@@ -269,7 +269,7 @@ def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str,
         raise ValueError(f"Dataset {repo_id} was not found, or it is private or gated and you are not signed in: "
                          "check the id, or sign in with an account that can read it.") from None
     except Exception as error:  # connection refused, DNS failure, timeout: all mean the Hub is out of reach
-        if "Error" in type(error).__name__ or "Timeout" in type(error).__name__:
+        if network_error(error):
             raise ValueError(f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
                              "check the network, or use a demo set or an uploaded file.") from None
         raise

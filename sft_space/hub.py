@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import hub_endpoint
+from . import hub_endpoint, network_error
 from .config import BUNDLED_MODEL, RunConfig
-from .models import is_hub_model_id, network_error
+from .models import is_hub_model_id
 from .runs import read_config, read_json, read_metrics, read_probes, read_status, run_path, write_json_atomic
 
 Progress = Callable[[float, str], None]

@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline
+from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline, network_error
 from .bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME, Progress, _no_progress, ensure_bundled_model
 from .config import BUNDLED_MODEL
 
@@ -192,12 +192,6 @@ def check_model_folder(folder: Path) -> None:
             + ": convert the weights with save_pretrained(safe_serialization=True)."
         )
     check_model_config(json.loads((folder / "config.json").read_text()), str(folder))
-
-
-def network_error(error: BaseException) -> bool:
-    """A failure to reach the server (DNS, refused, timeout), from whichever HTTP library the Hub client uses."""
-    library = type(error).__module__.split(".")[0].rstrip("0123456789")  # httpx, httpx2, httpcore2, requests...
-    return isinstance(error, (OSError, TimeoutError)) or library in ("httpx", "httpcore", "requests", "urllib3")
 
 
 def hub_error(error: Exception, repo_id: str) -> ValueError | None:
@@ -521,7 +515,9 @@ def estimate_memory(facts: ModelFacts, config, device: Device, gradient_checkpoi
     layers = text.get("num_hidden_layers") or text.get("n_layer") or 24
     heads = text.get("num_attention_heads") or 16
     vocab = text.get("vocab_size") or 32000
-    precision = precision or ("bf16" if device.bf16 and device.kind != "mps" else "fp16" if device.kind == "cuda" else "fp32")
+    configured = getattr(config, "precision", "auto")
+    precision = precision or (configured if configured != "auto" else
+                              "bf16" if device.bf16 and device.kind != "mps" else "fp16" if device.kind == "cuda" else "fp32")
     # 16-bit activations on a GPU. CPU autocast keeps fp32 activations around the bf16 matmuls and caches a bf16
     # copy of each weight: measured on the Quick demo, bf16 used more memory than fp32 there (4.1 vs 3.4 GiB).
     value = 2 if precision in ("bf16", "fp16") and device.kind == "cuda" else 4
@@ -544,8 +540,7 @@ def estimate_memory(facts: ModelFacts, config, device: Device, gradient_checkpoi
 
 def needs_gradient_checkpointing(facts: ModelFacts, config, device: Device) -> bool:
     """Auto rule: on only when the estimate without it is not a comfortable fit and with it is smaller."""
-    precision = None if getattr(config, "precision", "auto") == "auto" else config.precision
-    return estimate_memory(facts, config, device, False, precision).verdict != "fits"
+    return estimate_memory(facts, config, device, False).verdict != "fits"
 
 
 def gib(size: int) -> str:
@@ -581,8 +576,7 @@ def fit_report(facts: ModelFacts, config, device: Device | None = None) -> tuple
     device = device or detect_device()
     mode = getattr(config, "gradient_checkpointing", "auto")
     checkpointing = mode == "on" or (mode == "auto" and needs_gradient_checkpointing(facts, config, device))
-    precision = None if getattr(config, "precision", "auto") == "auto" else config.precision
-    estimate = estimate_memory(facts, config, device, checkpointing, precision)
+    estimate = estimate_memory(facts, config, device, checkpointing)
     icon = {"fits": "✅ Fits", "tight": "⚠️ Tight", "will not fit": "⛔ Will not fit"}[estimate.verdict]
     lines = [
         f"**{icon}** on {device.describe()}: about **{gib(estimate.total)}** "

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
-from .config import PRESETS, RunConfig, coerce
+from .config import PRESETS, RunConfig, coerce, fields_by_name
 from . import runs
 from .runs import CANCEL_MARK, CHECKPOINT_MARK, last_complete_checkpoint, new_run_id, read_json, runs_root
 from .models import model_max_length
@@ -92,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         settings.update(read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON"))
     elif run_dir and (run_dir / "config.json").is_file():
         settings.update(read_json(run_dir / "config.json"))
-    known = {f.name: f for f in fields(RunConfig)}
+    known = fields_by_name()
     for name, f in known.items():
         value = getattr(args, name)
         if value is not None:

@@ -32,6 +32,8 @@ def test_defaults_and_presets_are_valid():
         (dict(warmup_ratio=1.5), ["warmup_ratio", "[0, 1)"]),
         (dict(learning_rate=float("nan")), ["learning_rate", "finite"]),
         (dict(lora_target_modules=" , "), ["lora_target_modules", "empty"]),
+        (dict(lr_scheduler_type="steep"), ["lr_scheduler_type must be one of linear, cosine", "'steep'"]),
+        (dict(precision="fp8"), ["precision must be one of auto, fp32, bf16, fp16", "'fp8'"]),
     ],
 )
 def test_bad_values_are_refused_with_field_and_range(changes, words):

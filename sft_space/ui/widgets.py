@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import gradio as gr
 
-from ..config import RunConfig, coerce, field_type
+from ..config import RunConfig, coerce, field_type, fields_by_name
 
 LABELS = {
     "num_train_epochs": "Epochs",
@@ -86,7 +86,7 @@ def build_groups(groups: list[tuple[str, bool]]) -> dict[str, gr.components.Comp
 
 def read_config(values: dict) -> RunConfig:
     """Widget values -> a validated-shape RunConfig; a bad value raises ValueError naming its field."""
-    known = {f.name: f for f in fields(RunConfig)}
+    known = fields_by_name()
     return RunConfig(**{name: coerce(known[name], value) for name, value in values.items()})
 
 
