@@ -30,7 +30,7 @@ def main() -> None:
 
     latencies, step_times = [], []
     for i in range(args.repeats):
-        run_id = runs.start_run(preset_config("Quick demo (CPU, about 2 minutes)", max_steps=500, run_name=f"stop-{i}"))
+        run_id = runs.start_run(preset_config("Quick demo", max_steps=500, run_name=f"stop-{i}"))
         target = random.Random(i).randint(3, 8)
         while runs.refresh(run_id).get("step", 0) < target:
             time.sleep(0.05)

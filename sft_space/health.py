@@ -152,12 +152,13 @@ def healthy(train: list[tuple[int, float]], evals: list[tuple[int, float]]) -> F
     return Finding("healthy", "ok", text + ".", "")
 
 
-ICONS = {"ok": "✅", "warn": "⚠️", "bad": "⛔"}
+# Plain words, not emoji: they read the same on every machine, with or without an emoji font.
+LABELS = {"ok": "", "warn": "Warning: ", "bad": "Problem: "}
 
 
 def describe(findings: list[Finding]) -> str:
     """Findings as one short line each, for the run panel."""
-    return "\n".join(f"{ICONS[f.severity]} {f.as_text()}" for f in findings)
+    return "\n".join(f"{LABELS[f.severity]}{f.as_text()}" for f in findings)
 
 
 def summary(records: list[dict], learning_rate: float | None = None) -> str:

@@ -13,6 +13,7 @@ or Gradio.
 from __future__ import annotations
 
 import json
+import functools
 import os
 import platform
 import re
@@ -382,6 +383,13 @@ def detect_device() -> Device:
     return Device("cpu", f"CPU {os.cpu_count()} vCPU", _available_ram(), bool({"amx_bf16", "avx512_bf16"} & flags))
 
 
+@functools.lru_cache(maxsize=1)
+def device_name() -> str:
+    """The device's name (the GPU model, or the CPU with its core count), once per process: a pace measured on
+    one device predicts only that device."""
+    return detect_device().name
+
+
 def hardware_summary() -> str:
     """A one-line description of where training would run, without importing torch."""
     device = detect_device()
@@ -577,7 +585,7 @@ def fit_report(facts: ModelFacts, config, device: Device | None = None) -> tuple
     mode = getattr(config, "gradient_checkpointing", "auto")
     checkpointing = mode == "on" or (mode == "auto" and needs_gradient_checkpointing(facts, config, device))
     estimate = estimate_memory(facts, config, device, checkpointing)
-    icon = {"fits": "✅ Fits", "tight": "⚠️ Tight", "will not fit": "⛔ Will not fit"}[estimate.verdict]
+    icon = {"fits": "Fits", "tight": "Tight", "will not fit": "Will not fit"}[estimate.verdict]
     lines = [
         f"**{icon}** on {device.describe()}: about **{gib(estimate.total)}** "
         f"({estimate.share:.0%}) at batch {config.per_device_train_batch_size} × {config.max_length} tokens.",

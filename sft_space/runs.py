@@ -356,8 +356,8 @@ def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_S
 
 
 # ------------------------------------------------------------ estimates
-DEFAULT_SECONDS_PER_STEP = 3.0  # the Quick demo on a 2-core CPU, until this device has measured its own
-STARTUP_SECONDS = 15.0  # process start, model and data loading, before the first step
+MEASURED_AFTER_STEPS = 3  # a run's own pace is trusted for its ETA after this many steps (the first ones warm up)
+PACE_MIN_STEPS = 5  # a finished run predicts later runs when it trained at least this many steps
 
 
 def planned_steps(config: RunConfig) -> int | None:
@@ -374,35 +374,52 @@ def planned_steps(config: RunConfig) -> int | None:
     return max(1, math.ceil(batches / config.gradient_accumulation_steps * config.num_train_epochs))
 
 
-def seconds_per_step(model: str | None = None) -> float:
-    """Measured on this device: the newest run of the same model that trained a few steps, else the CPU default."""
+def measured_pace(model: str | None, device: str | None = None) -> dict | None:
+    """How the newest finished run of `model` on this device went: start-up seconds (process start, model and data
+    loading), wall seconds per step (evaluations included) and finishing seconds (adapter, last probes).
+    None until such a run trained PACE_MIN_STEPS steps: then estimates say 'measuring'."""
+    from .models import device_name
+
+    device = device or device_name()
     for run_dir in list_run_dirs():
         status = read_status(run_dir)
-        same_model = model is None or read_json(run_dir / "config.json").get("model") == model
-        if same_model and status.get("step", 0) >= 5 and status.get("elapsed_seconds") and not status.get("resumed_from"):
-            return status["elapsed_seconds"] / status["step"]
-    return DEFAULT_SECONDS_PER_STEP
+        if (status.get("state") in ("completed", "stopped") and status.get("device") == device
+                and (status.get("steps_measured") or 0) >= PACE_MIN_STEPS and status.get("seconds_per_step")
+                and read_json(run_dir / "config.json").get("model") == model):
+            return {"startup_seconds": status.get("startup_seconds") or 0.0,
+                    "seconds_per_step": status["seconds_per_step"],
+                    "finish_seconds": status.get("finish_seconds") or 0.0, "run_id": run_dir.name}
+    return None
 
 
-def _expected_seconds(run_id: str) -> float:
+def estimate_seconds(model: str | None, steps: int | None, device: str | None = None) -> float | None:
+    """Wall seconds a run of `steps` steps of `model` takes on this device, from its measured pace; None if unknown."""
+    pace = measured_pace(model, device)
+    if pace is None or not steps:
+        return None
+    return pace["startup_seconds"] + steps * pace["seconds_per_step"] + pace["finish_seconds"]
+
+
+def _expected_seconds(run_id: str) -> float | None:
     status = read_status(run_id)
-    pace = seconds_per_step(read_json(run_path(run_id) / "config.json").get("model"))
-    return (status.get("planned_steps") or 0) * pace + STARTUP_SECONDS
+    return estimate_seconds(read_json(run_path(run_id) / "config.json").get("model"), status.get("planned_steps"))
 
 
 def queue_position(run: str | Path) -> tuple[int, int, float] | None:
-    """(position from 1, runs waiting, estimated seconds until it starts) for a waiting run."""
+    """(position from 1, runs waiting, estimated seconds until it starts or None while unmeasured) for a waiting
+    run."""
     waiting = waiting_runs()
     name = run_path(run).name
     if name not in waiting:
         return None
-    wait = 0.0
+    wait: float | None = 0.0
     busy = active_run()
     if busy:
         remaining = read_status(busy).get("eta_seconds")
-        wait += _expected_seconds(busy) if remaining is None else remaining
+        wait = _expected_seconds(busy) if remaining is None else remaining
     for ahead in waiting[: waiting.index(name)]:
-        wait += _expected_seconds(ahead)
+        expected = _expected_seconds(ahead)
+        wait = None if wait is None or expected is None else wait + expected
     return waiting.index(name) + 1, len(waiting), wait
 
 
@@ -505,15 +522,17 @@ def status_line(status: dict) -> str:
     if is_waiting(status) and status.get("run_id"):
         place = queue_position(status["run_id"])
         if place:
-            parts.append(f"position {place[0]} of {place[1]} in the queue · estimated wait {format_duration(place[2])}")
+            wait = "measuring…" if place[2] is None else format_duration(place[2])
+            parts.append(f"position {place[0]} of {place[1]} in the queue · estimated wait {wait}")
     if status.get("phase") and status.get("state") in ACTIVE_STATES:
         parts.append(status["phase"])
     if status.get("max_steps"):
         parts.append(f"step {status.get('step', 0)}/{status['max_steps']}")
     if status.get("tokens_per_second"):
         parts.append(f"{status['tokens_per_second']:.0f} tok/s")
-    if status.get("state") in ACTIVE_STATES and status.get("eta_seconds") is not None:
-        parts.append(f"ETA {format_duration(status['eta_seconds'])}")
+    if status.get("state") in ACTIVE_STATES and status.get("phase") == "training" and not is_waiting(status):
+        eta = status.get("eta_seconds")
+        parts.append("ETA measuring…" if eta is None else f"ETA {format_duration(eta)}")
     if status.get("state") in FINAL_STATES and status.get("elapsed_seconds"):
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
     if status.get("state") in ("failed", "interrupted") and status.get("error"):
@@ -525,5 +544,5 @@ def status_line(status: dict) -> str:
     ends = status.get("end_of_turn")
     if ends and ends.get("checked"):
         parts.append(f"ends its turn on all {ends['checked']} probe prompts" if ends["ended"] == ends["checked"] else
-                     f"⚠️ did not end its turn on {ends['checked'] - ends['ended']} of {ends['checked']} probe prompts")
+                     f"warning: did not end its turn on {ends['checked'] - ends['ended']} of {ends['checked']} probe prompts")
     return " · ".join(parts)

@@ -29,7 +29,7 @@ from pathlib import Path
 from .config import PRESETS, RunConfig, coerce, fields_by_name
 from . import runs
 from .runs import CANCEL_MARK, CHECKPOINT_MARK, last_complete_checkpoint, new_run_id, read_json, runs_root
-from .models import model_max_length
+from .models import device_name, model_max_length
 
 log = logging.getLogger("sft_space.train")
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
@@ -168,7 +168,7 @@ def setup_logging(run_dir: Path) -> None:
 def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Path | None = None) -> int:
     started = time.time()
     status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None,
-                  retry=None, note=None)
+                  retry=None, note=None, eta_seconds=None, seconds_per_step=None, steps_measured=0, last_step_at=None)
     write_status(run_dir, **status)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     log.info("Run %s: %s on %s%s", run_dir.name, config.model, config.dataset,
@@ -232,7 +232,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def finish(run_dir: Path, status: dict, state: str, started: float, error: str | None = None, note: str | None = None) -> int:
-    status.update(state=state, phase=None, ended_at=time.time(), elapsed_seconds=time.time() - started, error=error)
+    ended = time.time()
+    status.update(state=state, phase=None, ended_at=ended, elapsed_seconds=ended - started, error=error,
+                  device=device_name())
+    if status.get("last_step_at"):  # saving the adapter and the last probe replies, after the last step
+        status["finish_seconds"] = round(ended - status["last_step_at"], 2)
     if note:
         status["note"] = note
     write_status(run_dir, **status)
@@ -396,7 +400,9 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.train_started = time.time()
-            self.status.update(max_steps=state.max_steps, step=state.global_step)
+            self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
+            self.status.update(max_steps=state.max_steps, step=state.global_step,
+                               startup_seconds=round(self.train_started - self.status["started_at"], 2))
             write_status(self.run_dir, **self.status)
 
         def on_step_begin(self, args, state, control, **kwargs):
@@ -409,13 +415,19 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             elapsed = time.time() - self.train_started
             tokens = self._tokens(state)
             step = state.global_step
+            trained = step - self.first_step
+            # wall seconds per step, evaluations and probe replies included: what the next run of this model waits
+            pace = elapsed / trained if trained else None
             self.status.update(
                 step=step,
                 epoch=state.epoch,
                 tokens_seen=tokens,
                 tokens_per_second=tokens / self._training_seconds(),
                 elapsed_seconds=elapsed,
-                eta_seconds=(state.max_steps - step) * elapsed / max(step, 1),
+                steps_measured=trained,
+                seconds_per_step=pace,
+                eta_seconds=(state.max_steps - step) * pace if pace and trained >= runs.MEASURED_AFTER_STEPS else None,
+                last_step_at=time.time(),
             )
             write_status(self.run_dir, **self.status)
             if self.stop.requested:

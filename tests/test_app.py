@@ -35,7 +35,11 @@ def test_what_the_model_sees(client, tiny_model):
     assert [piece["class_or_confidence"] for piece in view] == [None, "trained"], view  # prompt, then the answer
     assert view[1]["token"].startswith('{"intent"') and "<|im_end|>" in view[1]["token"]
     assert "640 training rows" in stats and "longer than max_length 500" in stats
-    assert "class='hline'" in histogram
+    assert histogram["x_bin"] >= 1  # the page gets a plot update: its data, bin width and colours
+    columns = histogram["value"]["columns"]
+    bins = [row for row in histogram["value"]["data"] if row[columns.index("rows")] is not None]  # not the empty rows
+    assert sum(row[columns.index("rows")] for row in bins) == 640  # every training row in one bar
+    assert {row[columns.index("part")] for row in bins} == {"within max_length"}  # nothing is past 500 tokens
     with pytest.raises(Exception, match="Row 9999 does not exist"):
         client.predict(dataset="demo:json-extract", model=str(tiny_model), row_number=9999,
                        answers_only=True, max_length=40, batch_size=4, packing=False, api_name="/what_the_model_sees")
@@ -64,6 +68,7 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
     assert "width:100.0%" in progress
     points, columns = chart["data"], chart["columns"]
+    points = [row for row in points if row[columns.index("loss")] is not None]  # not the empty per-series rows
     series = {row[columns.index("series")] for row in points}
     assert series == {"train", "validation"}
     assert all(math.isfinite(row[columns.index("loss")]) for row in points)
@@ -98,7 +103,7 @@ def test_model_check_reports_fit_and_refuses_unreachable_hub_ids(client, tiny_mo
     assert "chat template: yes" in report and "gate_proj" in report
     # the tests run with the Hub switched off, as on an offline laptop: a clear message, not a hang
     report = client.predict(model="HuggingFaceTB/SmolLM2-360M-Instruct", **settings, api_name="/check_model")
-    assert report.startswith("⛔") and "HF_HUB_OFFLINE=1" in report
+    assert report.startswith("**Error:**") and "HF_HUB_OFFLINE=1" in report
     with pytest.raises(Exception, match="HF_HUB_OFFLINE=1"):
         client.predict(dataset="demo:json-extract", model="HuggingFaceTB/SmolLM2-360M-Instruct", **TINY,
                        api_name="/start_run")

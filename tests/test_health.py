@@ -66,7 +66,7 @@ def test_instability_spike_exploding_gradient_and_nan():
 
 
 def test_summary_is_readable_text():
-    assert summary([]).startswith("✅ Waiting for the first logged losses")
+    assert summary([]).startswith("Waiting for the first logged losses")
 
 
 def test_a_warning_gets_a_marker_on_the_loss_chart():
@@ -74,7 +74,8 @@ def test_a_warning_gets_a_marker_on_the_loss_chart():
 
     records = curve([2.0 - 0.045 * i for i in range(40)], evals=[1.5, 1.2, 1.0, 0.95, 1.0, 1.08, 1.2, 1.35])
     frame = loss_frame(records, diagnose(records))
-    marker = frame[frame["series"].str.startswith("⚠ overfitting")]
+    marker = frame[(frame["series"] == "warning") & frame["step"].notna()]
     assert list(marker["step"]) == [80, 80] and marker["loss"].min() == 0.0 and marker["loss"].max() == 2.0
     healthy = curve([2.0 - 0.04 * i for i in range(40)], evals=[1.9, 1.6, 1.4])
-    assert set(loss_frame(healthy, diagnose(healthy))["series"]) == {"train", "validation"}
+    drawn = loss_frame(healthy, diagnose(healthy)).dropna()  # without the empty row each series keeps
+    assert set(drawn["series"]) == {"train", "validation"}

@@ -26,17 +26,6 @@ CSS = """
 .run-progress .fill.state-failed, .run-progress .fill.state-interrupted { background: #dc2626; }
 .run-progress .fill.state-stopped { background: #a16207; }
 #run-bar { padding: 4px 10px; border-radius: 6px; background: var(--block-background-fill); }
-.bar-chart { font-size: .9em; padding: 6px 0; }
-.bar-chart .bar-group { margin: 6px 0; }
-.bar-chart .bar-label { font-weight: 600; }
-.bar-chart .bar-row { display: flex; align-items: center; gap: 6px; height: 16px; margin: 2px 0; }
-.bar-chart .bar { height: 12px; border-radius: 3px; min-width: 2px; }
-.bar-chart .swatch { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 10px; border-radius: 2px; }
-.histogram .hbars { position: relative; display: flex; align-items: flex-end; gap: 2px; height: 120px; }
-.histogram .hbar { flex: 1; background: #2563eb; min-height: 1px; }
-.histogram .hbar.over { background: #f87171; }
-.histogram .hline { position: absolute; top: 0; bottom: 0; width: 2px; background: #dc2626; }
-.histogram .haxis { display: flex; justify-content: space-between; font-size: .8em; }
 .badge { font-size: .85em; padding: 2px 8px; border-radius: 10px; background: var(--neutral-100); }
 """
 
@@ -70,8 +59,8 @@ def build_app() -> gr.Blocks:
                 data_sources, inspector = data_tab.build(demo)
             with gr.Tab("2 Model", id="model"):
                 model, check_model, model_report = model_tab.build()
-            with gr.Tab("3 Train", id="train"):
-                run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
+            with gr.Tab("3 Train", id="train") as train:
+                preset, run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
@@ -83,7 +72,8 @@ def build_app() -> gr.Blocks:
         row_number, inspect_button, *inspect_outputs = inspector
         settings = train_tab.WIDGETS
         inspect_fields = ["model", "row_number", "answers_only", "max_length", "batch_size", "packing"]
-        inspect_button.click(
+        # the histogram is emptied first, so each dataset's is built afresh with its own bins (see charts.py)
+        inspect_button.click(lambda: None, None, inspect_outputs[-1], api_name=False, show_progress="hidden").then(
             widgets.named(data_tab.inspect, [*data_tab.SOURCE_FIELDS, *inspect_fields], with_progress=True),
             [*data_sources, model, row_number, settings["answers_only"], settings["max_length"],
              settings["per_device_train_batch_size"], settings["packing"]],
@@ -92,6 +82,9 @@ def build_app() -> gr.Blocks:
         check_handler = widgets.named(model_tab.check, ["model", *model_tab.CHECK_FIELDS])
         check_model.click(check_handler, check_inputs, model_report, api_name="check_model")
         model.change(check_handler, check_inputs, model_report, api_name=False)
+        # preset durations follow the chosen model, and the pace measured by the run that just finished
+        for event in (model.change, train.select):
+            event(train_tab.preset_choices, model, preset, api_name=False, show_progress="hidden")
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, *run_panel]
         timer.tick(train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden",

@@ -11,6 +11,7 @@ import gradio as gr
 from .. import home
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, preview_table
+from .charts import drawable, typed_frame
 from .widgets import named
 
 MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload
@@ -131,25 +132,22 @@ def build(demo: gr.Blocks):
 
 
 HISTOGRAM_BINS = 24
+HISTOGRAM_COLOURS = {"within max_length": "#2563eb", "cut off by max_length": "#dc2626"}
 
 
-def histogram_html(stats: dict) -> str:
-    """Token lengths as vertical bars, with the max_length cut drawn as a red line."""
+def histogram_plot(stats: dict) -> gr.BarPlot:
+    """Token lengths as a histogram; bins past the max_length cut in red."""
     lengths, limit = stats["lengths"], stats["max_length"]
-    if not lengths:
-        return ""
-    top = max(max(lengths), limit) + 1
+    top = max(max(lengths, default=0), limit) + 1
     width = max(1, -(-top // HISTOGRAM_BINS))
     counts = [0] * HISTOGRAM_BINS
     for n in lengths:
         counts[min(n // width, HISTOGRAM_BINS - 1)] += 1
-    peak = max(counts)
-    bars = "".join(
-        f"<div class='hbar{' over' if i * width >= limit else ''}' title='{i * width}-{(i + 1) * width - 1} tokens: {c} rows' "
-        f"style='height:{100 * c / peak:.0f}%'></div>" for i, c in enumerate(counts))
-    line = f"<div class='hline' style='left:{100 * limit / (width * HISTOGRAM_BINS):.1f}%' title='max_length {limit}'></div>"
-    return (f"<div class='histogram'><div class='hbars'>{bars}{line}</div>"
-            f"<div class='haxis'><span>0</span><span>max_length {limit}</span><span>{width * HISTOGRAM_BINS} tokens</span></div></div>")
+    rows = [{"tokens": i * width, "rows": c,
+             "part": "cut off by max_length" if (i + 1) * width > limit else "within max_length"}
+            for i, c in enumerate(counts) if c]
+    frame = typed_frame(rows, {"tokens": "int64", "rows": "int64", "part": "str"}, ("part", HISTOGRAM_COLOURS))
+    return gr.BarPlot(value=drawable(frame, "rows"), x_bin=width)
 
 
 def inspect(*values, progress=gr.Progress()):
@@ -173,7 +171,7 @@ def inspect(*values, progress=gr.Progress()):
         raise gr.Error(str(error), print_exception=False) from None
     warn = ""
     if stats["answer_lost_share"]:
-        warn = (f"  \n⚠️ **{stats['answer_lost_share']:.0%} of rows lose their whole answer** to the cut: they teach "
+        warn = (f"  \n**Warning: {stats['answer_lost_share']:.0%} of rows lose their whole answer** to the cut: they teach "
                 "nothing. Raise max_length or shorten those rows.")
     waste = (f"packing fills {stats['packing_efficiency']:.0%} of each sequence" if packing else
              f"{1 - stats['padding_efficiency']:.0%} of each batch is padding (packing would fill "
@@ -181,7 +179,7 @@ def inspect(*values, progress=gr.Progress()):
     sampled = f" (a seeded sample of {stats['rows']} of {stats['total_rows']})" if stats["rows"] < stats["total_rows"] else ""
     text = (f"{stats['rows']} training rows{sampled}: median {stats['median']} tokens, longest {stats['longest']}; "
             f"**{stats['truncated_share']:.0%} longer than max_length {stats['max_length']}** (cut); {waste}." + warn)
-    return view, text, histogram_html(stats)
+    return view, text, histogram_plot(stats)
 
 
 def build_inspector():
@@ -196,5 +194,8 @@ def build_inspector():
         view = gr.HighlightedText(label="Row after the chat template", combine_adjacent=True, show_legend=True,
                                   color_map={"trained": "green", "cut off": "red"}, elem_id="inspect-view")
         stats = gr.Markdown(elem_id="inspect-stats")
-        histogram = gr.HTML(elem_id="length-histogram")
+        histogram = gr.BarPlot(x="tokens", y="rows", color="part", y_aggregate="sum", height=220,
+                               color_map=HISTOGRAM_COLOURS,
+                               title="Token length of the training rows", x_title="tokens", y_title="rows",
+                               elem_id="length-histogram")
     return row_number, button, view, stats, histogram

@@ -10,6 +10,7 @@ import pandas as pd
 from .. import runs
 from ..baselines import DEFAULT_BASELINE_PROMPTS, DEFAULT_SHOTS, PRIMARY, METRIC_WORDS, VARIANT_LABELS, VARIANTS, table_rows
 from ..evaluate import SCORERS, summary_rows
+from .charts import typed_frame
 from .chat_tab import refresh_choices
 from .train_tab import owned
 
@@ -71,32 +72,26 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
 def show_baselines(result: dict | None):
     """Verdict, four-row table, checklist and bar chart of a prompting comparison."""
     if not result:
-        return "Not compared yet: press **Compare with prompting**.", [], "", ""
+        return "Not compared yet: press **Compare with prompting**.", [], "", *bar_charts(None, [])
     headers, rows = table_rows(result)
     checks = "\n".join(f"- **{item}** – {finding}" for item, finding in result["checklist"])
     primary = PRIMARY.get(result["scorer"])
     shown = [m for m in ("schema_valid", primary) if m and m in result["rows"]["tuned"]]
     return (f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks,
-            bar_chart(result, list(dict.fromkeys(shown))))
+            *bar_charts(result, list(dict.fromkeys(shown))))
 
 
-BAR_COLOURS = ["#2563eb", "#f97316"]
+BAR_CHARTS = 2  # schema-valid JSON, and the check the verdict leans on
 
 
-def bar_chart(result: dict, metrics: list[str]) -> str:
-    """Horizontal bars, one group per approach, one bar per metric (shares of held-out prompts)."""
-    if not metrics:
-        return ""
-    legend = " ".join(f"<span class='swatch' style='background:{BAR_COLOURS[i % 2]}'></span>{METRIC_WORDS[m]}"
-                      for i, m in enumerate(metrics))
-    groups = []
-    for variant in VARIANTS:
-        bars = "".join(
-            f"<div class='bar-row'><div class='bar' style='width:{100 * result['rows'][variant][m]:.1f}%;"
-            f"background:{BAR_COLOURS[i % 2]}'></div><span>{result['rows'][variant][m]:.0%}</span></div>"
-            for i, m in enumerate(metrics))
-        groups.append(f"<div class='bar-group'><div class='bar-label'>{VARIANT_LABELS[variant]}</div>{bars}</div>")
-    return f"<div class='bar-chart'><div class='legend'>{legend}</div>{''.join(groups)}</div>"
+def bar_charts(result: dict | None, metrics: list[str]) -> list:
+    """A bar chart per metric (share of held-out prompts), one bar per approach; unused charts hidden."""
+    charts = []
+    for m in metrics[:BAR_CHARTS]:
+        rows = [{"approach": VARIANT_LABELS[variant], "share": result["rows"][variant][m]} for variant in VARIANTS]
+        charts.append(gr.BarPlot(value=typed_frame(rows, {"approach": "str", "share": "float64"}),
+                                 title=METRIC_WORDS[m], visible=True))
+    return charts + [gr.BarPlot(visible=False)] * (BAR_CHARTS - len(charts))
 
 
 def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, visitor: str | None,
@@ -130,6 +125,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Row():
         run = gr.Dropdown(label="Run", allow_custom_value=True, scale=3, elem_id="eval-run")
         count = gr.Number(value=DEFAULT_BASELINE_PROMPTS, precision=0, label="Held-out prompts", scale=1,
+                          elem_id="eval-count",
                           info="Answered by each model; about 2 s each on CPU.")
         scorer = gr.Dropdown(choices=SCORERS, value="auto", label="Format check", scale=1,
                              info="auto: a JSON schema when the answers are JSON.")
@@ -151,11 +147,14 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     compare_button = gr.Button("Compare with prompting", elem_id="compare-baselines")
     verdict = gr.Markdown(elem_id="baseline-verdict")
     baseline_table = gr.Dataframe(interactive=False, elem_id="baseline-table")
-    chart = gr.HTML(elem_id="baseline-chart")
+    with gr.Row():
+        charts = [gr.BarPlot(x="approach", y="share", y_lim=[0, 1], height=260, x_title="", visible=False,
+                             y_title="share of held-out prompts", sort=list(VARIANT_LABELS.values()),
+                             elem_id=f"baseline-chart-{i}") for i in range(BAR_CHARTS)]
     checks = gr.Markdown(elem_id="baseline-checklist")
     button.click(evaluate, [run, count, scorer, pattern, visitor], [about, table, failures], api_name="evaluate")
     compare_button.click(compare, [run, count, shots, instructions, scorer, pattern, visitor],
-                         [verdict, baseline_table, checks, chart], api_name="compare_baselines")
+                         [verdict, baseline_table, checks, *charts], api_name="compare_baselines")
     tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
     run.change(load_existing, [run, visitor],
-               [about, table, failures, verdict, baseline_table, checks, chart, instructions], api_name=False)
+               [about, table, failures, verdict, baseline_table, checks, *charts, instructions], api_name=False)

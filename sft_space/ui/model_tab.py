@@ -38,13 +38,13 @@ def check(choice: str, *values) -> str:
         config = read_config({**dict(zip(CHECK_FIELDS, values)), "model": choice})
         facts = model_facts(choice)
     except ValueError as error:
-        return f"⛔ {error}"
+        return f"**Error:** {error}"
     except Exception as error:  # anything unexpected still reads as a message, never a traceback
-        return f"⛔ Could not check {choice}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return f"**Error:** could not check {choice}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     verdict, report = fit_report(facts, config, detect_device())
     lines = [f"**{choice if choice != BUNDLED_MODEL else 'SmolLM2-135M-Instruct (bundled)'}**: {facts.summary()}.",
              report]
-    lines += [f"⚠️ {note}" for note in facts.notes]
+    lines += [f"**Note:** {note}" for note in facts.notes]
     modules = sorted(facts.linear_modules())
     if modules:
         lines.append(f"LoRA can target these layers (for a custom list): `{', '.join(modules)}`; "

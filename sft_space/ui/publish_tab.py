@@ -4,9 +4,11 @@ call and is never kept: not in a State, a file or a message."""
 
 from __future__ import annotations
 
+import base64
+
 import gradio as gr
 
-from .. import hub
+from .. import hub, runs
 from .train_tab import ENGINE_ERRORS, owned
 
 KINDS = [("LoRA adapter (small; loads on top of the base model)", "adapter"),
@@ -28,8 +30,13 @@ def sign_in_state(profile: gr.OAuthProfile | None = None) -> str:
             "below or set `HF_TOKEN`. The token is used for each push only and never stored.")
 
 
-def card_preview(card: str) -> str:
-    """The card as the Hub shows it: the metadata block as YAML, the rest as Markdown."""
+def card_preview(card: str, run_id: str | None = None) -> str:
+    """The card as the Hub shows it: the metadata block as YAML, the rest as Markdown, the loss curve inline (on
+    the Hub it is the repo's loss.png; here there is no such file to link to)."""
+    if run_id and "](loss.png)" in card:
+        image = hub.loss_curve_png(runs.read_metrics(run_id))
+        inline = f"](data:image/png;base64,{base64.b64encode(image).decode()})" if image else ")"
+        card = card.replace("](loss.png)", inline)
     if card.startswith("---\n"):
         meta, _, body = card[4:].partition("\n---\n")
         return f"```yaml\n{meta}\n```\n{body}"
@@ -42,13 +49,13 @@ def prepare(run_id: str | None, visitor: str | None):
         return gr.Textbox(), "Train a run (or open one on the Runs tab) to publish it."
     owned(run_id, visitor, "publish")
     name = hub.default_repo_name(run_id)
-    return gr.Textbox(value=name), card_preview(hub.model_card(run_id, f"you/{name}"))
+    return gr.Textbox(value=name), card_preview(hub.model_card(run_id, f"you/{name}"), run_id)
 
 
 def preview(run_id: str | None, visitor: str | None, name: str, kind: str) -> str:
     owned(run_id, visitor, "preview")
     repo = name if "/" in (name or "") else f"you/{name or 'model'}"
-    return card_preview(hub.model_card(run_id, repo, merged=kind == "merged"))
+    return card_preview(hub.model_card(run_id, repo, merged=kind == "merged"), run_id)
 
 
 def push(run_id: str | None, visitor: str | None, name: str, private: bool, kind: str, typed_token: str,
@@ -61,8 +68,8 @@ def push(run_id: str | None, visitor: str | None, name: str, private: bool, kind
     except (*ENGINE_ERRORS, OSError) as error:  # shown, not raised: the Retry button appears beside it
         message = hub.scrub(str(error), token)
         gr.Warning(message)
-        return gr.Button(visible=True), f"⛔ {message} The run is kept here; press **Retry** when ready."
-    text = (f"✅ Pushed the {'merged model' if record['kind'] == 'merged' else 'LoRA adapter'} to "
+        return gr.Button(visible=True), f"**Push failed:** {message} The run is kept here; press **Retry** when ready."
+    text = (f"Pushed the {'merged model' if record['kind'] == 'merged' else 'LoRA adapter'} to "
             f"[{record['repo_id']}]({record['url']}) ({'private' if record['private'] else 'public'}), one commit.")
     return gr.Button(visible=False), text
 

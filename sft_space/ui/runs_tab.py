@@ -7,6 +7,7 @@ import pandas as pd
 
 from .. import runs
 from ..models import model_label
+from .charts import drawable, finite, typed_frame
 from .train_tab import owned
 
 HEADERS = ["run", "model", "dataset", "state", "steps", "best validation loss", "age"]
@@ -34,7 +35,7 @@ def open_run(run_id: str | None, visitor: str | None):
     return run_id, runs.read_config(run_id).to_dict()
 
 
-def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame:
+def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | None:
     """Loss curves of the ticked runs on one chart: validation loss where there is one, else training loss."""
     rows = []
     for run_id in selected or []:
@@ -44,8 +45,9 @@ def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame:
         key = "eval_loss" if any(isinstance(r.get("eval_loss"), (int, float)) for r in records) else "loss"
         label = "validation" if key == "eval_loss" else "train"
         rows += [{"step": r["step"], "loss": r[key], "run": f"{run_id} ({label})"}
-                 for r in records if isinstance(r.get(key), (int, float))]
-    return pd.DataFrame(rows, columns=["step", "loss", "run"])
+                 for r in records if finite(r.get(key))]
+    return drawable(typed_frame(rows, {"step": "int64", "loss": "float64", "run": "str"}), "loss")
+
 
 
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
@@ -59,9 +61,12 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Accordion("Settings of the opened run", open=False):
         config_view = gr.JSON(elem_id="run-config")
     compare = gr.CheckboxGroup(label="Compare", elem_id="compare-runs")
-    chart = gr.LinePlot(overlay([], None), x="step", y="loss", color="run", title="Loss by run", height=320)
+    chart = gr.LinePlot(None, x="step", y="loss", color="run", title="Loss by run", height=320,
+                         elem_id="runs-chart")
     for event in (tab.select, refresh_button.click):
         event(refresh, [visitor, compare], [table, choice, compare], api_name=False)
     open_button.click(open_run, [choice, visitor], [current_run, config_view], api_name="open_run")
-    compare.change(overlay, [compare, visitor], chart, api_name=False)
+    # emptied first, so the plot is built afresh with a colour for each ticked run (see charts.py)
+    compare.change(lambda: None, None, chart, api_name=False, show_progress="hidden").then(
+        overlay, [compare, visitor], chart, api_name=False)
     return table

@@ -10,34 +10,36 @@ import pandas as pd
 
 from .. import health, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from .charts import drawable, finite, typed_frame
 from .data_tab import SOURCE_FIELDS
 from .visitor import new_visitor_id
 from .widgets import TRAIN_GROUPS, build_groups, named, read_config
 
-CHART_COLUMNS = ["step", "loss", "series"]
+LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
+# every series the loss chart can have, so its colours are fixed from the empty start (see charts.py)
+LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
 
 
 def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
-    """Train and validation loss against step, long format for a LinePlot, plus a vertical marker per warning."""
+    """Train and validation loss against step, long format for a LinePlot, plus a vertical marker at the first
+    warning (the health line below the chart names it and every other one)."""
     rows = []
     for record in records:
         for key, series in (("loss", "train"), ("eval_loss", "validation")):
-            value = record.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                rows.append({"step": record["step"], "loss": value, "series": series})
+            if finite(record.get(key)):
+                rows.append({"step": record["step"], "loss": record[key], "series": series})
     top = max((r["loss"] for r in rows), default=1.0)
-    for finding in findings:
-        if finding.severity != "ok" and finding.step is not None:
-            label = f"⚠ {finding.sign} (step {finding.step})"
-            rows += [{"step": finding.step, "loss": 0.0, "series": label},
-                     {"step": finding.step, "loss": top, "series": label}]
-    return pd.DataFrame(rows, columns=CHART_COLUMNS)
+    marked = [f.step for f in findings if f.severity != "ok" and f.step is not None]
+    if marked:
+        rows += [{"step": min(marked), "loss": 0.0, "series": "warning"},
+                 {"step": min(marked), "loss": top, "series": "warning"}]
+    return typed_frame(rows, LOSS_SCHEMA, placeholders=("series", LOSS_COLOURS))
 
 
 def series_frame(records: list[dict], key: str) -> pd.DataFrame:
     """One logged quantity (learning_rate, grad_norm) against step."""
-    rows = [{"step": r["step"], key: r[key]} for r in records if isinstance(r.get(key), (int, float))]
-    return pd.DataFrame(rows, columns=["step", key])
+    rows = [{"step": r["step"], key: r[key]} for r in records if finite(r.get(key))]
+    return typed_frame(rows, {"step": "int64", key: "float64"})
 
 
 def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
@@ -170,8 +172,10 @@ def poll(run_id: str | None, visitor: str | None):
     status = runs.refresh(run_id) if run_id else {}
     records = runs.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)
-    return (run_id, run_bar_text(run_id, status), progress_html(status), loss_frame(records, findings),
-            health_text(findings), series_frame(records, "learning_rate"), series_frame(records, "grad_norm"),
+    return (run_id, run_bar_text(run_id, status), progress_html(status),
+            drawable(loss_frame(records, findings), "loss"), health_text(findings),
+            drawable(series_frame(records, "learning_rate"), "learning_rate"),
+            drawable(series_frame(records, "grad_norm"), "grad_norm"),
             probe_prompts_text(run_id), probe_table(run_id))
 
 
@@ -182,6 +186,21 @@ def run_bar_text(run_id: str | None, status: dict) -> str:
 def show_log(run_id: str | None, visitor: str | None) -> str:
     owned(run_id, visitor, "show")
     return runs.tail_log(run_id, 80)
+
+
+def preset_label(name: str, model: str | None) -> str:
+    """'Quick demo · 40 steps · about 3 min' from this model's measured pace on this device, else 'measuring…'."""
+    config = preset_config(name, model=model or preset_config(name).model)
+    steps = config.max_steps if config.max_steps > 0 else None
+    size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
+    seconds = runs.estimate_seconds(config.model, steps or runs.planned_steps(config))
+    if seconds is None:
+        return f"{name} · {size} · time: measuring…"
+    return f"{name} · {size} · " + ("under 1 min" if seconds < 60 else f"about {round(seconds / 60)} min")
+
+
+def preset_choices(model: str | None) -> gr.Dropdown:
+    return gr.Dropdown(choices=[(preset_label(name, model), name) for name in PRESETS])
 
 
 def apply_preset(name: str):
@@ -196,8 +215,11 @@ WIDGETS: dict = {}  # the settings widgets of the last built page, for other tab
 def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            preset = gr.Dropdown(choices=list(PRESETS), value=DEFAULT_PRESET, label="Preset",
-                                 info="Fills every field below; change any of them after.", elem_id="preset")
+            preset = gr.Dropdown(choices=[(preset_label(name, None), name) for name in PRESETS], value=DEFAULT_PRESET,
+                                 label="Preset", elem_id="preset",
+                                 info="Fills every field below; change any of them after. Times come from earlier "
+                                      "runs of the chosen model on this device; 'measuring…' until the first one "
+                                      "finishes.")
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
@@ -214,17 +236,17 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
             chart = gr.LinePlot(
-                loss_frame([]), x="step", y="loss", color="series", title="Loss",
-                color_map={"train": "#2563eb", "validation": "#f97316"}, height=320, elem_id="loss-chart",
+                None, x="step", y="loss", color="series", title="Loss", height=320, elem_id="loss-chart",
+                color_map=LOSS_COLOURS, colors_in_legend=["train", "validation"],
                 x_title="step", y_title="loss",
             )
             health_box = gr.Markdown(elem_id="health")
             with gr.Accordion("Learning rate and gradient norm", open=False):
                 with gr.Row():
-                    lr_chart = gr.LinePlot(series_frame([], "learning_rate"), x="step", y="learning_rate",
-                                           title="Learning rate", height=220)
-                    grad_chart = gr.LinePlot(series_frame([], "grad_norm"), x="step", y="grad_norm",
-                                             title="Gradient norm", height=220)
+                    lr_chart = gr.LinePlot(None, x="step", y="learning_rate",
+                                           title="Learning rate", height=220, elem_id="lr-chart")
+                    grad_chart = gr.LinePlot(None, x="step", y="grad_norm",
+                                             title="Gradient norm", height=220, elem_id="grad-chart")
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
                 probes = gr.Dataframe(probe_table(None), wrap=True, interactive=False, elem_id="probe-table",
@@ -242,4 +264,4 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     resume_button.click(resume, [current_run, visitor], [current_run, run_bar], api_name="resume_run")
     retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
-    return progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes
+    return preset, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)
