@@ -530,9 +530,10 @@ def status_line(status: dict) -> str:
         parts.append(f"step {status.get('step', 0)}/{status['max_steps']}")
     if status.get("tokens_per_second"):
         parts.append(f"{status['tokens_per_second']:.0f} tok/s")
-    if status.get("state") in ACTIVE_STATES and status.get("phase") == "training" and not is_waiting(status):
-        eta = status.get("eta_seconds")
-        parts.append("ETA measuring…" if eta is None else f"ETA {format_duration(eta)}")
+    if status.get("state") in ACTIVE_STATES and status.get("eta_seconds") is not None:
+        parts.append(f"ETA {format_duration(status['eta_seconds'])}")
+    elif status.get("state") in ACTIVE_STATES and status.get("phase") == "training":
+        parts.append("ETA measuring…")  # the first steps, before the run's own pace is known
     if status.get("state") in FINAL_STATES and status.get("elapsed_seconds"):
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
     if status.get("state") in ("failed", "interrupted") and status.get("error"):

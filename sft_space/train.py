@@ -390,9 +390,14 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             self.run_dir, self.status, self.stop = run_dir, status, stop
             self.train_started = time.time()
             self.eval_seconds = 0.0
+            self.first_step = self.first_tokens = 0  # where this process began (above 0 when resuming)
 
         def _tokens(self, state) -> int:
             return int(getattr(state, "num_input_tokens_seen", 0) or 0)
+
+        def _tokens_per_second(self, state) -> float:
+            """Tokens this process trained on per second of training (a resumed run counts from its resume)."""
+            return (self._tokens(state) - self.first_tokens) / self._training_seconds()
 
         def _training_seconds(self) -> float:
             paused = self.eval_seconds + self.status.get("probe_seconds", 0.0)  # evaluation and probe replies
@@ -401,6 +406,7 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
         def on_train_begin(self, args, state, control, **kwargs):
             self.train_started = time.time()
             self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
+            self.first_tokens = self._tokens(state)
             self.status.update(max_steps=state.max_steps, step=state.global_step,
                                startup_seconds=round(self.train_started - self.status["started_at"], 2))
             write_status(self.run_dir, **self.status)
@@ -422,7 +428,7 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 step=step,
                 epoch=state.epoch,
                 tokens_seen=tokens,
-                tokens_per_second=tokens / self._training_seconds(),
+                tokens_per_second=self._tokens_per_second(state),
                 elapsed_seconds=elapsed,
                 steps_measured=trained,
                 seconds_per_step=pace,
@@ -467,7 +473,7 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 "step": state.global_step,
                 "epoch": round(float(state.epoch or 0), 4),
                 "tokens_seen": self._tokens(state),
-                "tokens_per_second": round(self._tokens(state) / self._training_seconds(), 1),
+                "tokens_per_second": round(self._tokens_per_second(state), 1),
                 "elapsed_seconds": round(time.time() - self.train_started, 2),
             }
             for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy"):

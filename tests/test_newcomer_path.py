@@ -87,8 +87,8 @@ def browser_page(hub, model_folder):
         browser.close()
 
 
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+def shot(page, name: str, full_page: bool = False) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def chart(page, element_id: str) -> dict:
@@ -182,6 +182,8 @@ def test_newcomer_path(browser_page, hub, model_folder):
     wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) >= 3, timeout=120, poll=0.3,
                what="the live loss chart to draw a train curve")
     assert "running" in state_of(page), "the chart should draw during the run, not after it"
+    page.evaluate("() => document.querySelectorAll('.toast-close').forEach(button => button.click())")
+    page.wait_for_timeout(2500)  # a few more points, and the 'started' note gone
     shot(page, "03-train-live")
     assert_numeric_axes(page, "loss-chart")
     on_file = len(logged(run_dir, "loss"))
@@ -191,6 +193,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
                what="the chart to follow metrics.jsonl")
     assert "running" in state_of(page)
     assert re.search(r"ETA \d+:\d\d", state_of(page)), state_of(page)
+    live_speed = float(re.search(r"(\d+) tok/s", state_of(page)).group(1))
     page.get_by_role("button", name="Learning rate and gradient norm").click()
     wait_until(lambda: points(page, "lr-chart") >= 3 and points(page, "grad-chart") >= 3, timeout=30, poll=0.3,
                what="the learning-rate and gradient-norm charts")
@@ -222,6 +225,8 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert len(validation_steps) >= 6  # step 0 (the base model) and every 100 steps
     assert_numeric_axes(page, "loss-chart")
     assert "took" in state_of(page) and page.locator("#health").inner_text().strip()
+    speed = float(re.search(r"(\d+) tok/s", state_of(page)).group(1))
+    assert live_speed / 3 < speed < live_speed * 3, "after a resume, tokens/s counts only the resumed part's tokens"
     assert "100.0%" in page.locator("#run-progress .fill").first.get_attribute("style").replace(" ", "")
     shot(page, "06-train-completed")
 
@@ -230,6 +235,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
     page.get_by_role("tab", name="3 Train").click()
     wait_until(lambda: re.search(r"(about \d+|under 1) min", page.locator("#preset input").input_value()), timeout=20, poll=0.5,
                what="the preset to show a measured duration")
+    assert page.locator("#cfg-max_steps input").input_value() == str(SETTINGS["max_steps"])  # the edits stay
 
     # 4 Chat: the tuned model and the base model answer the same message
     page.get_by_role("tab", name="4 Chat").click()
@@ -260,7 +266,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert all(label in table for label in ("base, zero-shot", "base + instructions", "base, few-shot", "tuned"))
     bars = page.evaluate("() => document.querySelectorAll('#baseline-chart-0 g.mark-rect path').length")
     assert bars == 4, "a bar per approach"
-    shot(page, "08-evaluate")
+    shot(page, "08-evaluate", full_page=True)
 
     # 6 Publish: the card preview, then a push with a pasted token
     page.get_by_role("tab", name="6 Publish").click()
@@ -275,7 +281,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
     repo = page.locator("#publish-repo textarea").input_value()
     assert ("model", f"newcomer/{repo}") in hub.repos
     assert "README.md" in hub.repos[("model", f"newcomer/{repo}")].files
-    shot(page, "09-publish")
+    shot(page, "09-publish", full_page=True)
 
     # Runs: the run is listed, its curve in the overlay
     page.get_by_role("tab", name="Runs").click()

@@ -70,3 +70,25 @@ def test_a_precision_this_machine_cannot_run_is_refused_before_queueing(tiny_mod
     with pytest.raises(ValueError, match="precision fp16 needs a CUDA GPU"):
         runs.start_run(tiny_config(tiny_model, precision="fp16"))
     assert len(runs.list_runs(None)) == before  # nothing was queued
+
+
+def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
+    """The pace a run measures (start-up, seconds per step, finishing) predicts the next run of the model here."""
+    from sft_space.models import device_name
+    from sft_space.ui.train_tab import preset_label
+
+    assert "time: measuring…" in preset_label("Quick demo", str(tiny_model) + "-never-trained")
+    run_id = runs.start_run(tiny_config(tiny_model, max_steps=8, run_name="pace"))
+    status = runs.wait_for(run_id, timeout=300)
+    assert status["state"] == "completed", status
+    assert status["steps_measured"] == 8 and status["device"] == device_name()
+    assert status["seconds_per_step"] > 0 and status["startup_seconds"] > 0 and status["finish_seconds"] >= 0
+    pace = runs.measured_pace(str(tiny_model))
+    assert pace["run_id"] == run_id
+    estimate = runs.estimate_seconds(str(tiny_model), 8)
+    assert abs(estimate - status["elapsed_seconds"]) < 0.25 * status["elapsed_seconds"] + 1  # the parts add up
+    assert runs.estimate_seconds(str(tiny_model), 80) > estimate  # more steps, longer
+    assert runs.measured_pace("someone/other-model") is None
+    assert runs.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
+    label = preset_label("Quick demo", str(tiny_model))
+    assert label.startswith("Quick demo · 40 steps · ") and ("under 1 min" in label or " min" in label), label

@@ -255,7 +255,8 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 log_button = gr.Button("Show the end of the log", size="sm")
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
-    preset.change(apply_preset, preset, widget_list, api_name=False)
+    # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
+    preset.input(apply_preset, preset, widget_list, api_name=False)
     start_button.click(named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELD_ORDER]),
                        [visitor, model, *data_sources, *widget_list], [current_run, run_bar, visitor],
                        api_name="start_run")
