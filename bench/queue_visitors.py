@@ -35,7 +35,7 @@ def main() -> None:
     from gradio_client import Client
 
     from conftest import build_tiny_model
-    from sft_space import runs
+    from sft_space import rundir, runs
     from sft_space.ui import build_app, launch_kwargs
 
     model = args.model or str(build_tiny_model(Path(tempfile.mkdtemp(prefix="tiny-"))))
@@ -60,7 +60,7 @@ def main() -> None:
     for run_id in ids:
         runs.wait_for(run_id, timeout=1800)
     print(f"{'visitor':8s} {'shown after Start':60s} {'launched':>9s} {'ended':>7s} {'state':>10s}")
-    statuses = [runs.read_status(r) for r in ids]
+    statuses = [rundir.read_status(r) for r in ids]
     for i, (bar, status) in enumerate(zip(bars, statuses)):
         shown = bar.split(" · ", 1)[1][:60]
         print(f"{i + 1:<8d} {shown:60s} {status['launched_at'] - started:8.1f}s {status['ended_at'] - started:6.1f}s "

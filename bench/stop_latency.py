@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("SFT_SPACE_HOME", tempfile.mkdtemp(prefix="sft-stop-"))
-    from sft_space import runs
+    from sft_space import rundir, runs
     from sft_space.config import preset_config
 
     latencies, step_times = [], []
@@ -35,14 +35,14 @@ def main() -> None:
         while runs.refresh(run_id).get("step", 0) < target:
             time.sleep(0.05)
         time.sleep(random.Random(100 + i).uniform(0, 2))  # somewhere inside a step
-        status = runs.read_status(run_id)
+        status = rundir.read_status(run_id)
         step_times.append(status["elapsed_seconds"] / max(status["step"], 1))
         asked = time.time()
         runs.stop_run(run_id)
         final = runs.wait_for(run_id, timeout=300, poll=0.05)
         latency = time.time() - asked
         assert final["state"] == "stopped", final
-        assert (runs.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
+        assert (rundir.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
         latencies.append(latency)
         print(f"stop {i + 1}: at step {final['step']}, stopped with adapter saved after {latency:.2f}s")
     print(f"median stop latency {statistics.median(latencies):.2f}s; median step time {statistics.median(step_times):.2f}s")

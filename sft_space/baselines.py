@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .evaluate import EVAL_MAX_NEW_TOKENS, Progress, choose_scorer, score_replies
-from .runs import read_config, read_json, run_path, write_json_atomic
+from .rundir import read_config, read_eval, write_eval
 
 DEFAULT_SHOTS = 3  # the guide's few-shot baseline: a handful of solved examples
 DEFAULT_BASELINE_PROMPTS = 20
@@ -211,7 +211,7 @@ def compare_with_prompting(run: str | Path, count: int = DEFAULT_BASELINE_PROMPT
             "ends_turn": sum(ended) / n,
         }
         samples[variant] = replies[:3]
-    previous = read_json(run_path(run) / "eval.json")
+    previous = read_eval(run)
     heldout = None
     if "base" in previous and "tuned" in previous:
         heldout = {"base": previous["base"]["heldout"]["loss"], "tuned": previous["tuned"]["heldout"]["loss"]}
@@ -220,7 +220,7 @@ def compare_with_prompting(run: str | Path, count: int = DEFAULT_BASELINE_PROMPT
         "rows": rows, "samples": samples, "verdict": verdict(rows, scorer["kind"]),
         "checklist": checklist(rows, scorer["kind"], heldout), "created_at": time.time(),
     }
-    write_json_atomic(run_path(run) / "eval.json", {**previous, "baselines": result})
+    write_eval(run, {**previous, "baselines": result})
     progress(1.0, "Comparison saved")
     return result
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import RunConfig
-from .runs import read_config, run_path
+from .rundir import adapter_dir, read_config, run_path
 
 
 @dataclass
@@ -34,7 +34,7 @@ _lock = threading.Lock()  # one load at a time; generation itself runs per reque
 def load_chat_model(run: str | Path) -> LoadedChatModel:
     """Base model + the run's adapter, loaded once and kept until a different run is asked for."""
     run_dir = run_path(run)
-    adapter = run_dir / "adapter"
+    adapter = adapter_dir(run_dir)
     if not (adapter / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(
             f"Run {run_dir.name} has no saved adapter yet: wait for it to finish, or press Stop & save to keep what it learned so far."

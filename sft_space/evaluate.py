@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from .runs import read_config, run_path, write_json_atomic
+from .rundir import EVAL, read_config, run_path, write_eval
 
 EVAL_MAX_NEW_TOKENS = 96  # a json-extract answer is about 50 tokens; room for a wrong, longer one
 DEFAULT_FORMAT_PROMPTS = 20  # held-out prompts answered greedily by each model
@@ -260,7 +260,7 @@ def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_ki
         entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]
         entry["seconds"] = round(time.time() - started, 1)
         result[name] = entry
-    write_json_atomic(run_path(run) / "eval.json", result)
+    write_eval(run, result)
     progress(1.0, "Evaluation saved")
     return result
 
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"saved {run_path(args.run_dir) / 'eval.json'}")
+    print(f"saved {run_path(args.run_dir) / EVAL}")
     return 0
 
 

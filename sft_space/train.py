@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -27,8 +26,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import PRESETS, RunConfig, coerce, fields_by_name
-from . import runs
-from .runs import CANCEL_MARK, CHECKPOINT_MARK, last_complete_checkpoint, new_run_id, read_json, runs_root
+from . import rundir
+from . import estimates
+from .rundir import (
+    STATUS, cancel_requested, forget_after, last_complete_checkpoint, new_run_id, read_config_dict, read_json,
+    runs_root,
+)
 from .models import device_name, model_max_length
 
 log = logging.getLogger("sft_space.train")
@@ -42,17 +45,12 @@ IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
 
 def write_status(run_dir, **status) -> None:
     if IS_MAIN_PROCESS:
-        runs.write_status(run_dir, **status)
+        rundir.write_status(run_dir, **status)
 
 
 def append_metric(run_dir, record: dict) -> None:
     if IS_MAIN_PROCESS:
-        runs.append_metric(run_dir, record)
-
-
-def write_json_atomic(path, data) -> None:
-    if IS_MAIN_PROCESS:
-        runs.write_json_atomic(path, data)
+        rundir.append_metric(run_dir, record)
 
 
 class StopRequested:
@@ -90,8 +88,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     run_dir = Path(args.output_dir or args.run_dir) if (args.output_dir or args.run_dir) else None
     if args.config:
         settings.update(read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON"))
-    elif run_dir and (run_dir / "config.json").is_file():
-        settings.update(read_json(run_dir / "config.json"))
+    elif run_dir and rundir.is_run(run_dir):
+        settings.update(read_config_dict(run_dir))
     known = fields_by_name()
     for name, f in known.items():
         value = getattr(args, name)
@@ -125,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         config.validate(model_max_length(config.model))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        if args.run_dir and (Path(args.run_dir) / "status.json").is_file():
+        if args.run_dir and (Path(args.run_dir) / STATUS).is_file():
             write_status(args.run_dir, state="failed", error=str(error), ended_at=time.time())
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", config.to_dict())
+    if IS_MAIN_PROCESS:
+        rundir.write_config(run_dir, config)
     setup_logging(run_dir)
     stop = StopRequested()
     signal.signal(signal.SIGTERM, stop)
@@ -145,22 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     return train(config, run_dir, stop, checkpoint)
 
 
-def forget_after(run_dir: Path, step: int) -> None:
-    """Drop metrics and probe records past `step`: a resumed run re-trains those steps."""
-    for name in ("metrics.jsonl", "probes.jsonl"):
-        path = run_dir / name
-        if path.is_file():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, path)
-
-
 def setup_logging(run_dir: Path) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if not os.environ.get("SFT_SPACE_LOG_CAPTURED") and IS_MAIN_PROCESS:  # the app already sends our stdout to train.log
-        handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
+        handlers.append(logging.FileHandler(rundir.log_path(run_dir), encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
 
 
@@ -189,13 +176,13 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         status["peak_memory"] = peak_memory()
         if stop.diverged:
             return finish(run_dir, status, "failed", started, error=stop.diverged)
-        if stop.requested and (run_dir / CANCEL_MARK).exists():
+        if stop.requested and cancel_requested(run_dir):
             return finish(run_dir, status, "cancelled", started, note="cancelled: no adapter saved")
         state = "stopped" if stop.requested else "completed"
         status["phase"] = "saving adapter"
         write_status(run_dir, **status)
         if IS_MAIN_PROCESS:
-            save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+            save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
         return finish(run_dir, status, state, started)
     except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
         log.error("Training failed:\n%s", traceback.format_exc())
@@ -322,7 +309,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         expose_bias_on_token_wrappers()
     targets = attention_targets(facts) if config.lora_target_modules.strip() == "attention" else None
     peft_config = config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
-    args = config.to_sft_config(str(run_dir / "checkpoints"), **trainer_precision_args(precision),
+    args = config.to_sft_config(str(rundir.checkpoints_dir(run_dir)), **trainer_precision_args(precision),
                                 gradient_checkpointing=checkpointing, assistant_only_loss=every_answer)
     status.update(loss_on=loss_on, assistant_only_loss=every_answer)
     status.update(precision=precision_name(precision), gradient_checkpointing=checkpointing, device=device.describe(),
@@ -432,7 +419,7 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 elapsed_seconds=elapsed,
                 steps_measured=trained,
                 seconds_per_step=pace,
-                eta_seconds=(state.max_steps - step) * pace if pace and trained >= runs.MEASURED_AFTER_STEPS else None,
+                eta_seconds=(state.max_steps - step) * pace if pace and trained >= estimates.MEASURED_AFTER_STEPS else None,
                 last_step_at=time.time(),
             )
             write_status(self.run_dir, **self.status)
@@ -445,7 +432,8 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                write_json_atomic(folder / CHECKPOINT_MARK, {"step": state.global_step, "saved_at": time.time()})
+                if IS_MAIN_PROCESS:
+                    rundir.mark_checkpoint_complete(folder, state.global_step)
                 self.status["last_checkpoint"] = state.global_step
                 write_status(self.run_dir, **self.status)
 
@@ -507,14 +495,13 @@ def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict, s
             status["probe_seconds"] = status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
             record = {"step": state.global_step, "prompts": [p[-1]["content"] for p in probes], "replies": replies,
                       "ended": ended, "seconds": round(seconds, 2)}
-            with open(run_dir / "probes.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            rundir.append_probe(run_dir, record)
             self.last = record
             return record
 
         def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
             """The end-of-turn check: does the tuned model stop by itself on the probe prompts?"""
-            if stop.diverged or (run_dir / CANCEL_MARK).exists():
+            if stop.diverged or cancel_requested(run_dir):
                 return
             record = self.last
             if record.get("step") != state.global_step or not all(record.get("ended", [])):

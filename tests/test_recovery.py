@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_cli, wait_until
 from sft_space import runs
+from sft_space import rundir
 from sft_space.config import RunConfig
 
 
@@ -19,20 +20,20 @@ def tiny(tiny_model, **changes) -> RunConfig:
 
 def test_kill_then_resume_continues_the_steps(tiny_model, sft_home):
     run_id = runs.start_run(tiny(tiny_model, max_steps=40, run_name="resume-me"))
-    wait_until(lambda: (runs.read_status(run_id).get("last_checkpoint") or 0) >= 10, timeout=180, what="two checkpoints")
-    killed_at = runs.read_status(run_id)["step"]
-    os.kill(runs.read_status(run_id)["pid"], signal.SIGKILL)
+    wait_until(lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 10, timeout=180, what="two checkpoints")
+    killed_at = rundir.read_status(run_id)["step"]
+    os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)
     assert wait_until(lambda: runs.refresh(run_id)["state"] == "interrupted", timeout=30, what="interrupted")
-    point = runs.last_complete_checkpoint(run_id)
+    point = rundir.last_complete_checkpoint(run_id)
     assert point is not None and killed_at - int(point.name.split("-")[-1]) <= 5  # at most save_steps lost
 
     runs.resume_run(run_id)
     status = runs.wait_for(run_id, timeout=300)
     assert status["state"] == "completed" and status["step"] == 40, status
     assert status["resumed_from"] == int(point.name.split("-")[-1])
-    steps = [r["step"] for r in runs.read_metrics(run_id) if "loss" in r]
+    steps = [r["step"] for r in rundir.read_metrics(run_id) if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # the curve continues, no step twice
-    assert (runs.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
+    assert (rundir.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
 
     with pytest.raises(RuntimeError, match="completed"):
         runs.resume_run(run_id)
@@ -67,4 +68,4 @@ def test_out_of_memory_offers_half_batch_twice_accumulation(tiny_model, sft_home
     assert "retry with batch size 2 and gradient accumulation 2 (the same effective batch)" in status["error"]
     retry = runs.retry_config(run_id)
     assert (retry.per_device_train_batch_size, retry.gradient_accumulation_steps) == (2, 2)
-    assert retry.learning_rate == runs.read_config(run_id).learning_rate
+    assert retry.learning_rate == rundir.read_config(run_id).learning_rate

@@ -7,6 +7,9 @@ import pytest
 
 from conftest import wait_until
 from sft_space import runs
+from sft_space.ui import text
+from sft_space import rundir
+from sft_space import estimates
 from sft_space.config import RunConfig
 
 
@@ -20,14 +23,14 @@ def test_stop_mid_run_saves_a_loadable_adapter(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, run_name="stop-me"))
     wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 3, timeout=180, what="three training steps")
     waiting = runs.start_run(tiny_config(tiny_model, run_name="waits"))  # one job per device: this one queues
-    assert runs.is_waiting(runs.read_status(waiting)) and runs.queue_position(waiting)[:2] == (1, 1)
-    assert "position 1 of 1 in the queue" in runs.status_line(runs.read_status(waiting))
+    assert runs.is_waiting(rundir.read_status(waiting)) and runs.queue_position(waiting)[:2] == (1, 1)
+    assert "position 1 of 1 in the queue" in text.status_line(rundir.read_status(waiting))
     assert runs.cancel_run(waiting)["state"] == "cancelled"
     runs.stop_run(run_id)
     status = runs.wait_for(run_id, timeout=120)
     assert status["state"] == "stopped", status
     assert 3 <= status["step"] < 2000
-    adapter = runs.run_path(run_id) / "adapter"
+    adapter = rundir.run_path(run_id) / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
 
     from peft import PeftModel
@@ -42,7 +45,7 @@ def test_stop_mid_run_saves_a_loadable_adapter(tiny_model, sft_home):
 def test_a_killed_process_is_marked_interrupted(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, run_name="kill-me"))
     wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 1, timeout=180, what="a training step")
-    os.kill(runs.read_status(run_id)["pid"], signal.SIGKILL)
+    os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)
     status = wait_until(lambda: runs.refresh(run_id) if runs.refresh(run_id)["state"] != "running" else None,
                         timeout=30, what="the run to leave 'running'")
     assert status["state"] == "interrupted" and "ended unexpectedly" in status["error"]
@@ -50,14 +53,14 @@ def test_a_killed_process_is_marked_interrupted(tiny_model, sft_home):
 
 
 def test_start_refuses_bad_settings_before_any_process(tiny_model, sft_home):
-    before = set(os.listdir(runs.runs_root()))
+    before = set(os.listdir(rundir.runs_root()))
     with pytest.raises(ValueError, match="learning_rate"):
         runs.start_run(tiny_config(tiny_model, learning_rate=0.0))
-    assert set(os.listdir(runs.runs_root())) == before
+    assert set(os.listdir(rundir.runs_root())) == before
 
 
 def test_status_line_reads_like_the_design():
-    line = runs.status_line({"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41})
+    line = text.status_line({"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41})
     assert line == "running · step 34/60 · 312 tok/s · ETA 0:41"
 
 
@@ -83,12 +86,12 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     assert status["state"] == "completed", status
     assert status["steps_measured"] == 8 and status["device"] == device_name()
     assert status["seconds_per_step"] > 0 and status["startup_seconds"] > 0 and status["finish_seconds"] >= 0
-    pace = runs.measured_pace(str(tiny_model))
+    pace = estimates.measured_pace(str(tiny_model))
     assert pace["run_id"] == run_id
-    estimate = runs.estimate_seconds(str(tiny_model), 8)
+    estimate = estimates.estimate_seconds(str(tiny_model), 8)
     assert abs(estimate - status["elapsed_seconds"]) < 0.25 * status["elapsed_seconds"] + 1  # the parts add up
-    assert runs.estimate_seconds(str(tiny_model), 80) > estimate  # more steps, longer
-    assert runs.measured_pace("someone/other-model") is None
-    assert runs.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
+    assert estimates.estimate_seconds(str(tiny_model), 80) > estimate  # more steps, longer
+    assert estimates.measured_pace("someone/other-model") is None
+    assert estimates.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
     label = preset_label("Quick demo", str(tiny_model))
     assert label.startswith("Quick demo · 40 steps · ") and ("under 1 min" in label or " min" in label), label

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from conftest import ROOT, launched_app, wait_until
-from sft_space import runs
+from sft_space import estimates, rundir, runs
 from sft_space.config import RunConfig
 
 
@@ -30,7 +30,7 @@ def run_id_of(bar: str) -> str:
 def test_two_visitors_queue_and_stay_apart(app_url, tiny_model):
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
     alice_run = run_id_of(alice.predict(**settings(tiny_model, 3000), api_name="/start_run"))
-    wait_until(lambda: runs.read_status(alice_run).get("step", 0) >= 2, timeout=120, what="alice's run to train")
+    wait_until(lambda: rundir.read_status(alice_run).get("step", 0) >= 2, timeout=120, what="alice's run to train")
 
     bob_bar = bob.predict(**settings(tiny_model, 4), api_name="/start_run")
     bob_run = run_id_of(bob_bar)
@@ -40,40 +40,40 @@ def test_two_visitors_queue_and_stay_apart(app_url, tiny_model):
     assert bob_run in bob_view and alice_run not in bob_view  # bob sees his own queued run, not alice's
     with pytest.raises(Exception, match="belongs to another visitor"):
         bob.predict(alice_run, api_name="/open_run")
-    assert runs.read_status(alice_run)["state"] == "running"  # bob could not touch it
+    assert rundir.read_status(alice_run)["state"] == "running"  # bob could not touch it
 
     alice.predict(api_name="/stop_run")  # alice's Stop & save frees the device...
     assert runs.wait_for(alice_run, timeout=120)["state"] == "stopped"
     status = wait_until(lambda: runs.refresh(bob_run) if runs.refresh(bob_run)["state"] == "completed" else None,
                         timeout=180, what="bob's run to start by itself and finish")  # ...and bob's starts
     assert status["step"] == 4
-    assert runs.read_status(bob_run)["launched_at"] >= runs.read_status(alice_run)["ended_at"] - 1
+    assert rundir.read_status(bob_run)["launched_at"] >= rundir.read_status(alice_run)["ended_at"] - 1
 
 
 def test_a_restarted_app_finds_runs_interrupted_and_resumable(tiny_model, sft_home):
     config = RunConfig(**{**settings(tiny_model, 3000), "save_steps": 3})
     run_id = runs.start_run(config)
-    wait_until(lambda: (runs.read_status(run_id).get("last_checkpoint") or 0) >= 3, timeout=120, what="a checkpoint")
+    wait_until(lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 3, timeout=120, what="a checkpoint")
     # A Space restart takes the training process down with the app: kill it, then look with a fresh process
     # that never started it (what the restarted app is).
     runs._children[run_id].kill()
     runs._children[run_id].wait()
     runs._children.pop(run_id)
-    fresh = subprocess.run([sys.executable, "-c", f"from sft_space import runs; s = runs.refresh({run_id!r}); "
-                            "print(s['state']); print(runs.status_line(s))"],
+    fresh = subprocess.run([sys.executable, "-c", f"from sft_space import runs; from sft_space.ui import text; s = runs.refresh({run_id!r}); "
+                            "print(s['state']); print(text.status_line(s))"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     state, line = fresh.stdout.strip().splitlines()
     assert state == "interrupted" and "resumable from step" in line
     runs.resume_run(run_id)
-    wait_until(lambda: runs.read_status(run_id).get("resumed_from"), timeout=120, what="the resumed run")
+    wait_until(lambda: rundir.read_status(run_id).get("resumed_from"), timeout=120, what="the resumed run")
     runs.cancel_run(run_id)
     assert runs.wait_for(run_id, timeout=120)["state"] == "cancelled"
-    assert not (runs.run_path(run_id) / "adapter").exists()  # Cancel keeps no adapter
+    assert not (rundir.run_path(run_id) / "adapter").exists()  # Cancel keeps no adapter
 
 
 def test_start_refuses_when_the_disk_is_too_full(tiny_model, sft_home, monkeypatch):
     # A nearly full disk cannot be produced safely on a shared machine: the free-space reading is replaced.
-    monkeypatch.setattr(runs, "free_bytes", lambda: 5 * 2**20)
+    monkeypatch.setattr(estimates, "free_bytes", lambda: 5 * 2**20)
     with pytest.raises(RuntimeError, match=r"Not enough disk space: this run needs about \d+ MB .* 5 MB is free"):
         runs.start_run(RunConfig(**settings(tiny_model, 3)))
 

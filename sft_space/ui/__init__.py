@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..models import hardware_summary
 from .. import runs
+from .. import rundir
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
@@ -99,4 +100,4 @@ def launch_kwargs() -> dict:
     # allowed_paths: the Publish tab hands out an export zip from the run directory, which lives under
     # $SFT_SPACE_HOME (~/.cache or /data), outside the folders Gradio serves files from by default.
     return dict(css=CSS, theme=gr.themes.Soft(), max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
-                allowed_paths=[str(runs.runs_root())])
+                allowed_paths=[str(rundir.runs_root())])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import gradio as gr
 import pandas as pd
 
-from .. import runs
+from .. import rundir
 from ..baselines import DEFAULT_BASELINE_PROMPTS, DEFAULT_SHOTS, PRIMARY, METRIC_WORDS, VARIANT_LABELS, VARIANTS, table_rows
 from ..evaluate import SCORERS, summary_rows
 from .charts import typed_frame
@@ -39,12 +38,11 @@ def show(result: dict | None):
 
 
 def saved_eval(run_id: str | None) -> dict:
-    path = runs.run_path(run_id) / "eval.json" if run_id else None
-    return json.loads(path.read_text()) if path and path.is_file() else {}
+    return rundir.read_eval(run_id) if run_id else {}
 
 
 def load_existing(run_id: str | None, visitor: str | None):
-    if run_id and not runs.visible_to(runs.read_status(run_id), visitor):
+    if run_id and not rundir.visible_to(rundir.read_status(run_id), visitor):
         run_id = None
     saved = saved_eval(run_id)
     return (*show(saved if "base" in saved else None), *show_baselines(saved.get("baselines")),
@@ -62,7 +60,7 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
     from ..evaluate import choose_scorer
 
     try:
-        config = runs.read_config(run_id)
+        config = rundir.read_config(run_id)
         train = load_for_run(config).train
         return default_instructions(choose_scorer([reference_answer(r) for r in train]))
     except (ValueError, FileNotFoundError):

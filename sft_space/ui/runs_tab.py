@@ -6,6 +6,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import runs
+from . import text
+from .. import rundir
 from ..models import model_label
 from .charts import drawable, finite, typed_frame
 from .train_tab import owned
@@ -19,7 +21,7 @@ def run_table(visitor: str | None) -> pd.DataFrame:
         steps = f"{r['step']}/{r['max_steps']}" if r["max_steps"] else str(r["step"])
         best = f"{r['best_eval_loss']:.4f}" if r["best_eval_loss"] is not None else "-"
         rows.append([r["run_id"], model_label(r["model"] or ""), r["dataset"], r["state"], steps, best,
-                     runs.format_duration(r["age_seconds"]) + " ago"])
+                     text.format_duration(r["age_seconds"]) + " ago"])
     return pd.DataFrame(rows, columns=HEADERS)
 
 
@@ -32,16 +34,16 @@ def refresh(visitor: str | None, selected: list[str] | None):
 def open_run(run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "open")
     gr.Info(f"Opened {run_id}: the Train, Chat and Evaluate tabs now show it.")
-    return run_id, runs.read_config(run_id).to_dict()
+    return run_id, rundir.read_config(run_id).to_dict()
 
 
 def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | None:
     """Loss curves of the ticked runs on one chart: validation loss where there is one, else training loss."""
     rows = []
     for run_id in selected or []:
-        if not runs.visible_to(runs.read_status(run_id), visitor):
+        if not rundir.visible_to(rundir.read_status(run_id), visitor):
             continue
-        records = runs.read_metrics(run_id)
+        records = rundir.read_metrics(run_id)
         key = "eval_loss" if any(isinstance(r.get("eval_loss"), (int, float)) for r in records) else "loss"
         label = "validation" if key == "eval_loss" else "train"
         rows += [{"step": r["step"], "loss": r[key], "run": f"{run_id} ({label})"}

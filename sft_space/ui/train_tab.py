@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
-import math
 
 import gradio as gr
 import pandas as pd
 
 from .. import health, runs
+from . import text
+from .. import rundir
+from .. import estimates
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
 from .charts import drawable, finite, typed_frame
 from .data_tab import SOURCE_FIELDS
@@ -46,7 +48,7 @@ def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
     if not run_id:
         return []
     try:
-        learning_rate = runs.read_config(run_id).learning_rate
+        learning_rate = rundir.read_config(run_id).learning_rate
     except (ValueError, FileNotFoundError, TypeError):
         learning_rate = None
     return health.diagnose(records, learning_rate)
@@ -58,7 +60,7 @@ def health_text(findings: list[health.Finding]) -> str:
 
 def probe_table(run_id: str | None) -> pd.DataFrame:
     """One row per evaluation, one column per probe prompt: how the answers change as the loss falls."""
-    records = runs.read_probes(run_id) if run_id else []
+    records = rundir.read_probes(run_id) if run_id else []
     if not records:
         return pd.DataFrame(columns=["step", "probe 1"])
     columns = [f"probe {i + 1}" for i in range(len(records[0]["replies"]))]
@@ -67,7 +69,7 @@ def probe_table(run_id: str | None) -> pd.DataFrame:
 
 
 def probe_prompts_text(run_id: str | None) -> str:
-    records = runs.read_probes(run_id) if run_id else []
+    records = rundir.read_probes(run_id) if run_id else []
     if not records:
         return "Replies to a few validation prompts appear here at every evaluation (step 0 is the base model)."
     return "  \n".join(f"**probe {i + 1}:** {html.escape(p)}" for i, p in enumerate(records[0]["prompts"]))
@@ -82,14 +84,14 @@ def progress_html(status: dict) -> str:
     state = status.get("state", "")
     phase = ""
     if state in runs.ACTIVE_STATES and status.get("phase_progress") is not None:
-        eta = runs.format_duration(status.get("phase_eta"))
+        eta = text.format_duration(status.get("phase_eta"))
         phase = (f"<div class='bar phase'><div class='fill' style='width:{100 * status['phase_progress']:.1f}%'></div></div>"
                  f"<p class='phase-line'>{html.escape(status.get('phase') or '')}: "
                  f"{status['phase_progress']:.0%} · ETA {eta}</p>")
     return (
         f"<div class='run-progress' data-state='{html.escape(state)}'>{phase}"
         f"<div class='bar'><div class='fill state-{html.escape(state)}' style='width:{share:.1f}%'></div></div>"
-        f"<p>{html.escape(runs.status_line(status))}</p></div>"
+        f"<p>{html.escape(text.status_line(status))}</p></div>"
     )
 
 
@@ -166,11 +168,11 @@ def cancel(run_id: str | None, visitor: str | None):
 
 def poll(run_id: str | None, visitor: str | None):
     """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one."""
-    if run_id and not runs.visible_to(runs.read_status(run_id), visitor):
+    if run_id and not rundir.visible_to(rundir.read_status(run_id), visitor):
         run_id = None
     run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
-    records = runs.read_metrics(run_id) if run_id else []
+    records = rundir.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)
     return (run_id, run_bar_text(run_id, status), progress_html(status),
             drawable(loss_frame(records, findings), "loss"), health_text(findings),
@@ -180,12 +182,12 @@ def poll(run_id: str | None, visitor: str | None):
 
 
 def run_bar_text(run_id: str | None, status: dict) -> str:
-    return f"**Run:** {run_id} · {runs.status_line(status)}" if run_id else "**Run:** none yet"
+    return f"**Run:** {run_id} · {text.status_line(status)}" if run_id else "**Run:** none yet"
 
 
 def show_log(run_id: str | None, visitor: str | None) -> str:
     owned(run_id, visitor, "show")
-    return runs.tail_log(run_id, 80)
+    return rundir.tail_log(run_id, 80)
 
 
 def preset_label(name: str, model: str | None) -> str:
@@ -193,7 +195,7 @@ def preset_label(name: str, model: str | None) -> str:
     config = preset_config(name, model=model or preset_config(name).model)
     steps = config.max_steps if config.max_steps > 0 else None
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
-    seconds = runs.estimate_seconds(config.model, steps or runs.planned_steps(config))
+    seconds = estimates.estimate_seconds(config.model, steps or estimates.planned_steps(config))
     if seconds is None:
         return f"{name} · {size} · time: measuring…"
     return f"{name} · {size} · " + ("under 1 min" if seconds < 60 else f"about {round(seconds / 60)} min")

@@ -1,0 +1,100 @@
+"""How long a run takes and what it needs, before and while it runs.
+
+Owns the planned number of steps, the pace measured by finished runs of a model
+on this device (start-up, seconds per step, finishing) and the estimates made
+from it (preset durations, queue waits), and the disk a run needs. Knows
+nothing about processes or pages; reads run directories through `rundir`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from . import home
+from .config import BUNDLED_MODEL, RunConfig
+from .rundir import list_run_dirs, read_config_dict, read_json, read_status
+
+MEASURED_AFTER_STEPS = 3  # a run's own pace is trusted for its ETA after this many steps (the first ones warm up)
+PACE_MIN_STEPS = 5  # a finished run predicts later runs when it trained at least this many steps
+
+
+def planned_steps(config: RunConfig) -> int | None:
+    """Optimizer steps the run will take (max_steps, or epochs over the training rows)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    try:
+        from .data import load_for_run
+
+        rows = len(load_for_run(config).train)
+    except (ValueError, FileNotFoundError):
+        return None
+    batches = math.ceil(rows / config.per_device_train_batch_size)
+    return max(1, math.ceil(batches / config.gradient_accumulation_steps * config.num_train_epochs))
+
+
+def measured_pace(model: str | None, device: str | None = None) -> dict | None:
+    """How the newest finished run of `model` on this device went: start-up seconds (process start, model and data
+    loading), wall seconds per step (evaluations included) and finishing seconds (adapter, last probes).
+    None until such a run trained PACE_MIN_STEPS steps: then estimates say 'measuring'."""
+    from .models import device_name
+
+    device = device or device_name()
+    for run_dir in list_run_dirs():
+        status = read_status(run_dir)
+        if (status.get("state") in ("completed", "stopped") and status.get("device") == device
+                and (status.get("steps_measured") or 0) >= PACE_MIN_STEPS and status.get("seconds_per_step")
+                and read_config_dict(run_dir).get("model") == model):
+            return {"startup_seconds": status.get("startup_seconds") or 0.0,
+                    "seconds_per_step": status["seconds_per_step"],
+                    "finish_seconds": status.get("finish_seconds") or 0.0, "run_id": run_dir.name}
+    return None
+
+
+def estimate_seconds(model: str | None, steps: int | None, device: str | None = None) -> float | None:
+    """Wall seconds a run of `steps` steps of `model` takes on this device, from its measured pace; None if unknown."""
+    pace = measured_pace(model, device)
+    if pace is None or not steps:
+        return None
+    return pace["startup_seconds"] + steps * pace["seconds_per_step"] + pace["finish_seconds"]
+
+
+def expected_seconds(run_id: str) -> float | None:
+    """How long a queued run will take, from its planned steps and its model's measured pace; None if unknown."""
+    status = read_status(run_id)
+    return estimate_seconds(read_config_dict(run_id).get("model"), status.get("planned_steps"))
+
+
+# ----------------------------------------------------------------- disk
+DISK_MARGIN_BYTES = 100 * 2**20  # logs, tokenised data caches and the unexpected
+
+
+def free_bytes() -> int:
+    return shutil.disk_usage(home()).free
+
+
+def needed_bytes(config: RunConfig) -> int:
+    """Checkpoints (LoRA weights + Adam moments) x kept + the adapter, + the bundled model's conversion."""
+    from .bundled import bundled_model_dir, is_converted
+
+    need = DISK_MARGIN_BYTES
+    folder = bundled_model_dir() if config.model == BUNDLED_MODEL else Path(config.model).expanduser()
+    if config.model == BUNDLED_MODEL and not is_converted():
+        need += 600 * 2**20  # the float32 safetensors copy of SmolLM2-135M
+    model_config = read_json(folder / "config.json")
+    hidden = model_config.get("hidden_size", 1024)
+    inner = model_config.get("intermediate_size", 4 * hidden)
+    layers = model_config.get("num_hidden_layers", 24)
+    lora_params = layers * config.lora_r * (4 * 2 * hidden + 3 * (hidden + inner))
+    per_checkpoint = lora_params * 4 * 3 + 2**20  # float32 weights + two Adam moments + tokenizer/state files
+    return need + per_checkpoint * (config.save_total_limit + 1)
+
+
+def check_disk(config: RunConfig) -> None:
+    need, free = needed_bytes(config), free_bytes()
+    if free < need:
+        raise RuntimeError(
+            f"Not enough disk space: this run needs about {need / 2**20:.0f} MB (checkpoints and adapter) and "
+            f"{free / 2**20:.0f} MB is free under {home()}. Delete old runs or lower save_total_limit."
+        )

@@ -1,0 +1,185 @@
+"""The device a training process would use, and the precision it trains in.
+
+Owns finding the device without importing torch (nvidia-smi, /proc, a cgroup
+memory limit), its name and a one-line summary; the precision choice (auto:
+bf16 on GPUs that support it, fp16 on older ones, and on a CPU whichever of
+fp32 and bf16 autocast measured faster here, remembered in $SFT_SPACE_HOME);
+the Trainer flags for that choice and the dtype the weights are loaded in.
+torch is imported inside functions only. It knows nothing about models, memory
+estimates, downloads or loading.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import home
+
+
+@dataclass
+class Device:
+    kind: str  # cuda | mps | cpu
+    name: str
+    memory: int  # bytes a training process can use
+    bf16: bool  # hardware bf16 (Ampere+ GPUs; CPUs with AMX or AVX-512 BF16)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.memory / 2**30:.1f} GiB {'free' if self.kind == 'cpu' else 'memory'})"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _available_ram() -> int:
+    """MemAvailable, capped by a cgroup memory limit when the process runs in a container."""
+    available = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def detect_device() -> Device:
+    """Where a training process would run, found without importing torch (nvidia-smi, /proc)."""
+    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=15).stdout.strip().splitlines()
+            name, memory, capability = [part.strip() for part in out[0].split(",")]
+            return Device("cuda", name, int(float(memory)) * 2**20, float(capability) >= 8.0)
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            pass
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return Device("mps", "Apple GPU (MPS)", int(_available_ram() * 0.75), False)
+    flags = _cpu_flags()
+    return Device("cpu", f"CPU {os.cpu_count()} vCPU", _available_ram(), bool({"amx_bf16", "avx512_bf16"} & flags))
+
+
+@functools.lru_cache(maxsize=1)
+def device_name() -> str:
+    """The device's name (the GPU model, or the CPU with its core count), once per process: a pace measured on
+    one device predicts only that device."""
+    return detect_device().name
+
+
+def hardware_summary() -> str:
+    """A one-line description of where training would run, without importing torch."""
+    device = detect_device()
+    return "GPU (CUDA)" if device.kind == "cuda" else device.name
+
+
+# ------------------------------------------------------------ precision
+CPU_PRECISION_FILE = "cpu_precision.json"
+BF16_MIN_SPEEDUP = 1.15  # bf16 on a CPU must win clearly: it rounds more, so a tie goes to fp32
+
+
+def measure_cpu_bf16_speedup() -> float:
+    """fp32 time / bf16-autocast time of a small MLP's forward and backward on this CPU (about a second)."""
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Linear(576, 1536), torch.nn.SiLU(), torch.nn.Linear(1536, 576))
+    x = torch.randn(1024, 576)
+
+    def timed(bf16: bool) -> float:
+        best = float("inf")
+        for _ in range(4):
+            started = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                layers(x).float().pow(2).mean().backward()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    timed(False), timed(True)  # warm up both paths
+    return timed(False) / timed(True)
+
+
+def cpu_prefers_bf16() -> bool:
+    """Whether bf16 autocast trains faster than fp32 on this CPU: measured once per CPU and torch, then cached."""
+    import torch
+
+    device = detect_device()
+    key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{torch.__version__}|{device.bf16}"
+    cache = home() / CPU_PRECISION_FILE
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return bool(stored["bf16"])
+    except (OSError, ValueError, KeyError):
+        pass
+    speedup = measure_cpu_bf16_speedup()
+    choice = speedup >= BF16_MIN_SPEEDUP
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "bf16": choice, "speedup": round(speedup, 2)}))
+    except OSError:
+        pass
+    return choice
+
+
+def choose_precision(requested: str = "auto") -> dict[str, bool]:
+    """Trainer flags for `requested` (auto|fp32|bf16|fp16) on this machine; ValueError if it cannot work here.
+
+    auto: bf16 on GPUs that support it, fp16 on older ones (T4), and on a CPU the faster of fp32 and bf16.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "fp32":
+        return {"bf16": False, "fp16": False}
+    if requested == "fp16" and not cuda:
+        raise ValueError("precision fp16 needs a CUDA GPU (fp16 training on a CPU is not supported): use auto, bf16 or fp32.")
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("This GPU does not support bf16 (it is older than Ampere): use auto or fp16.")
+    if requested in ("bf16", "fp16"):
+        return {"bf16": requested == "bf16", "fp16": requested == "fp16"}
+    if cuda:
+        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"bf16": False, "fp16": True}
+    if torch.backends.mps.is_available():
+        return {"bf16": False, "fp16": False}  # MPS autocast support varies by macOS release: fp32 always works
+    return {"bf16": cpu_prefers_bf16(), "fp16": False}
+
+
+def trainer_precision_args(precision: dict[str, bool]) -> dict[str, bool]:
+    """The Trainer flags for a precision choice; bf16 on a CPU needs use_cpu (autocast on the CPU)."""
+    import torch
+
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return {**precision, **({"use_cpu": True} if on_cpu and precision.get("bf16") else {})}
+
+
+def precision_name(precision: dict[str, bool]) -> str:
+    return "bf16" if precision.get("bf16") else "fp16" if precision.get("fp16") else "fp32"
+
+
+def training_dtype(precision: dict[str, bool], device_kind: str) -> str:
+    """bf16 weights on a GPU training in bf16 (half the memory); fp32 elsewhere (CPU autocast is as fast)."""
+    if device_kind == "cuda" and precision.get("bf16"):
+        return "bfloat16"
+    return "float32"  # fp16 training keeps fp32 weights: the gradient scaler refuses fp16 trainable rows
