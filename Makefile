@@ -1,6 +1,7 @@
 # make run    set up (once) and start the app on http://127.0.0.1:7860
 # make test   set up (once) and run the whole test suite
 # make bench  set up (once) and run the benchmarks under bench/
+# make lint   set up (once) and check the code with ruff (ruff.toml)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test bench demo-data clean
+.PHONY: setup run test lint bench demo-data clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	$(PY) bench/train_throughput.py

@@ -1,14 +1,16 @@
-"""SFT Space entry point: build the UI, queue, launch."""
+"""SFT Space entry point: build the UI; when run, start the training queue's worker, then queue() and launch()."""
 
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from sft_space import runs  # noqa: E402
 from sft_space.ui import build_app, launch_kwargs  # noqa: E402
 
 demo = build_app()
 
 if __name__ == "__main__":
+    runs.start_queue_worker()  # starts queued runs as the device frees up
     demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

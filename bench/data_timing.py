@@ -31,12 +31,19 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hub_server import HubServer
     from sft_space.data import length_stats, load_dataset_source
     from sft_space.models import load_tokenizer, resolve_model
 
-    rows = [{"instruction": f"Summarise note {i}: the meeting moved to room {i % 40}.", "input": "",
-             "output": f"Meeting now in room {i % 40}."} for i in range(args.rows)]
+    from hub_server import HubServer
+
+    rows = [
+        {
+            "instruction": f"Summarise note {i}: the meeting moved to room {i % 40}.",
+            "input": "",
+            "output": f"Meeting now in room {i % 40}.",
+        }
+        for i in range(args.rows)
+    ]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows[:2000]), buffer)
     with HubServer() as hub:
@@ -45,8 +52,10 @@ def main() -> None:
         os.environ["HF_HUB_OFFLINE"] = "0"
         started = time.time()
         splits = load_dataset_source("bench/notes")
-        print(f"Hub preview (2,000 rows, parquet, local test server): {time.time() - started:.2f} s "
-              f"({len(splits.train)} train / {len(splits.validation)} validation)")
+        print(
+            f"Hub preview (2,000 rows, parquet, local test server): {time.time() - started:.2f} s "
+            f"({len(splits.train)} train / {len(splits.validation)} validation)"
+        )
 
     path = Path(tempfile.mkdtemp()) / "upload.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -56,8 +65,10 @@ def main() -> None:
     tokenizer = load_tokenizer(resolve_model("bundled"))
     started = time.time()
     stats = length_stats(tokenizer, splits.train, True, 256, 4)
-    print(f"what the model sees, length statistics ({stats['rows']} sampled of {stats['total_rows']} rows): "
-          f"{time.time() - started:.2f} s")
+    print(
+        f"what the model sees, length statistics ({stats['rows']} sampled of {stats['total_rows']} rows): "
+        f"{time.time() - started:.2f} s"
+    )
 
 
 if __name__ == "__main__":

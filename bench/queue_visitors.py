@@ -34,18 +34,29 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from conftest import build_tiny_model
     from sft_space import rundir, runs
     from sft_space.ui import build_app, launch_kwargs
 
+    from conftest import build_tiny_model
+
     model = args.model or str(build_tiny_model(Path(tempfile.mkdtemp(prefix="tiny-"))))
+    runs.start_queue_worker()
     demo = build_app()
     demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     clients = [Client(url, verbose=False) for _ in range(args.visitors)]
     bars: list[str | None] = [None] * args.visitors
-    settings = dict(dataset="demo:json-extract", model=model, max_steps=args.steps, per_device_train_batch_size=2,
-                    max_length=128, logging_steps=5, eval_steps=1000, save_steps=1000, eval_max_rows=4)
+    settings = dict(
+        dataset="demo:json-extract",
+        model=model,
+        max_steps=args.steps,
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=5,
+        eval_steps=1000,
+        save_steps=1000,
+        eval_max_rows=4,
+    )
 
     def start(i: int) -> None:
         bars[i] = clients[i].predict(**settings, api_name="/start_run")
@@ -63,13 +74,17 @@ def main() -> None:
     statuses = [rundir.read_status(r) for r in ids]
     for i, (bar, status) in enumerate(zip(bars, statuses)):
         shown = bar.split(" · ", 1)[1][:60]
-        print(f"{i + 1:<8d} {shown:60s} {status['launched_at'] - started:8.1f}s {status['ended_at'] - started:6.1f}s "
-              f"{status['state']:>10s}")
+        print(
+            f"{i + 1:<8d} {shown:60s} {status['launched_at'] - started:8.1f}s {status['ended_at'] - started:6.1f}s "
+            f"{status['state']:>10s}"
+        )
     order = sorted(range(len(ids)), key=lambda i: statuses[i]["queued_at"])
     spans = [(statuses[i]["launched_at"], statuses[i]["ended_at"]) for i in order]
     overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1] - 0.5)
-    print(f"arrival order kept: {spans == sorted(spans)}; overlapping runs: {overlaps}; "
-          f"total {time.time() - started:.1f}s for {args.visitors} runs of {args.steps} steps")
+    print(
+        f"arrival order kept: {spans == sorted(spans)}; overlapping runs: {overlaps}; "
+        f"total {time.time() - started:.1f}s for {args.visitors} runs of {args.steps} steps"
+    )
     demo.close()
 
 

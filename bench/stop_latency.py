@@ -45,7 +45,10 @@ def main() -> None:
         assert (rundir.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
         latencies.append(latency)
         print(f"stop {i + 1}: at step {final['step']}, stopped with adapter saved after {latency:.2f}s")
-    print(f"median stop latency {statistics.median(latencies):.2f}s; median step time {statistics.median(step_times):.2f}s")
+    print(
+        f"median stop latency {statistics.median(latencies):.2f}s; median step time "
+        f"{statistics.median(step_times):.2f}s"
+    )
 
 
 if __name__ == "__main__":

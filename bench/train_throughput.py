@@ -22,8 +22,22 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMON = ["--model", "bundled", "--dataset", "demo:json-extract", "--per_device_train_batch_size", "8",
-          "--max_length", "256", "--logging_steps", "1", "--eval_steps", "100000", "--save_steps", "100000"]
+COMMON = [
+    "--model",
+    "bundled",
+    "--dataset",
+    "demo:json-extract",
+    "--per_device_train_batch_size",
+    "8",
+    "--max_length",
+    "256",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "100000",
+    "--save_steps",
+    "100000",
+]
 SUITES = {
     "checkpointing": {
         # TRL's SFTConfig leaves gradient checkpointing on; everything else as in the Quick demo preset
@@ -40,9 +54,23 @@ SUITES = {
 def measure(flags: list[str], steps: int, warmup: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        subprocess.run([sys.executable, "-m", "sft_space.train", *COMMON, "--max_steps", str(steps),
-                        "--output_dir", str(run_dir), *flags], cwd=ROOT, check=True, capture_output=True)
-        records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sft_space.train",
+                *COMMON,
+                "--max_steps",
+                str(steps),
+                "--output_dir",
+                str(run_dir),
+                *flags,
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         records = [r for r in records if "loss" in r]
         first = next(r for r in records if r["step"] == warmup)
         last = records[-1]

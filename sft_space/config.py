@@ -36,9 +36,14 @@ def _f(default, hint: str, group: str, **meta):
 @dataclass
 class RunConfig:
     # --- data and model
-    dataset: str = _f(DEFAULT_DATASET, "A demo set (demo:NAME), a Hub dataset id (owner/name) or a local data file.", "Data")
-    model: str = _f(BUNDLED_MODEL, "'bundled' (SmolLM2-135M-Instruct, offline), a Hub model id (owner/name) or a local "
-                    "model folder.", "Model")
+    dataset: str = _f(
+        DEFAULT_DATASET, "A demo set (demo:NAME), a Hub dataset id (owner/name) or a local data file.", "Data"
+    )
+    model: str = _f(
+        BUNDLED_MODEL,
+        "'bundled' (SmolLM2-135M-Instruct, offline), a Hub model id (owner/name) or a local model folder.",
+        "Model",
+    )
     validation_share: float = _f(0.1, "Share held out for validation when the data has no validation split.", "Data")
     prompt_column: str = _f("", "Column mapping: the column holding the prompt.", "Data")
     response_column: str = _f("", "Column mapping: the column holding the answer.", "Data")
@@ -48,8 +53,9 @@ class RunConfig:
     dataset_revision: str = _f("", "Branch, tag or commit of a Hub dataset; empty = main.", "Data")
     dataset_split: str = _f("", "Split of a Hub dataset to train on; empty = train.", "Data")
     run_name: str = _f("", "A name to find this run again; empty picks one from model and data.", "Data")
-    data_format: str = _f("auto", "How rows are read: auto-detected, or one named format (messages, alpaca, sharegpt...).",
-                          "Data")
+    data_format: str = _f(
+        "auto", "How rows are read: auto-detected, or one named format (messages, alpaca, sharegpt...).", "Data"
+    )
     # Small held-out evaluations keep the CPU busy training, not evaluating.
     eval_max_rows: int = _f(40, "Validation rows scored at each evaluation (0 = all).", "Monitoring", low=0)
 
@@ -60,19 +66,29 @@ class RunConfig:
 
     # --- batch (per_device_train_batch_size, gradient_accumulation_steps)
     per_device_train_batch_size: int = _f(
-        4, "Examples per forward pass; lower it if memory runs out (per_device_train_batch_size).", "Batch", low=1, high=256
+        4,
+        "Examples per forward pass; lower it if memory runs out (per_device_train_batch_size).",
+        "Batch",
+        low=1,
+        high=256,
     )
     gradient_accumulation_steps: int = _f(
-        1, "Passes summed before each update; effective batch = batch x this (gradient_accumulation_steps).",
-        "Batch", low=1, high=256,
+        1,
+        "Passes summed before each update; effective batch = batch x this (gradient_accumulation_steps).",
+        "Batch",
+        low=1,
+        high=256,
     )
 
     # --- learning rate (learning_rate, warmup_ratio)
     # LoRA trains few weights from zero, so it wants a much higher rate than TRL's full fine-tuning 2e-5.
-    learning_rate: float = _f(2e-4, "Step size of each update; LoRA usually wants 1e-4 to 5e-4 (learning_rate).", "Learning rate")
+    learning_rate: float = _f(
+        2e-4, "Step size of each update; LoRA usually wants 1e-4 to 5e-4 (learning_rate).", "Learning rate"
+    )
     warmup_ratio: float = _f(0.1, "Share of steps spent ramping the rate up from 0 (warmup_ratio).", "Learning rate")
-    lr_scheduler_type: str = _f("linear", "How the rate falls after warmup (lr_scheduler_type).", "Learning rate",
-                                choices=LR_SCHEDULERS)
+    lr_scheduler_type: str = _f(
+        "linear", "How the rate falls after warmup (lr_scheduler_type).", "Learning rate", choices=LR_SCHEDULERS
+    )
 
     # --- monitoring (logging_steps, eval_steps, save_steps)
     logging_steps: int = _f(5, "Record the training loss every N steps (logging_steps).", "Monitoring", low=1)
@@ -85,7 +101,9 @@ class RunConfig:
     # --- sequence (max_length, packing)
     # 512 tokens covers every bundled demo row with room to spare, and keeps CPU steps short.
     max_length: int = _f(512, "Longest example in tokens; longer ones are truncated (max_length).", "Sequence")
-    packing: bool = _f(False, "Pack several short examples into one sequence to waste less padding (packing).", "Sequence")
+    packing: bool = _f(
+        False, "Pack several short examples into one sequence to waste less padding (packing).", "Sequence"
+    )
     answers_only: bool = _f(
         True, "Compute the loss on the answers only, not the prompts (completion_only_loss).", "Sequence"
     )
@@ -101,13 +119,25 @@ class RunConfig:
     # --- advanced
     seed: int = _f(42, "Random seed for shuffling and initialisation (seed).", "Advanced")
     # auto: off while the memory estimate fits (it costs about 20% speed), on when it is needed.
-    gradient_checkpointing: str = _f("auto", "Trade speed for memory: auto turns it on only when the memory estimate "
-                                     "needs it (gradient_checkpointing).", "Advanced", choices=SWITCHES)
+    gradient_checkpointing: str = _f(
+        "auto",
+        "Trade speed for memory: auto turns it on only when the memory estimate needs it (gradient_checkpointing).",
+        "Advanced",
+        choices=SWITCHES,
+    )
     # auto: bf16 on GPUs that have it, fp16 on older GPUs, and on a CPU whichever of fp32/bf16 measured faster.
-    precision: str = _f("auto", "Number format for training: auto picks the fastest safe one for this device "
-                        "(bf16 / fp16).", "Advanced", choices=PRECISIONS)
-    quantization: str = _f("none", "4bit loads the base model in 4 bits (QLoRA; CUDA GPU and bitsandbytes only).",
-                           "Advanced", choices=QUANTIZATIONS)
+    precision: str = _f(
+        "auto",
+        "Number format for training: auto picks the fastest safe one for this device (bf16 / fp16).",
+        "Advanced",
+        choices=PRECISIONS,
+    )
+    quantization: str = _f(
+        "none",
+        "4bit loads the base model in 4 bits (QLoRA; CUDA GPU and bitsandbytes only).",
+        "Advanced",
+        choices=QUANTIZATIONS,
+    )
     weight_decay: float = _f(0.0, "L2 penalty on the trained weights (weight_decay).", "Advanced")
     max_grad_norm: float = _f(1.0, "Clip gradients above this norm (max_grad_norm).", "Advanced")
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (save_total_limit).", "Advanced", low=1)
@@ -144,27 +174,43 @@ class RunConfig:
 
         need(bool(self.dataset.strip()), "dataset is empty: pick a demo set such as demo:json-extract")
         need(bool(self.model.strip()), "model is empty: use 'bundled' or a local model folder")
-        need(0 < self.learning_rate <= MAX_LEARNING_RATE,
-             f"learning_rate must be above 0 and at most {MAX_LEARNING_RATE:g} (LoRA usually 1e-4 to 5e-4), "
-             f"got {self.learning_rate}")
-        need(self.max_steps > 0 or self.num_train_epochs > 0,
-             "max_steps and num_train_epochs are both zero: set max_steps above 0 or num_train_epochs above 0")
-        need(self.max_steps == -1 or self.max_steps > 0,
-             f"max_steps must be -1 (use epochs) or at least 1, got {self.max_steps}")
-        need(0 < self.validation_share <= 0.5, f"validation_share must be above 0 and at most 0.5, got {self.validation_share}")
+        need(
+            0 < self.learning_rate <= MAX_LEARNING_RATE,
+            f"learning_rate must be above 0 and at most {MAX_LEARNING_RATE:g} (LoRA usually 1e-4 to 5e-4), "
+            f"got {self.learning_rate}",
+        )
+        need(
+            self.max_steps > 0 or self.num_train_epochs > 0,
+            "max_steps and num_train_epochs are both zero: set max_steps above 0 or num_train_epochs above 0",
+        )
+        need(
+            self.max_steps == -1 or self.max_steps > 0,
+            f"max_steps must be -1 (use epochs) or at least 1, got {self.max_steps}",
+        )
+        need(
+            0 < self.validation_share <= 0.5,
+            f"validation_share must be above 0 and at most 0.5, got {self.validation_share}",
+        )
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         need(0 <= self.weight_decay <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")
         need(self.max_grad_norm > 0, f"max_grad_norm must be above 0, got {self.max_grad_norm}")
         need(0 <= self.temperature <= 5, f"temperature must be in [0, 5], got {self.temperature}")
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        need(0.5 <= self.repetition_penalty <= 3, f"repetition_penalty must be in [0.5, 3], got {self.repetition_penalty}")
+        need(
+            0.5 <= self.repetition_penalty <= 3,
+            f"repetition_penalty must be in [0.5, 3], got {self.repetition_penalty}",
+        )
         upper = model_max_length or 1_000_000
-        need(MIN_MAX_LENGTH <= self.max_length <= upper,
-             f"max_length must be between {MIN_MAX_LENGTH} and {upper}"
-             f"{' (the model limit)' if model_max_length else ''}, got {self.max_length}")
-        need(len(self.probe_list()) <= MAX_PROBES,
-             f"probe_prompts holds {len(self.probe_list())} prompts; pin at most {MAX_PROBES}, one per line")
+        need(
+            MIN_MAX_LENGTH <= self.max_length <= upper,
+            f"max_length must be between {MIN_MAX_LENGTH} and {upper}"
+            f"{' (the model limit)' if model_max_length else ''}, got {self.max_length}",
+        )
+        need(
+            len(self.probe_list()) <= MAX_PROBES,
+            f"probe_prompts holds {len(self.probe_list())} prompts; pin at most {MAX_PROBES}, one per line",
+        )
         targets = self.target_module_list()
         need(bool(targets), "lora_target_modules is empty: use all-linear, attention, or a comma list of layer names")
         if problems:
@@ -187,10 +233,18 @@ class RunConfig:
     def __post_init__(self) -> None:
         # Earlier runs stored gradient_checkpointing as true/false.
         self.gradient_checkpointing = {"true": "on", "false": "off"}.get(
-            str(self.gradient_checkpointing).lower(), self.gradient_checkpointing)
+            str(self.gradient_checkpointing).lower(), self.gradient_checkpointing
+        )
 
-    def to_sft_config(self, output_dir: str, *, bf16: bool = False, fp16: bool = False,
-                      gradient_checkpointing: bool | None = None, **extra: Any):
+    def to_sft_config(
+        self,
+        output_dir: str,
+        *,
+        bf16: bool = False,
+        fp16: bool = False,
+        gradient_checkpointing: bool | None = None,
+        **extra: Any,
+    ):
         """The TRL SFTConfig for this run. Every TRL default that matters is set on purpose."""
         from trl import SFTConfig
 
@@ -217,7 +271,8 @@ class RunConfig:
             packing=self.packing,
             completion_only_loss=self.answers_only,
             # auto is decided by the caller from the memory estimate; without one, auto means off
-            gradient_checkpointing=self.gradient_checkpointing == "on" if gradient_checkpointing is None
+            gradient_checkpointing=self.gradient_checkpointing == "on"
+            if gradient_checkpointing is None
             else gradient_checkpointing,
             bf16=bf16,
             fp16=fp16,
@@ -230,8 +285,9 @@ class RunConfig:
             **extra,
         )
 
-    def to_lora_config(self, target_modules: list[str] | str | None = None,
-                       trainable_token_indices: dict[str, list[int]] | None = None):
+    def to_lora_config(
+        self, target_modules: list[str] | str | None = None, trainable_token_indices: dict[str, list[int]] | None = None
+    ):
         """PEFT LoraConfig; target_modules overrides the named preset (e.g. this model's attention layers)."""
         from peft import LoraConfig
 
@@ -314,16 +370,42 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
 # format to take hold. Names only: the page adds each preset's duration measured on this device.
 PRESETS: dict[str, dict[str, Any]] = {
     "Quick demo": dict(
-        max_steps=40, num_train_epochs=1.0, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-        learning_rate=4e-4, warmup_ratio=0.1, lr_scheduler_type="linear", logging_steps=2, eval_steps=10,
-        save_steps=20, max_length=256, packing=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-        lora_target_modules="all-linear", eval_max_rows=16,
+        max_steps=40,
+        num_train_epochs=1.0,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=4e-4,
+        warmup_ratio=0.1,
+        lr_scheduler_type="linear",
+        logging_steps=2,
+        eval_steps=10,
+        save_steps=20,
+        max_length=256,
+        packing=False,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        lora_target_modules="all-linear",
+        eval_max_rows=16,
     ),
     "Full epoch": dict(
-        max_steps=-1, num_train_epochs=1.0, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-        learning_rate=2e-4, warmup_ratio=0.05, lr_scheduler_type="cosine", logging_steps=5, eval_steps=20,
-        save_steps=40, max_length=512, packing=False, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-        lora_target_modules="all-linear", eval_max_rows=40,
+        max_steps=-1,
+        num_train_epochs=1.0,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        learning_rate=2e-4,
+        warmup_ratio=0.05,
+        lr_scheduler_type="cosine",
+        logging_steps=5,
+        eval_steps=20,
+        save_steps=40,
+        max_length=512,
+        packing=False,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        lora_target_modules="all-linear",
+        eval_max_rows=40,
     ),
 }
 DEFAULT_PRESET = "Quick demo"

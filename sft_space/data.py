@@ -42,7 +42,9 @@ class DatasetSplits:
         return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
 
     def summary(self) -> str:
-        text = f"{self.name}: {len(self.train)} train rows, {len(self.validation)} validation rows ({self.format_label()})"
+        text = (
+            f"{self.name}: {len(self.train)} train rows, {len(self.validation)} validation rows ({self.format_label()})"
+        )
         return text + ("; " + "; ".join(self.notes) if self.notes else "")
 
 
@@ -79,15 +81,25 @@ FORMAT_KEYS = {
     "prompt-completion": {"prompt", "completion"},
     "text": {"text"},
 }
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                  "bing": "assistant", "bard": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
 
 
 def read_rows(path: Path) -> list[dict]:
     """Rows of a .jsonl, .json (a list), .csv or .parquet file; a bad JSON line is named by its number."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract.")
+        raise FileNotFoundError(
+            f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract."
+        )
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             return [dict(row) for row in csv.DictReader(f)]
@@ -116,7 +128,9 @@ def read_rows(path: Path) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line.") from None
+            raise ValueError(
+                f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line."
+            ) from None
     return rows
 
 
@@ -126,7 +140,9 @@ def detect_format(rows: list[dict]) -> str:
         raise ValueError("The dataset has no rows: add examples, or pick a demo set such as demo:json-extract.")
     first = rows[0]
     if not isinstance(first, dict):
-        raise ValueError("Each row must be a JSON object, e.g. {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, ...]}.")
+        raise ValueError(
+            'Each row must be a JSON object, e.g. {"messages": [{"role": "user", "content": "..."}, ...]}.'
+        )
     for name, keys in FORMAT_KEYS.items():
         if keys <= set(first):
             return name
@@ -134,7 +150,8 @@ def detect_format(rows: list[dict]) -> str:
         f"Unrecognised dataset columns {sorted(first)}: pick the prompt and answer columns yourself (format "
         "'columns' in the Data tab, or --data_format columns --prompt_column P --response_column R), write a "
         "template (format 'template'), or rename them to one of the known formats: "
-        + "; ".join(f"{name} ({', '.join(sorted(keys))})" for name, keys in FORMAT_KEYS.items()) + "."
+        + "; ".join(f"{name} ({', '.join(sorted(keys))})" for name, keys in FORMAT_KEYS.items())
+        + "."
     )
 
 
@@ -154,42 +171,58 @@ def check_custom(kind: str, columns: list[str], mapping: dict, template: str) ->
                 raise ValueError(f"Column mapping: choose the {role} column (the data has {', '.join(columns)}).")
         unknown = [mapping[r] for r in ("prompt", "response", "system") if mapping.get(r) and mapping[r] not in columns]
         if unknown:
-            raise ValueError(f"Column mapping names {', '.join(unknown)}, which the data does not have; "
-                             f"it has {', '.join(columns)}.")
+            raise ValueError(
+                f"Column mapping names {', '.join(unknown)}, which the data does not have; it has {', '.join(columns)}."
+            )
     if kind == "template":
         if not template.strip():
-            raise ValueError("Custom template is empty: write one with {column} placeholders, e.g. "
-                             "'### Question: {question}\n### Answer: {answer}'.")
+            raise ValueError(
+                "Custom template is empty: write one with {column} placeholders, e.g. "
+                "'### Question: {question}\n### Answer: {answer}'."
+            )
         try:
             names = template_fields(template)
         except ValueError as error:
             raise ValueError(f"The template is not valid ({error}): write placeholders as {{column}}.") from None
         unknown = [n for n in names if n not in columns]
         if unknown:
-            raise ValueError(f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the data does not "
-                             f"have; its columns are {', '.join(columns)}.")
+            raise ValueError(
+                f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the data does not "
+                f"have; its columns are {', '.join(columns)}."
+            )
 
 
 def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str = "") -> dict:
     """One row of any known format as {'messages': [...]} (or {'text': ...} for plain text)."""
+
     def pair(user: str, answer: str, system: str = "") -> dict:
         turns = [{"role": "system", "content": system}] if system else []
         return {"messages": turns + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
 
     if kind == "columns":
         mapping = mapping or {}
-        return pair(_text(row.get(mapping["prompt"])), _text(row.get(mapping["response"])),
-                    _text(row.get(mapping["system"])) if mapping.get("system") else "")
+        return pair(
+            _text(row.get(mapping["prompt"])),
+            _text(row.get(mapping["response"])),
+            _text(row.get(mapping["system"])) if mapping.get("system") else "",
+        )
     if kind == "template":
         return {"text": template.format_map({k: _text(v) for k, v in row.items()}).strip()}
 
     if kind == "messages":
-        return {"messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
-                if isinstance(row["messages"], list) else row["messages"]}
+        return {
+            "messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
+            if isinstance(row["messages"], list)
+            else row["messages"]
+        }
     if kind == "sharegpt":
         turns = row["conversations"] if isinstance(row["conversations"], list) else []
-        return {"messages": [{"role": SHAREGPT_ROLES.get(str(t.get("from", "")).lower(), t.get("from")),
-                              "content": t.get("value")} for t in turns]}
+        return {
+            "messages": [
+                {"role": SHAREGPT_ROLES.get(str(t.get("from", "")).lower(), t.get("from")), "content": t.get("value")}
+                for t in turns
+            ]
+        }
     if kind == "alpaca":
         user = _text(row["instruction"]) + (f"\n\n{_text(row.get('input'))}" if _text(row.get("input")) else "")
         return pair(user, _text(row["output"]), _text(row.get("system")))
@@ -204,8 +237,14 @@ def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str
     if kind == "prompt-completion":
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, list):  # conversational prompt/completion
-            return {"messages": list(prompt) + (list(completion) if isinstance(completion, list) else
-                                                [{"role": "assistant", "content": _text(completion)}])}
+            return {
+                "messages": list(prompt)
+                + (
+                    list(completion)
+                    if isinstance(completion, list)
+                    else [{"role": "assistant", "content": _text(completion)}]
+                )
+            }
         return pair(_text(prompt), _text(completion))
     return {"text": _text(row["text"])}
 
@@ -214,17 +253,29 @@ def is_empty(row: dict) -> bool:
     if "text" in row:
         return not row["text"]
     messages = row.get("messages")
-    return not isinstance(messages, list) or not messages or not all(
-        isinstance(t, dict) and _text(t.get("content")) for t in messages)
+    return (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(t, dict) and _text(t.get("content")) for t in messages)
+    )
 
 
-def normalise(rows: list[dict], kind: str, mapping: dict | None = None, template: str = "") -> tuple[list[dict], int, int]:
+def normalise(
+    rows: list[dict], kind: str, mapping: dict | None = None, template: str = ""
+) -> tuple[list[dict], int, int]:
     """Rows converted to messages/text, with empty ones dropped; (rows, dropped empty, duplicates)."""
     if kind == "self-instruct":  # one Alpaca example per instance of each task
-        rows = [{"instruction": row.get("instruction"), "input": instance.get("input", ""),
-                 "output": instance.get("output", "")}
-                for row in rows if isinstance(row, dict) for instance in row.get("instances") or []
-                if isinstance(instance, dict)]
+        rows = [
+            {
+                "instruction": row.get("instruction"),
+                "input": instance.get("input", ""),
+                "output": instance.get("output", ""),
+            }
+            for row in rows
+            if isinstance(row, dict)
+            for instance in row.get("instances") or []
+            if isinstance(instance, dict)
+        ]
         kind = "alpaca"
     converted = [to_messages(row, kind, mapping, template) for row in rows if isinstance(row, dict)]
     kept = [row for row in converted if not is_empty(row)]
@@ -239,7 +290,11 @@ SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val",
 
 
 def is_hub_id(source: str) -> bool:
-    return bool(HUB_ID.match(source)) and not Path(source).expanduser().exists() and Path(source).suffix not in UPLOAD_SUFFIXES
+    return (
+        bool(HUB_ID.match(source))
+        and not Path(source).expanduser().exists()
+        and Path(source).suffix not in UPLOAD_SUFFIXES
+    )
 
 
 def split_of(path: str) -> str | None:
@@ -256,35 +311,50 @@ def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str,
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     if not HUB_ID.match(repo_id):
-        raise ValueError(f"{repo_id!r} is not a Hub dataset id: it looks like owner/name, e.g. HuggingFaceH4/no_robots.")
+        raise ValueError(
+            f"{repo_id!r} is not a Hub dataset id: it looks like owner/name, e.g. HuggingFaceH4/no_robots."
+        )
     if hub_offline():
-        raise ValueError("The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1): use a demo set or upload a file.")
+        raise ValueError(
+            "The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1): use a demo set or upload a file."
+        )
     try:
-        info = HfApi(endpoint=hub_endpoint()).dataset_info(repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS)
+        info = HfApi(endpoint=hub_endpoint()).dataset_info(
+            repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS
+        )
     except GatedRepoError:
-        raise ValueError(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in.") from None
+        raise ValueError(
+            f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in."
+        ) from None
     except RevisionNotFoundError:
         raise ValueError(f"{repo_id} has no revision {revision!r}: use a branch, tag or commit that exists.") from None
     except RepositoryNotFoundError:
-        raise ValueError(f"Dataset {repo_id} was not found, or it is private or gated and you are not signed in: "
-                         "check the id, or sign in with an account that can read it.") from None
+        raise ValueError(
+            f"Dataset {repo_id} was not found, or it is private or gated and you are not signed in: "
+            "check the id, or sign in with an account that can read it."
+        ) from None
     except Exception as error:  # connection refused, DNS failure, timeout: all mean the Hub is out of reach
         if network_error(error):
-            raise ValueError(f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
-                             "check the network, or use a demo set or an uploaded file.") from None
+            raise ValueError(
+                f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
+                "check the network, or use a demo set or an uploaded file."
+            ) from None
         raise
     if info.gated:
         from huggingface_hub import get_token
 
         if not get_token():
-            raise ValueError(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, "
-                             "then sign in.")
+            raise ValueError(
+                f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in."
+            )
     files = [s.rfilename for s in info.siblings or []]
     data = [f for f in files if Path(f).suffix in UPLOAD_SUFFIXES and not Path(f).name.startswith(".")]
     if not data:
         if any(f.endswith(".py") for f in files):
-            raise ValueError(f"{repo_id} is built by a loading script, which could run any code and is refused: "
-                             "pick a dataset stored as data files (parquet, jsonl, csv, json).")
+            raise ValueError(
+                f"{repo_id} is built by a loading script, which could run any code and is refused: "
+                "pick a dataset stored as data files (parquet, jsonl, csv, json)."
+            )
         raise ValueError(f"{repo_id} has no data files (.jsonl, .json, .csv, .parquet) to read.")
     layout: dict[str, dict[str, list[str]]] = {}
     for path in sorted(data):
@@ -295,7 +365,9 @@ def hub_layout(repo_id: str, revision: str | None = None) -> dict[str, dict[str,
     return layout
 
 
-def hub_splits(repo_id: str, config: str = "", revision: str = "", split: str = "") -> tuple[str, str, dict[str, list[str]]]:
+def hub_splits(
+    repo_id: str, config: str = "", revision: str = "", split: str = ""
+) -> tuple[str, str, dict[str, list[str]]]:
     """(subset, training split, {split: files}) of a Hub dataset, with the user's choices checked against it."""
     layout = hub_layout(repo_id, revision or None)
     config = config or ("default" if "default" in layout else sorted(layout)[0])
@@ -308,8 +380,9 @@ def hub_splits(repo_id: str, config: str = "", revision: str = "", split: str = 
     return config, split, splits
 
 
-def load_hub_rows(repo_id: str, config: str = "", revision: str = "",
-                  split: str = "") -> tuple[list[dict], list[dict] | None, list[str]]:
+def load_hub_rows(
+    repo_id: str, config: str = "", revision: str = "", split: str = ""
+) -> tuple[list[dict], list[dict] | None, list[str]]:
     """(training rows, the dataset's own validation rows or None, notes) of a Hub dataset's data files."""
     from huggingface_hub import hf_hub_download
 
@@ -318,8 +391,14 @@ def load_hub_rows(repo_id: str, config: str = "", revision: str = "",
     def rows_of(name: str) -> list[dict]:
         rows = []
         for path in splits[name]:
-            local = hf_hub_download(repo_id, path, repo_type="dataset", revision=revision or None,
-                                    endpoint=hub_endpoint(), cache_dir=str(home() / "hub"))
+            local = hf_hub_download(
+                repo_id,
+                path,
+                repo_type="dataset",
+                revision=revision or None,
+                endpoint=hub_endpoint(),
+                cache_dir=str(home() / "hub"),
+            )
             rows += read_rows(Path(local))
         return rows
 
@@ -363,8 +442,12 @@ class HubFile(io.RawIOBase):
         if self.position >= self.size or len(buffer) == 0:
             return 0
         last = min(self.position + len(buffer), self.size) - 1
-        response = self.session.get(self.url, headers={**self.headers, "Range": f"bytes={self.position}-{last}"},
-                                    follow_redirects=True, timeout=HUB_TIMEOUT_SECONDS)
+        response = self.session.get(
+            self.url,
+            headers={**self.headers, "Range": f"bytes={self.position}-{last}"},
+            follow_redirects=True,
+            timeout=HUB_TIMEOUT_SECONDS,
+        )
         response.raise_for_status()
         data = response.content[: len(buffer)]
         buffer[: len(data)] = data
@@ -372,8 +455,9 @@ class HubFile(io.RawIOBase):
         return len(data)
 
 
-def preview_hub_rows(repo_id: str, config: str = "", revision: str = "", split: str = "",
-                     count: int = PREVIEW_ROWS) -> tuple[list[dict], str, int | None]:
+def preview_hub_rows(
+    repo_id: str, config: str = "", revision: str = "", split: str = "", count: int = PREVIEW_ROWS
+) -> tuple[list[dict], str, int | None]:
     """(first rows of the training split, the file they came from, rows in that file when its metadata says)."""
     from huggingface_hub import hf_hub_url
 
@@ -394,7 +478,9 @@ def preview_hub_rows(repo_id: str, config: str = "", revision: str = "", split: 
     if name.endswith(".csv"):
         return [dict(r) for r in csv.DictReader(lines)][:count], name, None
     if name.endswith(".json"):
-        raise ValueError(f"{name} is one JSON document; it can only be read whole: train on it, or preview a jsonl file.")
+        raise ValueError(
+            f"{name} is one JSON document; it can only be read whole: train on it, or preview a jsonl file."
+        )
     rows = [json.loads(line) for line in lines if line.strip()][:count]
     return rows, name, None
 
@@ -406,14 +492,27 @@ def check_messages(rows: list[dict]) -> None:
             raise ValueError(f"Row {number}: 'messages' must be a non-empty list of {{role, content}} turns.")
         for turn in messages:
             if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
-                raise ValueError(f"Row {number}: every turn needs a role ({', '.join(ROLES)}) and a text content, got {turn!r}.")
+                raise ValueError(
+                    f"Row {number}: every turn needs a role ({', '.join(ROLES)}) and a text content, got {turn!r}."
+                )
         if messages[-1]["role"] != "assistant":
-            raise ValueError(f"Row {number}: the last turn must be the assistant's answer (it is what the model learns).")
+            raise ValueError(
+                f"Row {number}: the last turn must be the assistant's answer (it is what the model learns)."
+            )
 
 
-def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATION_SHARE, seed: int = 42,
-                        data_format: str = "auto", hub_config: str = "", revision: str = "", hub_split: str = "",
-                        mapping: dict | None = None, template: str = "", preview: bool = False) -> DatasetSplits:
+def load_dataset_source(
+    source: str,
+    validation_share: float = DEFAULT_VALIDATION_SHARE,
+    seed: int = 42,
+    data_format: str = "auto",
+    hub_config: str = "",
+    revision: str = "",
+    hub_split: str = "",
+    mapping: dict | None = None,
+    template: str = "",
+    preview: bool = False,
+) -> DatasetSplits:
     """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
 
     The set's own validation (or test) split is used when it has one; otherwise a seeded share is held out.
@@ -430,8 +529,11 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
     elif is_hub_id(source) and preview:
         train, name, total = preview_hub_rows(source, hub_config, revision, hub_split)
         validation = []
-        notes.append(f"preview: the first {len(train)} rows of {name}" + (f" ({total} rows in it)" if total else "")
-                     + ", read without downloading the dataset")
+        notes.append(
+            f"preview: the first {len(train)} rows of {name}"
+            + (f" ({total} rows in it)" if total else "")
+            + ", read without downloading the dataset"
+        )
     elif is_hub_id(source):
         train, validation, notes = load_hub_rows(source, hub_config, revision, hub_split)
         own_split = validation is not None
@@ -440,8 +542,10 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
         own_split = False
         path = Path(source).expanduser()
         if path.suffix not in UPLOAD_SUFFIXES:
-            raise ValueError(f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
-                             "demo:pirate-chat or the path of your own file.")
+            raise ValueError(
+                f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
+                "demo:pirate-chat or the path of your own file."
+            )
         train, validation = read_rows(path), []
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"Unknown format {data_format!r}: choose auto or one of {', '.join(FORMATS)}.")
@@ -451,16 +555,20 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
     columns = sorted(train[0])
     missing = FORMAT_KEYS.get(kind, set()) - set(columns)
     if missing:
-        raise ValueError(f"The {kind} format needs the column(s) {', '.join(sorted(missing))}; this data has "
-                         f"{', '.join(columns)}. Pick another format, auto, or map your columns.")
+        raise ValueError(
+            f"The {kind} format needs the column(s) {', '.join(sorted(missing))}; this data has "
+            f"{', '.join(columns)}. Pick another format, auto, or map your columns."
+        )
     mapping = mapping or {}
     check_custom(kind, columns, mapping, template)
     train, dropped, duplicates = normalise(train, kind, mapping, template)
     validation, dropped_v, _ = normalise(validation, kind, mapping, template)
     if not own_split and not (preview and is_hub_id(source)):
         if len(train) < 2:
-            raise ValueError(f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
-                             "(one to train, one to validate).")
+            raise ValueError(
+                f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
+                "(one to train, one to validate)."
+            )
         random.Random(seed).shuffle(train)
         held = max(1, round(len(train) * validation_share))
         train, validation = train[held:], train[:held]
@@ -473,18 +581,32 @@ def load_dataset_source(source: str, validation_share: float = DEFAULT_VALIDATIO
     if trained_as == "messages":
         check_messages(train)
         check_messages(validation)
-    return DatasetSplits(name=source, train=train, validation=validation, format=trained_as, notes=notes,
-                         source_format=kind, columns=columns, preview=preview and is_hub_id(source))
+    return DatasetSplits(
+        name=source,
+        train=train,
+        validation=validation,
+        format=trained_as,
+        notes=notes,
+        source_format=kind,
+        columns=columns,
+        preview=preview and is_hub_id(source),
+    )
 
 
 def load_for_run(config, preview: bool = False) -> DatasetSplits:
     """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice)."""
     return load_dataset_source(
-        config.dataset, validation_share=config.validation_share, seed=config.seed, data_format=config.data_format,
-        hub_config=config.dataset_config, revision=config.dataset_revision, hub_split=config.dataset_split,
+        config.dataset,
+        validation_share=config.validation_share,
+        seed=config.seed,
+        data_format=config.data_format,
+        hub_config=config.dataset_config,
+        revision=config.dataset_revision,
+        hub_split=config.dataset_split,
         template=config.text_template,
         mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
-        preview=preview)
+        preview=preview,
+    )
 
 
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -554,14 +676,16 @@ def token_labels(tokenizer, row: dict, answers_only: bool) -> tuple[list[int], l
         ids = tokenizer(row["text"])["input_ids"]
         return ids, [True] * len(ids)
     if answers_only and trains_every_answer(tokenizer):
-        encoded = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
+        encoded = tokenizer.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         return encoded["input_ids"], [bool(m) for m in encoded["assistant_masks"]]
     full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
     if not answers_only:
         return full, [True] * len(full)
-    prompt = tokenizer.apply_chat_template(prompt_messages(row), tokenize=True, add_generation_prompt=True,
-                                           return_dict=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(
+        prompt_messages(row), tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
     start = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
     return full, [i >= start for i in range(len(full))]
 
@@ -580,8 +704,9 @@ def loss_view(tokenizer, row: dict, answers_only: bool, max_length: int) -> list
     return pieces
 
 
-def length_stats(tokenizer, rows: list[dict], answers_only: bool, max_length: int, batch_size: int,
-                 limit: int = 5000) -> dict:
+def length_stats(
+    tokenizer, rows: list[dict], answers_only: bool, max_length: int, batch_size: int, limit: int = 5000
+) -> dict:
     """Token lengths of the rows (a seeded sample of `limit` when there are more), what max_length cuts,
     and how much padding or packing wastes."""
     lengths, cut, lost = [], 0, 0
@@ -595,7 +720,7 @@ def length_stats(tokenizer, rows: list[dict], answers_only: bool, max_length: in
                 lost += 1  # the answer starts after the cut: this row teaches nothing
     kept = [min(n, max_length) for n in lengths]
     n = max(len(lengths), 1)
-    padded = sum(max(kept[i:i + batch_size]) * len(kept[i:i + batch_size]) for i in range(0, len(kept), batch_size))
+    padded = sum(max(kept[i : i + batch_size]) * len(kept[i : i + batch_size]) for i in range(0, len(kept), batch_size))
     blocks = -(-sum(kept) // max_length)
     return {
         "rows": len(lengths),

@@ -43,12 +43,19 @@ def measured_pace(model: str | None, device: str | None = None) -> dict | None:
     device = device or device_name()
     for run_dir in list_run_dirs():
         status = read_status(run_dir)
-        if (status.get("state") in ("completed", "stopped") and status.get("device") == device
-                and (status.get("steps_measured") or 0) >= PACE_MIN_STEPS and status.get("seconds_per_step")
-                and read_config_dict(run_dir).get("model") == model):
-            return {"startup_seconds": status.get("startup_seconds") or 0.0,
-                    "seconds_per_step": status["seconds_per_step"],
-                    "finish_seconds": status.get("finish_seconds") or 0.0, "run_id": run_dir.name}
+        if (
+            status.get("state") in ("completed", "stopped")
+            and status.get("device") == device
+            and (status.get("steps_measured") or 0) >= PACE_MIN_STEPS
+            and status.get("seconds_per_step")
+            and read_config_dict(run_dir).get("model") == model
+        ):
+            return {
+                "startup_seconds": status.get("startup_seconds") or 0.0,
+                "seconds_per_step": status["seconds_per_step"],
+                "finish_seconds": status.get("finish_seconds") or 0.0,
+                "run_id": run_dir.name,
+            }
     return None
 
 

@@ -144,7 +144,9 @@ def choose_scorer(train_answers: list[str], kind: str = "auto", pattern: str = "
         if schema:
             return {"kind": "json-schema", "schema": schema}
         if kind == "json-schema":
-            raise ValueError("The training answers are not JSON objects, so no schema can be inferred: pick another check.")
+            raise ValueError(
+                "The training answers are not JSON objects, so no schema can be inferred: pick another check."
+            )
         return {"kind": "none"}
     return {"kind": kind}
 
@@ -212,8 +214,9 @@ def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool
             full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
             labels = list(full)
             if answers_only:
-                prompt = tokenizer.apply_chat_template(prompt_messages(row), tokenize=True, add_generation_prompt=True,
-                                                       return_dict=True)["input_ids"]
+                prompt = tokenizer.apply_chat_template(
+                    prompt_messages(row), tokenize=True, add_generation_prompt=True, return_dict=True
+                )["input_ids"]
                 labels[: len(prompt)] = [-100] * len(prompt)
             ids = torch.tensor([full], device=model.device)
             target = torch.tensor([labels], device=model.device)
@@ -228,8 +231,14 @@ def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool
 
 
 # ------------------------------------------------------------ the report
-def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_kind: str = "auto", pattern: str = "",
-                 loss_rows: int = DEFAULT_LOSS_ROWS, progress: Progress = lambda f, m: None) -> dict:
+def evaluate_run(
+    run: str | Path,
+    count: int = DEFAULT_FORMAT_PROMPTS,
+    scorer_kind: str = "auto",
+    pattern: str = "",
+    loss_rows: int = DEFAULT_LOSS_ROWS,
+    progress: Progress = lambda f, m: None,
+) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
     from .chat import generate_once, load_chat_model
     from .data import load_for_run, prompt_messages, reference_answer
@@ -253,7 +262,9 @@ def evaluate_run(run: str | Path, count: int = DEFAULT_FORMAT_PROMPTS, scorer_ki
         entry = {"heldout": heldout_loss(loaded, loss_set, use_adapter, config.answers_only)}
         replies = []
         for i, prompt in enumerate(prompts):
-            progress(0.15 + 0.45 * index + 0.35 * i / max(len(prompts), 1), f"{name} model: reply {i + 1}/{len(prompts)}")
+            progress(
+                0.15 + 0.45 * index + 0.35 * i / max(len(prompts), 1), f"{name} model: reply {i + 1}/{len(prompts)}"
+            )
             replies.append(generate_once(loaded, prompt, use_adapter, EVAL_MAX_NEW_TOKENS)["text"])
         if scorer["kind"] != "none" and replies:
             entry["format"] = score_replies(replies, references, scorer)
@@ -296,14 +307,23 @@ def summary_rows(result: dict) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sft_space.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--count", type=int, default=DEFAULT_FORMAT_PROMPTS, help="held-out prompts answered by each model")
+    parser.add_argument(
+        "--count", type=int, default=DEFAULT_FORMAT_PROMPTS, help="held-out prompts answered by each model"
+    )
     parser.add_argument("--loss_rows", type=int, default=DEFAULT_LOSS_ROWS, help="held-out rows for loss/perplexity")
-    parser.add_argument("--scorer", default="auto", choices=SCORERS, help="format check (auto: a JSON schema when answers are JSON)")
+    parser.add_argument(
+        "--scorer", default="auto", choices=SCORERS, help="format check (auto: a JSON schema when answers are JSON)"
+    )
     parser.add_argument("--pattern", default="", help="the regular expression for --scorer regex")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also compare the tuned model with prompting the base model (zero-shot, instructions, few-shot)")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also compare the tuned model with prompting the base model (zero-shot, instructions, few-shot)",
+    )
     parser.add_argument("--shots", type=int, default=3, help="training examples in the few-shot baseline (default 3)")
-    parser.add_argument("--instructions", default=None, help="system prompt of the instructions baseline (default: from the data)")
+    parser.add_argument(
+        "--instructions", default=None, help="system prompt of the instructions baseline (default: from the data)"
+    )
     args = parser.parse_args(argv)
     try:
         result = evaluate_run(args.run_dir, args.count, args.scorer, args.pattern, args.loss_rows)
@@ -313,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.baselines:
             from .baselines import compare_with_prompting, table_rows
 
-            compared = compare_with_prompting(args.run_dir, args.count, args.shots, args.instructions, args.scorer,
-                                              args.pattern)
+            compared = compare_with_prompting(
+                args.run_dir, args.count, args.shots, args.instructions, args.scorer, args.pattern
+            )
             headers, rows = table_rows(compared)
             print()
             print(" | ".join(headers))

@@ -62,45 +62,70 @@ def diagnose(records: list[dict], learning_rate: float | None = None) -> list[Fi
 
     bad = _nonfinite(records)
     if bad:
-        findings.append(Finding(
-            "instability", "bad", f"The {bad[1].replace('_', ' ')} became NaN or infinite at step {bad[0]}.",
-            f"Lower the learning rate{lr_text}, e.g. to a third, and keep max_grad_norm at 1.0.", bad[0]))
+        findings.append(
+            Finding(
+                "instability",
+                "bad",
+                f"The {bad[1].replace('_', ' ')} became NaN or infinite at step {bad[0]}.",
+                f"Lower the learning rate{lr_text}, e.g. to a third, and keep max_grad_norm at 1.0.",
+                bad[0],
+            )
+        )
 
     if len(train) > SPIKE_WINDOW:
         for i in range(SPIKE_WINDOW, len(train)):
-            recent = statistics.median(v for _, v in train[i - SPIKE_WINDOW:i])
+            recent = statistics.median(v for _, v in train[i - SPIKE_WINDOW : i])
             step, value = train[i]
             if recent > 0 and value > SPIKE_FACTOR * recent:
-                findings.append(Finding(
-                    "instability", "warn",
-                    f"Training loss spiked to {value:.3f} at step {step}, {value / recent:.1f}x its recent median {recent:.3f}.",
-                    f"Lower the learning rate{lr_text} or raise warmup; a larger effective batch also smooths the loss.", step))
+                findings.append(
+                    Finding(
+                        "instability",
+                        "warn",
+                        f"Training loss spiked to {value:.3f} at step {step}, {value / recent:.1f}x its recent "
+                        f"median {recent:.3f}.",
+                        f"Lower the learning rate{lr_text} or raise warmup; a larger effective batch also "
+                        f"smooths the loss.",
+                        step,
+                    )
+                )
                 break
 
     if len(grads) > SPIKE_WINDOW:
         early = statistics.median(v for _, v in grads[:SPIKE_WINDOW])
         step, peak = max(grads[SPIKE_WINDOW:], key=lambda p: p[1])
         if early > 0 and peak > GRAD_EXPLODE_FACTOR * early:
-            findings.append(Finding(
-                "instability", "warn",
-                f"Gradient norm reached {peak:.2f} at step {step}, {peak / early:.0f}x its early median {early:.2f}.",
-                f"Lower the learning rate{lr_text}; max_grad_norm clips the update but not the cause.", step))
+            findings.append(
+                Finding(
+                    "instability",
+                    "warn",
+                    f"Gradient norm reached {peak:.2f} at step {step}, {peak / early:.0f}x its early median "
+                    f"{early:.2f}.",
+                    f"Lower the learning rate{lr_text}; max_grad_norm clips the update but not the cause.",
+                    step,
+                )
+            )
 
     if len(evals) >= OVERFIT_EVALS + 1:
-        tail = evals[-(OVERFIT_EVALS + 1):]
+        tail = evals[-(OVERFIT_EVALS + 1) :]
         rising = all(b[1] > a[1] for a, b in zip(tail, tail[1:]))
         best = min(v for _, v in evals)
         train_then = [v for s, v in train if s <= tail[0][0]]
         train_now = [v for s, v in train if s >= tail[-1][0] - 1]
         train_falling = bool(train_then and train_now) and train_now[-1] < train_then[-1]
         if rising and tail[-1][1] >= best * (1 + OVERFIT_MIN_RISE) and train_falling:
-            findings.append(Finding(
-                "overfitting", "bad",
-                f"Overfitting: validation loss rose over the last {OVERFIT_EVALS} evaluations "
-                f"({tail[0][1]:.3f} -> {tail[-1][1]:.3f}) while training loss kept falling "
-                f"({train_then[-1]:.3f} -> {train_now[-1]:.3f}).",
-                f"Stop earlier (the best validation loss {best:.3f} was at step {min(evals, key=lambda p: p[1])[0]}), "
-                "train fewer epochs, add data, or raise LoRA dropout.", tail[-1][0]))
+            findings.append(
+                Finding(
+                    "overfitting",
+                    "bad",
+                    f"Overfitting: validation loss rose over the last {OVERFIT_EVALS} evaluations "
+                    f"({tail[0][1]:.3f} -> {tail[-1][1]:.3f}) while training loss kept falling "
+                    f"({train_then[-1]:.3f} -> {train_now[-1]:.3f}).",
+                    f"Stop earlier (the best validation loss {best:.3f} was at step "
+                    f"{min(evals, key=lambda p: p[1])[0]}), "
+                    "train fewer epochs, add data, or raise LoRA dropout.",
+                    tail[-1][0],
+                )
+            )
 
     if len(evals) >= GAP_MIN_EVALS and len(train) >= 2 and not any(f.sign == "overfitting" for f in findings):
         first_eval, last_eval = evals[0], evals[-1]
@@ -109,30 +134,44 @@ def diagnose(records: list[dict], learning_rate: float | None = None) -> list[Fi
         train_drop = (train_at_first[-1] - train_at_last[-1]) / max(train_at_first[-1], 1e-9)
         eval_drop = (first_eval[1] - last_eval[1]) / max(first_eval[1], 1e-9)
         if train_drop >= GAP_MIN_TRAIN_DROP and train_drop > GAP_RATIO * max(eval_drop, 1e-9):
-            findings.append(Finding(
-                "widening-gap", "warn",
-                f"Validation loss is falling much more slowly than training loss since step {first_eval[0]}: "
-                f"training -{train_drop:.0%}, validation -{max(eval_drop, 0):.0%}.",
-                "The model is starting to fit the training set rather than the task: watch for overfitting, "
-                "add data or regularise (LoRA dropout, weight decay).", last_eval[0]))
+            findings.append(
+                Finding(
+                    "widening-gap",
+                    "warn",
+                    f"Validation loss is falling much more slowly than training loss since step {first_eval[0]}: "
+                    f"training -{train_drop:.0%}, validation -{max(eval_drop, 0):.0%}.",
+                    "The model is starting to fit the training set rather than the task: watch for overfitting, "
+                    "add data or regularise (LoRA dropout, weight decay).",
+                    last_eval[0],
+                )
+            )
 
     if train and train[-1][0] >= PLATEAU_MIN_STEPS:
         start = statistics.mean(v for _, v in train[:3])
         now = statistics.mean(v for _, v in train[-3:])
         if now > start * (1 - PLATEAU_MIN_DROP):
-            findings.append(Finding(
-                "not-learning", "warn",
-                f"Not learning: after {train[-1][0]} steps the training loss is {now:.3f}, "
-                f"less than {PLATEAU_MIN_DROP:.0%} below where it started ({start:.3f}).",
-                f"Try a higher learning rate{lr_text}, more LoRA rank or target modules, and check that the "
-                "data's answers are what you want the model to learn.", train[-1][0]))
+            findings.append(
+                Finding(
+                    "not-learning",
+                    "warn",
+                    f"Not learning: after {train[-1][0]} steps the training loss is {now:.3f}, "
+                    f"less than {PLATEAU_MIN_DROP:.0%} below where it started ({start:.3f}).",
+                    f"Try a higher learning rate{lr_text}, more LoRA rank or target modules, and check that the "
+                    "data's answers are what you want the model to learn.",
+                    train[-1][0],
+                )
+            )
 
     if train and train[-1][1] < MEMORISATION_LOSS:
-        findings.append(Finding(
-            "memorisation", "warn",
-            f"Possible memorisation: training loss is {train[-1][1]:.4f} at step {train[-1][0]}.",
-            "Check the validation loss and held-out replies; with a small dataset, train fewer steps or add data.",
-            train[-1][0]))
+        findings.append(
+            Finding(
+                "memorisation",
+                "warn",
+                f"Possible memorisation: training loss is {train[-1][1]:.4f} at step {train[-1][0]}.",
+                "Check the validation loss and held-out replies; with a small dataset, train fewer steps or add data.",
+                train[-1][0],
+            )
+        )
 
     if findings:
         order = {"bad": 0, "warn": 1}

@@ -25,13 +25,25 @@ from . import estimates
 from .config import RunConfig
 from .models import check_model_choice, model_max_length
 from .rundir import (
-    QUEUE_LOCK, clear_cancel, has_adapter, is_run, last_complete_checkpoint, list_run_dirs, log_path, new_run_id,
-    read_config, read_config_dict, read_metrics, read_status, request_cancel, run_path, runs_root, visible_to,
-    write_config, write_status,
+    QUEUE_LOCK,
+    clear_cancel,
+    has_adapter,
+    is_run,
+    last_complete_checkpoint,
+    list_run_dirs,
+    log_path,
+    new_run_id,
+    read_config,
+    read_config_dict,
+    read_metrics,
+    read_status,
+    request_cancel,
+    run_path,
+    runs_root,
+    visible_to,
+    write_config,
+    write_status,
 )
-
-# transitional: names that moved to rundir, for the publishing modules until they import rundir themselves
-from .rundir import read_json, read_metrics, read_probes, write_json_atomic  # noqa: E402,F401
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
@@ -80,9 +92,11 @@ def refresh(run: str | Path) -> dict:
         status = read_status(run)  # it may have written its final state just before exiting
     if status.get("state") in ACTIVE_STATES and not process_alive(run, status):
         status = write_status(
-            run, state="interrupted", ended_at=time.time(),
+            run,
+            state="interrupted",
+            ended_at=time.time(),
             error="The training process ended unexpectedly (killed, out of memory, or the app restarted). "
-                  "Open the log for details.",
+            "Open the log for details.",
         )
     return status
 
@@ -127,6 +141,7 @@ def advance_queue() -> str | None:
 
 def start_queue_worker(interval: float = 2.0) -> threading.Thread:
     """A daemon thread that starts queued runs as the device frees up (the app runs one)."""
+
     def work() -> None:
         while True:
             try:
@@ -161,8 +176,15 @@ def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = 
     write_config(run_dir, config)
     # written before any process starts; from then on only the training process writes status.json
     now = time.time()
-    write_status(run_dir, state="queued", created_at=now, queued_at=now, run_id=run_id, owner=owner,
-                 planned_steps=estimates.planned_steps(config))
+    write_status(
+        run_dir,
+        state="queued",
+        created_at=now,
+        queued_at=now,
+        run_id=run_id,
+        owner=owner,
+        planned_steps=estimates.planned_steps(config),
+    )
     advance_queue()
     return run_id
 
@@ -195,7 +217,9 @@ def _launch(run_id: str, arguments: list[str]) -> None:
     with open(log_path(run_dir), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sft_space.train", *arguments],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
             env={**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
@@ -229,7 +253,9 @@ def cancel_run(run: str | Path, owner: str | None = None) -> dict:
     with _queue_lock():
         status = refresh(run)
         if is_waiting(status):
-            return write_status(run, state="cancelled", ended_at=time.time(), note="cancelled while waiting in the queue")
+            return write_status(
+                run, state="cancelled", ended_at=time.time(), note="cancelled while waiting in the queue"
+            )
     if status.get("state") in ACTIVE_STATES:
         request_cancel(run)
         _signal_stop(run, status)
@@ -261,17 +287,19 @@ def list_runs(owner: str | None = None) -> list[dict]:
     for run_dir, status in visible_runs(owner):
         config = read_config_dict(run_dir)
         eval_losses = [m["eval_loss"] for m in read_metrics(run_dir) if isinstance(m.get("eval_loss"), (int, float))]
-        runs.append({
-            "run_id": run_dir.name,
-            "model": config.get("model"),
-            "dataset": config.get("dataset"),
-            "state": status.get("state", "unknown"),
-            "step": status.get("step", 0),
-            "max_steps": status.get("max_steps") or status.get("planned_steps"),
-            "best_eval_loss": min(eval_losses) if eval_losses else None,
-            "age_seconds": time.time() - status.get("created_at", time.time()),
-            "has_adapter": has_adapter(run_dir),
-        })
+        runs.append(
+            {
+                "run_id": run_dir.name,
+                "model": config.get("model"),
+                "dataset": config.get("dataset"),
+                "state": status.get("state", "unknown"),
+                "step": status.get("step", 0),
+                "max_steps": status.get("max_steps") or status.get("planned_steps"),
+                "best_eval_loss": min(eval_losses) if eval_losses else None,
+                "age_seconds": time.time() - status.get("created_at", time.time()),
+                "has_adapter": has_adapter(run_dir),
+            }
+        )
     return runs
 
 

@@ -25,19 +25,26 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
+from . import estimates, rundir
 from .config import PRESETS, RunConfig, coerce, fields_by_name
-from . import rundir
-from . import estimates
+from .models import device_name, model_max_length
 from .rundir import (
-    STATUS, cancel_requested, forget_after, last_complete_checkpoint, new_run_id, read_config_dict, read_json,
+    STATUS,
+    cancel_requested,
+    forget_after,
+    last_complete_checkpoint,
+    new_run_id,
+    read_config_dict,
+    read_json,
     runs_root,
 )
-from .models import device_name, model_max_length
 
 log = logging.getLogger("sft_space.train")
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
-PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
+PROBE_MAX_NEW_TOKENS = (
+    56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
+)
 END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 # Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
 IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
@@ -74,12 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", nargs="?", help="a run directory; its config.json is read if present")
     parser.add_argument("--config", help="a JSON file of RunConfig settings (flags override it)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue a stopped, failed or interrupted run from its last complete checkpoint")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped, failed or interrupted run from its last complete checkpoint",
+    )
     parser.add_argument("--preset", choices=list(PRESETS), help="start from a named preset (flags override it)")
-    parser.add_argument("--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)")
+    parser.add_argument(
+        "--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)"
+    )
     for f in fields(RunConfig):
-        parser.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=str(f.type).upper(), help=f.metadata["hint"])
+        parser.add_argument(
+            f"--{f.name}", dest=f.name, default=None, metavar=str(f.type).upper(), help=f.metadata["hint"]
+        )
     return parser
 
 
@@ -87,7 +101,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     settings: dict = dict(PRESETS[args.preset]) if args.preset else {}
     run_dir = Path(args.output_dir or args.run_dir) if (args.output_dir or args.run_dir) else None
     if args.config:
-        settings.update(read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON"))
+        settings.update(
+            read_json(Path(args.config)) or _fail(f"--config {args.config}: no such file or not valid JSON")
+        )
     elif run_dir and rundir.is_run(run_dir):
         settings.update(read_config_dict(run_dir))
     known = fields_by_name()
@@ -111,7 +127,9 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": 
 def reexec_with_malloc_tuning() -> None:
     """Restart this process once with MALLOC_ENV set (glibc reads it only at start-up)."""
     if sys.platform.startswith("linux") and any(k not in os.environ for k in MALLOC_ENV):
-        os.execve(sys.executable, [sys.executable, "-m", "sft_space.train", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
+        os.execve(
+            sys.executable, [sys.executable, "-m", "sft_space.train", *sys.argv[1:]], {**os.environ, **MALLOC_ENV}
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,20 +164,41 @@ def main(argv: list[str] | None = None) -> int:
 
 def setup_logging(run_dir: Path) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if not os.environ.get("SFT_SPACE_LOG_CAPTURED") and IS_MAIN_PROCESS:  # the app already sends our stdout to train.log
+    if (
+        not os.environ.get("SFT_SPACE_LOG_CAPTURED") and IS_MAIN_PROCESS
+    ):  # the app already sends our stdout to train.log
         handlers.append(logging.FileHandler(rundir.log_path(run_dir), encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
 
 
 # -------------------------------------------------------------- training
 def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Path | None = None) -> int:
     started = time.time()
-    status = dict(state="running", pid=os.getpid(), started_at=started, phase="loading", step=0, error=None,
-                  retry=None, note=None, eta_seconds=None, seconds_per_step=None, steps_measured=0, last_step_at=None)
+    status = dict(
+        state="running",
+        pid=os.getpid(),
+        started_at=started,
+        phase="loading",
+        step=0,
+        error=None,
+        retry=None,
+        note=None,
+        eta_seconds=None,
+        seconds_per_step=None,
+        steps_measured=0,
+        last_step_at=None,
+    )
     write_status(run_dir, **status)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    log.info("Run %s: %s on %s%s", run_dir.name, config.model, config.dataset,
-             f" (process {os.environ.get('RANK', '0')} of {processes})" if processes > 1 else "")
+    log.info(
+        "Run %s: %s on %s%s",
+        run_dir.name,
+        config.model,
+        config.dataset,
+        f" (process {os.environ.get('RANK', '0')} of {processes})" if processes > 1 else "",
+    )
     status["processes"] = processes
     try:
         trainer, tokenizer = build_trainer(config, run_dir, stop, status)
@@ -187,13 +226,17 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
     except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
         log.error("Training failed:\n%s", traceback.format_exc())
         if is_out_of_memory(error):
-            retry = {"per_device_train_batch_size": max(1, config.per_device_train_batch_size // 2),
-                     "gradient_accumulation_steps": config.gradient_accumulation_steps * 2}
+            retry = {
+                "per_device_train_batch_size": max(1, config.per_device_train_batch_size // 2),
+                "gradient_accumulation_steps": config.gradient_accumulation_steps * 2,
+            }
             status["retry"] = retry
-            message = (f"Out of memory at batch size {config.per_device_train_batch_size} "
-                       f"({'GPU' if 'CUDA' in str(error) else 'device'} memory ran out): retry with batch size "
-                       f"{retry['per_device_train_batch_size']} and gradient accumulation "
-                       f"{retry['gradient_accumulation_steps']} (the same effective batch).")
+            message = (
+                f"Out of memory at batch size {config.per_device_train_batch_size} "
+                f"({'GPU' if 'CUDA' in str(error) else 'device'} memory ran out): retry with batch size "
+                f"{retry['per_device_train_batch_size']} and gradient accumulation "
+                f"{retry['gradient_accumulation_steps']} (the same effective batch)."
+            )
             finish(run_dir, status, "failed", started, error=message)
             return 1
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
@@ -218,10 +261,13 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def finish(run_dir: Path, status: dict, state: str, started: float, error: str | None = None, note: str | None = None) -> int:
+def finish(
+    run_dir: Path, status: dict, state: str, started: float, error: str | None = None, note: str | None = None
+) -> int:
     ended = time.time()
-    status.update(state=state, phase=None, ended_at=ended, elapsed_seconds=ended - started, error=error,
-                  device=device_name())
+    status.update(
+        state=state, phase=None, ended_at=ended, elapsed_seconds=ended - started, error=error, device=device_name()
+    )
     if status.get("last_step_at"):  # saving the adapter and the last probe replies, after the last step
         status["finish_seconds"] = round(ended - status["last_step_at"], 2)
     if note:
@@ -244,13 +290,20 @@ def mirror_progress_bars(run_dir: Path, status: dict) -> None:
     def update(bar, n=1):
         result = original(bar, n)
         now = time.time()
-        if (bar.total and not bar.disable and now - last_write[0] >= PHASE_WRITE_SECONDS
-                and status.get("phase") != "training"):
+        if (
+            bar.total
+            and not bar.disable
+            and now - last_write[0] >= PHASE_WRITE_SECONDS
+            and status.get("phase") != "training"
+        ):
             last_write[0] = now
             share = min(bar.n / bar.total, 1.0)
             elapsed = now - bar.start_t
-            status.update(phase=(bar.desc or "working").rstrip(": "), phase_progress=share,
-                          phase_eta=elapsed * (1 - share) / share if share > 0 else None)
+            status.update(
+                phase=(bar.desc or "working").rstrip(": "),
+                phase_progress=share,
+                phase_eta=elapsed * (1 - share) / share if share > 0 else None,
+            )
             write_status(run_dir, **status)
         return result
 
@@ -262,10 +315,26 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     from trl import SFTTrainer
 
     from .data import load_for_run, prompt_messages, to_trl_rows, trains_every_answer
-    from .models import (attention_targets, base_license, check_quantization, check_target_modules, choose_precision,
-                         detect_device, estimate_memory, expose_bias_on_token_wrappers, fit_model_to_tokenizer,
-                         load_model, local_facts, needs_gradient_checkpointing, precision_name, prepare_tokenizer,
-                         resolve_model, trainable_tokens, trainer_precision_args, training_dtype)
+    from .models import (
+        attention_targets,
+        base_license,
+        check_quantization,
+        check_target_modules,
+        choose_precision,
+        detect_device,
+        estimate_memory,
+        expose_bias_on_token_wrappers,
+        fit_model_to_tokenizer,
+        load_model,
+        local_facts,
+        needs_gradient_checkpointing,
+        precision_name,
+        prepare_tokenizer,
+        resolve_model,
+        trainable_tokens,
+        trainer_precision_args,
+        training_dtype,
+    )
 
     def progress(fraction: float, message: str) -> None:
         log.info("model: %s", message)
@@ -287,10 +356,17 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
     precision = choose_precision(config.precision)
     device = detect_device()
     checkpointing = config.gradient_checkpointing == "on" or (
-        config.gradient_checkpointing == "auto" and needs_gradient_checkpointing(facts, config, device))
+        config.gradient_checkpointing == "auto" and needs_gradient_checkpointing(facts, config, device)
+    )
     estimate = estimate_memory(facts, config, device, checkpointing, precision_name(precision))
-    log.info("device: %s; precision %s; gradient checkpointing %s; memory estimate %.2f GiB (%s)", device.describe(),
-             precision_name(precision), "on" if checkpointing else "off", estimate.total / 2**30, estimate.verdict)
+    log.info(
+        "device: %s; precision %s; gradient checkpointing %s; memory estimate %.2f GiB (%s)",
+        device.describe(),
+        precision_name(precision),
+        "on" if checkpointing else "off",
+        estimate.total / 2**30,
+        estimate.verdict,
+    )
     tokenizer, token_setup = prepare_tokenizer(folder)
     for note in token_setup.notes:
         log.info("tokens: %s", note)
@@ -309,11 +385,21 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         expose_bias_on_token_wrappers()
     targets = attention_targets(facts) if config.lora_target_modules.strip() == "attention" else None
     peft_config = config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
-    args = config.to_sft_config(str(rundir.checkpoints_dir(run_dir)), **trainer_precision_args(precision),
-                                gradient_checkpointing=checkpointing, assistant_only_loss=every_answer)
+    args = config.to_sft_config(
+        str(rundir.checkpoints_dir(run_dir)),
+        **trainer_precision_args(precision),
+        gradient_checkpointing=checkpointing,
+        assistant_only_loss=every_answer,
+    )
     status.update(loss_on=loss_on, assistant_only_loss=every_answer)
-    status.update(precision=precision_name(precision), gradient_checkpointing=checkpointing, device=device.describe(),
-                  memory_estimate=estimate.total, token_notes=token_setup.notes, chatml_added=token_setup.chatml_added)
+    status.update(
+        precision=precision_name(precision),
+        gradient_checkpointing=checkpointing,
+        device=device.describe(),
+        memory_estimate=estimate.total,
+        token_notes=token_setup.notes,
+        chatml_added=token_setup.chatml_added,
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -336,10 +422,16 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         log.info("distributed: %d processes, backend %s", dist.get_world_size(), backend)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
-    status.update(trainable_parameters=trainable, total_parameters=total,
-                  train_rows=len(splits.train), validation_rows=len(validation), data_format=splits.format_label(),
-                  data_notes=splits.notes, token_lengths=token_length_summary(trainer.train_dataset, config.max_length),
-                  base_license=base_license(folder))
+    status.update(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        train_rows=len(splits.train),
+        validation_rows=len(validation),
+        data_format=splits.format_label(),
+        data_notes=splits.notes,
+        token_lengths=token_length_summary(trainer.train_dataset, config.max_length),
+        base_license=base_license(folder),
+    )
     return trainer, tokenizer
 
 
@@ -350,9 +442,14 @@ def token_length_summary(dataset, max_length: int) -> dict:
     lengths = sorted(len(ids) for ids in dataset["input_ids"]) if "input_ids" in dataset.column_names else []
     if not lengths:
         return {}
-    return {"rows": len(lengths), "min": lengths[0], "median": int(statistics.median(lengths)),
-            "p95": lengths[int(0.95 * (len(lengths) - 1))], "max": lengths[-1],
-            "at_max_length": round(sum(n >= max_length for n in lengths) / len(lengths), 4)}
+    return {
+        "rows": len(lengths),
+        "min": lengths[0],
+        "median": int(statistics.median(lengths)),
+        "p95": lengths[int(0.95 * (len(lengths) - 1))],
+        "max": lengths[-1],
+        "at_max_length": round(sum(n >= max_length for n in lengths) / len(lengths), 4),
+    }
 
 
 def save_adapter(model, tokenizer, target: Path) -> None:
@@ -394,8 +491,11 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
             self.train_started = time.time()
             self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
             self.first_tokens = self._tokens(state)
-            self.status.update(max_steps=state.max_steps, step=state.global_step,
-                               startup_seconds=round(self.train_started - self.status["started_at"], 2))
+            self.status.update(
+                max_steps=state.max_steps,
+                step=state.global_step,
+                startup_seconds=round(self.train_started - self.status["started_at"], 2),
+            )
             write_status(self.run_dir, **self.status)
 
         def on_step_begin(self, args, state, control, **kwargs):
@@ -419,7 +519,9 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 elapsed_seconds=elapsed,
                 steps_measured=trained,
                 seconds_per_step=pace,
-                eta_seconds=(state.max_steps - step) * pace if pace and trained >= estimates.MEASURED_AFTER_STEPS else None,
+                eta_seconds=(state.max_steps - step) * pace
+                if pace and trained >= estimates.MEASURED_AFTER_STEPS
+                else None,
                 last_step_at=time.time(),
             )
             write_status(self.run_dir, **self.status)
@@ -439,15 +541,21 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
-            bad = [k for k in ("loss", "grad_norm", "eval_loss")
-                   if isinstance(logs.get(k), float) and not math.isfinite(logs[k])]
+            bad = [
+                k
+                for k in ("loss", "grad_norm", "eval_loss")
+                if isinstance(logs.get(k), float) and not math.isfinite(logs[k])
+            ]
             if bad and not self.stop.diverged:
                 lr = args.learning_rate
                 self.stop.diverged = (
                     f"The {bad[0].replace('_', ' ')} became {logs[bad[0]]} at step {state.global_step} with "
                     f"learning_rate {lr:g}: lower the learning rate (try {lr / 10:g}) and start again"
-                    + (f"; the last good checkpoint is step {self.status['last_checkpoint']}."
-                       if self.status.get("last_checkpoint") else ".")
+                    + (
+                        f"; the last good checkpoint is step {self.status['last_checkpoint']}."
+                        if self.status.get("last_checkpoint")
+                        else "."
+                    )
                 )
                 log.error(self.stop.diverged)
                 control.should_training_stop = True
@@ -464,12 +572,23 @@ def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
                 "tokens_per_second": round(self._tokens_per_second(state), 1),
                 "elapsed_seconds": round(time.time() - self.train_started, 2),
             }
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy"):
+            for key in (
+                "loss",
+                "eval_loss",
+                "learning_rate",
+                "grad_norm",
+                "mean_token_accuracy",
+                "eval_mean_token_accuracy",
+            ):
                 if key in logs and isinstance(logs[key], (int, float)):
                     value = float(logs[key])
                     record[key] = value if math.isfinite(value) else str(value)
             append_metric(self.run_dir, record)
-            log.info("step %d: %s", state.global_step, {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")})
+            log.info(
+                "step %d: %s",
+                state.global_step,
+                {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")},
+            )
 
     return RunDirCallback(run_dir, status, stop)
 
@@ -493,8 +612,13 @@ def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict, s
                 model.train(was_training)
             seconds = time.time() - started
             status["probe_seconds"] = status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
-            record = {"step": state.global_step, "prompts": [p[-1]["content"] for p in probes], "replies": replies,
-                      "ended": ended, "seconds": round(seconds, 2)}
+            record = {
+                "step": state.global_step,
+                "prompts": [p[-1]["content"] for p in probes],
+                "replies": replies,
+                "ended": ended,
+                "seconds": round(seconds, 2),
+            }
             rundir.append_probe(run_dir, record)
             self.last = record
             return record
@@ -509,9 +633,11 @@ def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict, s
             ended, checked = sum(record["ended"]), len(record["ended"])
             status["end_of_turn"] = {"ended": ended, "checked": checked}
             if ended < checked:
-                status["note"] = (f"The tuned model did not end its turn on {checked - ended} of {checked} probe prompts "
-                                  f"within {END_CHECK_MAX_NEW_TOKENS} tokens: it may ramble. Train longer or with more "
-                                  "data, and keep 'Train on answers only' on so the end-of-turn token is learned.")
+                status["note"] = (
+                    f"The tuned model did not end its turn on {checked - ended} of {checked} probe prompts "
+                    f"within {END_CHECK_MAX_NEW_TOKENS} tokens: it may ramble. Train longer or with more "
+                    "data, and keep 'Train on answers only' on so the end-of-turn token is learned."
+                )
                 log.warning(status["note"])
             else:
                 log.info("end-of-turn check: the tuned model ended its turn on all %d probe prompts", checked)

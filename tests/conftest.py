@@ -1,76 +1,24 @@
-"""Shared fixtures: an isolated SFT_SPACE_HOME and a tiny Llama model built locally (no network)."""
+"""Shared fixtures: an isolated SFT_SPACE_HOME and a tiny Llama model built locally (no network).
+
+The environment is set here, before any test module imports the app; helpers.py holds the functions tests share.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 # Every test process and every training process it starts sees this home, never the user's.
-os.environ.setdefault("SFT_SPACE_HOME", str(Path(os.environ.get("PYTEST_SFT_HOME", "/tmp")) / f"sft-space-tests-{os.getpid()}"))
+os.environ.setdefault(
+    "SFT_SPACE_HOME", str(Path(os.environ.get("PYTEST_SFT_HOME", "/tmp")) / f"sft-space-tests-{os.getpid()}")
+)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-
-def build_tiny_model(folder: Path, hidden_size: int = 16, layers: int = 2, architecture: str = "llama",
-                     base: bool = False, initializer_range: float = 0.02) -> Path:
-    """A random causal LM with a byte-level BPE tokenizer trained on the demo data.
-
-    architecture: llama (LlamaForCausalLM, untied head) or qwen2 (Qwen2ForCausalLM, tied embeddings).
-    base=False: an instruct-style model with a ChatML template, <|im_end|> as eos and a <pad> token.
-    base=True: a base model as pretraining leaves it: no chat template, no ChatML tokens, eos <|endoftext|>, no pad.
-    initializer_range: the weights' spread; at 0.02 a 16-wide frozen head can barely move its logits, so tests that
-    need the model to learn a reply use a wider one.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    texts = []
-    for line in (ROOT / "sft_space" / "demo_data" / "json-extract.train.jsonl").read_text().splitlines()[:300]:
-        texts += [m["content"] for m in json.loads(line)["messages"]]
-    specials = ["<|endoftext|>"] if base else ["<pad>", "<|im_start|>", "<|im_end|>"]
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(
-        texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    )
-    if base:
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>")
-    else:
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<pad>")
-        tokenizer.chat_template = CHATML
-    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if architecture == "qwen2" else (LlamaConfig, LlamaForCausalLM)
-    config = config_class(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-        tie_word_embeddings=architecture == "qwen2", initializer_range=initializer_range,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    model = model_class(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+from helpers import TINY_FAST, build_tiny_model, run_cli  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture(scope="session")
@@ -85,30 +33,6 @@ def sft_home() -> Path:
     return path
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m sft_space.train ARGS` as a user would type it."""
-    return subprocess.run(
-        [sys.executable, "-m", "sft_space.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def wait_until(predicate, timeout: float = 300, poll: float = 0.5, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-TINY_FAST = [
-    "--dataset", "demo:json-extract", "--per_device_train_batch_size", "2", "--max_length", "128",
-    "--logging_steps", "1", "--eval_steps", "2", "--eval_max_rows", "4", "--save_steps", "2",
-    "--learning_rate", "0.005",
-]
-
-
 @pytest.fixture(scope="session")
 def trained_run(tiny_model, tmp_path_factory) -> Path:
     """A 3-step run of the tiny model through the command line, shared by the tests that inspect it."""
@@ -116,36 +40,3 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
-
-
-def use_test_hub(patch: pytest.MonkeyPatch, url: str, hf_home: Path) -> None:
-    """Point the real huggingface_hub client at a test Hub server (tests otherwise run with the Hub switched off),
-    with no token from this machine."""
-    import huggingface_hub.constants as constants
-
-    patch.setenv("HF_ENDPOINT", url)
-    patch.setenv("HF_HUB_OFFLINE", "0")
-    patch.setattr(constants, "HF_HUB_OFFLINE", False)
-    patch.delenv("HF_TOKEN", raising=False)
-    patch.setenv("HF_HOME", str(hf_home))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def launched_app():
-    """The real app on a free local port (launch(prevent_thread_lock=True)); yields its URL."""
-    from sft_space.ui import build_app, launch_kwargs
-
-    demo = build_app()
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                            **launch_kwargs())
-    try:
-        yield url
-    finally:
-        demo.close()

@@ -10,7 +10,7 @@ information and file downloads, so code under test runs unchanged with
                                                                    a Range header gets 206 and just those bytes
 
     GET  /api/whoami-v2                                            the user a token belongs to (401 otherwise)
-    POST /api/validate-yaml                                        a README's metadata block (400 if it is no YAML mapping)
+    POST /api/validate-yaml                                        a README's metadata block (400 unless a YAML mapping)
     POST /api/repos/create                                         a new repo (409 if it exists; 403 outside your name)
     POST /api/{models|datasets}/{id}/preupload/{rev}, /commit/{rev}  uploads: every file inline, one atomic commit
     POST /api/jobs/{namespace}, GET /api/jobs/{namespace}/{id}[/logs] Jobs: submit, inspect, logs (server-sent events)
@@ -96,7 +96,7 @@ class HubServer:
     # ------------------------------------------------------------ requests
     def _token(self, request) -> str | None:
         auth = request.headers.get("Authorization", "")
-        return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
 
     def _send(self, request, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False) -> None:
         request.send_response(status)
@@ -109,8 +109,13 @@ class HubServer:
 
     def _error(self, request, status: int, code: str, message: str, head: bool) -> None:
         body = json.dumps({"error": message}).encode()
-        self._send(request, status, body, {"X-Error-Code": code, "X-Error-Message": message,
-                                          "Content-Type": "application/json"}, head)
+        self._send(
+            request,
+            status,
+            body,
+            {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"},
+            head,
+        )
 
     def handle(self, request, head: bool) -> None:
         path = unquote(urlparse(request.path).path)
@@ -130,13 +135,22 @@ class HubServer:
             if repo is None or (repo.private and token not in repo.allowed_tokens):
                 return self._error(request, 401 if token is None else 404, "RepoNotFound", "Repository not found", head)
             if len(parts) >= 6 and parts[4] == "tree":  # the file list snapshot_download walks
-                tree = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                        for name, data in sorted(repo.files.items())]
+                tree = [
+                    {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for name, data in sorted(repo.files.items())
+                ]
                 return self._send(request, 200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
             info = {
-                "id": repo.repo_id, "sha": repo.sha, "private": repo.private,
-                "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
-                "tags": [], "cardData": repo.card_data, "lastModified": "2026-01-01T00:00:00.000Z",
+                "id": repo.repo_id,
+                "sha": repo.sha,
+                "private": repo.private,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "cardData": repo.card_data,
+                "lastModified": "2026-01-01T00:00:00.000Z",
                 "siblings": [{"rfilename": name} for name in sorted(repo.files)],
             }
             return self._send(request, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
@@ -155,18 +169,22 @@ class HubServer:
                 return self._error(request, 404, "EntryNotFound", f"{name} does not exist", head)
             data = repo.files[name]
             etag = f'"{hashlib.sha1(data).hexdigest()}"'
-            headers = {"X-Repo-Commit": repo.sha, "ETag": etag, "Content-Type": "application/octet-stream",
-                       "Accept-Ranges": "bytes"}
+            headers = {
+                "X-Repo-Commit": repo.sha,
+                "ETag": etag,
+                "Content-Type": "application/octet-stream",
+                "Accept-Ranges": "bytes",
+            }
             wanted = request.headers.get("Range", "")
             if wanted.startswith("bytes=") and not head:  # partial reads, as the Hub's CDN serves them
-                first, _, last = wanted[len("bytes="):].partition("-")
+                first, _, last = wanted[len("bytes=") :].partition("-")
                 if first == "":  # the last N bytes
                     start, end = max(0, len(data) - int(last)), len(data) - 1
                 else:
                     start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
                 self.ranges.append((name, start, end))
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                return self._send(request, 206, data[start:end + 1], headers, head)
+                return self._send(request, 206, data[start : end + 1], headers, head)
             if not head:
                 self.downloads.append(name)
             return self._send(request, 200, data, headers, head)
@@ -211,13 +229,27 @@ class HubServer:
                 return
             url = f"{self.url}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
             if (kind, repo_id) in self.repos:
-                return self._send(request, 409, json.dumps({"error": "You already created this model repo",
-                                                            "url": url}).encode(), json_headers)
+                return self._send(
+                    request,
+                    409,
+                    json.dumps({"error": "You already created this model repo", "url": url}).encode(),
+                    json_headers,
+                )
             private = data.get("private") or data.get("visibility") == "private"
-            self.add_repo(repo_id, {}, kind=kind, private=bool(private),
-                          allowed_tokens={t for t, u in self.users.items() if u == repo_id.split("/")[0]})
+            self.add_repo(
+                repo_id,
+                {},
+                kind=kind,
+                private=bool(private),
+                allowed_tokens={t for t, u in self.users.items() if u == repo_id.split("/")[0]},
+            )
             return self._send(request, 200, json.dumps({"url": url, "name": repo_id}).encode(), json_headers)
-        if parts[:1] == ["api"] and len(parts) >= 6 and parts[1] in ("models", "datasets") and parts[4] in ("preupload", "commit"):
+        if (
+            parts[:1] == ["api"]
+            and len(parts) >= 6
+            and parts[1] in ("models", "datasets")
+            and parts[4] in ("preupload", "commit")
+        ):
             kind, repo_id = parts[1][:-1], f"{parts[2]}/{parts[3]}"
             repo = self.repos.get((kind, repo_id))
             if self._writer(request, repo_id) is None:
@@ -225,16 +257,21 @@ class HubServer:
             if repo is None:
                 return self._error(request, 404, "RepoNotFound", "Repository not found", False)
             if parts[4] == "preupload":  # every file goes inline in the commit: no LFS storage to emulate
-                files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                         for f in json.loads(body)["files"]]
+                files = [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for f in json.loads(body)["files"]
+                ]
                 return self._send(request, 200, json.dumps({"files": files}).encode(), json_headers)
             if self.fail_commits > 0:  # fails before touching the repo, as an interrupted commit does
                 self.fail_commits -= 1
                 return self._error(request, 500, "InternalError", "Internal Error - try again later", False)
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
             header = next(line["value"] for line in lines if line["key"] == "header")
-            added = {line["value"]["path"]: base64.b64decode(line["value"]["content"])
-                     for line in lines if line["key"] == "file"}
+            added = {
+                line["value"]["path"]: base64.b64decode(line["value"]["content"])
+                for line in lines
+                if line["key"] == "file"
+            }
             repo.files.update(added)  # all files of a commit land together
             self.commits.append({"repo": repo_id, "message": header.get("summary"), "files": sorted(added)})
             body = {"commitUrl": f"{self.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha, "success": True}
@@ -249,9 +286,14 @@ class HubServer:
         if token not in self.users:
             return self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", False)
         job_id = f"job{len(self.jobs) + 1:04d}"
-        job = {"id": job_id, "createdAt": "2026-01-01T00:00:00.000Z", "owner": {"id": "u1", "name": namespace, "type": "user"},
-               "status": {"stage": "RUNNING", "message": None}, **spec,
-               "logs": ["===== Job started =====", "Loading data", "step 1/2", "step 2/2", "Pushed"]}
+        job = {
+            "id": job_id,
+            "createdAt": "2026-01-01T00:00:00.000Z",
+            "owner": {"id": "u1", "name": namespace, "type": "user"},
+            "status": {"stage": "RUNNING", "message": None},
+            **spec,
+            "logs": ["===== Job started =====", "Loading data", "step 1/2", "step 2/2", "Pushed"],
+        }
         self.jobs[job_id] = job
         body = {k: v for k, v in job.items() if k != "logs"}
         return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -263,8 +305,9 @@ class HubServer:
         if job is None:
             return self._error(request, 404, "NotFound", "Job not found", head)
         if len(parts) == 5 and parts[4] == "logs":  # server-sent events, one log line each, then the stream ends
-            events = "".join(f"data: {json.dumps({'timestamp': '2026-01-01T00:00:00Z', 'data': line})}\n\n"
-                             for line in job["logs"])
+            events = "".join(
+                f"data: {json.dumps({'timestamp': '2026-01-01T00:00:00Z', 'data': line})}\n\n" for line in job["logs"]
+            )
             return self._send(request, 200, events.encode(), {"Content-Type": "text/event-stream"}, head)
         body = {k: v for k, v in job.items() if k != "logs"}
         return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)

@@ -2,10 +2,11 @@
 
 import math
 import re
+
 import pytest
 from gradio_client import Client
 
-from conftest import launched_app, wait_until
+from helpers import launched_app, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,16 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-TINY = dict(per_device_train_batch_size=2, max_length=128, logging_steps=1, eval_steps=2, eval_max_rows=4,
-            save_steps=100, learning_rate=0.005, max_steps=4)
+TINY = dict(
+    per_device_train_batch_size=2,
+    max_length=128,
+    logging_steps=1,
+    eval_steps=2,
+    eval_max_rows=4,
+    save_steps=100,
+    learning_rate=0.005,
+    max_steps=4,
+)
 
 
 def test_dataset_preview_counts_rows(client):
@@ -30,8 +39,16 @@ def test_dataset_preview_counts_rows(client):
 
 
 def test_what_the_model_sees(client, tiny_model):
-    view, stats, histogram = client.predict(dataset="demo:json-extract", model=str(tiny_model), row_number=0, answers_only=True, max_length=500, batch_size=4,
-                                            packing=False, api_name="/what_the_model_sees")
+    view, stats, histogram = client.predict(
+        dataset="demo:json-extract",
+        model=str(tiny_model),
+        row_number=0,
+        answers_only=True,
+        max_length=500,
+        batch_size=4,
+        packing=False,
+        api_name="/what_the_model_sees",
+    )
     assert [piece["class_or_confidence"] for piece in view] == [None, "trained"], view  # prompt, then the answer
     assert view[1]["token"].startswith('{"intent"') and "<|im_end|>" in view[1]["token"]
     assert "640 training rows" in stats and "longer than max_length 500" in stats
@@ -41,14 +58,23 @@ def test_what_the_model_sees(client, tiny_model):
     assert sum(row[columns.index("rows")] for row in bins) == 640  # every training row in one bar
     assert {row[columns.index("part")] for row in bins} == {"within max_length"}  # nothing is past 500 tokens
     with pytest.raises(Exception, match="Row 9999 does not exist"):
-        client.predict(dataset="demo:json-extract", model=str(tiny_model), row_number=9999,
-                       answers_only=True, max_length=40, batch_size=4, packing=False, api_name="/what_the_model_sees")
+        client.predict(
+            dataset="demo:json-extract",
+            model=str(tiny_model),
+            row_number=9999,
+            answers_only=True,
+            max_length=40,
+            batch_size=4,
+            packing=False,
+            api_name="/what_the_model_sees",
+        )
 
 
 def test_bad_settings_show_a_clear_error(client, tiny_model):
     with pytest.raises(Exception) as info:
-        client.predict(dataset="demo:json-extract", model=str(tiny_model), **{**TINY, "learning_rate": 0},
-                       api_name="/start_run")
+        client.predict(
+            dataset="demo:json-extract", model=str(tiny_model), **{**TINY, "learning_rate": 0}, api_name="/start_run"
+        )
     message = str(info.value)
     assert "learning_rate must be above 0" in message and "Traceback" not in message
 
@@ -62,7 +88,8 @@ def test_train_then_chat_through_the_app(client, tiny_model):
         return outputs if ("completed" in outputs[0] or "failed" in outputs[0]) else None
 
     bar, progress, chart, health, lr, grad, probe_prompts, probes = wait_until(
-        finished, timeout=300, poll=1, what="the run to finish")
+        finished, timeout=300, poll=1, what="the run to finish"
+    )
     assert health.startswith("**Health:**")
     assert len(lr["data"]) == 4 and len(grad["data"]) == 4  # logged at steps 1-4
     assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
@@ -79,9 +106,20 @@ def test_train_then_chat_through_the_app(client, tiny_model):
     assert "probe 1:" in probe_prompts
     assert [row[0] for row in probes["data"]] == ["0 (base)", "2", "4"]  # before training, then each evaluation
 
-    _, tuned, base = client.predict(message="Table for two at 7pm please", tuned_history=[], base_history=[],
-                                    run_id=run_id, system_prompt="", compare=True, seed=0, temperature=0, top_p=1.0,
-                                    max_new_tokens=12, repetition_penalty=1.0, api_name="/chat")
+    _, tuned, base = client.predict(
+        message="Table for two at 7pm please",
+        tuned_history=[],
+        base_history=[],
+        run_id=run_id,
+        system_prompt="",
+        compare=True,
+        seed=0,
+        temperature=0,
+        top_p=1.0,
+        max_new_tokens=12,
+        repetition_penalty=1.0,
+        api_name="/chat",
+    )
     for history in (tuned, base):
         assert [m["role"] for m in history] == ["user", "assistant"]
         reply = history[-1]["content"]
@@ -94,9 +132,16 @@ def test_train_then_chat_through_the_app(client, tiny_model):
 
 
 def test_model_check_reports_fit_and_refuses_unreachable_hub_ids(client, tiny_model):
-    settings = dict(per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=256, lora_r=16,
-                    lora_target_modules="all-linear", gradient_checkpointing="auto", precision="auto",
-                    quantization="none")
+    settings = dict(
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        max_length=256,
+        lora_r=16,
+        lora_target_modules="all-linear",
+        gradient_checkpointing="auto",
+        precision="auto",
+        quantization="none",
+    )
     report = client.predict(model="bundled", **settings, api_name="/check_model")
     assert "135M parameters" in report and "Fits" in report and "Gradient checkpointing: off (auto)" in report
     report = client.predict(model=str(tiny_model), **settings, api_name="/check_model")
@@ -105,5 +150,6 @@ def test_model_check_reports_fit_and_refuses_unreachable_hub_ids(client, tiny_mo
     report = client.predict(model="HuggingFaceTB/SmolLM2-360M-Instruct", **settings, api_name="/check_model")
     assert report.startswith("**Error:**") and "HF_HUB_OFFLINE=1" in report
     with pytest.raises(Exception, match="HF_HUB_OFFLINE=1"):
-        client.predict(dataset="demo:json-extract", model="HuggingFaceTB/SmolLM2-360M-Instruct", **TINY,
-                       api_name="/start_run")
+        client.predict(
+            dataset="demo:json-extract", model="HuggingFaceTB/SmolLM2-360M-Instruct", **TINY, api_name="/start_run"
+        )

@@ -4,13 +4,21 @@ import shutil
 
 import pytest
 
-from conftest import launched_app
+from helpers import launched_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
 
 
 @pytest.fixture(scope="module")

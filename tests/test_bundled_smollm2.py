@@ -3,11 +3,15 @@
 import json
 import math
 
-from conftest import run_cli
+import pytest
+
 from sft_space import bundled
 from sft_space.chat import load_chat_model, reply, unload
 
+from helpers import run_cli
 
+
+@pytest.mark.slow
 def test_bundled_model_trains_and_chats(tmp_path, sft_home):
     messages = []
     folder = bundled.ensure_bundled_model(lambda fraction, message: messages.append((fraction, message)))
@@ -17,9 +21,26 @@ def test_bundled_model_trains_and_chats(tmp_path, sft_home):
     assert bundled.ensure_bundled_model() == folder  # converted once, then reused
 
     run_dir = tmp_path / "smollm2"
-    result = run_cli("--model", "bundled", "--dataset", "demo:json-extract", "--max_steps", "2",
-                     "--per_device_train_batch_size", "2", "--max_length", "128", "--logging_steps", "1",
-                     "--eval_steps", "2", "--eval_max_rows", "2", "--output_dir", str(run_dir))
+    result = run_cli(
+        "--model",
+        "bundled",
+        "--dataset",
+        "demo:json-extract",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_length",
+        "128",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "2",
+        "--eval_max_rows",
+        "2",
+        "--output_dir",
+        str(run_dir),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     losses = [json.loads(line).get("loss") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [v for v in losses if v is not None]
@@ -27,8 +48,12 @@ def test_bundled_model_trains_and_chats(tmp_path, sft_home):
 
     loaded = load_chat_model(run_dir)
     try:
-        text = reply(loaded, [{"role": "user", "content": "Table for four on 3 May 2025 at 8pm, I'm Sam."}],
-                     do_sample=False, max_new_tokens=40)
+        text = reply(
+            loaded,
+            [{"role": "user", "content": "Table for four on 3 May 2025 at 8pm, I'm Sam."}],
+            do_sample=False,
+            max_new_tokens=40,
+        )
     finally:
         unload()
     assert text.strip() and "<|im_end|>" not in text

@@ -10,8 +10,9 @@ def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
     try:
         assert load_chat_model(trained_run) is loaded  # cached between messages
         messages = [{"role": "user", "content": "Table for two at 7pm"}]
-        ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                   return_dict=True)["input_ids"]
+        ids = loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
             tuned = loaded.model(ids).logits
             with loaded.model.disable_adapter():
@@ -22,8 +23,12 @@ def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
 
         partials = list(stream_reply(loaded, messages, do_sample=False, max_new_tokens=12))
         assert len(partials) >= 2 and all(b.startswith(a) for a, b in zip(partials, partials[1:]))
-        sampled = [reply(loaded, messages, seed=3, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=12,
-                         use_adapter=use) for use in (True, True, False)]
+        sampled = [
+            reply(
+                loaded, messages, seed=3, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=12, use_adapter=use
+            )
+            for use in (True, True, False)
+        ]
         assert sampled[0] == sampled[1]  # seeded: the same reply twice
         batch = generate_batch(loaded.model, loaded.tokenizer, [messages, messages], max_new_tokens=8)
         assert len(batch) == 2 and batch[0] == batch[1]

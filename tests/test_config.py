@@ -48,8 +48,17 @@ def test_several_problems_are_named_together():
 
 
 def test_to_sft_config_sets_every_default_that_matters(tmp_path):
-    config = RunConfig(max_steps=7, learning_rate=3e-4, warmup_ratio=0.2, logging_steps=3, eval_steps=4,
-                       save_steps=5, max_length=256, packing=True, answers_only=True)
+    config = RunConfig(
+        max_steps=7,
+        learning_rate=3e-4,
+        warmup_ratio=0.2,
+        logging_steps=3,
+        eval_steps=4,
+        save_steps=5,
+        max_length=256,
+        packing=True,
+        answers_only=True,
+    )
     args = config.to_sft_config(str(tmp_path))
     assert args.max_steps == 7 and args.learning_rate == 3e-4
     assert args.warmup_steps == 0.2  # the ratio, in transformers 5's warmup_steps

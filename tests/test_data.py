@@ -34,12 +34,17 @@ def test_json_extract_answers_follow_the_schema_and_normalise():
     assert any("half past" in q for q in requests) and any("dozen" in q for q in requests)
     assert len(set(requests)) == len(requests)
     train_requests = set(requests)
-    assert not train_requests & {r["messages"][0]["content"] for r in load_dataset_source("demo:json-extract").validation}
+    assert not train_requests & {
+        r["messages"][0]["content"] for r in load_dataset_source("demo:json-extract").validation
+    }
 
 
 def test_local_jsonl_gets_a_seeded_holdout(tmp_path):
     path = tmp_path / "mine.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(20)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(20)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     a, b = load_dataset_source(str(path)), load_dataset_source(str(path))
     assert (len(a.train), len(a.validation)) == (18, 2)
@@ -53,7 +58,9 @@ def test_bad_files_get_a_message_that_says_where(tmp_path):
         load_dataset_source(str(bad))
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text('{"question": "a"}\n{"question": "b"}\n')
-    with pytest.raises(ValueError, match="Unrecognised dataset columns.*messages.*question-answer \\(answer, question\\)"):
+    with pytest.raises(
+        ValueError, match="Unrecognised dataset columns.*messages.*question-answer \\(answer, question\\)"
+    ):
         load_dataset_source(str(wrong))
     with pytest.raises(ValueError, match="Unknown demo dataset"):
         load_dataset_source("demo:nope")
@@ -62,7 +69,13 @@ def test_bad_files_get_a_message_that_says_where(tmp_path):
 
 
 def test_answers_only_uses_prompt_completion():
-    row = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
+    row = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
     converted = to_trl_rows([row], answers_only=True)[0]
     assert converted["prompt"] == row["messages"][:2] and converted["completion"] == row["messages"][2:]
     assert to_trl_rows([row], answers_only=False)[0] == {"messages": row["messages"]}

@@ -7,20 +7,32 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from sft_space.data import load_dataset_source, reference_answer
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import (choose_scorer, infer_json_schema, parse_json_object, schema_errors, score_json_replies,
-                                score_replies, summary_rows)
+from sft_space.evaluate import (
+    choose_scorer,
+    infer_json_schema,
+    parse_json_object,
+    schema_errors,
+    score_json_replies,
+    score_replies,
+    summary_rows,
+)
 
-GOOD = json.dumps({"intent": "book_table", "name": "Sam", "date": "2025-03-14", "time": "19:30", "quantity": 2, "item": None})
+from helpers import ROOT
+
+GOOD = json.dumps(
+    {"intent": "book_table", "name": "Sam", "date": "2025-03-14", "time": "19:30", "quantity": 2, "item": None}
+)
 
 
 def test_schema_errors_name_the_problem():
     assert schema_errors(json.loads(GOOD), JSON_EXTRACT_SCHEMA) == []
     bad = {**json.loads(GOOD), "time": "7:30pm", "intent": "dance", "extra": 1}
     problems = " ".join(schema_errors(bad, JSON_EXTRACT_SCHEMA))
-    assert "'time' does not match" in problems and "'intent' not one of" in problems and "unexpected 'extra'" in problems
+    assert (
+        "'time' does not match" in problems and "'intent' not one of" in problems and "unexpected 'extra'" in problems
+    )
     assert schema_errors(None, JSON_EXTRACT_SCHEMA) == ["not a JSON object"]
     twice = GOOD[:-1] + ', "date": "2025-03-14"}'
     assert "a key appears twice" in schema_errors(parse_json_object(twice), JSON_EXTRACT_SCHEMA)
@@ -28,8 +40,9 @@ def test_schema_errors_name_the_problem():
 
 def test_scores_count_valid_schema_and_fields():
     wrong_time = GOOD.replace("19:30", "20:30")
-    scores = score_json_replies([GOOD, wrong_time, "Sure! Here is your booking.", '{"intent": "book_table"}'],
-                                [GOOD] * 4, JSON_EXTRACT_SCHEMA)
+    scores = score_json_replies(
+        [GOOD, wrong_time, "Sure! Here is your booking.", '{"intent": "book_table"}'], [GOOD] * 4, JSON_EXTRACT_SCHEMA
+    )
     assert scores["valid_json"] == 0.75
     assert scores["schema_valid"] == 0.5
     assert scores["all_fields_exact"] == 0.25
@@ -67,16 +80,23 @@ def test_free_text_answers_get_no_schema_and_other_scorers_work():
 
 
 def test_summary_rows_say_which_model_is_better():
-    result = {"base": {"heldout": {"loss": 2.0, "perplexity": 7.39}, "format": {"schema_valid": 0.0}},
-              "tuned": {"heldout": {"loss": 0.5, "perplexity": 1.65}, "format": {"schema_valid": 0.9}}}
+    result = {
+        "base": {"heldout": {"loss": 2.0, "perplexity": 7.39}, "format": {"schema_valid": 0.0}},
+        "tuned": {"heldout": {"loss": 0.5, "perplexity": 1.65}, "format": {"schema_valid": 0.9}},
+    }
     rows = summary_rows(result)
     assert ["held-out loss (answers)", "2.000", "0.500", "tuned"] in rows
     assert ["schema-valid JSON", "0%", "90%", "tuned"] in rows
 
 
 def test_evaluate_command_writes_base_and_tuned_results(trained_run):
-    result = subprocess.run([sys.executable, "-m", "sft_space.evaluate", str(trained_run), "--count", "3",
-                             "--loss_rows", "6"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "sft_space.evaluate", str(trained_run), "--count", "3", "--loss_rows", "6"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out loss (answers)" in result.stdout
     saved = json.loads((trained_run / "eval.json").read_text())
@@ -90,6 +110,11 @@ def test_evaluate_command_writes_base_and_tuned_results(trained_run):
 
 def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"max_steps": 1}))
-    result = subprocess.run([sys.executable, "-m", "sft_space.evaluate", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "sft_space.evaluate", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "has no saved adapter" in result.stderr and "Traceback" not in result.stderr

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from conftest import TINY_FAST, run_cli
 from sft_space.data import load_dataset_source
+
+from helpers import TINY_FAST, run_cli
 
 
 def write_jsonl(path, rows):
@@ -24,44 +25,93 @@ def find(rows, text):
 
 
 def test_alpaca_with_and_without_input(tmp_path):
-    rows = [{"instruction": f"Add {i} and 1", "input": "" if i % 2 else f"({i})", "output": str(i + 1)} for i in range(8)]
+    rows = [
+        {"instruction": f"Add {i} and 1", "input": "" if i % 2 else f"({i})", "output": str(i + 1)} for i in range(8)
+    ]
     splits, all_rows = loaded(tmp_path, rows)
     assert splits.source_format == "alpaca" and splits.format_label() == "alpaca -> messages"
     assert find(all_rows, "Add 2 and 1")["messages"] == [
-        {"role": "user", "content": "Add 2 and 1\n\n(2)"}, {"role": "assistant", "content": "3"}]
+        {"role": "user", "content": "Add 2 and 1\n\n(2)"},
+        {"role": "assistant", "content": "3"},
+    ]
     assert find(all_rows, "Add 1 and 1")["messages"][0]["content"] == "Add 1 and 1"
 
 
 def test_self_instruct_tasks_give_one_example_per_instance(tmp_path):
-    rows = [{"id": f"seed_task_{i}", "name": f"task{i}", "instruction": f"Classify {i}", "is_classification": True,
-             "instances": [{"input": f"item {i}a", "output": "yes"}, {"input": "", "output": "no"}]} for i in range(4)]
+    rows = [
+        {
+            "id": f"seed_task_{i}",
+            "name": f"task{i}",
+            "instruction": f"Classify {i}",
+            "is_classification": True,
+            "instances": [{"input": f"item {i}a", "output": "yes"}, {"input": "", "output": "no"}],
+        }
+        for i in range(4)
+    ]
     splits, all_rows = loaded(tmp_path, rows)
     assert splits.source_format == "self-instruct" and len(all_rows) == 8
     assert find(all_rows, "item 2a")["messages"] == [
-        {"role": "user", "content": "Classify 2\n\nitem 2a"}, {"role": "assistant", "content": "yes"}]
+        {"role": "user", "content": "Classify 2\n\nitem 2a"},
+        {"role": "assistant", "content": "yes"},
+    ]
 
 
 def test_sharegpt_roles_and_system(tmp_path):
-    rows = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": f"hi {i}"},
-                               {"from": "gpt", "value": "hello"}, {"from": "human", "value": "bye"},
-                               {"from": "gpt", "value": "bye!"}]} for i in range(4)]
+    rows = [
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": f"hi {i}"},
+                {"from": "gpt", "value": "hello"},
+                {"from": "human", "value": "bye"},
+                {"from": "gpt", "value": "bye!"},
+            ]
+        }
+        for i in range(4)
+    ]
     splits, all_rows = loaded(tmp_path, rows)
     assert splits.source_format == "sharegpt"
     assert [t["role"] for t in all_rows[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
 
 
-@pytest.mark.parametrize("row, kind, user, answer", [
-    ({"instruction": "Name a colour", "context": "Sky", "response": "Blue", "category": "qa"}, "dolly",
-     "Name a colour\n\nSky", "Blue"),
-    ({"instruction": "Say hi", "response": "Hi"}, "instruction-response", "Say hi", "Hi"),
-    ({"question": "2+2?", "answer": "4"}, "question-answer", "2+2?", "4"),
-    ({"question": "Who?", "answer": "Ada", "context": "Ada wrote it."}, "question-answer", "Ada wrote it.\n\nWho?", "Ada"),
-    ({"prompt": "Capital of France?", "completion": "Paris"}, "prompt-completion", "Capital of France?", "Paris"),
-    ({"prompt": [{"role": "user", "content": "Hey"}], "completion": [{"role": "assistant", "content": "Yo"}]},
-     "prompt-completion", "Hey", "Yo"),
-    ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
-                   {"role": "assistant", "content": "a"}]}, "messages", "q", "a"),  # OpenAI fine-tuning jsonl
-])
+@pytest.mark.parametrize(
+    "row, kind, user, answer",
+    [
+        (
+            {"instruction": "Name a colour", "context": "Sky", "response": "Blue", "category": "qa"},
+            "dolly",
+            "Name a colour\n\nSky",
+            "Blue",
+        ),
+        ({"instruction": "Say hi", "response": "Hi"}, "instruction-response", "Say hi", "Hi"),
+        ({"question": "2+2?", "answer": "4"}, "question-answer", "2+2?", "4"),
+        (
+            {"question": "Who?", "answer": "Ada", "context": "Ada wrote it."},
+            "question-answer",
+            "Ada wrote it.\n\nWho?",
+            "Ada",
+        ),
+        ({"prompt": "Capital of France?", "completion": "Paris"}, "prompt-completion", "Capital of France?", "Paris"),
+        (
+            {"prompt": [{"role": "user", "content": "Hey"}], "completion": [{"role": "assistant", "content": "Yo"}]},
+            "prompt-completion",
+            "Hey",
+            "Yo",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "messages",
+            "q",
+            "a",
+        ),  # OpenAI fine-tuning jsonl
+    ],
+)
 def test_other_formats_become_one_user_turn_and_one_answer(tmp_path, row, kind, user, answer):
     splits, all_rows = loaded(tmp_path, [row] * 4)
     assert splits.source_format == kind
@@ -95,26 +145,36 @@ def test_csv_and_parquet_files(tmp_path):
 
 
 def test_empty_rows_dropped_and_counted(tmp_path):
-    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(6)] + [{"question": " ", "answer": ""},
-                                                                          {"question": "q", "answer": "  "}]
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(6)] + [
+        {"question": " ", "answer": ""},
+        {"question": "q", "answer": "  "},
+    ]
     splits, all_rows = loaded(tmp_path, rows)
     assert len(all_rows) == 6 and "2 empty rows dropped" in splits.notes
 
 
 def test_wrong_format_choice_says_which_columns_exist(tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}] * 3)
-    with pytest.raises(ValueError, match=r"The alpaca format needs the column\(s\) instruction, output; this data has answer, question"):
+    with pytest.raises(
+        ValueError, match=r"The alpaca format needs the column\(s\) instruction, output; this data has answer, question"
+    ):
         load_dataset_source(path, data_format="alpaca")
     with pytest.raises(ValueError, match="Unknown format 'yaml'"):
         load_dataset_source(path, data_format="yaml")
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"foo": "a", "bar": "b"}] * 3)
-    with pytest.raises(ValueError, match=r"Unrecognised dataset columns \['bar', 'foo'\]: pick the prompt .*rename them .*alpaca \(instruction, output\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unrecognised dataset columns \['bar', 'foo'\]: pick the prompt .*rename them .*alpaca "
+        r"\(instruction, output\)",
+    ):
         load_dataset_source(odd)
 
 
 def test_an_alpaca_file_trains_without_editing(tmp_path, tiny_model):
-    rows = [{"instruction": f"Repeat the word {w}", "input": "", "output": w}
-            for w in ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "melon"] * 3]
+    rows = [
+        {"instruction": f"Repeat the word {w}", "input": "", "output": w}
+        for w in ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "melon"] * 3
+    ]
     path = write_jsonl(tmp_path / "alpaca.jsonl", rows)
     run_dir = tmp_path / "run"
     flags = [f for f in TINY_FAST]
@@ -126,8 +186,9 @@ def test_an_alpaca_file_trains_without_editing(tmp_path, tiny_model):
 
 
 def test_a_plain_text_file_trains_on_the_whole_text(tmp_path, tiny_model):
-    path = write_jsonl(tmp_path / "text.jsonl", [{"text": f"The number {i} is {'even' if i % 2 == 0 else 'odd'}."}
-                                                  for i in range(20)])
+    path = write_jsonl(
+        tmp_path / "text.jsonl", [{"text": f"The number {i} is {'even' if i % 2 == 0 else 'odd'}."} for i in range(20)]
+    )
     flags = [f for f in TINY_FAST]
     flags[flags.index("--dataset") + 1] = path
     result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(tmp_path / "run"), *flags)
@@ -140,10 +201,14 @@ def test_column_mapping_and_template(tmp_path):
     path = write_jsonl(tmp_path / "own.jsonl", rows)
     with pytest.raises(ValueError, match="Unrecognised dataset columns"):
         load_dataset_source(path)
-    mapped = load_dataset_source(path, data_format="columns", mapping={"prompt": "q", "response": "a", "system": "persona"})
+    mapped = load_dataset_source(
+        path, data_format="columns", mapping={"prompt": "q", "response": "a", "system": "persona"}
+    )
     first = (mapped.train + mapped.validation)[0]["messages"]
     assert [t["role"] for t in first] == ["system", "user", "assistant"] and first[0]["content"] == "Be terse."
-    with pytest.raises(ValueError, match=r"Column mapping names question, which the data does not have; it has a, persona, q, topic"):
+    with pytest.raises(
+        ValueError, match=r"Column mapping names question, which the data does not have; it has a, persona, q, topic"
+    ):
         load_dataset_source(path, data_format="columns", mapping={"prompt": "question", "response": "a"})
     with pytest.raises(ValueError, match="choose the response column"):
         load_dataset_source(path, data_format="columns", mapping={"prompt": "q"})
@@ -151,7 +216,10 @@ def test_column_mapping_and_template(tmp_path):
     templated = load_dataset_source(path, data_format="template", template="### Question: {q}\n### Answer: {a}")
     assert templated.format == "text"
     assert (templated.train + templated.validation)[0]["text"].startswith("### Question: What is")
-    with pytest.raises(ValueError, match=r"The template uses \{answer\}, which the data does not have; its columns are a, persona, q, topic"):
+    with pytest.raises(
+        ValueError,
+        match=r"The template uses \{answer\}, which the data does not have; its columns are a, persona, q, topic",
+    ):
         load_dataset_source(path, data_format="template", template="### Question: {q}\n### Answer: {answer}")
     with pytest.raises(ValueError, match="not valid"):
         load_dataset_source(path, data_format="template", template="{q")

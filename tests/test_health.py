@@ -24,7 +24,9 @@ def test_healthy_run():
     records = curve([2.0 - 0.04 * i for i in range(40)], evals=[1.9, 1.6, 1.4, 1.2, 1.1, 1.0, 0.9, 0.85])
     findings = diagnose(records)
     assert [f.sign for f in findings] == ["healthy"]
-    assert findings[0].message.startswith("Healthy: training loss 2.000 -> 0.440, validation loss 1.900 -> 0.850 (falling)")
+    assert findings[0].message.startswith(
+        "Healthy: training loss 2.000 -> 0.440, validation loss 1.900 -> 0.850 (falling)"
+    )
 
 
 def test_overfitting_validation_rising_while_training_falls():

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from conftest import TINY_FAST, free_port, launched_app, run_cli, use_test_hub
-from hub_server import HubServer
 from sft_space.data import hub_layout, load_dataset_source
+
+from helpers import TINY_FAST, free_port, launched_app, run_cli, use_test_hub
+from hub_server import HubServer
 
 
 def jsonl(rows) -> str:
@@ -25,15 +26,19 @@ def parquet(rows, row_group_size: int = 1000) -> bytes:
 
 
 ALPACA = [{"instruction": f"Double {i}", "input": "", "output": str(2 * i)} for i in range(20)]
-CHATS = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]}
-         for i in range(20)]
+CHATS = [
+    {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]}
+    for i in range(20)
+]
 
 
 @pytest.fixture(scope="module")
 def hub():
     with HubServer() as server:
-        server.add_repo("acme/recipes", {"README.md": "# recipes", "train.jsonl": jsonl(ALPACA[:16]),
-                                         "test.jsonl": jsonl(ALPACA[16:])})
+        server.add_repo(
+            "acme/recipes",
+            {"README.md": "# recipes", "train.jsonl": jsonl(ALPACA[:16]), "test.jsonl": jsonl(ALPACA[16:])},
+        )
         server.add_repo("acme/chats", {"data/train-00000-of-00001.parquet": parquet(CHATS)})
         server.add_repo("acme/multi", {"en/train.jsonl": jsonl(CHATS[:10]), "fr/train.jsonl": jsonl(CHATS[10:])})
         server.add_repo("acme/gated", {"train.jsonl": jsonl(CHATS)}, gated=True)
@@ -77,12 +82,15 @@ def test_subsets_are_listed_and_chosen(online):
         load_dataset_source("acme/multi", hub_config="de")
 
 
-@pytest.mark.parametrize("repo, words", [
-    ("acme/nothing", "was not found, or it is private or gated and you are not signed in"),
-    ("acme/private", "was not found, or it is private or gated and you are not signed in"),
-    ("acme/gated", "is gated: accept its conditions at http://127.0.0.1"),
-    ("acme/scripted", "built by a loading script, which could run any code and is refused"),
-])
+@pytest.mark.parametrize(
+    "repo, words",
+    [
+        ("acme/nothing", "was not found, or it is private or gated and you are not signed in"),
+        ("acme/private", "was not found, or it is private or gated and you are not signed in"),
+        ("acme/gated", "is gated: accept its conditions at http://127.0.0.1"),
+        ("acme/scripted", "built by a loading script, which could run any code and is refused"),
+    ],
+)
 def test_refusals_say_what_is_wrong(online, repo, words):
     with pytest.raises(ValueError, match=words):
         load_dataset_source(repo)

@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_tiny_model, run_cli, use_test_hub
-from hub_server import HubServer
 from sft_space.config import RunConfig
-from sft_space.models import (Device, check_target_modules, choose_precision, estimate_memory, fit_report, model_facts,
-                              prepare_tokenizer, resolve_model)
+from sft_space.models import (
+    Device,
+    check_target_modules,
+    choose_precision,
+    estimate_memory,
+    fit_report,
+    model_facts,
+    prepare_tokenizer,
+    resolve_model,
+)
+
+from helpers import build_tiny_model, run_cli, use_test_hub
+from hub_server import HubServer
 
 GIB = 2**30
 
@@ -27,8 +36,9 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {
         "llama": build_tiny_model(root / "llama"),
-        "qwen-base": build_tiny_model(root / "qwen-base", hidden_size=32, architecture="qwen2", base=True,
-                                      initializer_range=0.3),  # wide enough to learn a reply in 60 steps
+        "qwen-base": build_tiny_model(
+            root / "qwen-base", hidden_size=32, architecture="qwen2", base=True, initializer_range=0.3
+        ),  # wide enough to learn a reply in 60 steps
     }
 
 
@@ -40,8 +50,9 @@ def hub(models):
         server.add_repo("acme/tiny-qwen-base", qwen, kind="model")
         server.add_repo("acme/gated-llama", llama, kind="model", gated=True)
         remote = dict(llama)
-        remote["config.json"] = json.dumps({**json.loads(llama["config.json"]),
-                                            "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}).encode()
+        remote["config.json"] = json.dumps(
+            {**json.loads(llama["config.json"]), "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}
+        ).encode()
         server.add_repo("acme/remote-code", remote, kind="model")
         pickled = {k: v for k, v in llama.items() if not k.endswith(".safetensors")}
         pickled["pytorch_model.bin"] = b"not really a pickle"
@@ -75,12 +86,15 @@ def test_hub_metadata_gives_size_modules_and_template_without_downloading_weight
     assert lora == 8 * (16 + 16) * 2
 
 
-@pytest.mark.parametrize("repo, message", [
-    ("acme/missing", "was not found, or it is private or gated"),
-    ("acme/gated-llama", "is gated: accept its conditions"),
-    ("acme/remote-code", "needs custom code"),
-    ("acme/pickle-only", "pickle files such as pytorch_model.bin"),
-])
+@pytest.mark.parametrize(
+    "repo, message",
+    [
+        ("acme/missing", "was not found, or it is private or gated"),
+        ("acme/gated-llama", "is gated: accept its conditions"),
+        ("acme/remote-code", "needs custom code"),
+        ("acme/pickle-only", "pickle files such as pytorch_model.bin"),
+    ],
+)
 def test_refusals_say_why_before_any_download(online, repo, message):
     with pytest.raises(ValueError, match=message):
         resolve_model(repo)
@@ -101,7 +115,9 @@ def test_fit_verdicts_follow_memory_and_suggest_changes(online):
     assert verdict == "tight" and "To make it fit: turn gradient checkpointing on" in text
     verdict, text = fit_report(facts, long, small)  # auto turns it on because the estimate needs it
     assert verdict == "fits" and "Gradient checkpointing: on (auto)" in text
-    verdict, text = fit_report(facts, replace(long, gradient_checkpointing="off"), Device("cuda", "GPU", needed // 3, True))
+    verdict, text = fit_report(
+        facts, replace(long, gradient_checkpointing="off"), Device("cuda", "GPU", needed // 3, True)
+    )
     assert verdict == "will not fit" and "lower the batch size to" in text and "4 bits" in text
     verdict, text = fit_report(facts, long, Device("cpu", "tiny CPU", 1 * GIB, False))
     assert verdict == "will not fit" and "smaller model" in text
@@ -126,8 +142,9 @@ def test_pad_token_is_never_the_end_of_turn_token(models, tmp_path):
     assert setup.chatml_added and tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.pad_token == "<|endoftext|>" != tokenizer.eos_token  # the base model's own eos pads
     assert tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]) == setup.new_token_ids
-    assert "<|im_start|>user\nhi<|im_end|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                                                           tokenize=False)
+    assert "<|im_start|>user\nhi<|im_end|>" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False
+    )
     # an instruct model whose pad is its end-of-turn token, with no other candidate: a pad token is added
     from transformers import AutoTokenizer
 
@@ -148,12 +165,26 @@ def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path
     from sft_space.train import StopRequested, build_trainer
 
     data = tmp_path / "data.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "Say yes" + " please" * i}, {"role": "assistant", "content": "yes"},
-                          {"role": "user", "content": "Again"}, {"role": "assistant", "content": "no"}]}
-            for i in range(8)]  # lengths differ: padding
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Say yes" + " please" * i},
+                {"role": "assistant", "content": "yes"},
+                {"role": "user", "content": "Again"},
+                {"role": "assistant", "content": "no"},
+            ]
+        }
+        for i in range(8)
+    ]  # lengths differ: padding
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = RunConfig(model=str(models["qwen-base"]), dataset=str(data), max_steps=1, per_device_train_batch_size=4,
-                       max_length=64, probe_prompts="hi")
+    config = RunConfig(
+        model=str(models["qwen-base"]),
+        dataset=str(data),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        max_length=64,
+        probe_prompts="hi",
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     status: dict = {}
@@ -161,7 +192,7 @@ def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path
     assert status["loss_on"] == "every assistant turn"
     batch = next(iter(trainer.get_train_dataloader()))
     for ids, labels in zip(batch["input_ids"], batch["labels"]):
-        trained = [int(t) for t, l in zip(ids, labels) if l != -100]
+        trained = [int(t) for t, label in zip(ids, labels) if label != -100]
         assert tokenizer.decode(trained) == "yes<|im_end|>no<|im_end|>"
     padded = batch["attention_mask"] == 0
     assert padded.any() and (batch["labels"][padded] == -100).all()
@@ -172,20 +203,38 @@ def test_templates_without_markers_train_the_last_answer(tiny_model, tmp_path):
     from sft_space.train import StopRequested, build_trainer
 
     data = tmp_path / "data.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "Say yes" + " please" * i}, {"role": "assistant", "content": "yes"},
-                          {"role": "user", "content": "Again"}, {"role": "assistant", "content": "no"}]}
-            for i in range(8)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Say yes" + " please" * i},
+                {"role": "assistant", "content": "yes"},
+                {"role": "user", "content": "Again"},
+                {"role": "assistant", "content": "no"},
+            ]
+        }
+        for i in range(8)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     status: dict = {}
-    trainer, tokenizer = build_trainer(RunConfig(model=str(tiny_model), dataset=str(data), max_steps=1,
-                                                 per_device_train_batch_size=4, max_length=64, probe_prompts="hi"),
-                                       run_dir, StopRequested(), status)
+    trainer, tokenizer = build_trainer(
+        RunConfig(
+            model=str(tiny_model),
+            dataset=str(data),
+            max_steps=1,
+            per_device_train_batch_size=4,
+            max_length=64,
+            probe_prompts="hi",
+        ),
+        run_dir,
+        StopRequested(),
+        status,
+    )
     assert status["loss_on"] == "the last answer"
     batch = next(iter(trainer.get_train_dataloader()))
     for ids, labels in zip(batch["input_ids"], batch["labels"]):
-        assert tokenizer.decode([int(t) for t, l in zip(ids, labels) if l != -100]) == "no<|im_end|>\n"
+        assert tokenizer.decode([int(t) for t, label in zip(ids, labels) if label != -100]) == "no<|im_end|>\n"
 
 
 def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp_path):
@@ -194,10 +243,30 @@ def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp
     rows = [{"prompt": f"Greet guest {i}", "completion": "Ahoy"} for i in range(40)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_dir = tmp_path / "run"
-    result = run_cli("--model", "acme/tiny-qwen-base", "--dataset", str(data), "--max_steps", "60",
-                     "--per_device_train_batch_size", "4", "--learning_rate", "0.02", "--max_length", "64",
-                     "--logging_steps", "10", "--eval_steps", "30", "--save_steps", "100", "--precision", "fp32",
-                     "--output_dir", str(run_dir))  # the training process inherits the test server's HF_ENDPOINT
+    result = run_cli(
+        "--model",
+        "acme/tiny-qwen-base",
+        "--dataset",
+        str(data),
+        "--max_steps",
+        "60",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "0.02",
+        "--max_length",
+        "64",
+        "--logging_steps",
+        "10",
+        "--eval_steps",
+        "30",
+        "--save_steps",
+        "100",
+        "--precision",
+        "fp32",
+        "--output_dir",
+        str(run_dir),
+    )  # the training process inherits the test server's HF_ENDPOINT
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed" and status["chatml_added"] is True
@@ -219,7 +288,7 @@ def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp
         unload()
     assert reply["ended_turn"] and reply["text"] == "Ahoy"
     # merging folds the trained token rows in too: save_merged refuses if merged replies differ from base + adapter
-    from sft_space.hub import save_merged
+    from sft_space.publish import save_merged
 
     save_merged(run_dir, tmp_path / "merged")
     merged_config = json.loads((tmp_path / "merged" / "config.json").read_text())
@@ -252,7 +321,7 @@ def test_unreachable_hub_fails_fast_with_a_message(monkeypatch, tmp_path):
 
     import huggingface_hub.constants as constants
 
-    from conftest import free_port
+    from helpers import free_port
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

@@ -21,21 +21,38 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, build_tiny_model, launched_app, use_test_hub, wait_until
+from helpers import ROOT, build_tiny_model, launched_app, use_test_hub, wait_until
 from hub_server import HubServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "hf_newcomerSECRETwriteToken012345"  # fake, known to the test Hub only
 ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "newcomer"
 TRAIN_COLOUR, VALIDATION_COLOUR = "#2563eb", "#f97316"
 
 # A run of the tiny model long enough to be watched (a few hundred steps of about 50 ms) and stopped half-way.
-SETTINGS = {"max_steps": 600, "per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 0.005,
-            "logging_steps": 2, "eval_steps": 100, "save_steps": 50, "eval_max_rows": 4}
+SETTINGS = {
+    "max_steps": 600,
+    "per_device_train_batch_size": 2,
+    "max_length": 128,
+    "learning_rate": 0.005,
+    "logging_steps": 2,
+    "eval_steps": 100,
+    "save_steps": 50,
+    "eval_max_rows": 4,
+}
 
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
 
 # What the page draws, read from the DOM: one entry per line of a LinePlot (stroke colour, number of points) and
 # the ARIA descriptions Vega writes for its axes ("... for a linear scale with values from 0 to 600").
@@ -103,8 +120,9 @@ def assert_numeric_axes(page, element_id: str) -> None:
     drawn = chart(page, element_id)
     axes = [axis for axis in drawn["axes"] if axis]  # grid lines are axes without a description
     assert len(axes) == 2 and all("linear scale" in axis for axis in axes), axes
-    assert drawn["labels"] and all(re.fullmatch(r"[-−]?[\d.,]+(e[-−]?\d+)?[kmµ]?", label) for label in drawn["labels"]), \
-        drawn["labels"]
+    assert drawn["labels"] and all(
+        re.fullmatch(r"[-−]?[\d.,]+(e[-−]?\d+)?[kmµ]?", label) for label in drawn["labels"]
+    ), drawn["labels"]
 
 
 def logged(run_dir: Path, key: str) -> list[int]:
@@ -158,8 +176,12 @@ def test_newcomer_path(browser_page, hub, model_folder):
     page.wait_for_selector("#inspect-stats >> text=training rows", timeout=60_000)
     assert "640 training rows" in page.locator("#inspect-stats").inner_text()
     assert "trained" in page.locator("#inspect-view").inner_text()
-    wait_until(lambda: page.evaluate("() => document.querySelectorAll('#length-histogram g.mark-rect path').length"),
-               timeout=20, poll=0.3, what="the token-length histogram's bars")
+    wait_until(
+        lambda: page.evaluate("() => document.querySelectorAll('#length-histogram g.mark-rect path').length"),
+        timeout=20,
+        poll=0.3,
+        what="the token-length histogram's bars",
+    )
     assert_numeric_axes(page, "length-histogram")
     shot(page, "01b-what-the-model-sees")
 
@@ -178,8 +200,12 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert "ETA measuring…" in state_of(page) or "loading" in state_of(page)
 
     # while it runs: the curve grows, it plots exactly what metrics.jsonl holds, on numeric axes
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) >= 3, timeout=120, poll=0.3,
-               what="the live loss chart to draw a train curve")
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) >= 3,
+        timeout=120,
+        poll=0.3,
+        what="the live loss chart to draw a train curve",
+    )
     assert "running" in state_of(page), "the chart should draw during the run, not after it"
     page.evaluate("() => document.querySelectorAll('.toast-close').forEach(button => button.click())")
     page.wait_for_timeout(2500)  # a few more points, and the 'started' note gone
@@ -188,14 +214,22 @@ def test_newcomer_path(browser_page, hub, model_folder):
     on_file = len(logged(run_dir, "loss"))
     drawn = points(page, "loss-chart", TRAIN_COLOUR)
     assert drawn <= len(logged(run_dir, "loss")), "the chart shows points that metrics.jsonl does not hold"
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) >= on_file + 1, timeout=30, poll=0.3,
-               what="the chart to follow metrics.jsonl")
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) >= on_file + 1,
+        timeout=30,
+        poll=0.3,
+        what="the chart to follow metrics.jsonl",
+    )
     assert "running" in state_of(page)
     assert re.search(r"ETA \d+:\d\d", state_of(page)), state_of(page)
     live_speed = float(re.search(r"(\d+) tok/s", state_of(page)).group(1))
     page.get_by_role("button", name="Learning rate and gradient norm").click()
-    wait_until(lambda: points(page, "lr-chart") >= 3 and points(page, "grad-chart") >= 3, timeout=30, poll=0.3,
-               what="the learning-rate and gradient-norm charts")
+    wait_until(
+        lambda: points(page, "lr-chart") >= 3 and points(page, "grad-chart") >= 3,
+        timeout=30,
+        poll=0.3,
+        what="the learning-rate and gradient-norm charts",
+    )
     assert_numeric_axes(page, "lr-chart")
 
     # Stop & save half-way: the chart then matches the file exactly
@@ -203,24 +237,41 @@ def test_newcomer_path(browser_page, hub, model_folder):
     wait_until(lambda: "stopped" in state_of(page), timeout=120, poll=0.5, what="the run to stop")
     stopped_at = logged(run_dir, "loss")
     assert len(stopped_at) < SETTINGS["max_steps"] // SETTINGS["logging_steps"], "stopped before the end"
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) == len(logged(run_dir, "loss")), timeout=20,
-               poll=0.5, what="the chart to show every logged training loss")
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) == len(logged(run_dir, "loss")),
+        timeout=20,
+        poll=0.5,
+        what="the chart to show every logged training loss",
+    )
     assert "resumable from step" in state_of(page)
     shot(page, "04-train-stopped")
 
     # Resume: the curve continues from the checkpoint while the run goes on, then completes
     page.locator("#resume").click()
     page.wait_for_function("() => /running/.test(document.getElementById('run-bar').innerText)", timeout=60_000)
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) > len(stopped_at) - 25 // SETTINGS["logging_steps"]
-               and "running" in state_of(page) and logged(run_dir, "loss")[-1] > stopped_at[-1],
-               timeout=120, poll=0.3, what="the resumed run to add points")
+    wait_until(
+        lambda: (
+            points(page, "loss-chart", TRAIN_COLOUR) > len(stopped_at) - 25 // SETTINGS["logging_steps"]
+            and "running" in state_of(page)
+            and logged(run_dir, "loss")[-1] > stopped_at[-1]
+        ),
+        timeout=120,
+        poll=0.3,
+        what="the resumed run to add points",
+    )
     shot(page, "05-train-resumed")
     wait_until(lambda: "completed" in state_of(page), timeout=300, poll=1, what="the run to complete")
     train_steps, validation_steps = logged(run_dir, "loss"), logged(run_dir, "eval_loss")
     assert train_steps[-1] == SETTINGS["max_steps"] and train_steps == sorted(set(train_steps))
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) == len(train_steps)
-               and points(page, "loss-chart", VALIDATION_COLOUR) == len(validation_steps), timeout=20, poll=0.5,
-               what="the finished chart to hold every logged loss")
+    wait_until(
+        lambda: (
+            points(page, "loss-chart", TRAIN_COLOUR) == len(train_steps)
+            and points(page, "loss-chart", VALIDATION_COLOUR) == len(validation_steps)
+        ),
+        timeout=20,
+        poll=0.5,
+        what="the finished chart to hold every logged loss",
+    )
     assert len(validation_steps) >= 6  # step 0 (the base model) and every 100 steps
     assert_numeric_axes(page, "loss-chart")
     assert "took" in state_of(page) and page.locator("#health").inner_text().strip()
@@ -232,32 +283,54 @@ def test_newcomer_path(browser_page, hub, model_folder):
     # the preset now shows the measured duration for this model
     page.get_by_role("tab", name="2 Model").click()
     page.get_by_role("tab", name="3 Train").click()
-    wait_until(lambda: re.search(r"(about \d+|under 1) min", page.locator("#preset input").input_value()), timeout=20, poll=0.5,
-               what="the preset to show a measured duration")
+    wait_until(
+        lambda: re.search(r"(about \d+|under 1) min", page.locator("#preset input").input_value()),
+        timeout=20,
+        poll=0.5,
+        what="the preset to show a measured duration",
+    )
     assert page.locator("#cfg-max_steps input").input_value() == str(SETTINGS["max_steps"])  # the edits stay
 
     # 4 Chat: the tuned model and the base model answer the same message
     page.get_by_role("tab", name="4 Chat").click()
-    wait_until(lambda: page.locator("#chat-run input").input_value() == run_id, timeout=20, poll=0.5,
-               what="the chat to pick the run")
+    wait_until(
+        lambda: page.locator("#chat-run input").input_value() == run_id,
+        timeout=20,
+        poll=0.5,
+        what="the chat to pick the run",
+    )
     page.locator("#chat-input textarea").fill("Table for two at 7pm on Friday, name Sam")
     page.locator("#chat-send").click()
     for chatbot in ("#chatbot", "#chatbot-base"):
-        wait_until(lambda: page.locator(f"{chatbot} .message.bot").count() >= 1
-                   and page.locator(f"{chatbot} .message.bot").last.inner_text().strip(), timeout=120, poll=0.5,
-                   what=f"a reply in {chatbot}")
+        wait_until(
+            lambda: (
+                page.locator(f"{chatbot} .message.bot").count() >= 1
+                and page.locator(f"{chatbot} .message.bot").last.inner_text().strip()
+            ),
+            timeout=120,
+            poll=0.5,
+            what=f"a reply in {chatbot}",
+        )
     shot(page, "07-chat")
 
     # 5 Evaluate: the table, then the prompting comparison and its chart
     page.get_by_role("tab", name="5 Evaluate").click()
-    wait_until(lambda: page.locator("#eval-run input").input_value() == run_id, timeout=20, poll=0.5,
-               what="the evaluation to pick the run")
+    wait_until(
+        lambda: page.locator("#eval-run input").input_value() == run_id,
+        timeout=20,
+        poll=0.5,
+        what="the evaluation to pick the run",
+    )
     set_eval = page.locator("#eval-count input")
     set_eval.fill("4")
     set_eval.press("Tab")
     page.locator("#evaluate").click()
-    wait_until(lambda: "perplexity" in page.locator("#eval-table").inner_text(), timeout=180, poll=0.5,
-               what="the evaluation table")
+    wait_until(
+        lambda: "perplexity" in page.locator("#eval-table").inner_text(),
+        timeout=180,
+        poll=0.5,
+        what="the evaluation table",
+    )
     assert re.search(r"\d+\.\d{3}", page.locator("#eval-table").inner_text())
     page.locator("#compare-baselines").click()
     wait_until(lambda: chart(page, "baseline-chart-0")["axes"], timeout=240, poll=0.5, what="the prompting comparison")
@@ -269,8 +342,12 @@ def test_newcomer_path(browser_page, hub, model_folder):
 
     # 6 Publish: the card preview, then a push with a pasted token
     page.get_by_role("tab", name="6 Publish").click()
-    wait_until(lambda: page.locator("#publish-repo textarea").input_value(), timeout=20, poll=0.5,
-               what="a default repository name")
+    wait_until(
+        lambda: page.locator("#publish-repo textarea").input_value(),
+        timeout=20,
+        poll=0.5,
+        what="a default repository name",
+    )
     card = page.locator("#model-card").inner_text()
     assert "LoRA" in card and "loss" in card.lower(), card[:500]
     assert page.locator("#model-card img").first.get_attribute("src").startswith("data:image/png")  # the loss curve
@@ -284,11 +361,19 @@ def test_newcomer_path(browser_page, hub, model_folder):
 
     # Runs: the run is listed, its curve in the overlay
     page.get_by_role("tab", name="Runs").click()
-    wait_until(lambda: run_id in page.locator("#runs-table").inner_text(), timeout=20, poll=0.5,
-               what="the run in the Runs table")
+    wait_until(
+        lambda: run_id in page.locator("#runs-table").inner_text(),
+        timeout=20,
+        poll=0.5,
+        what="the run in the Runs table",
+    )
     page.locator("#compare-runs label").filter(has_text=run_id).click()
-    wait_until(lambda: points(page, "runs-chart") == len(validation_steps), timeout=20, poll=0.5,
-               what="the run's validation curve in the overlay")
+    wait_until(
+        lambda: points(page, "runs-chart") == len(validation_steps),
+        timeout=20,
+        poll=0.5,
+        what="the run's validation curve in the overlay",
+    )
     assert_numeric_axes(page, "runs-chart")
     shot(page, "10-runs")
 
@@ -296,9 +381,15 @@ def test_newcomer_path(browser_page, hub, model_folder):
     page.reload()
     page.wait_for_selector("text=SFT Space", timeout=30_000)
     page.get_by_role("tab", name="3 Train").click()
-    wait_until(lambda: points(page, "loss-chart", TRAIN_COLOUR) == len(train_steps)
-               and points(page, "loss-chart", VALIDATION_COLOUR) == len(validation_steps), timeout=30, poll=0.5,
-               what="the chart after a reload")
+    wait_until(
+        lambda: (
+            points(page, "loss-chart", TRAIN_COLOUR) == len(train_steps)
+            and points(page, "loss-chart", VALIDATION_COLOUR) == len(validation_steps)
+        ),
+        timeout=30,
+        poll=0.5,
+        what="the chart after a reload",
+    )
     shot(page, "11-reloaded")
 
     assert "Traceback" not in page.content()

@@ -6,21 +6,31 @@ import signal
 
 import pytest
 
-from conftest import run_cli, wait_until
-from sft_space import runs
-from sft_space import rundir
+from sft_space import rundir, runs
 from sft_space.config import RunConfig
+
+from helpers import run_cli, wait_until
 
 
 def tiny(tiny_model, **changes) -> RunConfig:
-    settings = dict(model=str(tiny_model), dataset="demo:json-extract", per_device_train_batch_size=2,
-                    max_length=128, logging_steps=1, eval_steps=1000, save_steps=5, eval_max_rows=4)
+    settings = dict(
+        model=str(tiny_model),
+        dataset="demo:json-extract",
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=5,
+        eval_max_rows=4,
+    )
     return RunConfig(**{**settings, **changes})
 
 
 def test_kill_then_resume_continues_the_steps(tiny_model, sft_home):
     run_id = runs.start_run(tiny(tiny_model, max_steps=40, run_name="resume-me"))
-    wait_until(lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 10, timeout=180, what="two checkpoints")
+    wait_until(
+        lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 10, timeout=180, what="two checkpoints"
+    )
     killed_at = rundir.read_status(run_id)["step"]
     os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)
     assert wait_until(lambda: runs.refresh(run_id)["state"] == "interrupted", timeout=30, what="interrupted")
@@ -46,10 +56,30 @@ def test_resume_without_checkpoint_is_refused(tiny_model, tmp_path):
 
 def test_an_absurd_learning_rate_stops_on_nan_with_advice(tiny_model, tmp_path):
     run_dir = tmp_path / "nan"
-    result = run_cli("--model", str(tiny_model), "--dataset", "demo:json-extract", "--max_steps", "200",
-                     "--learning_rate", "10", "--per_device_train_batch_size", "2", "--max_length", "128",
-                     "--logging_steps", "1", "--eval_steps", "1000", "--save_steps", "1000", "--output_dir", str(run_dir),
-                     "--precision", "fp32")  # in fp32 this rate overflows to NaN within a few steps
+    result = run_cli(
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        "demo:json-extract",
+        "--max_steps",
+        "200",
+        "--learning_rate",
+        "10",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_length",
+        "128",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "1000",
+        "--save_steps",
+        "1000",
+        "--output_dir",
+        str(run_dir),
+        "--precision",
+        "fp32",
+    )  # in fp32 this rate overflows to NaN within a few steps
     assert result.returncode == 1
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "lower the learning rate (try 1)" in status["error"], status
@@ -61,7 +91,9 @@ def test_out_of_memory_offers_half_batch_twice_accumulation(tiny_model, sft_home
     # Real memory exhaustion cannot be produced on demand here, so the trainer raises torch's own
     # OutOfMemoryError at step 2 through a test hook; everything after it is the real code path.
     monkeypatch.setenv("SFT_SPACE_INJECT_OOM_AT_STEP", "2")
-    run_id = runs.start_run(tiny(tiny_model, max_steps=20, per_device_train_batch_size=4, gradient_accumulation_steps=1))
+    run_id = runs.start_run(
+        tiny(tiny_model, max_steps=20, per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    )
     status = runs.wait_for(run_id, timeout=180)
     assert status["state"] == "failed"
     assert status["error"].startswith("Out of memory at batch size 4")

@@ -5,17 +5,25 @@ import signal
 
 import pytest
 
-from conftest import wait_until
-from sft_space import runs
-from sft_space.ui import text
-from sft_space import rundir
-from sft_space import estimates
+from sft_space import estimates, rundir, runs
 from sft_space.config import RunConfig
+from sft_space.ui import text
+
+from helpers import wait_until
 
 
 def tiny_config(tiny_model, **changes) -> RunConfig:
-    settings = dict(model=str(tiny_model), dataset="demo:json-extract", max_steps=2000, per_device_train_batch_size=2,
-                    max_length=128, logging_steps=1, eval_steps=1000, save_steps=1000, eval_max_rows=4)
+    settings = dict(
+        model=str(tiny_model),
+        dataset="demo:json-extract",
+        max_steps=2000,
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=1000,
+        eval_max_rows=4,
+    )
     return RunConfig(**{**settings, **changes})
 
 
@@ -46,8 +54,11 @@ def test_a_killed_process_is_marked_interrupted(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, run_name="kill-me"))
     wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 1, timeout=180, what="a training step")
     os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)
-    status = wait_until(lambda: runs.refresh(run_id) if runs.refresh(run_id)["state"] != "running" else None,
-                        timeout=30, what="the run to leave 'running'")
+    status = wait_until(
+        lambda: runs.refresh(run_id) if runs.refresh(run_id)["state"] != "running" else None,
+        timeout=30,
+        what="the run to leave 'running'",
+    )
     assert status["state"] == "interrupted" and "ended unexpectedly" in status["error"]
     assert runs.active_run() is None
 
@@ -60,7 +71,9 @@ def test_start_refuses_bad_settings_before_any_process(tiny_model, sft_home):
 
 
 def test_status_line_reads_like_the_design():
-    line = text.status_line({"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41})
+    line = text.status_line(
+        {"state": "running", "step": 34, "max_steps": 60, "tokens_per_second": 312.4, "eta_seconds": 41}
+    )
     assert line == "running · step 34/60 · 312 tok/s · ETA 0:41"
 
 

@@ -6,12 +6,19 @@ import math
 import pytest
 from safetensors.torch import load_file
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_run_directory_is_complete(trained_run):
-    for name in ("config.json", "status.json", "metrics.jsonl", "train.log", "adapter/adapter_model.safetensors",
-                 "adapter/adapter_config.json", "adapter/tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "train.log",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/tokenizer_config.json",
+    ):
         assert (trained_run / name).is_file(), name
     status = json.loads((trained_run / "status.json").read_text())
     assert status["state"] == "completed" and status["step"] == 3 and status["max_steps"] == 3
@@ -46,8 +53,11 @@ def test_lora_weights_changed_and_base_weights_did_not(trained_run, tiny_model):
     original = load_file(str(tiny_model / "model.safetensors"))
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tuned = PeftModel.from_pretrained(base, trained_run / "adapter")
-    merged_view = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-                   for k, v in tuned.state_dict().items() if "lora_" not in k}
+    merged_view = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in tuned.state_dict().items()
+        if "lora_" not in k
+    }
     for name, tensor in original.items():
         assert torch.equal(merged_view[name], tensor), f"base weight {name} changed"
     # and the adapter makes a difference to the output
@@ -112,7 +122,9 @@ def test_bad_input_prints_one_line_and_exits_nonzero(flags, words, tmp_path):
 
 
 def test_missing_model_folder_is_refused_clearly(tmp_path):
-    result = run_cli("--model", str(tmp_path / "nope"), "--max_steps", "1", "--output_dir", str(tmp_path / "r"), timeout=120)
+    result = run_cli(
+        "--model", str(tmp_path / "nope"), "--max_steps", "1", "--output_dir", str(tmp_path / "r"), timeout=120
+    )
     assert result.returncode == 1
     status = json.loads((tmp_path / "r" / "status.json").read_text())
     assert status["state"] == "failed" and "was not found" in status["error"]

@@ -1,4 +1,5 @@
-"""Strangers on one Space: two gradio_client sessions queue behind each other and cannot see or stop each other's runs."""
+"""Strangers on one Space: two gradio_client sessions queue behind each other and cannot see or stop each other's
+runs."""
 
 import re
 import subprocess
@@ -7,9 +8,10 @@ import sys
 import pytest
 from gradio_client import Client
 
-from conftest import ROOT, launched_app, wait_until
 from sft_space import estimates, rundir, runs
 from sft_space.config import RunConfig
+
+from helpers import ROOT, launched_app, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,17 @@ def app_url():
 
 
 def settings(tiny_model, steps):
-    return dict(dataset="demo:json-extract", model=str(tiny_model), per_device_train_batch_size=2, max_length=128,
-                logging_steps=1, eval_steps=1000, eval_max_rows=4, save_steps=1000, max_steps=steps)
+    return dict(
+        dataset="demo:json-extract",
+        model=str(tiny_model),
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=1,
+        eval_steps=1000,
+        eval_max_rows=4,
+        save_steps=1000,
+        max_steps=steps,
+    )
 
 
 def run_id_of(bar: str) -> str:
@@ -44,8 +55,11 @@ def test_two_visitors_queue_and_stay_apart(app_url, tiny_model):
 
     alice.predict(api_name="/stop_run")  # alice's Stop & save frees the device...
     assert runs.wait_for(alice_run, timeout=120)["state"] == "stopped"
-    status = wait_until(lambda: runs.refresh(bob_run) if runs.refresh(bob_run)["state"] == "completed" else None,
-                        timeout=180, what="bob's run to start by itself and finish")  # ...and bob's starts
+    status = wait_until(
+        lambda: runs.refresh(bob_run) if runs.refresh(bob_run)["state"] == "completed" else None,
+        timeout=180,
+        what="bob's run to start by itself and finish",
+    )  # ...and bob's starts
     assert status["step"] == 4
     assert rundir.read_status(bob_run)["launched_at"] >= rundir.read_status(alice_run)["ended_at"] - 1
 
@@ -59,9 +73,18 @@ def test_a_restarted_app_finds_runs_interrupted_and_resumable(tiny_model, sft_ho
     runs._children[run_id].kill()
     runs._children[run_id].wait()
     runs._children.pop(run_id)
-    fresh = subprocess.run([sys.executable, "-c", f"from sft_space import runs; from sft_space.ui import text; s = runs.refresh({run_id!r}); "
-                            "print(s['state']); print(text.status_line(s))"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from sft_space import runs; from sft_space.ui import text; s = runs.refresh({run_id!r}); "
+            "print(s['state']); print(text.status_line(s))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     state, line = fresh.stdout.strip().splitlines()
     assert state == "interrupted" and "resumable from step" in line
     runs.resume_run(run_id)

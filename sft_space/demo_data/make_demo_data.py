@@ -32,9 +32,7 @@ JSON_EXTRACT_SCHEMA = {
     "additionalProperties": False,
     "required": ["intent", "name", "date", "time", "quantity", "item"],
     "properties": {
-        "intent": {
-            "enum": ["book_table", "order_product", "cancel_order", "schedule_delivery", "report_issue"]
-        },
+        "intent": {"enum": ["book_table", "order_product", "cancel_order", "schedule_delivery", "report_issue"]},
         "name": {"type": ["string", "null"]},
         "date": {"type": ["string", "null"], "pattern": r"^\d{4}-\d{2}-\d{2}$"},
         "time": {"type": ["string", "null"], "pattern": r"^\d{2}:\d{2}$"},
@@ -44,36 +42,135 @@ JSON_EXTRACT_SCHEMA = {
 }
 
 FIRST_NAMES = [
-    "Priya", "Tom", "Aisha", "Lukas", "Mei", "Carlos", "Fatima", "Jonas", "Sofia", "Kwame",
-    "Elena", "Ravi", "Hannah", "Omar", "Yuki", "Grace", "Mateo", "Ingrid", "Daniel", "Amara",
-    "Leo", "Nadia", "Samuel", "Chloe", "Tariq", "Freya", "Diego", "Zara", "Henrik", "Lina",
+    "Priya",
+    "Tom",
+    "Aisha",
+    "Lukas",
+    "Mei",
+    "Carlos",
+    "Fatima",
+    "Jonas",
+    "Sofia",
+    "Kwame",
+    "Elena",
+    "Ravi",
+    "Hannah",
+    "Omar",
+    "Yuki",
+    "Grace",
+    "Mateo",
+    "Ingrid",
+    "Daniel",
+    "Amara",
+    "Leo",
+    "Nadia",
+    "Samuel",
+    "Chloe",
+    "Tariq",
+    "Freya",
+    "Diego",
+    "Zara",
+    "Henrik",
+    "Lina",
 ]
 LAST_NAMES = [
-    "Patel", "Becker", "Okafor", "Nguyen", "Garcia", "Khan", "Larsen", "Rossi", "Mensah", "Kowalski",
-    "Silva", "Tanaka", "Murphy", "Haddad", "Novak", "Dubois", "Costa", "Schmidt", "Ali", "Evans",
+    "Patel",
+    "Becker",
+    "Okafor",
+    "Nguyen",
+    "Garcia",
+    "Khan",
+    "Larsen",
+    "Rossi",
+    "Mensah",
+    "Kowalski",
+    "Silva",
+    "Tanaka",
+    "Murphy",
+    "Haddad",
+    "Novak",
+    "Dubois",
+    "Costa",
+    "Schmidt",
+    "Ali",
+    "Evans",
 ]
 PRODUCTS = [
-    "blue ceramic mugs", "AA batteries", "spiral notebooks", "wireless mice", "yoga mats",
-    "desk lamps", "water bottles", "USB-C cables", "cotton tote bags", "phone chargers",
-    "paperback planners", "wooden chopping boards", "garden gloves", "coffee filters",
-    "bike lights", "wool socks", "tea towels", "ink cartridges", "reading glasses", "plant pots",
+    "blue ceramic mugs",
+    "AA batteries",
+    "spiral notebooks",
+    "wireless mice",
+    "yoga mats",
+    "desk lamps",
+    "water bottles",
+    "USB-C cables",
+    "cotton tote bags",
+    "phone chargers",
+    "paperback planners",
+    "wooden chopping boards",
+    "garden gloves",
+    "coffee filters",
+    "bike lights",
+    "wool socks",
+    "tea towels",
+    "ink cartridges",
+    "reading glasses",
+    "plant pots",
 ]
 FAULTY_THINGS = [
-    "washing machine", "laptop charger", "coffee grinder", "electric kettle", "printer",
-    "router", "blender", "vacuum cleaner", "desk lamp", "headphones", "microwave", "toaster",
+    "washing machine",
+    "laptop charger",
+    "coffee grinder",
+    "electric kettle",
+    "printer",
+    "router",
+    "blender",
+    "vacuum cleaner",
+    "desk lamp",
+    "headphones",
+    "microwave",
+    "toaster",
 ]
 PROBLEMS = [
-    "stopped working", "arrived broken", "makes a loud noise", "won't turn on",
-    "keeps disconnecting", "is leaking", "smells of burning", "has a cracked case",
+    "stopped working",
+    "arrived broken",
+    "makes a loud noise",
+    "won't turn on",
+    "keeps disconnecting",
+    "is leaking",
+    "smells of burning",
+    "has a cracked case",
 ]
 MONTHS = [
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ]
 MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 NUMBER_WORDS = {
-    1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
-    9: "nine", 10: "ten", 11: "eleven", 12: "twelve", 15: "fifteen", 20: "twenty",
+    1: "one",
+    2: "two",
+    3: "three",
+    4: "four",
+    5: "five",
+    6: "six",
+    7: "seven",
+    8: "eight",
+    9: "nine",
+    10: "ten",
+    11: "eleven",
+    12: "twelve",
+    15: "fifteen",
+    20: "twenty",
 }
 HOUR_WORDS = {h: NUMBER_WORDS[h] for h in range(1, 13)}
 YEARS = [2025, 2026]
@@ -95,14 +192,16 @@ def say_date(rng: random.Random) -> tuple[str, str]:
     day = rng.randint(1, MONTH_DAYS[month])
     iso = f"{year:04d}-{month + 1:02d}-{day:02d}"
     name = MONTHS[month]
-    spoken = rng.choice([
-        f"on {day} {name} {year}",
-        f"on {name} {day}, {year}",
-        f"on the {ordinal(day)} of {name} {year}",
-        f"on {name} {ordinal(day)} {year}",
-        f"on {iso}",
-        f"on {day}/{month + 1}/{year} (day/month)",
-    ])
+    spoken = rng.choice(
+        [
+            f"on {day} {name} {year}",
+            f"on {name} {day}, {year}",
+            f"on the {ordinal(day)} of {name} {year}",
+            f"on {name} {ordinal(day)} {year}",
+            f"on {iso}",
+            f"on {day}/{month + 1}/{year} (day/month)",
+        ]
+    )
     return spoken, iso
 
 
@@ -159,9 +258,7 @@ def say_name(rng: random.Random) -> tuple[str | None, str | None]:
 
 
 def answer(intent, name=None, date=None, time=None, quantity=None, item=None) -> str:
-    return json.dumps(
-        {"intent": intent, "name": name, "date": date, "time": time, "quantity": quantity, "item": item}
-    )
+    return json.dumps({"intent": intent, "name": name, "date": date, "time": time, "quantity": quantity, "item": item})
 
 
 def book_table(rng):
@@ -170,13 +267,15 @@ def book_table(rng):
     q_say, q = say_quantity(rng, 1, 12)
     n_say, n = say_name(rng)
     people = "person" if q == 1 else "people"
-    core = rng.choice([
-        f"Could I book a table for {q_say} {d_say} {t_say}?",
-        f"Table for {q_say} please, {d_say}, {t_say}.",
-        f"We'd like to reserve a table for {q_say} {people} {d_say} {t_say}.",
-        f"Hi! Any chance of a table {d_say} {t_say}? We are {q_say}.",
-        f"I want to make a dinner reservation for {q_say} {t_say} {d_say}.",
-    ])
+    core = rng.choice(
+        [
+            f"Could I book a table for {q_say} {d_say} {t_say}?",
+            f"Table for {q_say} please, {d_say}, {t_say}.",
+            f"We'd like to reserve a table for {q_say} {people} {d_say} {t_say}.",
+            f"Hi! Any chance of a table {d_say} {t_say}? We are {q_say}.",
+            f"I want to make a dinner reservation for {q_say} {t_say} {d_say}.",
+        ]
+    )
     text = f"{core} {n_say}" if n_say and rng.random() < 0.8 else (f"{n_say} {core}" if n_say else core)
     return text, answer("book_table", n, d, t, q, None)
 
@@ -187,13 +286,15 @@ def order_product(rng):
     n_say, n = say_name(rng)
     with_date = rng.random() < 0.4
     d_say, d = say_date(rng) if with_date else ("", None)
-    core = rng.choice([
-        f"I'd like to order {q_say} {item}.",
-        f"Please send me {q_say} {item}.",
-        f"Can I get {q_say} of your {item}?",
-        f"Order request: {q_say} {item}, thanks.",
-        f"Hello, I need {q_say} {item} for the office.",
-    ])
+    core = rng.choice(
+        [
+            f"I'd like to order {q_say} {item}.",
+            f"Please send me {q_say} {item}.",
+            f"Can I get {q_say} of your {item}?",
+            f"Order request: {q_say} {item}, thanks.",
+            f"Hello, I need {q_say} {item} for the office.",
+        ]
+    )
     if with_date:
         core = core.rstrip(".?!,") + rng.choice([f", delivered {d_say}.", f". I need them by {d_say[3:]}."])
     text = f"{n_say} {core}" if n_say else core
@@ -205,12 +306,14 @@ def cancel_order(rng):
     n_say, n = say_name(rng)
     placed = rng.random() < 0.5
     d_say, d = say_date(rng) if placed else ("", None)
-    core = rng.choice([
-        f"Please cancel my order of {item}.",
-        f"I want to cancel the {item} I ordered.",
-        f"Cancel the {item} order, I don't need them any more.",
-        f"Can you stop my {item} order before it ships?",
-    ])
+    core = rng.choice(
+        [
+            f"Please cancel my order of {item}.",
+            f"I want to cancel the {item} I ordered.",
+            f"Cancel the {item} order, I don't need them any more.",
+            f"Can you stop my {item} order before it ships?",
+        ]
+    )
     if placed:
         core = core.rstrip(".?!") + f" - I placed it {d_say}."
     text = f"{core} {n_say}" if n_say else core
@@ -225,12 +328,14 @@ def schedule_delivery(rng):
     with_q = rng.random() < 0.5
     q_say, q = say_quantity(rng, 2, 20) if with_q else ("", None)
     what = f"the {q_say} {item}" if with_q else f"my {item}"
-    core = rng.choice([
-        f"Can you deliver {what} {d_say} {t_say}?",
-        f"Please schedule delivery of {what} {d_say}, {t_say}.",
-        f"I'll be home {d_say} {t_say}, could {what} arrive then?",
-        f"Delivery slot request: {what}, {d_say} {t_say}.",
-    ])
+    core = rng.choice(
+        [
+            f"Can you deliver {what} {d_say} {t_say}?",
+            f"Please schedule delivery of {what} {d_say}, {t_say}.",
+            f"I'll be home {d_say} {t_say}, could {what} arrive then?",
+            f"Delivery slot request: {what}, {d_say} {t_say}.",
+        ]
+    )
     text = f"{n_say} {core}" if n_say else core
     return text, answer("schedule_delivery", n, d, t, q, item)
 
@@ -241,12 +346,14 @@ def report_issue(rng):
     n_say, n = say_name(rng)
     dated = rng.random() < 0.5
     d_say, d = say_date(rng) if dated else ("", None)
-    core = rng.choice([
-        f"My {thing} {problem}.",
-        f"The {thing} I bought {problem}, what can you do?",
-        f"Help! Our {thing} {problem}.",
-        f"Support ticket: {thing} {problem}.",
-    ])
+    core = rng.choice(
+        [
+            f"My {thing} {problem}.",
+            f"The {thing} I bought {problem}, what can you do?",
+            f"Help! Our {thing} {problem}.",
+            f"Support ticket: {thing} {problem}.",
+        ]
+    )
     if dated:
         core = core.rstrip(".?!") + rng.choice([f". It started {d_say}.", f" - delivered {d_say}."])
     text = f"{n_say} {core}" if n_say else core
@@ -263,10 +370,14 @@ def json_extract_rows(count: int, rng: random.Random, seen: set[str]) -> list[di
         if request in seen:
             continue
         seen.add(request)
-        rows.append({"messages": [
-            {"role": "user", "content": request},
-            {"role": "assistant", "content": reply},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": request},
+                    {"role": "assistant", "content": reply},
+                ]
+            }
+        )
     return rows
 
 

@@ -16,22 +16,72 @@ other modules use are re-exported here, so `from sft_space.models import X` work
 
 from __future__ import annotations
 
-from .device import (Device, choose_precision, detect_device, device_name, hardware_summary, precision_name,
-                     trainer_precision_args, training_dtype)
-from .facts import (CURATED_MODELS, attention_targets, check_target_modules, hub_model_id, is_hub_model_id,
-                    local_facts, model_facts, model_label, model_max_length)
+from .device import (
+    Device,
+    choose_precision,
+    detect_device,
+    device_name,
+    hardware_summary,
+    precision_name,
+    trainer_precision_args,
+    training_dtype,
+)
+from .facts import (
+    CURATED_MODELS,
+    attention_targets,
+    check_target_modules,
+    hub_model_id,
+    is_hub_model_id,
+    local_facts,
+    model_facts,
+    model_label,
+    model_max_length,
+)
 from .fetch import base_license, resolve_model, resolve_tokenizer
 from .load import check_model_choice, check_quantization, load_model
 from .memory import estimate_memory, fit_report, needs_gradient_checkpointing
-from .tokens import (CHATML_TEMPLATE, end_of_turn_ids, expose_bias_on_token_wrappers, fit_model_to_tokenizer,
-                     load_tokenizer, prepare_tokenizer, trainable_tokens)
+from .tokens import (
+    CHATML_TEMPLATE,
+    end_of_turn_ids,
+    expose_bias_on_token_wrappers,
+    fit_model_to_tokenizer,
+    load_tokenizer,
+    prepare_tokenizer,
+    trainable_tokens,
+)
 
 __all__ = [
-    "CHATML_TEMPLATE", "CURATED_MODELS", "Device", "attention_targets", "base_license", "check_model_choice",
-    "check_quantization", "check_target_modules", "choose_precision", "detect_device", "device_name",
-    "end_of_turn_ids", "estimate_memory", "expose_bias_on_token_wrappers", "fit_model_to_tokenizer", "fit_report",
-    "hardware_summary", "hub_model_id", "is_hub_model_id", "load_model", "load_tokenizer", "local_facts",
-    "model_facts", "model_label", "model_max_length", "needs_gradient_checkpointing", "precision_name",
-    "prepare_tokenizer", "resolve_model", "resolve_tokenizer", "trainable_tokens", "trainer_precision_args",
+    "CHATML_TEMPLATE",
+    "CURATED_MODELS",
+    "Device",
+    "attention_targets",
+    "base_license",
+    "check_model_choice",
+    "check_quantization",
+    "check_target_modules",
+    "choose_precision",
+    "detect_device",
+    "device_name",
+    "end_of_turn_ids",
+    "estimate_memory",
+    "expose_bias_on_token_wrappers",
+    "fit_model_to_tokenizer",
+    "fit_report",
+    "hardware_summary",
+    "hub_model_id",
+    "is_hub_model_id",
+    "load_model",
+    "load_tokenizer",
+    "local_facts",
+    "model_facts",
+    "model_label",
+    "model_max_length",
+    "needs_gradient_checkpointing",
+    "precision_name",
+    "prepare_tokenizer",
+    "resolve_model",
+    "resolve_tokenizer",
+    "trainable_tokens",
+    "trainer_precision_args",
     "training_dtype",
 ]

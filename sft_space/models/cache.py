@@ -13,8 +13,17 @@ from pathlib import Path
 from .. import home
 
 # Only what loading needs: weights as safetensors, configs, tokenizer files, templates. Never pickles.
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.tiktoken", "merges.txt",
-                     "vocab.txt", "README.md"]
+DOWNLOAD_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "tokenizer*",
+    "*.model",
+    "*.tiktoken",
+    "merges.txt",
+    "vocab.txt",
+    "README.md",
+]
 
 
 def model_cache_dir() -> Path:
@@ -26,7 +35,10 @@ def cached_snapshot(repo_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, cache_dir=str(model_cache_dir()), allow_patterns=DOWNLOAD_PATTERNS,
-                                      local_files_only=True))
+        return Path(
+            snapshot_download(
+                repo_id, cache_dir=str(model_cache_dir()), allow_patterns=DOWNLOAD_PATTERNS, local_files_only=True
+            )
+        )
     except Exception:  # not cached: LocalEntryNotFoundError and friends
         return None

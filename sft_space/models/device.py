@@ -67,8 +67,16 @@ def detect_device() -> Device:
     """Where a training process would run, found without importing torch (nvidia-smi, /proc)."""
     if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=15).stdout.strip().splitlines()
+            out = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=15,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
             name, memory, capability = [part.strip() for part in out[0].split(",")]
             return Device("cuda", name, int(float(memory)) * 2**20, float(capability) >= 8.0)
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
@@ -154,7 +162,9 @@ def choose_precision(requested: str = "auto") -> dict[str, bool]:
     if requested == "fp32":
         return {"bf16": False, "fp16": False}
     if requested == "fp16" and not cuda:
-        raise ValueError("precision fp16 needs a CUDA GPU (fp16 training on a CPU is not supported): use auto, bf16 or fp32.")
+        raise ValueError(
+            "precision fp16 needs a CUDA GPU (fp16 training on a CPU is not supported): use auto, bf16 or fp32."
+        )
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError("This GPU does not support bf16 (it is older than Ampere): use auto or fp16.")
     if requested in ("bf16", "fp16"):

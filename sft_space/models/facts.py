@@ -34,8 +34,19 @@ CURATED_MODELS = [
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek-R1-Distill-Qwen-1.5B", 1_777_088_000),
 ]
 HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "I32": 4,
-               "I64": 8, "BOOL": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "I32": 4,
+    "I64": 8,
+    "BOOL": 1,
+}
 
 
 def model_label(choice: str) -> str:
@@ -109,8 +120,11 @@ class ModelFacts:
         return found
 
     def attention_modules(self) -> list[str]:
-        names = {name[: -len(".weight")].split(".")[-1] for name in self.tensors
-                 if name.endswith(".weight") and re.search(r"(attn|attention)\.", name)}
+        names = {
+            name[: -len(".weight")].split(".")[-1]
+            for name in self.tensors
+            if name.endswith(".weight") and re.search(r"(attn|attention)\.", name)
+        }
         return sorted(names & set(self.linear_modules()))
 
     def lora_parameters(self, r: int, targets: list[str] | str) -> int:
@@ -125,13 +139,18 @@ class ModelFacts:
 
     def summary(self) -> str:
         text = self.text
-        parts = [f"{self.parameters / 1e6:,.0f}M parameters" if self.parameters else "parameter count unknown",
-                 f"{text.get('model_type', self.config.get('model_type', '?'))}",
-                 f"{text.get('num_hidden_layers', '?')} layers, hidden size {text.get('hidden_size', '?')}"]
+        parts = [
+            f"{self.parameters / 1e6:,.0f}M parameters" if self.parameters else "parameter count unknown",
+            f"{text.get('model_type', self.config.get('model_type', '?'))}",
+            f"{text.get('num_hidden_layers', '?')} layers, hidden size {text.get('hidden_size', '?')}",
+        ]
         if self.max_length:
             parts.append(f"context {self.max_length} tokens")
-        parts.append("chat template: yes" if self.has_chat_template else
-                     "no chat template: gets ChatML (<|im_start|>/<|im_end|> added and trained)")
+        parts.append(
+            "chat template: yes"
+            if self.has_chat_template
+            else "no chat template: gets ChatML (<|im_start|>/<|im_end|> added and trained)"
+        )
         return ", ".join(parts)
 
 
@@ -159,13 +178,19 @@ def local_facts(folder: Path, choice: str, source: str = "local") -> ModelFacts:
 def check_model_config(config: dict, where: str) -> None:
     """Refuse models that need custom code or are not causal language models, saying why."""
     if config.get("auto_map"):
-        raise ValueError(f"{where} needs custom code (auto_map in config.json, loaded only with trust_remote_code), "
-                         "which could run anything on this machine and is refused: pick a model that transformers "
-                         "supports natively (Llama, Qwen2, Mistral, Gemma, Phi...).")
+        raise ValueError(
+            f"{where} needs custom code (auto_map in config.json, loaded only with trust_remote_code), "
+            "which could run anything on this machine and is refused: pick a model that transformers "
+            "supports natively (Llama, Qwen2, Mistral, Gemma, Phi...)."
+        )
     architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith("ForCausalLM") or a.endswith("ForConditionalGeneration") for a in architectures):
-        raise ValueError(f"{where} is a {', '.join(architectures)}, not a causal language model (…ForCausalLM): "
-                         "SFT needs a text-generation model.")
+    if architectures and not any(
+        a.endswith("ForCausalLM") or a.endswith("ForConditionalGeneration") for a in architectures
+    ):
+        raise ValueError(
+            f"{where} is a {', '.join(architectures)}, not a causal language model (…ForCausalLM): "
+            "SFT needs a text-generation model."
+        )
 
 
 def check_model_folder(folder: Path) -> None:
@@ -186,17 +211,25 @@ def hub_error(error: Exception, repo_id: str) -> ValueError | None:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     if isinstance(error, GatedRepoError):
-        return ValueError(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id}, then sign in "
-                          "with that account (or set HF_TOKEN).")
+        return ValueError(
+            f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id}, then sign in "
+            "with that account (or set HF_TOKEN)."
+        )
     if isinstance(error, RepositoryNotFoundError):
-        return ValueError(f"Model {repo_id} was not found, or it is private or gated and you are not signed in: "
-                          "check the id (owner/name), or sign in with an account that can read it.")
+        return ValueError(
+            f"Model {repo_id} was not found, or it is private or gated and you are not signed in: "
+            "check the id (owner/name), or sign in with an account that can read it."
+        )
     if isinstance(error, HfHubHTTPError):
-        return ValueError(f"The Hub refused {repo_id} ({error.response.status_code if error.response is not None else '?'}): "
-                          f"{str(error).splitlines()[0]}")
+        return ValueError(
+            f"The Hub refused {repo_id} ({error.response.status_code if error.response is not None else '?'}): "
+            f"{str(error).splitlines()[0]}"
+        )
     if network_error(error):
-        return ValueError(f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
-                          "check the network, or use the bundled model or a local folder.")
+        return ValueError(
+            f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
+            "check the network, or use the bundled model or a local folder."
+        )
     return None
 
 
@@ -205,8 +238,10 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
     from huggingface_hub import HfApi, get_token, hf_hub_download
 
     if hub_offline():
-        raise ValueError(f"The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1), so {repo_id} cannot be "
-                         "checked or downloaded: use the bundled model or a local folder.")
+        raise ValueError(
+            f"The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1), so {repo_id} cannot be "
+            "checked or downloaded: use the bundled model or a local folder."
+        )
     api = HfApi(endpoint=hub_endpoint(), token=token)
     try:
         info = api.model_info(repo_id, timeout=HUB_TIMEOUT_SECONDS)
@@ -215,16 +250,31 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
             pickles = [n for n in files if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
             raise ValueError(
                 f"{repo_id} ships no .safetensors weights"
-                + (f" (only pickle files such as {pickles[0]}, which can run code when loaded and are refused)" if pickles else "")
-                + ": pick a model that ships safetensors (most recent ones do).")
-        config = json.loads(Path(hf_hub_download(repo_id, "config.json", endpoint=hub_endpoint(), token=token,
-                                                 cache_dir=str(model_cache_dir()), etag_timeout=HUB_TIMEOUT_SECONDS))
-                            .read_text())
+                + (
+                    f" (only pickle files such as {pickles[0]}, which can run code when loaded and are refused)"
+                    if pickles
+                    else ""
+                )
+                + ": pick a model that ships safetensors (most recent ones do)."
+            )
+        config = json.loads(
+            Path(
+                hf_hub_download(
+                    repo_id,
+                    "config.json",
+                    endpoint=hub_endpoint(),
+                    token=token,
+                    cache_dir=str(model_cache_dir()),
+                    etag_timeout=HUB_TIMEOUT_SECONDS,
+                )
+            ).read_text()
+        )
         check_model_config(config, repo_id)
         template = "chat_template.jinja" in files
         if not template and "tokenizer_config.json" in files:
-            path = hf_hub_download(repo_id, "tokenizer_config.json", endpoint=hub_endpoint(), token=token,
-                                   cache_dir=str(model_cache_dir()))
+            path = hf_hub_download(
+                repo_id, "tokenizer_config.json", endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir())
+            )
             template = bool(json.loads(Path(path).read_text()).get("chat_template"))
         metadata = api.get_safetensors_metadata(repo_id, token=token)
     except ValueError:
@@ -234,14 +284,15 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
         if readable is None:
             raise
         raise readable from None
-    tensors = {name: (t.dtype, list(t.shape)) for meta in metadata.files_metadata.values()
-               for name, t in meta.tensors.items()}
+    tensors = {
+        name: (t.dtype, list(t.shape)) for meta in metadata.files_metadata.values() for name, t in meta.tensors.items()
+    }
     card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
-    facts = ModelFacts(repo_id, "hub", config, tensors, template, gated=bool(info.gated),
-                       license=card.get("license"))
+    facts = ModelFacts(repo_id, "hub", config, tensors, template, gated=bool(info.gated), license=card.get("license"))
     if info.gated and not (token or get_token()):
-        facts.notes.append(f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id} and sign in "
-                           "before training.")
+        facts.notes.append(
+            f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id} and sign in before training."
+        )
     return facts
 
 
@@ -263,15 +314,25 @@ def model_facts(choice: str, token: str | None = None) -> ModelFacts:
     if is_hub_model_id(choice):
         cached = cached_snapshot(choice) if hub_offline() else None
         return local_facts(cached, choice, "hub") if cached else hub_facts(choice, token)
-    raise ValueError(f"Model {choice!r} is neither a local folder nor a Hub id (owner/name): use 'bundled', the "
-                     "path of a folder with config.json and *.safetensors, or a Hub id such as "
-                     "HuggingFaceTB/SmolLM2-360M-Instruct.")
+    raise ValueError(
+        f"Model {choice!r} is neither a local folder nor a Hub id (owner/name): use 'bundled', the "
+        "path of a folder with config.json and *.safetensors, or a Hub id such as "
+        "HuggingFaceTB/SmolLM2-360M-Instruct."
+    )
 
 
-SMOLLM2_135M_CONFIG = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                       "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                       "max_position_embeddings": BUNDLED_MAX_LENGTH, "tie_word_embeddings": True,
-                       "architectures": ["LlamaForCausalLM"]}
+SMOLLM2_135M_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "max_position_embeddings": BUNDLED_MAX_LENGTH,
+    "tie_word_embeddings": True,
+    "architectures": ["LlamaForCausalLM"],
+}
 
 
 def llama_tensors(config: dict) -> dict[str, tuple[str, list[int]]]:
@@ -281,9 +342,17 @@ def llama_tensors(config: dict) -> dict[str, tuple[str, list[int]]]:
     tensors = {"model.embed_tokens.weight": ("BF16", [config["vocab_size"], h]), "model.norm.weight": ("BF16", [h])}
     for n in range(layers):
         p = f"model.layers.{n}"
-        for name, shape in (("self_attn.q_proj", [h, h]), ("self_attn.k_proj", [kv, h]), ("self_attn.v_proj", [kv, h]),
-                            ("self_attn.o_proj", [h, h]), ("mlp.gate_proj", [i, h]), ("mlp.up_proj", [i, h]),
-                            ("mlp.down_proj", [h, i]), ("input_layernorm", [h]), ("post_attention_layernorm", [h])):
+        for name, shape in (
+            ("self_attn.q_proj", [h, h]),
+            ("self_attn.k_proj", [kv, h]),
+            ("self_attn.v_proj", [kv, h]),
+            ("self_attn.o_proj", [h, h]),
+            ("mlp.gate_proj", [i, h]),
+            ("mlp.up_proj", [i, h]),
+            ("mlp.down_proj", [h, i]),
+            ("input_layernorm", [h]),
+            ("post_attention_layernorm", [h]),
+        ):
             tensors[f"{p}.{name}.weight"] = ("BF16", shape)
     if not config.get("tie_word_embeddings", True):
         tensors["lm_head.weight"] = ("BF16", [config["vocab_size"], h])
@@ -319,8 +388,10 @@ def check_target_modules(targets: list[str] | str, facts: ModelFacts) -> None:
     known = facts.linear_modules()
     unknown = [t for t in targets if t not in known]
     if unknown and known:
-        raise ValueError(f"lora_target_modules names {', '.join(unknown)}, which this model does not have: its linear "
-                         f"layers are {', '.join(sorted(known))}.")
+        raise ValueError(
+            f"lora_target_modules names {', '.join(unknown)}, which this model does not have: its linear "
+            f"layers are {', '.join(sorted(known))}."
+        )
 
 
 def attention_targets(facts: ModelFacts) -> list[str]:

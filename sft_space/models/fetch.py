@@ -40,8 +40,9 @@ def _progress_bar_class(progress: Progress, what: str):
     return Reporting
 
 
-def download_model(repo_id: str, progress: Progress = _no_progress, token: str | None = None,
-                   weights: bool = True) -> Path:
+def download_model(
+    repo_id: str, progress: Progress = _no_progress, token: str | None = None, weights: bool = True
+) -> Path:
     """Check a Hub model from its metadata, then download only its safetensors, configs and tokenizer files
     (weights=False: configs and tokenizer only, for looking at the data through its tokenizer)."""
     from huggingface_hub import snapshot_download
@@ -58,9 +59,16 @@ def download_model(repo_id: str, progress: Progress = _no_progress, token: str |
     what = repo_id if weights else f"the tokenizer of {repo_id}"
     progress(0.02, f"Downloading {what}")
     try:
-        folder = Path(snapshot_download(repo_id, endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir()),
-                                        allow_patterns=DOWNLOAD_PATTERNS if weights else TOKENIZER_PATTERNS,
-                                        tqdm_class=_progress_bar_class(progress, what)))
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                endpoint=hub_endpoint(),
+                token=token,
+                cache_dir=str(model_cache_dir()),
+                allow_patterns=DOWNLOAD_PATTERNS if weights else TOKENIZER_PATTERNS,
+                tqdm_class=_progress_bar_class(progress, what),
+            )
+        )
     except Exception as error:
         readable = hub_error(error, repo_id)
         if readable is None:
@@ -92,8 +100,9 @@ def resolve_model(choice: str, progress: Progress = _no_progress, token: str | N
 def base_license(folder: Path) -> str | None:
     """The license in a model folder's README front matter (a Hub download keeps it), if any."""
     if (folder / "README.md").is_file():
-        match = re.search(r"^license:\s*(\S+)", (folder / "README.md").read_text(errors="replace").split("\n---", 1)[0],
-                          re.MULTILINE)
+        match = re.search(
+            r"^license:\s*(\S+)", (folder / "README.md").read_text(errors="replace").split("\n---", 1)[0], re.MULTILINE
+        )
         if match:
             return match.group(1).strip("'\"")
     from ..bundled import bundled_model_dir

@@ -43,15 +43,21 @@ def check_quantization(quantization: str) -> None:
     if not torch.cuda.is_available():
         raise ValueError("4-bit QLoRA needs a CUDA GPU: set quantization to none on this machine.")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("4-bit QLoRA needs the bitsandbytes package: pip install bitsandbytes, or set quantization to none.")
+        raise ValueError(
+            "4-bit QLoRA needs the bitsandbytes package: pip install bitsandbytes, or set quantization to none."
+        )
 
 
 def four_bit_config(dtype: str):
     import torch
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=getattr(torch, dtype if dtype != "float32" else "bfloat16"))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, dtype if dtype != "float32" else "bfloat16"),
+    )
 
 
 def check_model_choice(config) -> ModelFacts:

@@ -40,8 +40,9 @@ class MemoryEstimate:
         return "fits" if self.share < FITS_BELOW else "tight" if self.share < 1.0 else "will not fit"
 
 
-def estimate_memory(facts: ModelFacts, config, device: Device, gradient_checkpointing: bool = False,
-                    precision: str | None = None) -> MemoryEstimate:
+def estimate_memory(
+    facts: ModelFacts, config, device: Device, gradient_checkpointing: bool = False, precision: str | None = None
+) -> MemoryEstimate:
     """Peak training memory: weights + LoRA (weights, grads, AdamW) + activations at batch x max_length + runtime.
 
     Activations per token and layer are counted as about 16 x hidden + 6 x intermediate values (attention inputs and
@@ -55,8 +56,15 @@ def estimate_memory(facts: ModelFacts, config, device: Device, gradient_checkpoi
     heads = text.get("num_attention_heads") or 16
     vocab = text.get("vocab_size") or 32000
     configured = getattr(config, "precision", "auto")
-    precision = precision or (configured if configured != "auto" else
-                              "bf16" if device.bf16 and device.kind != "mps" else "fp16" if device.kind == "cuda" else "fp32")
+    precision = precision or (
+        configured
+        if configured != "auto"
+        else "bf16"
+        if device.bf16 and device.kind != "mps"
+        else "fp16"
+        if device.kind == "cuda"
+        else "fp32"
+    )
     # 16-bit activations on a GPU. CPU autocast keeps fp32 activations around the bf16 matmuls and caches a bf16
     # copy of each weight: measured on the Quick demo, bf16 used more memory than fp32 there (4.1 vs 3.4 GiB).
     value = 2 if precision in ("bf16", "fp16") and device.kind == "cuda" else 4
@@ -73,8 +81,9 @@ def estimate_memory(facts: ModelFacts, config, device: Device, gradient_checkpoi
     else:
         activations = tokens * value * layers * per_layer
     activations += tokens * vocab * (value + 8)
-    return MemoryEstimate(weights, adapter, int(activations), OVERHEAD_BYTES[device.kind], device.memory,
-                          gradient_checkpointing)
+    return MemoryEstimate(
+        weights, adapter, int(activations), OVERHEAD_BYTES[device.kind], device.memory, gradient_checkpointing
+    )
 
 
 def needs_gradient_checkpointing(facts: ModelFacts, config, device: Device) -> bool:
@@ -95,11 +104,16 @@ def fit_advice(facts: ModelFacts, config, device: Device) -> list[str]:
         advice.append("turn gradient checkpointing on (about 20% slower, far fewer activations)")
     candidate = config
     while candidate.per_device_train_batch_size > 1:
-        candidate = dataclasses.replace(candidate, per_device_train_batch_size=candidate.per_device_train_batch_size // 2,
-                                        gradient_accumulation_steps=candidate.gradient_accumulation_steps * 2)
+        candidate = dataclasses.replace(
+            candidate,
+            per_device_train_batch_size=candidate.per_device_train_batch_size // 2,
+            gradient_accumulation_steps=candidate.gradient_accumulation_steps * 2,
+        )
         if estimate_memory(facts, candidate, device, True).verdict == "fits":
-            advice.append(f"lower the batch size to {candidate.per_device_train_batch_size} with gradient accumulation "
-                          f"{candidate.gradient_accumulation_steps} (same effective batch)")
+            advice.append(
+                f"lower the batch size to {candidate.per_device_train_batch_size} with gradient accumulation "
+                f"{candidate.gradient_accumulation_steps} (same effective batch)"
+            )
             break
     shorter = dataclasses.replace(config, max_length=max(64, config.max_length // 2), per_device_train_batch_size=1)
     if not advice and estimate_memory(facts, shorter, device, True).verdict == "fits":

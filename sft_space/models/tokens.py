@@ -57,12 +57,20 @@ def prepare_tokenizer(folder: Path):
         tokenizer.eos_token = IM_END
         setup.chatml_added = True
         setup.new_token_ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
-        setup.notes.append("No chat template: ChatML was set up (<|im_start|>/<|im_end|>"
-                           + (f", {len(missing)} new token{'s' if len(missing) > 1 else ''}" if missing else "")
-                           + "); their embedding rows are trained so the tuned model learns to end its turn.")
+        setup.notes.append(
+            "No chat template: ChatML was set up (<|im_start|>/<|im_end|>"
+            + (f", {len(missing)} new token{'s' if len(missing) > 1 else ''}" if missing else "")
+            + "); their embedding rows are trained so the tuned model learns to end its turn."
+        )
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        candidates = [tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None,
-                      original_eos, tokenizer.unk_token, "<|endoftext|>", "<pad>", PAD]
+        candidates = [
+            tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None,
+            original_eos,
+            tokenizer.unk_token,
+            "<|endoftext|>",
+            "<pad>",
+            PAD,
+        ]
         choice = next((t for t in candidates if t and t != tokenizer.eos_token and _in_vocab(tokenizer, t)), None)
         if choice is None:
             tokenizer.add_special_tokens({"pad_token": PAD})
@@ -96,7 +104,10 @@ def fit_model_to_tokenizer(model, tokenizer) -> None:
     generation = model.generation_config
     generation.pad_token_id = tokenizer.pad_token_id
     eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
-    generation.eos_token_id = [tokenizer.eos_token_id, *[e for e in eos if e is not None and e != tokenizer.eos_token_id]]
+    generation.eos_token_id = [
+        tokenizer.eos_token_id,
+        *[e for e in eos if e is not None and e != tokenizer.eos_token_id],
+    ]
 
 
 def trainable_tokens(model, token_ids: list[int]) -> dict[str, list[int]] | None:
@@ -126,5 +137,6 @@ def expose_bias_on_token_wrappers() -> None:
     has, get = TrainableTokensWrapper._hasattr_wrapped, TrainableTokensWrapper._getattr_wrapped
     TrainableTokensWrapper._hasattr_wrapped = lambda self, name, modules: name == "bias" or has(self, name, modules)
     TrainableTokensWrapper._getattr_wrapped = lambda self, name, modules: (
-        getattr(self.original_module, "bias", None) if name == "bias" else get(self, name, modules))
+        getattr(self.original_module, "bias", None) if name == "bias" else get(self, name, modules)
+    )
     TrainableTokensWrapper._bias_exposed = True

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..models import hardware_summary
-from .. import runs
 from .. import rundir
+from ..models import hardware_summary
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
@@ -48,7 +47,9 @@ def build_app() -> gr.Blocks:
                 f"## SFT Space — fine-tune a small language model in your browser "
                 f"<span class='badge'>hardware: {hardware_summary()}</span>\n"
                 "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the "
-                "result, publish it.", elem_id="title")
+                "result, publish it.",
+                elem_id="title",
+            )
             if sign_in_available():
                 gr.LoginButton(scale=0, min_width=220, elem_id="login")
         current_run = gr.State(None)
@@ -61,7 +62,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("2 Model", id="model"):
                 model, check_model, model_report = model_tab.build()
             with gr.Tab("3 Train", id="train") as train:
-                preset, run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
+                preset, settings, run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
@@ -71,14 +72,22 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Runs", id="runs") as runs_list:
                 runs_tab.build(current_run, visitor_key, runs_list)
         row_number, inspect_button, *inspect_outputs = inspector
-        settings = train_tab.WIDGETS
         inspect_fields = ["model", "row_number", "answers_only", "max_length", "batch_size", "packing"]
         # the histogram is emptied first, so each dataset's is built afresh with its own bins (see charts.py)
         inspect_button.click(lambda: None, None, inspect_outputs[-1], api_name=False, show_progress="hidden").then(
             widgets.named(data_tab.inspect, [*data_tab.SOURCE_FIELDS, *inspect_fields], with_progress=True),
-            [*data_sources, model, row_number, settings["answers_only"], settings["max_length"],
-             settings["per_device_train_batch_size"], settings["packing"]],
-            inspect_outputs, api_name="what_the_model_sees")
+            [
+                *data_sources,
+                model,
+                row_number,
+                settings["answers_only"],
+                settings["max_length"],
+                settings["per_device_train_batch_size"],
+                settings["packing"],
+            ],
+            inspect_outputs,
+            api_name="what_the_model_sees",
+        )
         check_inputs = [model, *[settings[name] for name in model_tab.CHECK_FIELDS]]
         check_handler = widgets.named(model_tab.check, ["model", *model_tab.CHECK_FIELDS])
         check_model.click(check_handler, check_inputs, model_report, api_name="check_model")
@@ -88,16 +97,21 @@ def build_app() -> gr.Blocks:
             event(train_tab.preset_choices, model, preset, api_name=False, show_progress="hidden")
         timer = gr.Timer(POLL_SECONDS)
         outputs = [current_run, run_bar, *run_panel]
-        timer.tick(train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden",
-                   queue=False)
+        timer.tick(
+            train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden", queue=False
+        )
         demo.load(visitor.identify, browser_id, [visitor_key, browser_id], api_name=False).then(
-            train_tab.poll, [current_run, visitor_key], outputs, api_name="run_status")
-    runs.start_queue_worker()
+            train_tab.poll, [current_run, visitor_key], outputs, api_name="run_status"
+        )
     return demo
 
 
 def launch_kwargs() -> dict:
     # allowed_paths: the Publish tab hands out an export zip from the run directory, which lives under
     # $SFT_SPACE_HOME (~/.cache or /data), outside the folders Gradio serves files from by default.
-    return dict(css=CSS, theme=gr.themes.Soft(), max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
-                allowed_paths=[str(rundir.runs_root())])
+    return dict(
+        css=CSS,
+        theme=gr.themes.Soft(),
+        max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
+        allowed_paths=[str(rundir.runs_root())],
+    )

@@ -31,8 +31,14 @@ def typed_frame(rows: list[dict], schema: dict[str, str], placeholders: tuple[st
     if placeholders:
         column, series = placeholders
         rows = [*rows, *({name: (value if name == column else None) for name in schema} for value in series)]
-    return pd.DataFrame({name: pd.Series([row[name] for row in rows], dtype=dtype if not placeholders or
-                                         dtype == "str" else "float64") for name, dtype in schema.items()})
+    return pd.DataFrame(
+        {
+            name: pd.Series(
+                [row[name] for row in rows], dtype=dtype if not placeholders or dtype == "str" else "float64"
+            )
+            for name, dtype in schema.items()
+        }
+    )
 
 
 def drawable(frame: pd.DataFrame, y: str) -> pd.DataFrame | None:

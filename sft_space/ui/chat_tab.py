@@ -10,7 +10,7 @@ import gradio as gr
 
 from .. import runs
 from ..config import RunConfig
-from .train_tab import owned
+from .common import owned, shown_as_error
 from .widgets import build_groups
 
 DEFAULT_SEED = 0  # the same seed for base and tuned, so sampling differences come from the weights
@@ -44,56 +44,88 @@ def as_messages(history: list | None) -> list[dict]:
     return [{"role": m["role"], "content": text_of(m["content"])} for m in history or []]
 
 
-def respond(message: str, tuned_history: list, base_history: list, run_id: str | None, system_prompt: str,
-            compare: bool, seed, temperature, top_p, max_new_tokens, repetition_penalty, visitor: str | None = None):
+def respond(
+    message: str,
+    tuned_history: list,
+    base_history: list,
+    run_id: str | None,
+    system_prompt: str,
+    compare: bool,
+    seed,
+    temperature,
+    top_p,
+    max_new_tokens,
+    repetition_penalty,
+    visitor: str | None = None,
+):
     """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
     from ..chat import load_chat_model, stream_reply
 
     if not message or not message.strip():
         raise gr.Error("Type a message first.", print_exception=False)
     if not run_id:
-        raise gr.Error("No tuned model yet: train a run on the Train tab (or pick a finished run above).",
-                       print_exception=False)
+        raise gr.Error(
+            "No tuned model yet: train a run on the Train tab (or pick a finished run above).", print_exception=False
+        )
     owned(run_id, visitor, "chat with")
-    try:
-        settings = RunConfig(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
-                             repetition_penalty=float(repetition_penalty)).validate()
+    with shown_as_error():
+        settings = RunConfig(
+            temperature=float(temperature),
+            top_p=float(top_p),
+            max_new_tokens=int(max_new_tokens),
+            repetition_penalty=float(repetition_penalty),
+        ).validate()
         loaded = load_chat_model(run_id)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise gr.Error(str(error), print_exception=False) from None
     system = [{"role": "system", "content": system_prompt.strip()}] if system_prompt and system_prompt.strip() else []
     user = {"role": "user", "content": message}
     tuned = as_messages(tuned_history) + [user, {"role": "assistant", "content": ""}]
-    base = as_messages(base_history) + [user, {"role": "assistant", "content": ""}] if compare else as_messages(base_history)
+    base = (
+        as_messages(base_history) + [user, {"role": "assistant", "content": ""}]
+        if compare
+        else as_messages(base_history)
+    )
     seed = int(seed) if seed is not None else DEFAULT_SEED
     for text in stream_reply(loaded, system + tuned[:-1], seed=seed, **settings.to_generation_kwargs()):
         tuned[-1]["content"] = text
         yield "", tuned, base
     if compare:
-        for text in stream_reply(loaded, system + base[:-1], seed=seed, use_adapter=False,
-                                 **settings.to_generation_kwargs()):
+        for text in stream_reply(
+            loaded, system + base[:-1], seed=seed, use_adapter=False, **settings.to_generation_kwargs()
+        ):
             base[-1]["content"] = text
             yield "", tuned, base
 
 
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Row():
-        run = gr.Dropdown(choices=[], label="Tuned model (run)", scale=3, elem_id="chat-run",
-                          allow_custom_value=True,
-                          info="Runs with a saved adapter. The base model is loaded once; the adapter is switched on and off.")
+        run = gr.Dropdown(
+            choices=[],
+            label="Tuned model (run)",
+            scale=3,
+            elem_id="chat-run",
+            allow_custom_value=True,
+            info="Runs with a saved adapter. The base model is loaded once; the adapter is switched on and off.",
+        )
         refresh = gr.Button("Refresh list", scale=1, size="sm")
     with gr.Row():
-        system_prompt = gr.Textbox(label="System prompt (optional)", scale=3, elem_id="chat-system",
-                                   info="Leave empty to chat as the training data did.")
+        system_prompt = gr.Textbox(
+            label="System prompt (optional)",
+            scale=3,
+            elem_id="chat-system",
+            info="Leave empty to chat as the training data did.",
+        )
         compare = gr.Checkbox(value=True, label="Also answer with the base model", scale=1, elem_id="chat-compare")
-        seed = gr.Number(value=DEFAULT_SEED, precision=0, label="Seed", scale=1,
-                         info="Same for both models.")
+        seed = gr.Number(value=DEFAULT_SEED, precision=0, label="Seed", scale=1, info="Same for both models.")
     with gr.Row(equal_height=True):
         tuned_chat = gr.Chatbot(label="Tuned model (base + LoRA adapter)", height=420, elem_id="chatbot")
         base_chat = gr.Chatbot(label="Base model (adapter off)", height=420, elem_id="chatbot-base")
     with gr.Row():
-        message = gr.Textbox(placeholder="Ask something, e.g. 'Table for two on 3 May 2026 at 7pm, name Sam'",
-                             show_label=False, scale=5, elem_id="chat-input")
+        message = gr.Textbox(
+            placeholder="Ask something, e.g. 'Table for two on 3 May 2026 at 7pm, name Sam'",
+            show_label=False,
+            scale=5,
+            elem_id="chat-input",
+        )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1)

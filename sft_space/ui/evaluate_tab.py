@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-
 import gradio as gr
 import pandas as pd
 
 from .. import rundir
-from ..baselines import DEFAULT_BASELINE_PROMPTS, DEFAULT_SHOTS, PRIMARY, METRIC_WORDS, VARIANT_LABELS, VARIANTS, table_rows
+from ..baselines import (
+    DEFAULT_BASELINE_PROMPTS,
+    DEFAULT_SHOTS,
+    METRIC_WORDS,
+    PRIMARY,
+    VARIANT_LABELS,
+    VARIANTS,
+    table_rows,
+)
 from ..evaluate import SCORERS, summary_rows
 from .charts import typed_frame
 from .chat_tab import refresh_choices
-from .train_tab import owned
+from .common import owned, shown_as_error
 
 SUMMARY_HEADERS = ["metric", "base model", "tuned model", "better"]
 FAILURE_HEADERS = ["expected", "tuned reply", "problems"]
@@ -31,8 +38,10 @@ def show(result: dict | None):
     }[kind]
     loss_rows = result["tuned"]["heldout"]["rows"]
     count = result["tuned"].get("format", {}).get("count", 0)
-    text = (f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} validation rows; "
-            f"{count} held-out prompts answered greedily by each model, {about}.")
+    text = (
+        f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} validation rows; "
+        f"{count} held-out prompts answered greedily by each model, {about}."
+    )
     failures = result["tuned"].get("format", {}).get("failures", [])
     return text, summary_rows(result), [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
 
@@ -45,8 +54,11 @@ def load_existing(run_id: str | None, visitor: str | None):
     if run_id and not rundir.visible_to(rundir.read_status(run_id), visitor):
         run_id = None
     saved = saved_eval(run_id)
-    return (*show(saved if "base" in saved else None), *show_baselines(saved.get("baselines")),
-            instructions_for(run_id, saved))
+    return (
+        *show(saved if "base" in saved else None),
+        *show_baselines(saved.get("baselines")),
+        instructions_for(run_id, saved),
+    )
 
 
 def instructions_for(run_id: str | None, saved: dict) -> str:
@@ -75,8 +87,12 @@ def show_baselines(result: dict | None):
     checks = "\n".join(f"- **{item}** – {finding}" for item, finding in result["checklist"])
     primary = PRIMARY.get(result["scorer"])
     shown = [m for m in ("schema_valid", primary) if m and m in result["rows"]["tuned"]]
-    return (f"**Verdict:** {result['verdict']}", pd.DataFrame(rows, columns=headers), checks,
-            *bar_charts(result, list(dict.fromkeys(shown))))
+    return (
+        f"**Verdict:** {result['verdict']}",
+        pd.DataFrame(rows, columns=headers),
+        checks,
+        *bar_charts(result, list(dict.fromkeys(shown))),
+    )
 
 
 BAR_CHARTS = 2  # schema-valid JSON, and the check the verdict leans on
@@ -87,21 +103,37 @@ def bar_charts(result: dict | None, metrics: list[str]) -> list:
     charts = []
     for m in metrics[:BAR_CHARTS]:
         rows = [{"approach": VARIANT_LABELS[variant], "share": result["rows"][variant][m]} for variant in VARIANTS]
-        charts.append(gr.BarPlot(value=typed_frame(rows, {"approach": "str", "share": "float64"}),
-                                 title=METRIC_WORDS[m], visible=True))
+        charts.append(
+            gr.BarPlot(
+                value=typed_frame(rows, {"approach": "str", "share": "float64"}), title=METRIC_WORDS[m], visible=True
+            )
+        )
     return charts + [gr.BarPlot(visible=False)] * (BAR_CHARTS - len(charts))
 
 
-def compare(run_id: str | None, count, shots, instructions: str, scorer: str, pattern: str, visitor: str | None,
-            progress=gr.Progress()):
+def compare(
+    run_id: str | None,
+    count,
+    shots,
+    instructions: str,
+    scorer: str,
+    pattern: str,
+    visitor: str | None,
+    progress=gr.Progress(),
+):
     from ..baselines import compare_with_prompting
 
     owned(run_id, visitor, "compare")
-    try:
-        result = compare_with_prompting(run_id, int(count), int(shots), instructions, scorer, pattern or "",
-                                        progress=lambda fraction, message: progress(fraction, desc=message))
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        raise gr.Error(str(error), print_exception=False) from None
+    with shown_as_error():
+        result = compare_with_prompting(
+            run_id,
+            int(count),
+            int(shots),
+            instructions,
+            scorer,
+            pattern or "",
+            progress=lambda fraction, message: progress(fraction, desc=message),
+        )
     return show_baselines(result)
 
 
@@ -109,50 +141,95 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str 
     from ..evaluate import evaluate_run
 
     owned(run_id, visitor, "evaluate")
-    try:
-        result = evaluate_run(run_id, int(count), scorer, pattern or "",
-                              progress=lambda fraction, message: progress(fraction, desc=message))
-    except (ValueError, FileNotFoundError) as error:
-        raise gr.Error(str(error), print_exception=False) from None
+    with shown_as_error():
+        result = evaluate_run(
+            run_id,
+            int(count),
+            scorer,
+            pattern or "",
+            progress=lambda fraction, message: progress(fraction, desc=message),
+        )
     return show(result)
 
 
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
-    gr.Markdown("Does the tuned model beat the base model on data it never saw? Held-out loss, and whether "
-                "its replies follow the format of the training answers.")
+    gr.Markdown(
+        "Does the tuned model beat the base model on data it never saw? Held-out loss, and whether "
+        "its replies follow the format of the training answers."
+    )
     with gr.Row():
         run = gr.Dropdown(label="Run", allow_custom_value=True, scale=3, elem_id="eval-run")
-        count = gr.Number(value=DEFAULT_BASELINE_PROMPTS, precision=0, label="Held-out prompts", scale=1,
-                          elem_id="eval-count",
-                          info="Answered by each model; about 2 s each on CPU.")
-        scorer = gr.Dropdown(choices=SCORERS, value="auto", label="Format check", scale=1,
-                             info="auto: a JSON schema when the answers are JSON.")
+        count = gr.Number(
+            value=DEFAULT_BASELINE_PROMPTS,
+            precision=0,
+            label="Held-out prompts",
+            scale=1,
+            elem_id="eval-count",
+            info="Answered by each model; about 2 s each on CPU.",
+        )
+        scorer = gr.Dropdown(
+            choices=SCORERS,
+            value="auto",
+            label="Format check",
+            scale=1,
+            info="auto: a JSON schema when the answers are JSON.",
+        )
         pattern = gr.Textbox(label="Pattern (regex check)", scale=1)
     button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
     about = gr.Markdown(elem_id="eval-about")
     table = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, elem_id="eval-table")
     with gr.Accordion("Failing examples (tuned model)", open=False):
         failures = gr.Dataframe(headers=FAILURE_HEADERS, interactive=False, wrap=True)
-    gr.Markdown("### Is it worth it?\nThe SFT guide's first question: would prompting the base model do? "
-                "The same held-out prompts, the same checks: the base model alone, with written instructions, "
-                "with a few solved training examples, and the tuned model with neither.")
+    gr.Markdown(
+        "### Is it worth it?\nThe SFT guide's first question: would prompting the base model do? "
+        "The same held-out prompts, the same checks: the base model alone, with written instructions, "
+        "with a few solved training examples, and the tuned model with neither."
+    )
     with gr.Row():
-        instructions = gr.Textbox(label="Instructions (system prompt of the 'base + instructions' row)", lines=4,
-                                  scale=4, elem_id="baseline-instructions",
-                                  info="Pre-filled from the training answers; edit it to give prompting its best shot.")
-        shots = gr.Number(value=DEFAULT_SHOTS, precision=0, label="Few-shot examples", scale=1,
-                          info="Drawn from the training split only.")
+        instructions = gr.Textbox(
+            label="Instructions (system prompt of the 'base + instructions' row)",
+            lines=4,
+            scale=4,
+            elem_id="baseline-instructions",
+            info="Pre-filled from the training answers; edit it to give prompting its best shot.",
+        )
+        shots = gr.Number(
+            value=DEFAULT_SHOTS,
+            precision=0,
+            label="Few-shot examples",
+            scale=1,
+            info="Drawn from the training split only.",
+        )
     compare_button = gr.Button("Compare with prompting", elem_id="compare-baselines")
     verdict = gr.Markdown(elem_id="baseline-verdict")
     baseline_table = gr.Dataframe(interactive=False, elem_id="baseline-table")
     with gr.Row():
-        charts = [gr.BarPlot(x="approach", y="share", y_lim=[0, 1], height=260, x_title="", visible=False,
-                             y_title="share of held-out prompts", sort=list(VARIANT_LABELS.values()),
-                             elem_id=f"baseline-chart-{i}") for i in range(BAR_CHARTS)]
+        charts = [
+            gr.BarPlot(
+                x="approach",
+                y="share",
+                y_lim=[0, 1],
+                height=260,
+                x_title="",
+                visible=False,
+                y_title="share of held-out prompts",
+                sort=list(VARIANT_LABELS.values()),
+                elem_id=f"baseline-chart-{i}",
+            )
+            for i in range(BAR_CHARTS)
+        ]
     checks = gr.Markdown(elem_id="baseline-checklist")
     button.click(evaluate, [run, count, scorer, pattern, visitor], [about, table, failures], api_name="evaluate")
-    compare_button.click(compare, [run, count, shots, instructions, scorer, pattern, visitor],
-                         [verdict, baseline_table, checks, *charts], api_name="compare_baselines")
+    compare_button.click(
+        compare,
+        [run, count, shots, instructions, scorer, pattern, visitor],
+        [verdict, baseline_table, checks, *charts],
+        api_name="compare_baselines",
+    )
     tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
-    run.change(load_existing, [run, visitor],
-               [about, table, failures, verdict, baseline_table, checks, *charts, instructions], api_name=False)
+    run.change(
+        load_existing,
+        [run, visitor],
+        [about, table, failures, verdict, baseline_table, checks, *charts, instructions],
+        api_name=False,
+    )

@@ -10,10 +10,19 @@ import gradio as gr
 from ..bundled import is_converted
 from ..config import BUNDLED_MODEL
 from ..models import CURATED_MODELS, detect_device, fit_report, is_hub_model_id, model_facts, resolve_model
+from .common import shown_as_error
 from .widgets import read_config
 
-CHECK_FIELDS = ["per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "lora_r",
-                "lora_target_modules", "gradient_checkpointing", "precision", "quantization"]
+CHECK_FIELDS = [
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "lora_r",
+    "lora_target_modules",
+    "gradient_checkpointing",
+    "precision",
+    "quantization",
+]
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -40,39 +49,52 @@ def check(choice: str, *values) -> str:
     except ValueError as error:
         return f"**Error:** {error}"
     except Exception as error:  # anything unexpected still reads as a message, never a traceback
-        return f"**Error:** could not check {choice}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return f"**Error:** could not check {choice}: {type(error).__name__}: {first_line}"
     verdict, report = fit_report(facts, config, detect_device())
-    lines = [f"**{choice if choice != BUNDLED_MODEL else 'SmolLM2-135M-Instruct (bundled)'}**: {facts.summary()}.",
-             report]
+    lines = [
+        f"**{choice if choice != BUNDLED_MODEL else 'SmolLM2-135M-Instruct (bundled)'}**: {facts.summary()}.",
+        report,
+    ]
     lines += [f"**Note:** {note}" for note in facts.notes]
     modules = sorted(facts.linear_modules())
     if modules:
-        lines.append(f"LoRA can target these layers (for a custom list): `{', '.join(modules)}`; "
-                     f"*attention* means `{', '.join(facts.attention_modules()) or 'q_proj, k_proj, v_proj, o_proj'}`.")
+        lines.append(
+            f"LoRA can target these layers (for a custom list): `{', '.join(modules)}`; "
+            f"*attention* means `{', '.join(facts.attention_modules()) or 'q_proj, k_proj, v_proj, o_proj'}`."
+        )
     if not facts.has_chat_template:
-        lines.append("This is a base model without a chat template: training sets up ChatML (`<|im_start|>`, "
-                     "`<|im_end|>`) and trains those tokens' embedding rows, so the tuned model learns to end its turn.")
+        lines.append(
+            "This is a base model without a chat template: training sets up ChatML (`<|im_start|>`, "
+            "`<|im_end|>`) and trains those tokens' embedding rows, so the tuned model learns to end its turn."
+        )
     return "\n\n".join(lines)
 
 
 def prepare(choice: str, progress=gr.Progress(track_tqdm=True)) -> str:
     progress(0, desc="Checking the model")
-    try:
+    with shown_as_error():
         folder = resolve_model(choice, lambda fraction, message: progress(fraction, desc=message))
-    except (ValueError, FileNotFoundError) as error:
-        raise gr.Error(str(error), print_exception=False) from None
     config = json.loads((folder / "config.json").read_text())
-    return (describe(choice) + f"\n\nReady in `{folder}` ({config.get('model_type')}, "
-            f"{config.get('num_hidden_layers')} layers, hidden size {config.get('hidden_size')}).")
+    return (
+        describe(choice) + f"\n\nReady in `{folder}` ({config.get('model_type')}, "
+        f"{config.get('num_hidden_layers')} layers, hidden size {config.get('hidden_size')})."
+    )
 
 
 def build():
     """The model picker; returns (model, check button, report) so the page can feed Check the Train settings."""
-    gr.Markdown("The base model you fine-tune: pick one, type any Hub id (`owner/name`) or the path of a local "
-                "folder. Only safetensors weights are loaded, and never custom code.")
+    gr.Markdown(
+        "The base model you fine-tune: pick one, type any Hub id (`owner/name`) or the path of a local "
+        "folder. Only safetensors weights are loaded, and never custom code."
+    )
     model = gr.Dropdown(
-        choices=model_choices(), value=BUNDLED_MODEL, label="Base model", allow_custom_value=True,
-        info="Sizes in parameters. Hub models need a network; the bundled one works offline.", elem_id="model",
+        choices=model_choices(),
+        value=BUNDLED_MODEL,
+        label="Base model",
+        allow_custom_value=True,
+        info="Sizes in parameters. Hub models need a network; the bundled one works offline.",
+        elem_id="model",
     )
     info = gr.Markdown(describe(BUNDLED_MODEL), elem_id="model-info")
     with gr.Row():

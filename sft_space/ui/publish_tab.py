@@ -8,33 +8,39 @@ import base64
 
 import gradio as gr
 
-from .. import hub, runs
-from .train_tab import ENGINE_ERRORS, owned
+from .. import hub_endpoint, jobs, publish, rundir
+from ..card import loss_curve_png, model_card
+from ..export import export_run, trl_command, trl_yaml
+from .common import ENGINE_ERRORS, owned
 
-KINDS = [("LoRA adapter (small; loads on top of the base model)", "adapter"),
-         ("Merged model (standalone; base + adapter folded together)", "merged")]
+KINDS = [
+    ("LoRA adapter (small; loads on top of the base model)", "adapter"),
+    ("Merged model (standalone; base + adapter folded together)", "merged"),
+]
 
 
 def _token(typed: str | None, oauth_token: gr.OAuthToken | None) -> str | None:
-    return hub.resolve_token(typed or (oauth_token.token if oauth_token is not None else None))
+    return publish.resolve_token(typed or (oauth_token.token if oauth_token is not None else None))
 
 
 def _fail(error: Exception, token: str | None):
-    raise gr.Error(hub.scrub(str(error), token), print_exception=False) from None
+    raise gr.Error(publish.scrub(str(error), token), print_exception=False) from None
 
 
 def sign_in_state(profile: gr.OAuthProfile | None = None) -> str:
     if profile is not None:
         return f"Signed in as **{profile.username}**: pushes go to your account."
-    return ("Not signed in. On a Space, use **Sign in with Hugging Face** at the top; locally, paste a write token "
-            "below or set `HF_TOKEN`. The token is used for each push only and never stored.")
+    return (
+        "Not signed in. On a Space, use **Sign in with Hugging Face** at the top; locally, paste a write token "
+        "below or set `HF_TOKEN`. The token is used for each push only and never stored."
+    )
 
 
 def card_preview(card: str, run_id: str | None = None) -> str:
     """The card as the Hub shows it: the metadata block as YAML, the rest as Markdown, the loss curve inline (on
     the Hub it is the repo's loss.png; here there is no such file to link to)."""
     if run_id and "](loss.png)" in card:
-        image = hub.loss_curve_png(runs.read_metrics(run_id))
+        image = loss_curve_png(rundir.read_metrics(run_id))
         inline = f"](data:image/png;base64,{base64.b64encode(image).decode()})" if image else ")"
         card = card.replace("](loss.png)", inline)
     if card.startswith("---\n"):
@@ -48,64 +54,99 @@ def prepare(run_id: str | None, visitor: str | None):
     if not run_id:
         return gr.Textbox(), "Train a run (or open one on the Runs tab) to publish it."
     owned(run_id, visitor, "publish")
-    name = hub.default_repo_name(run_id)
-    return gr.Textbox(value=name), card_preview(hub.model_card(run_id, f"you/{name}"), run_id)
+    name = publish.default_repo_name(run_id)
+    return gr.Textbox(value=name), card_preview(model_card(run_id, f"you/{name}"), run_id)
 
 
 def preview(run_id: str | None, visitor: str | None, name: str, kind: str) -> str:
     owned(run_id, visitor, "preview")
     repo = name if "/" in (name or "") else f"you/{name or 'model'}"
-    return card_preview(hub.model_card(run_id, repo, merged=kind == "merged"), run_id)
+    return card_preview(model_card(run_id, repo, merged=kind == "merged"), run_id)
 
 
-def push(run_id: str | None, visitor: str | None, name: str, private: bool, kind: str, typed_token: str,
-         oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()):
+def push(
+    run_id: str | None,
+    visitor: str | None,
+    name: str,
+    private: bool,
+    kind: str,
+    typed_token: str,
+    oauth_token: gr.OAuthToken | None = None,
+    progress=gr.Progress(),
+):
     owned(run_id, visitor, "push")
     token = _token(typed_token, oauth_token)
     try:
-        record = hub.push_run(run_id, name, token, private=bool(private), merged=kind == "merged",
-                              progress=lambda fraction, message: progress(fraction, desc=message))
+        record = publish.push_run(
+            run_id,
+            name,
+            token,
+            private=bool(private),
+            merged=kind == "merged",
+            progress=lambda fraction, message: progress(fraction, desc=message),
+        )
     except (*ENGINE_ERRORS, OSError) as error:  # shown, not raised: the Retry button appears beside it
-        message = hub.scrub(str(error), token)
+        message = publish.scrub(str(error), token)
         gr.Warning(message)
         return gr.Button(visible=True), f"**Push failed:** {message} The run is kept here; press **Retry** when ready."
-    text = (f"Pushed the {'merged model' if record['kind'] == 'merged' else 'LoRA adapter'} to "
-            f"[{record['repo_id']}]({record['url']}) ({'private' if record['private'] else 'public'}), one commit.")
+    text = (
+        f"Pushed the {'merged model' if record['kind'] == 'merged' else 'LoRA adapter'} to "
+        f"[{record['repo_id']}]({record['url']}) ({'private' if record['private'] else 'public'}), one commit."
+    )
     return gr.Button(visible=False), text
 
 
 def export(run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "export")
     try:
-        archive = hub.export_run(run_id)
-        return hub.trl_command(run_id), hub.trl_yaml(run_id), str(archive)
+        archive = export_run(run_id)
+        return trl_command(run_id), trl_yaml(run_id), str(archive)
     except ENGINE_ERRORS as error:
         _fail(error, None)
 
 
-def submit_job(run_id: str | None, visitor: str | None, name: str, flavor: str, private: bool, typed_token: str,
-               oauth_token: gr.OAuthToken | None = None, progress=gr.Progress()) -> str:
+def submit_job(
+    run_id: str | None,
+    visitor: str | None,
+    name: str,
+    flavor: str,
+    private: bool,
+    typed_token: str,
+    oauth_token: gr.OAuthToken | None = None,
+    progress=gr.Progress(),
+) -> str:
     owned(run_id, visitor, "submit")
     token = _token(typed_token, oauth_token)
     try:
-        record = hub.submit_job(run_id, name, token, flavor=flavor, private=bool(private),
-                                progress=lambda fraction, message: progress(fraction, desc=message))
+        record = jobs.submit_job(
+            run_id,
+            name,
+            token,
+            flavor=flavor,
+            private=bool(private),
+            progress=lambda fraction, message: progress(fraction, desc=message),
+        )
     except (*ENGINE_ERRORS, OSError) as error:
         _fail(error, token)
-    return (f"Job [{record['job_id']}]({record['url']}) submitted on **{flavor}**; it trains the same run and pushes "
-            f"the adapter to [{record['repo_id']}]({hub.hub_endpoint()}/{record['repo_id']}). Press **Job status** to follow it.")
+    return (
+        f"Job [{record['job_id']}]({record['url']}) submitted on **{flavor}**; it trains the same run and pushes "
+        f"the adapter to [{record['repo_id']}]({hub_endpoint()}/{record['repo_id']}). Press **Job status** to "
+        f"follow it."
+    )
 
 
-def job_status(run_id: str | None, visitor: str | None, typed_token: str,
-               oauth_token: gr.OAuthToken | None = None) -> tuple[str, str]:
+def job_status(
+    run_id: str | None, visitor: str | None, typed_token: str, oauth_token: gr.OAuthToken | None = None
+) -> tuple[str, str]:
     owned(run_id, visitor, "follow")
     token = _token(typed_token, oauth_token)
     try:
-        report = hub.job_report(run_id, token)
+        report = jobs.job_report(run_id, token)
     except (*ENGINE_ERRORS, OSError) as error:
         _fail(error, token)
     stage = f"Job [{report['job_id']}]({report['url']}): **{report['stage']}**" + (
-        f" ({report['message']})" if report.get("message") else "")
+        f" ({report['message']})" if report.get("message") else ""
+    )
     return stage, "\n".join(report["logs"])
 
 
@@ -113,12 +154,19 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab) -> None:
     signed = gr.Markdown(sign_in_state(), elem_id="sign-in-state")
     with gr.Row():
         with gr.Column(scale=1):
-            name = gr.Textbox(label="Repository", info="name or owner/name; a bare name goes under your account",
-                              elem_id="publish-repo")
+            name = gr.Textbox(
+                label="Repository",
+                info="name or owner/name; a bare name goes under your account",
+                elem_id="publish-repo",
+            )
             kind = gr.Radio(KINDS, value="adapter", label="What to push", elem_id="publish-kind")
             private = gr.Checkbox(value=False, label="Private repository")
-            token = gr.Textbox(label="Hub token (if not signed in)", type="password", elem_id="publish-token",
-                               info="A write token from huggingface.co/settings/tokens; used for this call only.")
+            token = gr.Textbox(
+                label="Hub token (if not signed in)",
+                type="password",
+                elem_id="publish-token",
+                info="A write token from huggingface.co/settings/tokens; used for this call only.",
+            )
             with gr.Row():
                 push_button = gr.Button("Push to the Hub", variant="primary", elem_id="push")
                 retry_button = gr.Button("Retry", visible=False, elem_id="push-retry")
@@ -132,16 +180,19 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab) -> None:
         yaml = gr.Code(label="sft_config.yaml (trl sft --config sft_config.yaml)", language="yaml")
         archive = gr.File(label="Script, YAML and the run's exact data (zip)")
     with gr.Accordion("Run it bigger: Hugging Face Jobs", open=False):
-        gr.Markdown("The same run on Hub hardware: the script and the data go to the repository above, a Job trains "
-                    "there and pushes the adapter to it. Needs a token that may run Jobs (billed to your account).")
+        gr.Markdown(
+            "The same run on Hub hardware: the script and the data go to the repository above, a Job trains "
+            "there and pushes the adapter to it. Needs a token that may run Jobs (billed to your account)."
+        )
         with gr.Row():
-            flavor = gr.Dropdown(hub.JOB_FLAVORS, value="t4-small", label="Hardware flavor", scale=2)
+            flavor = gr.Dropdown(jobs.JOB_FLAVORS, value="t4-small", label="Hardware flavor", scale=2)
             submit = gr.Button("Submit job", scale=1, elem_id="submit-job")
             follow = gr.Button("Job status", scale=1)
         job = gr.Markdown()
         logs = gr.Textbox(label="Job log (last lines)", lines=8)
     tab.select(sign_in_state, None, signed, api_name=False).then(
-        prepare, [current_run, visitor], [name, card], api_name=False)
+        prepare, [current_run, visitor], [name, card], api_name=False
+    )
     kind.change(preview, [current_run, visitor, name, kind], card, api_name=False)
     name.blur(preview, [current_run, visitor, name, kind], card, api_name=False)
     push_inputs = [current_run, visitor, name, private, kind, token]

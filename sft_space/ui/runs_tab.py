@@ -5,12 +5,11 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import runs
-from . import text
-from .. import rundir
+from .. import rundir, runs
 from ..models import model_label
+from . import text
 from .charts import drawable, finite, typed_frame
-from .train_tab import owned
+from .common import owned
 
 HEADERS = ["run", "model", "dataset", "state", "steps", "best validation loss", "age"]
 
@@ -20,8 +19,17 @@ def run_table(visitor: str | None) -> pd.DataFrame:
     for r in runs.list_runs(visitor):
         steps = f"{r['step']}/{r['max_steps']}" if r["max_steps"] else str(r["step"])
         best = f"{r['best_eval_loss']:.4f}" if r["best_eval_loss"] is not None else "-"
-        rows.append([r["run_id"], model_label(r["model"] or ""), r["dataset"], r["state"], steps, best,
-                     text.format_duration(r["age_seconds"]) + " ago"])
+        rows.append(
+            [
+                r["run_id"],
+                model_label(r["model"] or ""),
+                r["dataset"],
+                r["state"],
+                steps,
+                best,
+                text.format_duration(r["age_seconds"]) + " ago",
+            ]
+        )
     return pd.DataFrame(rows, columns=HEADERS)
 
 
@@ -46,15 +54,17 @@ def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | N
         records = rundir.read_metrics(run_id)
         key = "eval_loss" if any(isinstance(r.get("eval_loss"), (int, float)) for r in records) else "loss"
         label = "validation" if key == "eval_loss" else "train"
-        rows += [{"step": r["step"], "loss": r[key], "run": f"{run_id} ({label})"}
-                 for r in records if finite(r.get(key))]
+        rows += [
+            {"step": r["step"], "loss": r[key], "run": f"{run_id} ({label})"} for r in records if finite(r.get(key))
+        ]
     return drawable(typed_frame(rows, {"step": "int64", "loss": "float64", "run": "str"}), "loss")
 
 
-
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
-    gr.Markdown("Your runs on this Space (kept by your browser, or by your Hub account when signed in). "
-                "Open one to see its chart, log and chat; tick several to compare their curves.")
+    gr.Markdown(
+        "Your runs on this Space (kept by your browser, or by your Hub account when signed in). "
+        "Open one to see its chart, log and chat; tick several to compare their curves."
+    )
     table = gr.Dataframe(run_table(None), interactive=False, elem_id="runs-table")
     with gr.Row():
         choice = gr.Dropdown(label="Open a run", scale=3, elem_id="open-run", allow_custom_value=True)
@@ -63,12 +73,12 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Accordion("Settings of the opened run", open=False):
         config_view = gr.JSON(elem_id="run-config")
     compare = gr.CheckboxGroup(label="Compare", elem_id="compare-runs")
-    chart = gr.LinePlot(None, x="step", y="loss", color="run", title="Loss by run", height=320,
-                         elem_id="runs-chart")
+    chart = gr.LinePlot(None, x="step", y="loss", color="run", title="Loss by run", height=320, elem_id="runs-chart")
     for event in (tab.select, refresh_button.click):
         event(refresh, [visitor, compare], [table, choice, compare], api_name=False)
     open_button.click(open_run, [choice, visitor], [current_run, config_view], api_name="open_run")
     # emptied first, so the plot is built afresh with a colour for each ticked run (see charts.py)
     compare.change(lambda: None, None, chart, api_name=False, show_progress="hidden").then(
-        overlay, [compare, visitor], chart, api_name=False)
+        overlay, [compare, visitor], chart, api_name=False
+    )
     return table

@@ -9,7 +9,11 @@ def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "-"
     seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def status_line(status: dict) -> str:
@@ -42,6 +46,10 @@ def status_line(status: dict) -> str:
         parts.append("base model: ChatML template and tokens added")
     ends = status.get("end_of_turn")
     if ends and ends.get("checked"):
-        parts.append(f"ends its turn on all {ends['checked']} probe prompts" if ends["ended"] == ends["checked"] else
-                     f"warning: did not end its turn on {ends['checked'] - ends['ended']} of {ends['checked']} probe prompts")
+        parts.append(
+            f"ends its turn on all {ends['checked']} probe prompts"
+            if ends["ended"] == ends["checked"]
+            else f"warning: did not end its turn on {ends['checked'] - ends['ended']} of {ends['checked']} "
+            f"probe prompts"
+        )
     return " · ".join(parts)

@@ -7,15 +7,13 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import health, runs
-from . import text
-from .. import rundir
-from .. import estimates
+from .. import estimates, health, rundir, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from . import text
 from .charts import drawable, finite, typed_frame
-from .data_tab import SOURCE_FIELDS
+from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error
 from .visitor import new_visitor_id
-from .widgets import TRAIN_GROUPS, build_groups, named, read_config
+from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
 
 LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
 # every series the loss chart can have, so its colours are fixed from the empty start (see charts.py)
@@ -33,8 +31,10 @@ def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.D
     top = max((r["loss"] for r in rows), default=1.0)
     marked = [f.step for f in findings if f.severity != "ok" and f.step is not None]
     if marked:
-        rows += [{"step": min(marked), "loss": 0.0, "series": "warning"},
-                 {"step": min(marked), "loss": top, "series": "warning"}]
+        rows += [
+            {"step": min(marked), "loss": 0.0, "series": "warning"},
+            {"step": min(marked), "loss": top, "series": "warning"},
+        ]
     return typed_frame(rows, LOSS_SCHEMA, placeholders=("series", LOSS_COLOURS))
 
 
@@ -85,9 +85,11 @@ def progress_html(status: dict) -> str:
     phase = ""
     if state in runs.ACTIVE_STATES and status.get("phase_progress") is not None:
         eta = text.format_duration(status.get("phase_eta"))
-        phase = (f"<div class='bar phase'><div class='fill' style='width:{100 * status['phase_progress']:.1f}%'></div></div>"
-                 f"<p class='phase-line'>{html.escape(status.get('phase') or '')}: "
-                 f"{status['phase_progress']:.0%} · ETA {eta}</p>")
+        phase = (
+            f"<div class='bar phase'><div class='fill' style='width:{100 * status['phase_progress']:.1f}%'></div></div>"
+            f"<p class='phase-line'>{html.escape(status.get('phase') or '')}: "
+            f"{status['phase_progress']:.0%} · ETA {eta}</p>"
+        )
     return (
         f"<div class='run-progress' data-state='{html.escape(state)}'>{phase}"
         f"<div class='bar'><div class='fill state-{html.escape(state)}' style='width:{share:.1f}%'></div></div>"
@@ -95,30 +97,13 @@ def progress_html(status: dict) -> str:
     )
 
 
-ENGINE_ERRORS = (ValueError, RuntimeError, FileNotFoundError, PermissionError)
-
-
-def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
-    """The run's status if this visitor may act on it; otherwise a readable error."""
-    if not run_id:
-        raise gr.Error(f"There is no run to {action}.", print_exception=False)
-    try:
-        return runs.check_owner(run_id, visitor)
-    except (PermissionError, FileNotFoundError) as error:
-        raise gr.Error(str(error), print_exception=False) from None
-
-
 def start(visitor: str | None, model: str, *values):
     visitor = visitor or new_visitor_id()
-    data = dict(zip(SOURCE_FIELDS, values))
-    settings = dict(zip(TRAIN_FIELD_ORDER, values[len(SOURCE_FIELDS):]))
-    data = {k: ("" if v is None and k != "validation_share" else v) for k, v in data.items()}
-    data["data_format"] = data["data_format"] or "auto"
-    try:
+    data = data_settings(values[: len(SOURCE_FIELDS)])
+    settings = dict(zip(TRAIN_FIELDS, values[len(SOURCE_FIELDS) :]))
+    with shown_as_error():
         config = read_config({**settings, **data, "model": model})
         run_id = runs.start_run(config, owner=visitor)
-    except ENGINE_ERRORS as error:
-        raise gr.Error(str(error), print_exception=False) from None
     status = runs.refresh(run_id)
     if runs.is_waiting(status):
         gr.Info(f"Run {run_id} is queued behind another training job; it starts by itself when the device is free.")
@@ -129,10 +114,8 @@ def start(visitor: str | None, model: str, *values):
 
 def resume(run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "resume")
-    try:
+    with shown_as_error():
         runs.resume_run(run_id, visitor)
-    except ENGINE_ERRORS as error:
-        raise gr.Error(str(error), print_exception=False) from None
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
 
@@ -143,10 +126,8 @@ def retry_smaller(run_id: str | None, visitor: str | None):
     config = runs.retry_config(run_id)
     if config is None:
         raise gr.Error("Retry with a smaller batch is offered after a run runs out of memory.", print_exception=False)
-    try:
+    with shown_as_error():
         new_id = runs.start_run(config, owner=visitor)
-    except ENGINE_ERRORS as error:
-        raise gr.Error(str(error), print_exception=False) from None
     return new_id, run_bar_text(new_id, runs.refresh(new_id))
 
 
@@ -174,11 +155,17 @@ def poll(run_id: str | None, visitor: str | None):
     status = runs.refresh(run_id) if run_id else {}
     records = rundir.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)
-    return (run_id, run_bar_text(run_id, status), progress_html(status),
-            drawable(loss_frame(records, findings), "loss"), health_text(findings),
-            drawable(series_frame(records, "learning_rate"), "learning_rate"),
-            drawable(series_frame(records, "grad_norm"), "grad_norm"),
-            probe_prompts_text(run_id), probe_table(run_id))
+    return (
+        run_id,
+        run_bar_text(run_id, status),
+        progress_html(status),
+        drawable(loss_frame(records, findings), "loss"),
+        health_text(findings),
+        drawable(series_frame(records, "learning_rate"), "learning_rate"),
+        drawable(series_frame(records, "grad_norm"), "grad_norm"),
+        probe_prompts_text(run_id),
+        probe_table(run_id),
+    )
 
 
 def run_bar_text(run_id: str | None, status: dict) -> str:
@@ -207,21 +194,21 @@ def preset_choices(model: str | None) -> gr.Dropdown:
 
 def apply_preset(name: str):
     config = preset_config(name)
-    return [getattr(config, field) for field in TRAIN_FIELD_ORDER]
-
-
-TRAIN_FIELD_ORDER: list[str] = []
-WIDGETS: dict = {}  # the settings widgets of the last built page, for other tabs to read
+    return [getattr(config, field) for field in TRAIN_FIELDS]
 
 
 def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            preset = gr.Dropdown(choices=[(preset_label(name, None), name) for name in PRESETS], value=DEFAULT_PRESET,
-                                 label="Preset", elem_id="preset",
-                                 info="Fills every field below; change any of them after. Times come from earlier "
-                                      "runs of the chosen model on this device; 'measuring…' until the first one "
-                                      "finishes.")
+            preset = gr.Dropdown(
+                choices=[(preset_label(name, None), name) for name in PRESETS],
+                value=DEFAULT_PRESET,
+                label="Preset",
+                elem_id="preset",
+                info="Fills every field below; change any of them after. Times come from earlier "
+                "runs of the chosen model on this device; 'measuring…' until the first one "
+                "finishes.",
+            )
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
@@ -230,41 +217,53 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 resume_button = gr.Button("Resume", size="sm", elem_id="resume")
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
-            WIDGETS.clear()
-            WIDGETS.update(widgets)
-            TRAIN_FIELD_ORDER[:] = list(widgets)
-            for name, value in zip(TRAIN_FIELD_ORDER, apply_preset(DEFAULT_PRESET)):
+            assert list(widgets) == TRAIN_FIELDS
+            for name, value in zip(TRAIN_FIELDS, apply_preset(DEFAULT_PRESET)):
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
             chart = gr.LinePlot(
-                None, x="step", y="loss", color="series", title="Loss", height=320, elem_id="loss-chart",
-                color_map=LOSS_COLOURS, colors_in_legend=["train", "validation"],
-                x_title="step", y_title="loss",
+                None,
+                x="step",
+                y="loss",
+                color="series",
+                title="Loss",
+                height=320,
+                elem_id="loss-chart",
+                color_map=LOSS_COLOURS,
+                colors_in_legend=["train", "validation"],
+                x_title="step",
+                y_title="loss",
             )
             health_box = gr.Markdown(elem_id="health")
             with gr.Accordion("Learning rate and gradient norm", open=False):
                 with gr.Row():
-                    lr_chart = gr.LinePlot(None, x="step", y="learning_rate",
-                                           title="Learning rate", height=220, elem_id="lr-chart")
-                    grad_chart = gr.LinePlot(None, x="step", y="grad_norm",
-                                             title="Gradient norm", height=220, elem_id="grad-chart")
+                    lr_chart = gr.LinePlot(
+                        None, x="step", y="learning_rate", title="Learning rate", height=220, elem_id="lr-chart"
+                    )
+                    grad_chart = gr.LinePlot(
+                        None, x="step", y="grad_norm", title="Gradient norm", height=220, elem_id="grad-chart"
+                    )
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
-                probes = gr.Dataframe(probe_table(None), wrap=True, interactive=False, elem_id="probe-table",
-                                      max_height=300)
+                probes = gr.Dataframe(
+                    probe_table(None), wrap=True, interactive=False, elem_id="probe-table", max_height=300
+                )
             with gr.Accordion("Log", open=False):
                 log_button = gr.Button("Show the end of the log", size="sm")
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
     preset.input(apply_preset, preset, widget_list, api_name=False)
-    start_button.click(named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELD_ORDER]),
-                       [visitor, model, *data_sources, *widget_list], [current_run, run_bar, visitor],
-                       api_name="start_run")
+    start_button.click(
+        named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELDS]),
+        [visitor, model, *data_sources, *widget_list],
+        [current_run, run_bar, visitor],
+        api_name="start_run",
+    )
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
     resume_button.click(resume, [current_run, visitor], [current_run, run_bar], api_name="resume_run")
     retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
-    return preset, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)
+    return preset, widgets, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)

@@ -48,13 +48,22 @@ LABELS = {
 
 # The SFT guide's grouping of SFTConfig parameters, in its order; open by default where a newcomer looks first.
 TRAIN_GROUPS = [
-    ("Duration", True), ("Batch", False), ("Learning rate", False), ("Monitoring", False),
-    ("Sequence", False), ("LoRA", False), ("Advanced", False),
+    ("Duration", True),
+    ("Batch", False),
+    ("Learning rate", False),
+    ("Monitoring", False),
+    ("Sequence", False),
+    ("LoRA", False),
+    ("Advanced", False),
 ]
 
 
 def group_fields(group: str) -> list:
     return [f for f in fields(RunConfig) if f.metadata["group"] == group]
+
+
+# The Train tab's settings in the order build_groups(TRAIN_GROUPS) creates their widgets and handlers receive them.
+TRAIN_FIELDS = [f.name for group, _ in TRAIN_GROUPS for f in group_fields(group)]
 
 
 def make_widget(f, value=None):
@@ -64,8 +73,14 @@ def make_widget(f, value=None):
     if "choices" in f.metadata:
         return gr.Dropdown(choices=f.metadata["choices"], value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
     if f.name == "lora_target_modules":
-        return gr.Dropdown(choices=["all-linear", "attention"], value=value, label=label, info=info,
-                           allow_custom_value=True, elem_id=f"cfg-{f.name}")
+        return gr.Dropdown(
+            choices=["all-linear", "attention"],
+            value=value,
+            label=label,
+            info=info,
+            allow_custom_value=True,
+            elem_id=f"cfg-{f.name}",
+        )
     if kind is bool:
         return gr.Checkbox(value=value, label=label, info=info, elem_id=f"cfg-{f.name}")
     if kind is str:
@@ -95,6 +110,7 @@ def named(function, names: list[str], with_progress: bool = False):
 
     with_progress: the handler also gets gradio's progress tracker, passed on as `progress=`.
     """
+
     def handler(*values):
         if with_progress:
             return function(*values[:-1], progress=values[-1])

@@ -1,0 +1,290 @@
+"""Pushing a run to the Hub: the adapter or the merged model, with its model card, in one commit.
+
+Owns the Hub token's handling (taken per call, never stored, logged or written; scrubbed from any message), the
+translation of Hub errors into messages a user can act on, retries with backoff on network and server errors,
+the repo name a push goes to, the files of one push (weights, tokenizer, card, loss curve, settings) and the
+check that a merged model answers like base + adapter. It reads run directories; what the card says is `card`'s
+business, exporting a run `export`'s, running it on Jobs `jobs`'. It knows nothing about Gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import hub_endpoint, network_error
+from .card import loss_curve_png, model_card
+from .config import BUNDLED_MODEL, RunConfig
+from .rundir import (
+    adapter_dir,
+    has_adapter,
+    read_config,
+    read_metrics,
+    read_probes,
+    read_published,
+    read_status,
+    run_path,
+    write_published,
+)
+
+Progress = Callable[[float, str], None]
+PUSH_ATTEMPTS = 4  # one try and three retries: about 14 s of backoff in all before giving up
+BACKOFF_SECONDS = 2.0
+REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------ tokens and errors
+def resolve_token(explicit: str | None = None) -> str | None:
+    """The token for one call: the signed-in or typed one, else (not on a Space) HF_TOKEN or a `hf auth login`.
+
+    On a Space the environment's token is the Space owner's secret: a visitor must never push with it, so there
+    only the visitor's own sign-in or pasted token counts. Never stored.
+    """
+    from huggingface_hub import get_token
+
+    explicit = (explicit or "").strip()
+    if explicit or os.environ.get("SPACE_ID"):
+        return explicit or None
+    return get_token()
+
+
+def scrub(text: str, token: str | None) -> str:
+    """A message with the token (and anything that looks like a Hub token) blanked out."""
+    if token:
+        text = text.replace(token, "hf_***")
+    return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "hf_***", text)
+
+
+def hub_api(token: str | None):
+    """A Hub client for one call, on HF_ENDPOINT, with this token only (never the environment's by accident)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=hub_endpoint(), token=token or False)
+
+
+def _status_code(error: Exception) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def readable(error: Exception, token: str | None, what: str) -> Exception:
+    """A user-facing exception for a failed Hub call, with the token scrubbed."""
+    code = _status_code(error)
+    if code == 401:
+        return PermissionError(
+            f"The Hub did not accept your token while {what} (expired or revoked?): sign in again. "
+            "Nothing was lost: the run stays here and you can push again."
+        )
+    if code == 403:
+        return PermissionError(
+            f"Your token may not write there ({what}): use a token with write access, or a repo "
+            "under your own name or an organisation you can write to."
+        )
+    return RuntimeError(
+        scrub(f"{what} failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", token)
+    )
+
+
+def transient(error: Exception) -> bool:
+    """Worth retrying: the network or the server, not the request."""
+    code = _status_code(error)
+    if code is not None:
+        return code >= 500 or code == 429
+    return network_error(error)
+
+
+def with_retries(call, what: str, token: str | None, attempts: int = PUSH_ATTEMPTS, progress: Progress = no_progress):
+    """call() with exponential backoff on network and server errors; other errors at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if not transient(error) or attempt == attempts:
+                raise readable(error, token, what) from None
+            wait = BACKOFF_SECONDS * 2 ** (attempt - 1) * (0.8 + 0.4 * random.random())
+            progress(0.5, f"{what}: attempt {attempt} failed ({type(error).__name__}); retrying in {wait:.0f} s")
+            time.sleep(wait)
+
+
+def signed_in_user(token: str | None) -> str:
+    """The Hub username the token belongs to; PermissionError when there is no usable token."""
+    if not token:
+        raise PermissionError("Sign in with Hugging Face first (or paste a write token, or set HF_TOKEN).")
+    info = with_retries(lambda: hub_api(token).whoami(), "checking your sign-in", token)
+    return info["name"]
+
+
+# ------------------------------------------------------------------ repo names
+def repo_id_for(user: str, name: str) -> str:
+    """owner/name from what the user typed: a bare name goes under their own account."""
+    name = (name or "").strip()
+    owner, _, bare = name.rpartition("/")
+    if not REPO_NAME.match(bare or ""):
+        raise ValueError(f"{name!r} is not a valid repo name: use letters, digits, '-', '_' or '.', e.g. my-sft-model.")
+    return f"{owner or user}/{bare}"
+
+
+def default_repo_name(run: str | Path) -> str:
+    config = read_config(run)
+    base = "smollm2-135m" if config.model == BUNDLED_MODEL else Path(config.model).name.lower()
+    data = Path(config.dataset.replace("demo:", "")).stem.split("/")[-1].lower()
+    return re.sub(r"[^a-z0-9.-]+", "-", f"{base}-{data}-lora").strip("-")[:90]
+
+
+# ------------------------------------------------------------------ files to push
+def _probe_conversations(run_dir: Path, config: RunConfig) -> list[list[dict]]:
+    probes = read_probes(run_dir)
+    prompts = probes[-1]["prompts"] if probes else config.probe_list() or ["Hello!"]
+    return [[{"role": "user", "content": p}] for p in prompts]
+
+
+def save_merged(run: str | Path, target: Path, progress: Progress = no_progress) -> None:
+    """Base + adapter merged (merge_and_unload) into safetensors with the tokenizer; checked on the probe prompts."""
+    import torch
+    from peft import PeftModel
+
+    from .chat import generate_batch
+    from .models import fit_model_to_tokenizer, load_model, load_tokenizer, resolve_model
+
+    run_dir = run_path(run)
+    config = read_config(run_dir)
+    progress(0.1, "Loading base model and adapter")
+    tokenizer = load_tokenizer(adapter_dir(run_dir))
+    base = load_model(resolve_model(config.model))
+    fit_model_to_tokenizer(base, tokenizer)
+    model = PeftModel.from_pretrained(base, adapter_dir(run_dir)).eval()
+    conversations = _probe_conversations(run_dir, config)
+    progress(0.3, "Answering the probe prompts with base + adapter")
+    with torch.inference_mode():
+        before = generate_batch(model, tokenizer, conversations, 48)
+        merged = model.merge_and_unload()
+        progress(0.6, "Answering them again with the merged model")
+        after = generate_batch(merged, tokenizer, conversations, 48)
+    if before != after:
+        differing = sum(a != b for a, b in zip(before, after))
+        raise RuntimeError(
+            f"The merged model answers {differing} of {len(before)} probe prompts differently from base + "
+            "adapter, so it was not pushed: push the adapter instead."
+        )
+    progress(0.8, "Saving the merged model as safetensors")
+    merged.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+def require_adapter(run: str | Path) -> Path:
+    """The run's directory, when it has a saved adapter to publish."""
+    run_dir = run_path(run)
+    if not has_adapter(run_dir):
+        raise FileNotFoundError(f"Run {run_dir.name} has no adapter to push: wait for it to finish, or Stop & save it.")
+    return run_dir
+
+
+def publish_files(
+    run: str | Path,
+    repo_id: str,
+    merged: bool = False,
+    progress: Progress = no_progress,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """A staging folder with everything one push commits: weights, tokenizer, README.md, loss.png, settings."""
+    run_dir = require_adapter(run)
+    staging = Path(tempfile.mkdtemp(prefix="sft-space-push-"))
+    if merged:
+        save_merged(run_dir, staging, progress)
+    else:
+        for path in adapter_dir(run_dir).iterdir():
+            if path.is_file():
+                shutil.copy2(path, staging / path.name)
+    (staging / "README.md").write_text(model_card(run_dir, repo_id, merged), encoding="utf-8")
+    image = loss_curve_png(read_metrics(run_dir))
+    if image:
+        (staging / "loss.png").write_bytes(image)
+    (staging / "sft_space_run.json").write_text(
+        json.dumps(
+            {
+                "config": read_config(run_dir).to_dict(),
+                "status": {k: v for k, v in read_status(run_dir).items() if k not in ("pid", "owner")},
+            },
+            indent=2,
+        )
+    )
+    for name, data in (extra or {}).items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    return staging
+
+
+def ensure_repo(api, repo_id: str, private: bool, token: str | None, progress: Progress = no_progress) -> None:
+    """Create the model repo unless it exists already (an existing repo of the user's is pushed to as it is)."""
+    if not with_retries(lambda: api.repo_exists(repo_id), f"looking up {repo_id}", token, progress=progress):
+        with_retries(
+            lambda: api.create_repo(repo_id, private=private, exist_ok=True),
+            f"creating {repo_id}",
+            token,
+            progress=progress,
+        )
+
+
+# ------------------------------------------------------------------ the push
+def push_run(
+    run: str | Path,
+    name: str,
+    token: str | None,
+    *,
+    private: bool = False,
+    merged: bool = False,
+    progress: Progress = no_progress,
+) -> dict:
+    """Push the run's adapter (or merged model) with its model card to the user's repo, in one commit."""
+    from huggingface_hub import CommitOperationAdd
+
+    run_dir = require_adapter(run)  # before any network call
+    progress(0.02, "Checking your sign-in")
+    user = signed_in_user(token)
+    repo_id = repo_id_for(user, name)
+    staging = publish_files(run_dir, repo_id, merged, progress)
+    try:
+        api = hub_api(token)
+        progress(0.85, f"Creating {repo_id}")
+        ensure_repo(api, repo_id, private, token, progress)
+        operations = [
+            CommitOperationAdd(path_in_repo=str(p.relative_to(staging)), path_or_fileobj=str(p))
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
+        ]
+        what = "merged model" if merged else "LoRA adapter"
+        progress(0.9, f"Uploading {len(operations)} files in one commit")
+        commit = with_retries(
+            lambda: api.create_commit(
+                repo_id, operations, commit_message=f"Upload {what} trained with SFT Space (run {run_dir.name})"
+            ),
+            f"uploading to {repo_id}",
+            token,
+            progress=progress,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    record = {
+        "repo_id": repo_id,
+        "url": f"{hub_endpoint()}/{repo_id}",
+        "kind": "merged" if merged else "adapter",
+        "private": private,
+        "commit": getattr(commit, "oid", None),
+        "pushed_at": time.time(),
+    }
+    history = read_published(run_dir) or {"pushes": []}
+    history["pushes"].append(record)
+    write_published(run_dir, history)
+    progress(1.0, f"Pushed to {record['url']}")
+    return record

@@ -1,0 +1,62 @@
+"""What every tab shares: the ownership check, engine errors shown as messages, reading the Data settings.
+
+Engine modules raise ordinary exceptions whose message says what was wrong and
+how to fix it; `shown_as_error` turns them into a gr.Error (a toast, never a
+traceback). `owned` is the one check before acting on a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import gradio as gr
+
+from .. import runs
+
+# The engine's way of saying "this input or state is wrong": the message is for the visitor.
+ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)
+
+# Data settings of RunConfig the Data tab owns, in the order its handlers receive them.
+SOURCE_FIELDS = [
+    "dataset",
+    "data_format",
+    "dataset_config",
+    "dataset_split",
+    "dataset_revision",
+    "validation_share",
+    "prompt_column",
+    "response_column",
+    "system_column",
+    "text_template",
+]
+
+
+def message(error: Exception, scrub: Callable[[str], str] | None = None) -> str:
+    return scrub(str(error)) if scrub else str(error)
+
+
+@contextlib.contextmanager
+def shown_as_error(scrub: Callable[[str], str] | None = None, errors: tuple = ENGINE_ERRORS):
+    """Engine errors raised inside the block reach the page as a gr.Error with their message only.
+    scrub: cleans the message first (a token must never be shown)."""
+    try:
+        yield
+    except errors as error:
+        raise gr.Error(message(error, scrub), print_exception=False) from None
+
+
+def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
+    """The run's status if this visitor may act on it; otherwise a readable error."""
+    if not run_id:
+        raise gr.Error(f"There is no run to {action}.", print_exception=False)
+    with shown_as_error(errors=(PermissionError, FileNotFoundError)):
+        return runs.check_owner(run_id, visitor)
+
+
+def data_settings(values) -> dict:
+    """The Data tab's widget values (in SOURCE_FIELDS order) as RunConfig fields: empty boxes are empty strings."""
+    settings = dict(zip(SOURCE_FIELDS, values))
+    settings = {k: ("" if v is None and k != "validation_share" else v) for k, v in settings.items()}
+    settings["data_format"] = settings["data_format"] or "auto"
+    return settings
