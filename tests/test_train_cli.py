@@ -70,7 +70,7 @@ def test_lora_weights_changed_and_base_weights_did_not(trained_run, tiny_model):
 
 
 def test_probe_prompts_recorded_before_training_and_at_each_evaluation(trained_run):
-    from sft_space.runs import read_probes
+    from sft_space.rundir import read_probes
 
     raw = [json.loads(line) for line in (trained_run / "probes.jsonl").read_text().splitlines()]
     # the random tiny model never ends its turn, so the end-of-turn check re-asked at step 3 with a longer budget
