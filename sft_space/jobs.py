@@ -12,10 +12,11 @@ import json
 import time
 from pathlib import Path
 
+from . import Progress, no_progress
 from .card import model_card
 from .export import DATA_DIR, SCRIPT_NAME, SETTINGS_NAME, dependencies, export_run, model_reference
 from .models import is_hub_model_id
-from .publish import Progress, ensure_repo, hub_api, no_progress, repo_id_for, signed_in_user, with_retries
+from .publish import ensure_repo, hub_api, repo_id_for, signed_in_user, with_retries
 from .rundir import export_dir, read_config, read_jobs, run_path, write_jobs
 
 JOB_FOLDER = "sft_space_job"  # the folder of the target repo with the job's files; JOB_FOLDER in train_sft.py too

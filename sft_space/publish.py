@@ -17,9 +17,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
-from . import hub_endpoint, network_error
+from . import Progress, hub_endpoint, network_error, no_progress
 from .card import loss_curve_png, model_card
 from .config import BUNDLED_MODEL, RunConfig
 from .rundir import (
@@ -34,14 +33,9 @@ from .rundir import (
     write_published,
 )
 
-Progress = Callable[[float, str], None]
 PUSH_ATTEMPTS = 4  # one try and three retries: about 14 s of backoff in all before giving up
 BACKOFF_SECONDS = 2.0
 REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
-
-
-def no_progress(fraction: float, message: str) -> None:
-    pass
 
 
 # ------------------------------------------------------------------ tokens and errors

@@ -16,7 +16,7 @@ from sft_space.baselines import (
     verdict,
 )
 from sft_space.data import load_dataset_source, prompt_messages, reference_answer
-from sft_space.evaluate import choose_scorer
+from sft_space.scorers import choose_scorer
 
 from helpers import ROOT
 

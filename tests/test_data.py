@@ -7,7 +7,7 @@ import pytest
 from sft_space.bundled import DEMO_DIR
 from sft_space.data import load_dataset_source, preview_table, to_trl_rows
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA, build
-from sft_space.evaluate import schema_errors
+from sft_space.scorers import schema_errors
 
 
 def test_demo_sets_have_the_promised_sizes():

@@ -9,14 +9,14 @@ import pytest
 
 from sft_space.data import load_dataset_source, reference_answer
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import (
+from sft_space.evaluate import summary_rows
+from sft_space.scorers import (
     choose_scorer,
     infer_json_schema,
     parse_json_object,
     schema_errors,
     score_json_replies,
     score_replies,
-    summary_rows,
 )
 
 from helpers import ROOT

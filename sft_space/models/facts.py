@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, network_error
+from .. import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, network_error
 from ..bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME
 from ..config import BUNDLED_MODEL
 from .cache import cached_snapshot, model_cache_dir
@@ -33,7 +33,6 @@ CURATED_MODELS = [
     ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct", 494_032_768),
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek-R1-Distill-Qwen-1.5B", 1_777_088_000),
 ]
-HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPE_BYTES = {
     "F64": 8,
     "F32": 4,
@@ -55,7 +54,7 @@ def model_label(choice: str) -> str:
 
 def is_hub_model_id(choice: str) -> bool:
     choice = choice.strip()
-    return bool(HUB_MODEL_ID.match(choice)) and not Path(choice).expanduser().exists()
+    return bool(HUB_ID.match(choice)) and not Path(choice).expanduser().exists()
 
 
 def hub_model_id(choice: str) -> str | None:

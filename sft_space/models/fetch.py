@@ -13,8 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from .. import hub_endpoint, hub_offline
-from ..bundled import Progress, _no_progress, ensure_bundled_model
+from .. import Progress, hub_endpoint, hub_offline, no_progress
+from ..bundled import ensure_bundled_model
 from ..config import BUNDLED_MODEL
 from .cache import DOWNLOAD_PATTERNS, cached_snapshot, model_cache_dir
 from .facts import check_model_folder, hub_error, hub_facts, is_hub_model_id
@@ -41,7 +41,7 @@ def _progress_bar_class(progress: Progress, what: str):
 
 
 def download_model(
-    repo_id: str, progress: Progress = _no_progress, token: str | None = None, weights: bool = True
+    repo_id: str, progress: Progress = no_progress, token: str | None = None, weights: bool = True
 ) -> Path:
     """Check a Hub model from its metadata, then download only its safetensors, configs and tokenizer files
     (weights=False: configs and tokenizer only, for looking at the data through its tokenizer)."""
@@ -80,7 +80,7 @@ def download_model(
     return folder
 
 
-def resolve_model(choice: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
+def resolve_model(choice: str, progress: Progress = no_progress, token: str | None = None) -> Path:
     """A local folder holding the model's config, safetensors weights and tokenizer."""
     choice = choice.strip()
     if choice == BUNDLED_MODEL:
@@ -110,7 +110,7 @@ def base_license(folder: Path) -> str | None:
     return "apache-2.0" if folder == bundled_model_dir() else None
 
 
-def resolve_tokenizer(choice: str, progress: Progress = _no_progress, token: str | None = None) -> Path:
+def resolve_tokenizer(choice: str, progress: Progress = no_progress, token: str | None = None) -> Path:
     """A folder with the model's tokenizer; for a Hub id without downloading the weights."""
     if is_hub_model_id(choice):
         return download_model(choice.strip(), progress, token, weights=False)

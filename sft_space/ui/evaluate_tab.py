@@ -15,7 +15,8 @@ from ..baselines import (
     VARIANTS,
     table_rows,
 )
-from ..evaluate import SCORERS, summary_rows
+from ..evaluate import summary_rows
+from ..scorers import SCORERS
 from .charts import typed_frame
 from .chat_tab import refresh_choices
 from .common import owned, shown_as_error
@@ -69,7 +70,7 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
         return ""
     from ..baselines import default_instructions
     from ..data import load_for_run, reference_answer
-    from ..evaluate import choose_scorer
+    from ..scorers import choose_scorer
 
     try:
         config = rundir.read_config(run_id)
