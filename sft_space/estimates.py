@@ -45,7 +45,7 @@ def measured_pace(model: str | None, device: str | None = None) -> dict | None:
         status = read_status(run_dir)
         if (
             status.get("state") in ("completed", "stopped")
-            and status.get("device") == device
+            and status.get("device_name") == device
             and (status.get("steps_measured") or 0) >= PACE_MIN_STEPS
             and status.get("seconds_per_step")
             and read_config_dict(run_dir).get("model") == model

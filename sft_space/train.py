@@ -13,9 +13,9 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import signal
@@ -25,9 +25,10 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
-from . import estimates, rundir
+from . import rundir
 from .config import PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
+from .run_writer import IS_MAIN_PROCESS, StopRequested, log, write_status
 from .rundir import (
     STATUS,
     cancel_requested,
@@ -39,38 +40,7 @@ from .rundir import (
     runs_root,
 )
 
-log = logging.getLogger("sft_space.train")
-INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
-PROBE_MAX_NEW_TOKENS = (
-    56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
-)
-END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
-# Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
-IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
-
-
-def write_status(run_dir, **status) -> None:
-    if IS_MAIN_PROCESS:
-        rundir.write_status(run_dir, **status)
-
-
-def append_metric(run_dir, record: dict) -> None:
-    if IS_MAIN_PROCESS:
-        rundir.append_metric(run_dir, record)
-
-
-class StopRequested:
-    """Set by SIGTERM/SIGINT; the trainer stops after the current step and saves the adapter."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
-
-    def __call__(self, signum, frame) -> None:
-        if not self.requested:
-            log.info("Stop requested (signal %s): finishing the current step, then saving the adapter.", signum)
-        self.requested = True
 
 
 # ------------------------------------------------------------------- CLI
@@ -266,7 +236,12 @@ def finish(
 ) -> int:
     ended = time.time()
     status.update(
-        state=state, phase=None, ended_at=ended, elapsed_seconds=ended - started, error=error, device=device_name()
+        state=state,
+        phase=None,
+        ended_at=ended,
+        elapsed_seconds=ended - started,
+        error=error,
+        device_name=device_name(),
     )
     if status.get("last_step_at"):  # saving the adapter and the last probe replies, after the last step
         status["finish_seconds"] = round(ended - status["last_step_at"], 2)
@@ -280,8 +255,11 @@ def finish(
 PHASE_WRITE_SECONDS = 0.5  # how often a loading step's progress reaches status.json
 
 
-def mirror_progress_bars(run_dir: Path, status: dict) -> None:
-    """Copy every library progress bar (GGUF conversion, tokenisation, ...) into status.json with an ETA."""
+@contextlib.contextmanager
+def mirrored_progress_bars(run_dir: Path, status: dict):
+    """While loading (model conversion, tokenisation, ...), copy every library progress bar into status.json with an
+    ETA, so the page shows a bar for each phase. Libraries create their own tqdm bars, so this wraps tqdm's update
+    for the duration of the block only, and restores it after."""
     from tqdm import std
 
     original = std.tqdm.update
@@ -290,12 +268,7 @@ def mirror_progress_bars(run_dir: Path, status: dict) -> None:
     def update(bar, n=1):
         result = original(bar, n)
         now = time.time()
-        if (
-            bar.total
-            and not bar.disable
-            and now - last_write[0] >= PHASE_WRITE_SECONDS
-            and status.get("phase") != "training"
-        ):
+        if bar.total and not bar.disable and now - last_write[0] >= PHASE_WRITE_SECONDS:
             last_write[0] = now
             share = min(bar.n / bar.total, 1.0)
             elapsed = now - bar.start_t
@@ -308,47 +281,84 @@ def mirror_progress_bars(run_dir: Path, status: dict) -> None:
         return result
 
     std.tqdm.update = update
+    try:
+        yield
+    finally:
+        std.tqdm.update = original
+
+
+@dataclasses.dataclass
+class DevicePlan:
+    """Where and how this run trains: decided once from the model's facts, the settings and the device."""
+
+    precision: dict
+    device: object
+    checkpointing: bool
+    estimate: object
 
 
 def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict):
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    from .data import load_for_run, prompt_messages, to_trl_rows, trains_every_answer
-    from .models import (
-        attention_targets,
-        base_license,
-        check_quantization,
-        check_target_modules,
-        choose_precision,
-        detect_device,
-        estimate_memory,
-        expose_bias_on_token_wrappers,
-        fit_model_to_tokenizer,
-        load_model,
-        local_facts,
-        needs_gradient_checkpointing,
-        precision_name,
-        prepare_tokenizer,
-        resolve_model,
-        trainable_tokens,
-        trainer_precision_args,
-        training_dtype,
-    )
+    """The SFTTrainer for this run, in named steps: model folder, data, device plan, tokenizer, rows, model and
+    LoRA, trainer and its callbacks. Facts for the page and the card go into `status` on the way."""
 
     def progress(fraction: float, message: str) -> None:
         log.info("model: %s", message)
         status.update(phase=message, phase_progress=fraction, phase_eta=None)
         write_status(run_dir, **status)
 
-    mirror_progress_bars(run_dir, status)
-    folder = resolve_model(config.model, progress)
+    from .models import resolve_model
+
+    with mirrored_progress_bars(run_dir, status):
+        folder = resolve_model(config.model, progress)
+        config, splits, validation = load_data(config)
+        facts, plan = plan_device(config, folder)
+        tokenizer, token_setup, every_answer = prepare_tokens(config, folder, status)
+        train_dataset, eval_dataset = training_datasets(config, splits.train, validation, every_answer)
+        model, peft_config = prepare_model(config, folder, facts, plan, tokenizer, token_setup)
+        trainer = make_trainer(
+            config,
+            run_dir,
+            plan,
+            every_answer,
+            model,
+            peft_config,
+            tokenizer,
+            train_dataset,
+            eval_dataset,
+            stop,
+            status,
+        )
+    add_probes(trainer, config, splits, run_dir, status, stop)
+    record_distributed_setup(status)
+    describe_run(trainer, config, folder, splits, validation, plan, token_setup, status)
+    return trainer, tokenizer
+
+
+def load_data(config: RunConfig):
+    """(config, splits, validation rows evaluated during training); plain text trains on every token."""
+    from .data import load_for_run
+
     splits = load_for_run(config)
     log.info("data: %s", splits.summary())
     if splits.format == "text" and config.answers_only:
         log.info("data: plain text has no answers to single out; training on the whole text")
         config = dataclasses.replace(config, answers_only=False)
     validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
+    return config, splits, validation
+
+
+def plan_device(config: RunConfig, folder: Path):
+    """The model's facts and where it trains: precision, gradient checkpointing, the memory estimate (logged)."""
+    from .models import (
+        check_quantization,
+        check_target_modules,
+        choose_precision,
+        detect_device,
+        estimate_memory,
+        local_facts,
+        needs_gradient_checkpointing,
+        precision_name,
+    )
 
     facts = local_facts(folder, config.model)
     check_target_modules(config.target_module_list(), facts)
@@ -367,62 +377,129 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         estimate.total / 2**30,
         estimate.verdict,
     )
+    return facts, DevicePlan(precision, device, checkpointing, estimate)
+
+
+def prepare_tokens(config: RunConfig, folder: Path, status: dict):
+    """The tokenizer (ChatML set up for a base model) and whether every assistant turn carries the loss."""
+    from .data import trains_every_answer
+    from .models import prepare_tokenizer
+
     tokenizer, token_setup = prepare_tokenizer(folder)
     for note in token_setup.notes:
         log.info("tokens: %s", note)
     every_answer = config.answers_only and trains_every_answer(tokenizer)
     loss_on = ("every assistant turn" if every_answer else "the last answer") if config.answers_only else "every token"
     log.info("loss on %s", loss_on)
-    train_dataset = Dataset.from_list(to_trl_rows(splits.train, config.answers_only, every_answer))
-    eval_dataset = Dataset.from_list(to_trl_rows(validation, config.answers_only, every_answer))
-    model = load_model(folder, training_dtype(precision, device.kind), quantization=config.quantization)
+    status.update(loss_on=loss_on, assistant_only_loss=every_answer)
+    return tokenizer, token_setup, every_answer
+
+
+def training_datasets(config: RunConfig, train_rows: list[dict], validation: list[dict], every_answer: bool):
+    from datasets import Dataset
+
+    from .data import to_trl_rows
+
+    return (
+        Dataset.from_list(to_trl_rows(train_rows, config.answers_only, every_answer)),
+        Dataset.from_list(to_trl_rows(validation, config.answers_only, every_answer)),
+    )
+
+
+def prepare_model(config: RunConfig, folder: Path, facts, plan: DevicePlan, tokenizer, token_setup):
+    """The base model, fitted to the tokenizer, and the LoRA config (new tokens' rows trained too)."""
+    from .models import (
+        attention_targets,
+        expose_bias_on_token_wrappers,
+        fit_model_to_tokenizer,
+        load_model,
+        trainable_tokens,
+        training_dtype,
+    )
+
+    model = load_model(folder, training_dtype(plan.precision, plan.device.kind), quantization=config.quantization)
     fit_model_to_tokenizer(model, tokenizer)
     if config.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.checkpointing)
     if token_setup.new_token_ids:
         expose_bias_on_token_wrappers()
     targets = attention_targets(facts) if config.lora_target_modules.strip() == "attention" else None
-    peft_config = config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
+    return model, config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
+
+
+def make_trainer(
+    config: RunConfig,
+    run_dir: Path,
+    plan: DevicePlan,
+    every_answer: bool,
+    model,
+    peft_config,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    stop: StopRequested,
+    status: dict,
+):
+    from trl import SFTTrainer
+
+    from .callbacks import RunDirCallback
+    from .models import trainer_precision_args
+
     args = config.to_sft_config(
         str(rundir.checkpoints_dir(run_dir)),
-        **trainer_precision_args(precision),
-        gradient_checkpointing=checkpointing,
+        **trainer_precision_args(plan.precision),
+        gradient_checkpointing=plan.checkpointing,
         assistant_only_loss=every_answer,
     )
-    status.update(loss_on=loss_on, assistant_only_loss=every_answer)
-    status.update(
-        precision=precision_name(precision),
-        gradient_checkpointing=checkpointing,
-        device=device.describe(),
-        memory_estimate=estimate.total,
-        token_notes=token_setup.notes,
-        chatml_added=token_setup.chatml_added,
-    )
-    trainer = SFTTrainer(
+    return SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[make_run_dir_callback(run_dir, status, stop)],
+        callbacks=[RunDirCallback(run_dir, status, stop)],
     )
+
+
+def add_probes(trainer, config: RunConfig, splits, run_dir: Path, status: dict, stop: StopRequested) -> None:
+    """Probe prompts (the user's, else a few validation prompts) answered before training and at each evaluation."""
+    from .callbacks import ProbeCallback
+    from .data import prompt_messages
+
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
         prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES] if "messages" in row
     ]
     if probes and IS_MAIN_PROCESS:  # plain-text data has no prompts to ask unless the user pinned some
-        trainer.add_callback(make_probe_callback(run_dir, probes, status, stop))
+        trainer.add_callback(ProbeCallback(run_dir, probes, status, stop))
+
+
+def record_distributed_setup(status: dict) -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         backend = dist.get_backend_config() if hasattr(dist, "get_backend_config") else dist.get_backend()
         status.update(distributed_backend=str(backend), processes=dist.get_world_size())
         log.info("distributed: %d processes, backend %s", dist.get_world_size(), backend)
+
+
+def describe_run(
+    trainer, config: RunConfig, folder: Path, splits, validation, plan: DevicePlan, token_setup, status: dict
+) -> None:
+    """What the page, the card and later readers need to know about how this run trains."""
+    from .models import base_license, precision_name
+
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(
+        precision=precision_name(plan.precision),
+        gradient_checkpointing=plan.checkpointing,
+        device=plan.device.describe(),
+        memory_estimate=plan.estimate.total,
+        token_notes=token_setup.notes,
+        chatml_added=token_setup.chatml_added,
         trainable_parameters=trainable,
         total_parameters=total,
         train_rows=len(splits.train),
@@ -432,7 +509,6 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         token_lengths=token_length_summary(trainer.train_dataset, config.max_length),
         base_license=base_license(folder),
     )
-    return trainer, tokenizer
 
 
 def token_length_summary(dataset, max_length: int) -> dict:
@@ -461,195 +537,6 @@ def save_adapter(model, tokenizer, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     log.info("Adapter saved to %s", target)
-
-
-def make_run_dir_callback(run_dir: Path, status: dict, stop: StopRequested):
-    """The callback that writes progress and metrics into the run directory (built lazily: transformers is heavy)."""
-    from transformers import TrainerCallback
-
-    class RunDirCallback(TrainerCallback):
-        """Writes progress to status.json each step and every log to metrics.jsonl; honours stop requests."""
-
-        def __init__(self, run_dir: Path, status: dict, stop: StopRequested) -> None:
-            self.run_dir, self.status, self.stop = run_dir, status, stop
-            self.train_started = time.time()
-            self.eval_seconds = 0.0
-            self.first_step = self.first_tokens = 0  # where this process began (above 0 when resuming)
-
-        def _tokens(self, state) -> int:
-            return int(getattr(state, "num_input_tokens_seen", 0) or 0)
-
-        def _tokens_per_second(self, state) -> float:
-            """Tokens this process trained on per second of training (a resumed run counts from its resume)."""
-            return (self._tokens(state) - self.first_tokens) / self._training_seconds()
-
-        def _training_seconds(self) -> float:
-            paused = self.eval_seconds + self.status.get("probe_seconds", 0.0)  # evaluation and probe replies
-            return max(1e-6, time.time() - self.train_started - paused)
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.train_started = time.time()
-            self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
-            self.first_tokens = self._tokens(state)
-            self.status.update(
-                max_steps=state.max_steps,
-                step=state.global_step,
-                startup_seconds=round(self.train_started - self.status["started_at"], 2),
-            )
-            write_status(self.run_dir, **self.status)
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            if INJECT_OOM_AT_STEP and state.global_step + 1 >= INJECT_OOM_AT_STEP:
-                import torch  # a test hook: real memory exhaustion cannot be produced on demand
-
-                raise torch.OutOfMemoryError("CUDA out of memory (injected by SFT_SPACE_INJECT_OOM_AT_STEP)")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            elapsed = time.time() - self.train_started
-            tokens = self._tokens(state)
-            step = state.global_step
-            trained = step - self.first_step
-            # wall seconds per step, evaluations and probe replies included: what the next run of this model waits
-            pace = elapsed / trained if trained else None
-            self.status.update(
-                step=step,
-                epoch=state.epoch,
-                tokens_seen=tokens,
-                tokens_per_second=self._tokens_per_second(state),
-                elapsed_seconds=elapsed,
-                steps_measured=trained,
-                seconds_per_step=pace,
-                eta_seconds=(state.max_steps - step) * pace
-                if pace and trained >= estimates.MEASURED_AFTER_STEPS
-                else None,
-                last_step_at=time.time(),
-            )
-            write_status(self.run_dir, **self.status)
-            if self.stop.requested:
-                self.status["state"] = "stopping"
-                write_status(self.run_dir, **self.status)
-                control.should_training_stop = True
-            return control
-
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                if IS_MAIN_PROCESS:
-                    rundir.mark_checkpoint_complete(folder, state.global_step)
-                self.status["last_checkpoint"] = state.global_step
-                write_status(self.run_dir, **self.status)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = dict(logs or {})
-            bad = [
-                k
-                for k in ("loss", "grad_norm", "eval_loss")
-                if isinstance(logs.get(k), float) and not math.isfinite(logs[k])
-            ]
-            if bad and not self.stop.diverged:
-                lr = args.learning_rate
-                self.stop.diverged = (
-                    f"The {bad[0].replace('_', ' ')} became {logs[bad[0]]} at step {state.global_step} with "
-                    f"learning_rate {lr:g}: lower the learning rate (try {lr / 10:g}) and start again"
-                    + (
-                        f"; the last good checkpoint is step {self.status['last_checkpoint']}."
-                        if self.status.get("last_checkpoint")
-                        else "."
-                    )
-                )
-                log.error(self.stop.diverged)
-                control.should_training_stop = True
-                control.should_save = False
-            if "train_loss" in logs:  # the end-of-training summary, not a point on the curve
-                self.status["train_summary"] = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-                return
-            if "eval_runtime" in logs:
-                self.eval_seconds += float(logs["eval_runtime"])
-            record = {
-                "step": state.global_step,
-                "epoch": round(float(state.epoch or 0), 4),
-                "tokens_seen": self._tokens(state),
-                "tokens_per_second": round(self._tokens_per_second(state), 1),
-                "elapsed_seconds": round(time.time() - self.train_started, 2),
-            }
-            for key in (
-                "loss",
-                "eval_loss",
-                "learning_rate",
-                "grad_norm",
-                "mean_token_accuracy",
-                "eval_mean_token_accuracy",
-            ):
-                if key in logs and isinstance(logs[key], (int, float)):
-                    value = float(logs[key])
-                    record[key] = value if math.isfinite(value) else str(value)
-            append_metric(self.run_dir, record)
-            log.info(
-                "step %d: %s",
-                state.global_step,
-                {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")},
-            )
-
-    return RunDirCallback(run_dir, status, stop)
-
-
-def make_probe_callback(run_dir: Path, probes: list[list[dict]], status: dict, stop: StopRequested):
-    """Answers the probe prompts before training (the base model) and after every evaluation: probes.jsonl."""
-    from transformers import TrainerCallback
-
-    from .chat import generate_batch
-
-    class ProbeCallback(TrainerCallback):
-        last: dict = {}
-
-        def record(self, state, model, tokenizer, max_new_tokens: int = PROBE_MAX_NEW_TOKENS) -> dict:
-            started = time.time()
-            was_training = model.training
-            model.eval()
-            try:
-                replies, ended = generate_batch(model, tokenizer, probes, max_new_tokens, with_ends=True)
-            finally:
-                model.train(was_training)
-            seconds = time.time() - started
-            status["probe_seconds"] = status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
-            record = {
-                "step": state.global_step,
-                "prompts": [p[-1]["content"] for p in probes],
-                "replies": replies,
-                "ended": ended,
-                "seconds": round(seconds, 2),
-            }
-            rundir.append_probe(run_dir, record)
-            self.last = record
-            return record
-
-        def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-            """The end-of-turn check: does the tuned model stop by itself on the probe prompts?"""
-            if stop.diverged or cancel_requested(run_dir):
-                return
-            record = self.last
-            if record.get("step") != state.global_step or not all(record.get("ended", [])):
-                record = self.record(state, model, processing_class, END_CHECK_MAX_NEW_TOKENS)
-            ended, checked = sum(record["ended"]), len(record["ended"])
-            status["end_of_turn"] = {"ended": ended, "checked": checked}
-            if ended < checked:
-                status["note"] = (
-                    f"The tuned model did not end its turn on {checked - ended} of {checked} probe prompts "
-                    f"within {END_CHECK_MAX_NEW_TOKENS} tokens: it may ramble. Train longer or with more "
-                    "data, and keep 'Train on answers only' on so the end-of-turn token is learned."
-                )
-                log.warning(status["note"])
-            else:
-                log.info("end-of-turn check: the tuned model ended its turn on all %d probe prompts", checked)
-
-        def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-            if state.global_step == 0:
-                self.record(state, model, processing_class)
-
-        def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
-            self.record(state, model, processing_class)
-
-    return ProbeCallback()
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, max_steps=8, run_name="pace"))
     status = runs.wait_for(run_id, timeout=300)
     assert status["state"] == "completed", status
-    assert status["steps_measured"] == 8 and status["device"] == device_name()
+    assert status["steps_measured"] == 8 and status["device_name"] == device_name()
     assert status["seconds_per_step"] > 0 and status["startup_seconds"] > 0 and status["finish_seconds"] >= 0
     pace = estimates.measured_pace(str(tiny_model))
     assert pace["run_id"] == run_id

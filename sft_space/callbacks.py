@@ -1,0 +1,199 @@
+"""The Trainer callbacks of a training process: progress, metrics and stop requests into the run directory
+(RunDirCallback), and the probe prompts answered during training (ProbeCallback).
+
+Imported by train.build_trainer only, when transformers is loaded anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from . import estimates, rundir
+from .chat import generate_batch
+from .run_writer import INJECT_OOM_AT_STEP, IS_MAIN_PROCESS, StopRequested, append_metric, log, write_status
+from .rundir import cancel_requested
+
+PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, not a score
+END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
+
+
+class RunDirCallback(TrainerCallback):
+    """Writes progress to status.json each step and every log to metrics.jsonl; honours stop requests."""
+
+    def __init__(self, run_dir: Path, status: dict, stop: StopRequested) -> None:
+        self.run_dir, self.status, self.stop = run_dir, status, stop
+        self.train_started = time.time()
+        self.eval_seconds = 0.0
+        self.first_step = self.first_tokens = 0  # where this process began (above 0 when resuming)
+
+    def _tokens(self, state) -> int:
+        return int(getattr(state, "num_input_tokens_seen", 0) or 0)
+
+    def _tokens_per_second(self, state) -> float:
+        """Tokens this process trained on per second of training (a resumed run counts from its resume)."""
+        return (self._tokens(state) - self.first_tokens) / self._training_seconds()
+
+    def _training_seconds(self) -> float:
+        paused = self.eval_seconds + self.status.get("probe_seconds", 0.0)  # evaluation and probe replies
+        return max(1e-6, time.time() - self.train_started - paused)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_started = time.time()
+        self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
+        self.first_tokens = self._tokens(state)
+        self.status.update(
+            max_steps=state.max_steps,
+            step=state.global_step,
+            startup_seconds=round(self.train_started - self.status["started_at"], 2),
+        )
+        write_status(self.run_dir, **self.status)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if INJECT_OOM_AT_STEP and state.global_step + 1 >= INJECT_OOM_AT_STEP:
+            import torch  # a test hook: real memory exhaustion cannot be produced on demand
+
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by SFT_SPACE_INJECT_OOM_AT_STEP)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.time() - self.train_started
+        tokens = self._tokens(state)
+        step = state.global_step
+        trained = step - self.first_step
+        # wall seconds per step, evaluations and probe replies included: what the next run of this model waits
+        pace = elapsed / trained if trained else None
+        self.status.update(
+            step=step,
+            epoch=state.epoch,
+            tokens_seen=tokens,
+            tokens_per_second=self._tokens_per_second(state),
+            elapsed_seconds=elapsed,
+            steps_measured=trained,
+            seconds_per_step=pace,
+            eta_seconds=(state.max_steps - step) * pace if pace and trained >= estimates.MEASURED_AFTER_STEPS else None,
+            last_step_at=time.time(),
+        )
+        write_status(self.run_dir, **self.status)
+        if self.stop.requested:
+            self.status["state"] = "stopping"
+            write_status(self.run_dir, **self.status)
+            control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            if IS_MAIN_PROCESS:
+                rundir.mark_checkpoint_complete(folder, state.global_step)
+            self.status["last_checkpoint"] = state.global_step
+            write_status(self.run_dir, **self.status)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        bad = [
+            k
+            for k in ("loss", "grad_norm", "eval_loss")
+            if isinstance(logs.get(k), float) and not math.isfinite(logs[k])
+        ]
+        if bad and not self.stop.diverged:
+            lr = args.learning_rate
+            self.stop.diverged = (
+                f"The {bad[0].replace('_', ' ')} became {logs[bad[0]]} at step {state.global_step} with "
+                f"learning_rate {lr:g}: lower the learning rate (try {lr / 10:g}) and start again"
+                + (
+                    f"; the last good checkpoint is step {self.status['last_checkpoint']}."
+                    if self.status.get("last_checkpoint")
+                    else "."
+                )
+            )
+            log.error(self.stop.diverged)
+            control.should_training_stop = True
+            control.should_save = False
+        if "train_loss" in logs:  # the end-of-training summary, not a point on the curve
+            self.status["train_summary"] = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            return
+        if "eval_runtime" in logs:
+            self.eval_seconds += float(logs["eval_runtime"])
+        record = {
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0), 4),
+            "tokens_seen": self._tokens(state),
+            "tokens_per_second": round(self._tokens_per_second(state), 1),
+            "elapsed_seconds": round(time.time() - self.train_started, 2),
+        }
+        for key in (
+            "loss",
+            "eval_loss",
+            "learning_rate",
+            "grad_norm",
+            "mean_token_accuracy",
+            "eval_mean_token_accuracy",
+        ):
+            if key in logs and isinstance(logs[key], (int, float)):
+                value = float(logs[key])
+                record[key] = value if math.isfinite(value) else str(value)
+        append_metric(self.run_dir, record)
+        log.info(
+            "step %d: %s",
+            state.global_step,
+            {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")},
+        )
+
+
+class ProbeCallback(TrainerCallback):
+    """Answers the probe prompts before training (the base model) and after every evaluation (probes.jsonl), and
+    checks at the end whether the tuned model ends its turn by itself."""
+
+    def __init__(self, run_dir: Path, probes: list[list[dict]], status: dict, stop: StopRequested) -> None:
+        self.run_dir, self.probes, self.status, self.stop = run_dir, probes, status, stop
+        self.last: dict = {}
+
+    def record(self, state, model, tokenizer, max_new_tokens: int = PROBE_MAX_NEW_TOKENS) -> dict:
+        started = time.time()
+        was_training = model.training
+        model.eval()
+        try:
+            replies, ended = generate_batch(model, tokenizer, self.probes, max_new_tokens, with_ends=True)
+        finally:
+            model.train(was_training)
+        seconds = time.time() - started
+        self.status["probe_seconds"] = self.status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
+        record = {
+            "step": state.global_step,
+            "prompts": [p[-1]["content"] for p in self.probes],
+            "replies": replies,
+            "ended": ended,
+            "seconds": round(seconds, 2),
+        }
+        rundir.append_probe(self.run_dir, record)
+        self.last = record
+        return record
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        """The end-of-turn check: does the tuned model self.stop by itself on the probe prompts?"""
+        if self.stop.diverged or cancel_requested(self.run_dir):
+            return
+        record = self.last
+        if record.get("step") != state.global_step or not all(record.get("ended", [])):
+            record = self.record(state, model, processing_class, END_CHECK_MAX_NEW_TOKENS)
+        ended, checked = sum(record["ended"]), len(record["ended"])
+        self.status["end_of_turn"] = {"ended": ended, "checked": checked}
+        if ended < checked:
+            self.status["note"] = (
+                f"The tuned model did not end its turn on {checked - ended} of {checked} probe prompts "
+                f"within {END_CHECK_MAX_NEW_TOKENS} tokens: it may ramble. Train longer or with more "
+                "data, and keep 'Train on answers only' on so the end-of-turn token is learned."
+            )
+            log.warning(self.status["note"])
+        else:
+            log.info("end-of-turn check: the tuned model ended its turn on all %d probe prompts", checked)
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0:
+            self.record(state, model, processing_class)
+
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+        self.record(state, model, processing_class)

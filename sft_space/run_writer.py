@@ -1,0 +1,47 @@
+"""What a training process writes into its run directory, and when it stops.
+
+Under `accelerate launch` (several processes, one per GPU) only the main process
+writes the run directory; SIGTERM/SIGINT ask for a stop after the current step.
+Shared by the training entry point (train) and its Trainer callbacks (callbacks);
+imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import rundir
+
+log = logging.getLogger("sft_space.train")  # one log for the whole training process
+INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
+DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
+PROBE_MAX_NEW_TOKENS = (
+    56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
+)
+END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
+# Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
+IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0
+
+
+def write_status(run_dir, **status) -> None:
+    if IS_MAIN_PROCESS:
+        rundir.write_status(run_dir, **status)
+
+
+def append_metric(run_dir, record: dict) -> None:
+    if IS_MAIN_PROCESS:
+        rundir.append_metric(run_dir, record)
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; the trainer stops after the current step and saves the adapter."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
+
+    def __call__(self, signum, frame) -> None:
+        if not self.requested:
+            log.info("Stop requested (signal %s): finishing the current step, then saving the adapter.", signum)
+        self.requested = True
