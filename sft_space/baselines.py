@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import Progress
-from .rundir import read_config, read_eval, write_eval
+from .rundir import read_config, read_eval, read_status, write_eval
 from .scorers import EVAL_MAX_NEW_TOKENS, choose_scorer, score_replies
 
 DEFAULT_SHOTS = 3  # the guide's few-shot baseline: a handful of solved examples
@@ -224,7 +224,7 @@ def compare_with_prompting(
     from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
-    splits = load_for_run(config)
+    splits = load_for_run(config, revision=read_status(run).get("data_revision"))  # the commit it trained on
     if splits.format != "messages":
         raise ValueError("The comparison needs a conversational dataset (a 'messages' column).")
     if count < 1:

@@ -139,6 +139,7 @@ def _data_section(config: RunConfig, status: dict, data_text: str) -> list[str]:
         f"- Dataset: {data_text}"
         + (f", subset `{config.dataset_config}`" if config.dataset_config else "")
         + (f", revision `{config.dataset_revision}`" if config.dataset_revision else "")
+        + (f", commit `{status['data_revision'][:12]}`" if status.get("data_revision") else "")
         + (f", split `{config.dataset_split}`" if config.dataset_split else "")
     ]
     loss_on = status.get("loss_on") or ("the answers" if config.answers_only else "every token")

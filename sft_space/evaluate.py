@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import Progress
-from .rundir import EVAL, read_config, run_path, write_eval
+from .rundir import EVAL, read_config, read_status, run_path, write_eval
 from .scorers import EVAL_MAX_NEW_TOKENS, SCORERS, choose_scorer, score_replies
 
 DEFAULT_FORMAT_PROMPTS = 20  # held-out prompts answered greedily by each model
@@ -70,7 +70,7 @@ def evaluate_run(
     from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
-    splits = load_for_run(config)
+    splits = load_for_run(config, revision=read_status(run).get("data_revision"))  # the commit it trained on
     if splits.format != "messages":
         raise ValueError("Evaluation needs a conversational dataset (a 'messages' column).")
     scorer = choose_scorer([reference_answer(r) for r in splits.train], scorer_kind, pattern)

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from .config import BUNDLED_MODEL, RunConfig
-from .rundir import export_dir, read_config, read_status, run_path
+from .rundir import adapter_dir, export_dir, has_adapter, read_config, read_status, run_path
 
 SCRIPT_NAME = "train_sft.py"
 SETTINGS_NAME = "sft_settings.json"  # read by the script from beside itself
@@ -120,6 +120,10 @@ def trl_settings(run: str | Path, data_dir: str = DATA_DIR) -> dict:
         settings["bf16"] = True
         if str(status.get("device", "")).startswith("CPU"):
             settings["use_cpu"] = True  # bf16 autocast on a CPU
+    elif status.get("precision"):  # TRL turns bf16 on unless told: a CPU refuses it, and the run trained without it
+        settings["bf16"] = False
+        if status["precision"] == "fp16":
+            settings["fp16"] = True
     settings.update(_sft_settings(config, status))
     return settings
 
@@ -152,22 +156,25 @@ def trl_command(run: str | Path, data_dir: str = DATA_DIR) -> str:
 
 
 # ------------------------------------------------------------------ the data
-def export_data(run: str | Path, target: Path) -> dict[str, int]:
-    """The exact training and validation rows of the run, in TRL's formats, as train.jsonl / validation.jsonl."""
-    import dataclasses
+def run_tokenizer(run: str | Path):
+    """The tokenizer the run trained with: the one saved beside its adapter, else the model's, prepared as the
+    trainer prepares it (ChatML for a base model)."""
+    from .models import load_tokenizer, resolve_tokenizer
 
-    from .data import load_for_run, to_trl_rows
+    return load_tokenizer(adapter_dir(run) if has_adapter(run) else resolve_tokenizer(read_config(run).model))
+
+
+def export_data(run: str | Path, target: Path) -> dict[str, int]:
+    """The exact training and validation rows of the run, in TRL's formats, as train.jsonl / validation.jsonl:
+    read at the dataset commit the run trained on, and shaped by the same `trainer_rows` the trainer uses."""
+    from .data import load_for_run, trainer_rows
 
     config, status = read_config(run), read_status(run)
-    splits = load_for_run(config)
-    answers_only = config.answers_only and splits.format != "text"
-    every_answer = answers_only and bool(status.get("assistant_only_loss"))
-    config = dataclasses.replace(config, answers_only=answers_only)
-    validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
+    splits = load_for_run(config, revision=status.get("data_revision"))
+    rows = trainer_rows(config, run_tokenizer(run), splits)
     target.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, rows in (("train", splits.train), ("validation", validation)):
-        trl_rows = to_trl_rows(rows, answers_only, every_answer)
+    for name, trl_rows in zip(("train", "validation"), rows):
         (target / f"{name}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in trl_rows), encoding="utf-8"
         )

@@ -310,10 +310,10 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
 
     with mirrored_progress_bars(run_dir, status):
         folder = resolve_model(config.model, progress)
-        config, splits, validation = load_data(config)
+        config, splits = load_data(config)
         facts, plan = plan_device(config, folder)
         tokenizer, token_setup, every_answer = prepare_tokens(config, folder, status)
-        train_dataset, eval_dataset = training_datasets(config, splits.train, validation, every_answer)
+        train_dataset, eval_dataset = training_datasets(config, tokenizer, splits)
         model, peft_config = prepare_model(config, folder, facts, plan, tokenizer, token_setup)
         trainer = make_trainer(
             config,
@@ -330,12 +330,12 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         )
     add_probes(trainer, config, splits, run_dir, status, stop)
     record_distributed_setup(status)
-    describe_run(trainer, config, folder, splits, validation, plan, token_setup, status)
+    describe_run(trainer, config, folder, splits, plan, token_setup, status)
     return trainer, tokenizer
 
 
 def load_data(config: RunConfig):
-    """(config, splits, validation rows evaluated during training); plain text trains on every token."""
+    """(config, splits); plain text trains on every token. A Hub dataset is read at one commit, kept in status."""
     from .data import load_for_run
 
     splits = load_for_run(config)
@@ -343,8 +343,7 @@ def load_data(config: RunConfig):
     if splits.format == "text" and config.answers_only:
         log.info("data: plain text has no answers to single out; training on the whole text")
         config = dataclasses.replace(config, answers_only=False)
-    validation = splits.validation[: config.eval_max_rows] if config.eval_max_rows else splits.validation
-    return config, splits, validation
+    return config, splits
 
 
 def plan_device(config: RunConfig, folder: Path):
@@ -395,15 +394,14 @@ def prepare_tokens(config: RunConfig, folder: Path, status: dict):
     return tokenizer, token_setup, every_answer
 
 
-def training_datasets(config: RunConfig, train_rows: list[dict], validation: list[dict], every_answer: bool):
+def training_datasets(config: RunConfig, tokenizer, splits):
+    """TRL's train and evaluation datasets: the rows evaluation and export rebuild the same way (trainer_rows)."""
     from datasets import Dataset
 
-    from .data import to_trl_rows
+    from .data import trainer_rows
 
-    return (
-        Dataset.from_list(to_trl_rows(train_rows, config.answers_only, every_answer)),
-        Dataset.from_list(to_trl_rows(validation, config.answers_only, every_answer)),
-    )
+    train_rows, validation_rows = trainer_rows(config, tokenizer, splits)
+    return Dataset.from_list(train_rows), Dataset.from_list(validation_rows)
 
 
 def prepare_model(config: RunConfig, folder: Path, facts, plan: DevicePlan, tokenizer, token_setup):
@@ -485,9 +483,7 @@ def record_distributed_setup(status: dict) -> None:
         log.info("distributed: %d processes, backend %s", dist.get_world_size(), backend)
 
 
-def describe_run(
-    trainer, config: RunConfig, folder: Path, splits, validation, plan: DevicePlan, token_setup, status: dict
-) -> None:
+def describe_run(trainer, config: RunConfig, folder: Path, splits, plan: DevicePlan, token_setup, status: dict) -> None:
     """What the page, the card and later readers need to know about how this run trains."""
     from .models import base_license, precision_name
 
@@ -503,7 +499,8 @@ def describe_run(
         trainable_parameters=trainable,
         total_parameters=total,
         train_rows=len(splits.train),
-        validation_rows=len(validation),
+        validation_rows=len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+        data_revision=splits.revision,  # the commit a Hub dataset was read at: evaluation and export read it too
         data_format=splits.format_label(),
         data_notes=splits.notes,
         token_lengths=token_length_summary(trainer.train_dataset, config.max_length),

@@ -8,6 +8,7 @@ information and file downloads, so code under test runs unchanged with
     GET  /api/{datasets|models}/{owner}/{name}/tree/{rev}          the file list (sizes), as snapshot_download reads it
     GET  /{datasets/}{owner}/{name}/resolve/{rev}/{path}           a file (HEAD too), with X-Repo-Commit and ETag;
                                                                    a Range header gets 206 and just those bytes
+    ({rev}: an earlier commit's sha reads that commit, any other revision the latest files, as main does)
 
     GET  /api/whoami-v2                                            the user a token belongs to (401 otherwise)
     POST /api/validate-yaml                                        a README's metadata block (400 unless a YAML mapping)
@@ -41,13 +42,29 @@ class Repo:
     private: bool = False
     allowed_tokens: set[str] = field(default_factory=set)
     card_data: dict = field(default_factory=dict)
+    history: dict[str, dict[str, bytes]] = field(default_factory=dict)  # earlier commits' files, by their sha
 
     @property
     def sha(self) -> str:
-        digest = hashlib.sha1()
-        for path in sorted(self.files):
-            digest.update(path.encode() + self.files[path])
-        return digest.hexdigest()
+        return files_sha(self.files)
+
+    def commit(self, files: dict[str, bytes | str]) -> str:
+        """Add or change files in one new commit on main; the commit before stays readable by its sha."""
+        self.history[self.sha] = dict(self.files)
+        self.files.update({path: data.encode() if isinstance(data, str) else data for path, data in files.items()})
+        return self.sha
+
+    def at(self, revision: str | None) -> dict[str, bytes]:
+        """The files at a revision: an earlier commit's by its sha, else the latest (main, or any other name)."""
+        return self.history.get(revision or "", self.files)
+
+
+def files_sha(files: dict[str, bytes]) -> str:
+    """A commit's sha: a hash of its files, so the same files always give the same commit."""
+    digest = hashlib.sha1()
+    for path in sorted(files):
+        digest.update(path.encode() + files[path])
+    return digest.hexdigest()
 
 
 class HubServer:
@@ -134,15 +151,16 @@ class HubServer:
             repo = self.repos.get((kind, f"{parts[2]}/{parts[3]}"))
             if repo is None or (repo.private and token not in repo.allowed_tokens):
                 return self._error(request, 401 if token is None else 404, "RepoNotFound", "Repository not found", head)
+            files = repo.at(parts[5] if len(parts) >= 6 and parts[4] in ("tree", "revision") else None)
             if len(parts) >= 6 and parts[4] == "tree":  # the file list snapshot_download walks
                 tree = [
                     {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                    for name, data in sorted(repo.files.items())
+                    for name, data in sorted(files.items())
                 ]
                 return self._send(request, 200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, head)
             info = {
                 "id": repo.repo_id,
-                "sha": repo.sha,
+                "sha": files_sha(files),
                 "private": repo.private,
                 "gated": "manual" if repo.gated else False,
                 "disabled": False,
@@ -151,7 +169,7 @@ class HubServer:
                 "tags": [],
                 "cardData": repo.card_data,
                 "lastModified": "2026-01-01T00:00:00.000Z",
-                "siblings": [{"rfilename": name} for name in sorted(repo.files)],
+                "siblings": [{"rfilename": name} for name in sorted(files)],
             }
             return self._send(request, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
         if parts[:1] == ["datasets"]:
@@ -164,13 +182,13 @@ class HubServer:
                 return self._error(request, 401 if token is None else 404, "RepoNotFound", "Repository not found", head)
             if repo.gated and token not in repo.allowed_tokens:
                 return self._error(request, 403, "GatedRepo", "Access to this gated repository is restricted", head)
-            name = "/".join(parts[4:])
-            if name not in repo.files:
+            name, files = "/".join(parts[4:]), repo.at(parts[3])
+            if name not in files:
                 return self._error(request, 404, "EntryNotFound", f"{name} does not exist", head)
-            data = repo.files[name]
+            data = files[name]
             etag = f'"{hashlib.sha1(data).hexdigest()}"'
             headers = {
-                "X-Repo-Commit": repo.sha,
+                "X-Repo-Commit": files_sha(files),
                 "ETag": etag,
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
@@ -272,7 +290,7 @@ class HubServer:
                 for line in lines
                 if line["key"] == "file"
             }
-            repo.files.update(added)  # all files of a commit land together
+            repo.commit(added)  # all files of a commit land together
             self.commits.append({"repo": repo_id, "message": header.get("summary"), "files": sorted(added)})
             body = {"commitUrl": f"{self.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha, "success": True}
             return self._send(request, 200, json.dumps(body).encode(), json_headers)

@@ -1,11 +1,13 @@
 """Demo datasets and the loader: counts, determinism, formats, and the messages a bad file gets."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from sft_space.bundled import DEMO_DIR
-from sft_space.data import load_dataset_source, preview_table, to_trl_rows
+from sft_space.config import RunConfig
+from sft_space.data import load_dataset_source, load_for_run, preview_table, to_trl_rows, trainer_rows
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA, build
 from sft_space.scorers import schema_errors
 
@@ -80,3 +82,19 @@ def test_answers_only_uses_prompt_completion():
     assert converted["prompt"] == row["messages"][:2] and converted["completion"] == row["messages"][2:]
     assert to_trl_rows([row], answers_only=False)[0] == {"messages": row["messages"]}
     assert preview_table([row]) == [["s", "u", "a", "1"]]
+
+
+def test_trainer_rows_are_what_training_gives_trl():
+    """Loss choice, chat template markers and the validation cap, as the trainer (and export) shape the rows."""
+    marked = SimpleNamespace(chat_template="{% generation %}{{ m }}{% endgeneration %}")
+    plain = SimpleNamespace(chat_template="{{ m }}")
+    config = RunConfig(dataset="demo:pirate-chat", eval_max_rows=3)
+    splits = load_for_run(config)
+    train, validation = trainer_rows(config, plain)
+    assert train == to_trl_rows(splits.train, answers_only=True) and "completion" in train[0]
+    assert validation == to_trl_rows(splits.validation[:3], answers_only=True)
+    train, validation = trainer_rows(config, marked, splits)  # every answer trained: whole conversations
+    assert train == [{"messages": r["messages"]} for r in splits.train] and len(validation) == 3
+    everything = RunConfig(dataset="demo:pirate-chat", eval_max_rows=0, answers_only=False)
+    train, validation = trainer_rows(everything, marked, splits)
+    assert "messages" in train[0] and len(validation) == len(splits.validation)

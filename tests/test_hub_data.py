@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from sft_space.data import hub_layout, load_dataset_source
+from sft_space.config import RunConfig
+from sft_space.data import hub_layout, load_dataset_source, load_for_run
 
 from helpers import TINY_FAST, free_port, launched_app, run_cli, use_test_hub
 from hub_server import HubServer
@@ -80,6 +81,23 @@ def test_subsets_are_listed_and_chosen(online):
     assert {r["messages"][0]["content"] for r in french.train + french.validation} == {f"hi {i}" for i in range(10, 20)}
     with pytest.raises(ValueError, match="has no subset 'de'; it has en, fr"):
         load_dataset_source("acme/multi", hub_config="de")
+
+
+def test_a_run_reads_the_commit_it_trained_on_after_main_moves_on(online):
+    repo = online.add_repo("acme/moving", {"train.jsonl": jsonl(CHATS[:10])})
+    config = RunConfig(dataset="acme/moving", dataset_revision="main")
+    trained = load_for_run(config)
+    assert trained.revision == repo.sha  # the commit "main" pointed at when the rows were read
+    assert load_dataset_source("demo:json-extract").revision is None  # demo sets and files have no commit
+    repo.commit({"train.jsonl": jsonl(CHATS[10:])})  # main moves on
+    latest = load_for_run(config)
+    assert latest.revision == repo.sha != trained.revision and latest.train != trained.train
+    again = load_for_run(config, revision=trained.revision)  # as every reader of the finished run asks for it
+    assert again.revision == trained.revision
+    assert (again.train, again.validation) == (trained.train, trained.validation)
+    assert load_for_run(RunConfig(dataset="acme/moving", dataset_revision=trained.revision)).train == trained.train
+    preview = load_for_run(config, preview=True, revision=trained.revision)
+    assert preview.revision == trained.revision and preview.train[0]["messages"][0]["content"] == "hi 0"
 
 
 @pytest.mark.parametrize(

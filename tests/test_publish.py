@@ -98,7 +98,7 @@ def test_push_adapter_in_one_commit_with_a_card(server, run_dir):
     assert published["pushes"][-1]["repo_id"] == "alice/tiny-recipes"
 
 
-def test_model_card_documents_the_run(run_dir):
+def test_model_card_documents_the_run(server, run_dir):
     evaluation = subprocess.run(
         [sys.executable, "-m", "sft_space.evaluate", str(run_dir), "--count", "2", "--loss_rows", "4"],
         cwd=ROOT,
@@ -116,6 +116,8 @@ def test_model_card_documents_the_run(run_dir):
     status = json.loads((run_dir / "status.json").read_text())
     assert f"Rows: {status['train_rows']} training, {status['validation_rows']} validation" in body
     assert "Format: alpaca -> messages" in body and "Tokens per training row: min" in body
+    commit = server.repos[("dataset", "acme/recipes")].sha  # the commit training read, for every later reader
+    assert status["data_revision"] == commit and f"commit `{commit[:12]}`" in body
     config = json.loads((run_dir / "config.json").read_text())
     for name in (
         "learning_rate",

@@ -150,7 +150,12 @@ def build(demo: gr.Blocks):
     )
     counts = gr.Markdown(elem_id="dataset-counts")
     table = gr.Dataframe(
-        headers=PREVIEW_HEADERS, label="First rows", wrap=True, interactive=False, elem_id="dataset-preview"
+        headers=PREVIEW_HEADERS,
+        label="First rows",
+        wrap=True,
+        interactive=False,
+        elem_id="dataset-preview",
+        column_widths=["15%", "40%", "35%", "10%"],  # a narrow 'system' header wrapped letter by letter
     )
     upload.upload(keep_upload, upload, dataset, api_name=False)
     sources = [

@@ -74,7 +74,7 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
 
     try:
         config = rundir.read_config(run_id)
-        train = load_for_run(config).train
+        train = load_for_run(config, revision=rundir.read_status(run_id).get("data_revision")).train
         return default_instructions(choose_scorer([reference_answer(r) for r in train]))
     except (ValueError, FileNotFoundError):
         return ""

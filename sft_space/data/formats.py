@@ -1,0 +1,263 @@
+"""Dataset formats: what a row looks like, and how any known shape becomes a conversation.
+
+Owns the formats a user brings (FORMATS: chat messages, ShareGPT, Alpaca, Self-Instruct, Dolly, question/answer,
+prompt/completion, plain text, and the user's own column mapping or template), recognising them from the first
+row, reading a local .jsonl/.json/.csv/.parquet file into rows, turning one row into {'messages': [...]} or
+{'text': ...}, dropping empty rows and counting duplicates, and checking that conversations end with an answer.
+It knows nothing about where rows come from (files by path only; not the Hub, not demo sets), about splitting,
+tokenizers or TRL.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import string
+from pathlib import Path
+
+ROLES = ("system", "user", "assistant")
+UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+# Formats a user brings, in the order they are recognised, and what each needs in a row.
+FORMATS = {
+    "messages": "chat messages: role/content turns (also OpenAI fine-tuning jsonl)",
+    "sharegpt": "ShareGPT: conversations of from/value (human, gpt, system)",
+    "alpaca": "Alpaca: instruction, input, output",
+    "self-instruct": "Self-Instruct seed tasks: instruction with instances of input/output (one example per instance)",
+    "dolly": "Dolly: instruction, context, response",
+    "instruction-response": "instruction, response",
+    "question-answer": "question, answer (optional context)",
+    "prompt-completion": "prompt, completion (plain text or conversational)",
+    "text": "plain text, trained as a whole",
+    "columns": "your own columns: pick the prompt, answer and (optional) system columns",
+    "template": "your own template, e.g. '### Question: {question}\\n### Answer: {answer}' (trained as plain text)",
+}
+CUSTOM_FORMATS = ("columns", "template")  # never detected: the user chooses them and says how
+FORMAT_KEYS = {
+    "messages": {"messages"},
+    "sharegpt": {"conversations"},
+    "alpaca": {"instruction", "output"},
+    "self-instruct": {"instruction", "instances"},
+    "dolly": {"instruction", "context", "response"},
+    "instruction-response": {"instruction", "response"},
+    "question-answer": {"question", "answer"},
+    "prompt-completion": {"prompt", "completion"},
+    "text": {"text"},
+}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a .jsonl, .json (a list), .csv or .parquet file; a bad JSON line is named by its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract."
+        )
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise ValueError(f"{path.name} is not a readable parquet file ({error}).") from None
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path.name} is not valid JSON (line {error.lineno}: {error.msg}).") from None
+        if isinstance(rows, dict) and len(rows) == 1 and isinstance(next(iter(rows.values())), list):
+            rows = next(iter(rows.values()))  # {"train": [...]} or {"data": [...]}
+        if not isinstance(rows, list):
+            raise ValueError(f"{path.name} must hold a JSON list of rows, one object per example.")
+        return rows
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line."
+            ) from None
+    return rows
+
+
+def detect_format(rows: list[dict]) -> str:
+    """The first format of FORMATS whose columns the first row has."""
+    if not rows:
+        raise ValueError("The dataset has no rows: add examples, or pick a demo set such as demo:json-extract.")
+    first = rows[0]
+    if not isinstance(first, dict):
+        raise ValueError(
+            'Each row must be a JSON object, e.g. {"messages": [{"role": "user", "content": "..."}, ...]}.'
+        )
+    for name, keys in FORMAT_KEYS.items():
+        if keys <= set(first):
+            return name
+    raise ValueError(
+        f"Unrecognised dataset columns {sorted(first)}: pick the prompt and answer columns yourself (format "
+        "'columns' in the Data tab, or --data_format columns --prompt_column P --response_column R), write a "
+        "template (format 'template'), or rename them to one of the known formats: "
+        + "; ".join(f"{name} ({', '.join(sorted(keys))})" for name, keys in FORMAT_KEYS.items())
+        + "."
+    )
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def template_fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def check_custom(kind: str, columns: list[str], mapping: dict, template: str) -> None:
+    """A column mapping or template must name columns the data really has."""
+    if kind == "columns":
+        for role in ("prompt", "response"):
+            if not mapping.get(role):
+                raise ValueError(f"Column mapping: choose the {role} column (the data has {', '.join(columns)}).")
+        unknown = [mapping[r] for r in ("prompt", "response", "system") if mapping.get(r) and mapping[r] not in columns]
+        if unknown:
+            raise ValueError(
+                f"Column mapping names {', '.join(unknown)}, which the data does not have; it has {', '.join(columns)}."
+            )
+    if kind == "template":
+        if not template.strip():
+            raise ValueError(
+                "Custom template is empty: write one with {column} placeholders, e.g. "
+                "'### Question: {question}\n### Answer: {answer}'."
+            )
+        try:
+            names = template_fields(template)
+        except ValueError as error:
+            raise ValueError(f"The template is not valid ({error}): write placeholders as {{column}}.") from None
+        unknown = [n for n in names if n not in columns]
+        if unknown:
+            raise ValueError(
+                f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the data does not "
+                f"have; its columns are {', '.join(columns)}."
+            )
+
+
+def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str = "") -> dict:
+    """One row of any known format as {'messages': [...]} (or {'text': ...} for plain text)."""
+
+    def pair(user: str, answer: str, system: str = "") -> dict:
+        turns = [{"role": "system", "content": system}] if system else []
+        return {"messages": turns + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+    if kind == "columns":
+        mapping = mapping or {}
+        return pair(
+            _text(row.get(mapping["prompt"])),
+            _text(row.get(mapping["response"])),
+            _text(row.get(mapping["system"])) if mapping.get("system") else "",
+        )
+    if kind == "template":
+        return {"text": template.format_map({k: _text(v) for k, v in row.items()}).strip()}
+
+    if kind == "messages":
+        return {
+            "messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
+            if isinstance(row["messages"], list)
+            else row["messages"]
+        }
+    if kind == "sharegpt":
+        turns = row["conversations"] if isinstance(row["conversations"], list) else []
+        return {
+            "messages": [
+                {"role": SHAREGPT_ROLES.get(str(t.get("from", "")).lower(), t.get("from")), "content": t.get("value")}
+                for t in turns
+            ]
+        }
+    if kind == "alpaca":
+        user = _text(row["instruction"]) + (f"\n\n{_text(row.get('input'))}" if _text(row.get("input")) else "")
+        return pair(user, _text(row["output"]), _text(row.get("system")))
+    if kind == "dolly":
+        user = _text(row["instruction"]) + (f"\n\n{_text(row['context'])}" if _text(row["context"]) else "")
+        return pair(user, _text(row["response"]))
+    if kind == "instruction-response":
+        return pair(_text(row["instruction"]), _text(row["response"]))
+    if kind == "question-answer":
+        context = _text(row.get("context"))
+        return pair((f"{context}\n\n" if context else "") + _text(row["question"]), _text(row["answer"]))
+    if kind == "prompt-completion":
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, list):  # conversational prompt/completion
+            return {
+                "messages": list(prompt)
+                + (
+                    list(completion)
+                    if isinstance(completion, list)
+                    else [{"role": "assistant", "content": _text(completion)}]
+                )
+            }
+        return pair(_text(prompt), _text(completion))
+    return {"text": _text(row["text"])}
+
+
+def is_empty(row: dict) -> bool:
+    if "text" in row:
+        return not row["text"]
+    messages = row.get("messages")
+    return (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(t, dict) and _text(t.get("content")) for t in messages)
+    )
+
+
+def normalise(
+    rows: list[dict], kind: str, mapping: dict | None = None, template: str = ""
+) -> tuple[list[dict], int, int]:
+    """Rows converted to messages/text, with empty ones dropped; (rows, dropped empty, duplicates)."""
+    if kind == "self-instruct":  # one Alpaca example per instance of each task
+        rows = [
+            {
+                "instruction": row.get("instruction"),
+                "input": instance.get("input", ""),
+                "output": instance.get("output", ""),
+            }
+            for row in rows
+            if isinstance(row, dict)
+            for instance in row.get("instances") or []
+            if isinstance(instance, dict)
+        ]
+        kind = "alpaca"
+    converted = [to_messages(row, kind, mapping, template) for row in rows if isinstance(row, dict)]
+    kept = [row for row in converted if not is_empty(row)]
+    dropped = len(rows) - len(kept)
+    duplicates = len(kept) - len({json.dumps(row, sort_keys=True) for row in kept})
+    return kept, dropped, duplicates
+
+
+def check_messages(rows: list[dict]) -> None:
+    for number, row in enumerate(rows, start=1):
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"Row {number}: 'messages' must be a non-empty list of {{role, content}} turns.")
+        for turn in messages:
+            if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+                raise ValueError(
+                    f"Row {number}: every turn needs a role ({', '.join(ROLES)}) and a text content, got {turn!r}."
+                )
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(
+                f"Row {number}: the last turn must be the assistant's answer (it is what the model learns)."
+            )

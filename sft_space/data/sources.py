@@ -1,0 +1,171 @@
+"""Where a run's rows come from, and how they are split: a demo set, a local file or a Hub dataset.
+
+Owns DatasetSplits (the rows to train and validate on, their format, notes, and the Hub commit they were read
+at), the demo choices, and load_dataset_source / load_for_run: read the source (`demo:NAME` from `bundled`, a
+local .jsonl/.json/.csv/.parquet file, or a Hub dataset through `hub`), detect or apply the format and normalise
+every row (`formats`), and split off validation rows (the data's own validation/test split, else a seeded
+share). It knows nothing about tokenizers, TRL's row shapes (`rows`) or what the model sees (`view`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundled import DEMO_DATASETS, demo_split_path
+from .formats import (
+    FORMAT_KEYS,
+    FORMATS,
+    UPLOAD_SUFFIXES,
+    check_custom,
+    check_messages,
+    detect_format,
+    normalise,
+    read_rows,
+)
+from .hub import is_hub_id, load_hub_rows, preview_hub_rows
+
+DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
+
+
+@dataclass
+class DatasetSplits:
+    name: str
+    train: list[dict]
+    validation: list[dict]
+    format: str  # what training sees: "messages" or "text"
+    notes: list[str] = field(default_factory=list)
+    source_format: str = "messages"  # what the file held (a key of FORMATS)
+    columns: list[str] = field(default_factory=list)  # the file's own column names
+    preview: bool = False  # only the first rows of a Hub dataset, not split
+    revision: str | None = None  # the commit sha a Hub dataset's rows were read at; None for demo sets and files
+
+    def format_label(self) -> str:
+        return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
+
+    def summary(self) -> str:
+        text = (
+            f"{self.name}: {len(self.train)} train rows, {len(self.validation)} validation rows ({self.format_label()})"
+        )
+        return text + ("; " + "; ".join(self.notes) if self.notes else "")
+
+
+def demo_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs for a dropdown of the bundled demo sets."""
+    return [(f"demo:{name} - {about}", f"demo:{name}") for name, about in DEMO_DATASETS.items()]
+
+
+def load_dataset_source(
+    source: str,
+    validation_share: float = DEFAULT_VALIDATION_SHARE,
+    seed: int = 42,
+    data_format: str = "auto",
+    hub_config: str = "",
+    revision: str = "",
+    hub_split: str = "",
+    mapping: dict | None = None,
+    template: str = "",
+    preview: bool = False,
+) -> DatasetSplits:
+    """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
+
+    The set's own validation (or test) split is used when it has one; otherwise a seeded share is held out.
+    preview=True reads only the first rows of a Hub dataset (by range requests), for a quick look.
+    A Hub dataset is read at the commit `revision` (a branch, tag or commit; empty = main) points at now, and
+    that commit's sha is the result's `revision`: pass it back to read the same rows later.
+    """
+    source = source.strip()
+    notes = []
+    own_split = True
+    commit = None
+    if source.startswith("demo:"):
+        name = source.split(":", 1)[1]
+        train = read_rows(demo_split_path(name, "train"))
+        validation = read_rows(demo_split_path(name, "test"))
+        notes.append("validation = the set's own test split")
+    elif is_hub_id(source) and preview:
+        train, name, total, commit = preview_hub_rows(source, hub_config, revision, hub_split)
+        validation = []
+        notes.append(
+            f"preview: the first {len(train)} rows of {name}"
+            + (f" ({total} rows in it)" if total else "")
+            + ", read without downloading the dataset"
+        )
+    elif is_hub_id(source):
+        train, validation, notes, commit = load_hub_rows(source, hub_config, revision, hub_split)
+        own_split = validation is not None
+        validation = validation or []
+    else:
+        own_split = False
+        path = Path(source).expanduser()
+        if path.suffix not in UPLOAD_SUFFIXES:
+            raise ValueError(
+                f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
+                "demo:pirate-chat or the path of your own file."
+            )
+        train, validation = read_rows(path), []
+    if data_format != "auto" and data_format not in FORMATS:
+        raise ValueError(f"Unknown format {data_format!r}: choose auto or one of {', '.join(FORMATS)}.")
+    kind = detect_format(train) if data_format == "auto" else data_format
+    if not train or not isinstance(train[0], dict):
+        raise ValueError("The dataset has no rows: add examples, or pick a demo set such as demo:json-extract.")
+    columns = sorted(train[0])
+    missing = FORMAT_KEYS.get(kind, set()) - set(columns)
+    if missing:
+        raise ValueError(
+            f"The {kind} format needs the column(s) {', '.join(sorted(missing))}; this data has "
+            f"{', '.join(columns)}. Pick another format, auto, or map your columns."
+        )
+    mapping = mapping or {}
+    check_custom(kind, columns, mapping, template)
+    train, dropped, duplicates = normalise(train, kind, mapping, template)
+    validation, dropped_v, _ = normalise(validation, kind, mapping, template)
+    if not own_split and not (preview and is_hub_id(source)):
+        if len(train) < 2:
+            raise ValueError(
+                f"{Path(source).name} has {len(train)} usable rows; at least 2 are needed "
+                "(one to train, one to validate)."
+            )
+        random.Random(seed).shuffle(train)
+        held = max(1, round(len(train) * validation_share))
+        train, validation = train[held:], train[:held]
+        notes.append(f"validation = a seeded {validation_share:.0%} hold-out")
+    if dropped + dropped_v:
+        notes.append(f"{dropped + dropped_v} empty rows dropped")
+    if duplicates:
+        notes.append(f"{duplicates} duplicate rows")
+    trained_as = "text" if kind in ("text", "template") else "messages"
+    if trained_as == "messages":
+        check_messages(train)
+        check_messages(validation)
+    return DatasetSplits(
+        name=source,
+        train=train,
+        validation=validation,
+        format=trained_as,
+        notes=notes,
+        source_format=kind,
+        columns=columns,
+        preview=preview and is_hub_id(source),
+        revision=commit,
+    )
+
+
+def load_for_run(config, preview: bool = False, revision: str | None = None) -> DatasetSplits:
+    """The dataset a RunConfig names, read the way its run reads it (same seed, same format choice).
+
+    `revision` overrides config.dataset_revision: readers of a finished run pass the commit it trained on
+    (status.json's `data_revision`), so they read its rows even after the dataset's branch moved on."""
+    return load_dataset_source(
+        config.dataset,
+        validation_share=config.validation_share,
+        seed=config.seed,
+        data_format=config.data_format,
+        hub_config=config.dataset_config,
+        revision=revision or config.dataset_revision,
+        hub_split=config.dataset_split,
+        template=config.text_template,
+        mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
+        preview=preview,
+    )
