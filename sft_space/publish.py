@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import Progress, hub_endpoint, network_error, no_progress
+from . import Progress, no_progress
 from .card import loss_curve_png, model_card
 from .config import BUNDLED_MODEL, RunConfig
+from .hub import hub_endpoint, network_error
 from .rundir import (
     adapter_dir,
     has_adapter,

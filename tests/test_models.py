@@ -162,7 +162,8 @@ def test_pad_token_is_never_the_end_of_turn_token(models, tmp_path):
 def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path):
     """The labels the trainer really uses: every assistant answer and its <|im_end|> count (the ChatML set up for a
     base model marks assistant turns), never a user turn, the template's scaffolding or padding."""
-    from sft_space.train import StopRequested, build_trainer
+    from sft_space.run_writer import StopRequested
+    from sft_space.trainer import build_trainer
 
     data = tmp_path / "data.jsonl"
     rows = [
@@ -200,7 +201,8 @@ def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path
 
 def test_templates_without_markers_train_the_last_answer(tiny_model, tmp_path):
     """The tiny Llama's ChatML has no generation markers: answers-only falls back to prompt/completion."""
-    from sft_space.train import StopRequested, build_trainer
+    from sft_space.run_writer import StopRequested
+    from sft_space.trainer import build_trainer
 
     data = tmp_path / "data.jsonl"
     rows = [

@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import HUB_ID, HUB_TIMEOUT_SECONDS, home, hub_endpoint, hub_offline, network_error
+from .. import home
+from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, read_error, repo_url
 from .formats import UPLOAD_SUFFIXES, read_rows
 
 SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
@@ -45,7 +46,6 @@ def split_of(path: str) -> str | None:
 def _dataset_info(repo_id: str, revision: str | None):
     """The Hub's info of the dataset at a revision (its commit sha and file list), refusals made readable."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     if not HUB_ID.match(repo_id):
         raise ValueError(
@@ -59,30 +59,17 @@ def _dataset_info(repo_id: str, revision: str | None):
         info = HfApi(endpoint=hub_endpoint()).dataset_info(
             repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS
         )
-    except GatedRepoError:
-        raise ValueError(
-            f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in."
-        ) from None
-    except RevisionNotFoundError:
-        raise ValueError(f"{repo_id} has no revision {revision!r}: use a branch, tag or commit that exists.") from None
-    except RepositoryNotFoundError:
-        raise ValueError(
-            f"Dataset {repo_id} was not found, or it is private or gated and you are not signed in: "
-            "check the id, or sign in with an account that can read it."
-        ) from None
-    except Exception as error:  # connection refused, DNS failure, timeout: all mean the Hub is out of reach
-        if network_error(error):
-            raise ValueError(
-                f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
-                "check the network, or use a demo set or an uploaded file."
-            ) from None
-        raise
+    except Exception as error:
+        readable = read_error(error, repo_id, "dataset", revision)
+        if readable is None:
+            raise
+        raise readable from None
     if info.gated:
         from huggingface_hub import get_token
 
         if not get_token():
             raise ValueError(
-                f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/datasets/{repo_id}, then sign in."
+                f"{repo_id} is gated: accept its conditions at {repo_url(repo_id, 'dataset')}, then sign in."
             )
     return info
 

@@ -18,9 +18,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, network_error
 from ..bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME
 from ..config import BUNDLED_MODEL
+from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, read_error
 from .cache import cached_snapshot, model_cache_dir
 
 # (choice, label, parameters): the curated list offered first; any Hub id or local folder works too.
@@ -205,33 +205,6 @@ def check_model_folder(folder: Path) -> None:
     check_model_config(json.loads((folder / "config.json").read_text()), str(folder))
 
 
-def hub_error(error: Exception, repo_id: str) -> ValueError | None:
-    """A readable ValueError for the Hub failures a user can meet, or None for unexpected ones."""
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
-
-    if isinstance(error, GatedRepoError):
-        return ValueError(
-            f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id}, then sign in "
-            "with that account (or set HF_TOKEN)."
-        )
-    if isinstance(error, RepositoryNotFoundError):
-        return ValueError(
-            f"Model {repo_id} was not found, or it is private or gated and you are not signed in: "
-            "check the id (owner/name), or sign in with an account that can read it."
-        )
-    if isinstance(error, HfHubHTTPError):
-        return ValueError(
-            f"The Hub refused {repo_id} ({error.response.status_code if error.response is not None else '?'}): "
-            f"{str(error).splitlines()[0]}"
-        )
-    if network_error(error):
-        return ValueError(
-            f"The Hugging Face Hub at {hub_endpoint()} cannot be reached ({type(error).__name__}): "
-            "check the network, or use the bundled model or a local folder."
-        )
-    return None
-
-
 def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
     """Everything the checks need from the Hub's metadata: repo info, config.json and safetensors headers."""
     from huggingface_hub import HfApi, get_token, hf_hub_download
@@ -279,7 +252,7 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
     except ValueError:
         raise
     except Exception as error:
-        readable = hub_error(error, repo_id)
+        readable = read_error(error, repo_id, "model")
         if readable is None:
             raise
         raise readable from None

@@ -13,11 +13,12 @@ import os
 import re
 from pathlib import Path
 
-from .. import Progress, hub_endpoint, hub_offline, no_progress
+from .. import Progress, no_progress
 from ..bundled import ensure_bundled_model
 from ..config import BUNDLED_MODEL
+from ..hub import hub_endpoint, hub_offline, read_error
 from .cache import DOWNLOAD_PATTERNS, cached_snapshot, model_cache_dir
-from .facts import check_model_folder, hub_error, hub_facts, is_hub_model_id
+from .facts import check_model_folder, hub_facts, is_hub_model_id
 
 TOKENIZER_PATTERNS = [p for p in DOWNLOAD_PATTERNS if p not in ("*.safetensors", "README.md")]
 
@@ -70,7 +71,7 @@ def download_model(
             )
         )
     except Exception as error:
-        readable = hub_error(error, repo_id)
+        readable = read_error(error, repo_id, "model")
         if readable is None:
             raise
         raise readable from None

@@ -8,9 +8,10 @@ import base64
 
 import gradio as gr
 
-from .. import hub_endpoint, jobs, publish, rundir
+from .. import jobs, publish, rundir
 from ..card import loss_curve_png, model_card
 from ..export import export_run, trl_command, trl_yaml
+from ..hub import hub_endpoint
 from .common import ENGINE_ERRORS, owned
 
 KINDS = [
