@@ -4,17 +4,7 @@ import shutil
 
 import pytest
 
-from helpers import launched_app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from helpers import CHROMIUM, CHROMIUM_FLAGS, launched_app
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)"
@@ -32,7 +22,7 @@ def page(page_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(page_url)
         page.wait_for_selector("text=SFT Space", timeout=30_000)

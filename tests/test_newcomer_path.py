@@ -21,18 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, build_tiny_model, launched_app, use_test_hub, wait_until
+from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, launched_app, use_test_hub, wait_until
 from hub_server import HubServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "hf_newcomerSECRETwriteToken012345"  # fake, known to the test Hub only
 ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "newcomer"
 TRAIN_COLOUR, VALIDATION_COLOUR = "#2563eb", "#f97316"
@@ -91,7 +82,7 @@ def browser_page(hub, model_folder):
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
     with launched_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1050})
         problems: list[str] = []
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
