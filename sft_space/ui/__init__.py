@@ -31,13 +31,12 @@ CSS = """
 
 
 def sign_in_available() -> bool:
-    """The Sign-in button works on a Space (OAuth) and, mocked by Gradio, on a machine logged in to the Hub.
-    Elsewhere it would fail at launch, so the Publish tab's token field (or HF_TOKEN) is the way in."""
+    """The Sign-in button works on a Space (OAuth). Elsewhere Gradio would mock it by asking the Hub who the
+    machine's token belongs to while the page is built, which fails (and stops the app) without a network; there
+    the Publish tab's token field, or HF_TOKEN, is the way in."""
     import os
 
-    from huggingface_hub import get_token
-
-    return bool(os.environ.get("SPACE_ID")) or get_token() is not None
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def build_app() -> gr.Blocks:
