@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from .config import BUNDLED_MODEL, RunConfig
-from .rundir import adapter_dir, export_dir, has_adapter, read_config, read_status, run_path
+from .rundir import adapter_dir, export_archive_stem, export_dir, has_adapter, read_config, read_status, run_path
 
 SCRIPT_NAME = "train_sft.py"
 SETTINGS_NAME = "sft_settings.json"  # read by the script from beside itself
@@ -245,5 +245,5 @@ def export_run(run: str | Path) -> Path:
         f"- `accelerate launch --num_processes 2 {SCRIPT_NAME}`: the script on several GPUs.\n",
         encoding="utf-8",
     )
-    archive = shutil.make_archive(str(run_dir / f"{run_dir.name}-export"), "zip", target)
+    archive = shutil.make_archive(str(export_archive_stem(run_dir)), "zip", target)
     return Path(archive)

@@ -105,6 +105,11 @@ def export_dir(run: str | Path) -> Path:
     return run_path(run) / EXPORT
 
 
+def export_archive_stem(run: str | Path) -> Path:
+    """Where the export's zip goes, without its .zip: beside the export folder."""
+    return run_path(run) / f"{run_path(run).name}-export"
+
+
 # -------------------------------------------------------------- JSON files
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""

@@ -362,6 +362,18 @@ def test_two_processes_under_accelerate_launch_with_gloo(tiny_model, tmp_path):
     assert (target / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def served_status(address: str) -> int:
+    """The HTTP status the app answers for an address."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(address, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 @pytest.fixture
 def home_outside_tmp(monkeypatch):
     """An app home where a user's is (~/.cache), outside the temp and working folders Gradio serves by default."""
@@ -414,6 +426,9 @@ def test_publish_through_the_app_with_a_typed_token(server, online_env, tiny_mod
             assert {"train_sft.py", "sft_settings.json", "sft_config.yaml", "data/train.jsonl"} <= set(
                 exported.namelist()
             )
+        run_file = next((Path(os.environ["SFT_SPACE_HOME"]) / "runs").glob("*/status.json"))
+        for path in (run_file, run_file.parent / "config.json", run_file.parent / "export" / "data" / "train.jsonl"):
+            assert served_status(f"{url.rstrip('/')}/gradio_api/file={path}") in (403, 404), path  # never served
     home = Path(os.environ["SFT_SPACE_HOME"])
     assert [str(p) for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()] == []
     out, err = capfd.readouterr()

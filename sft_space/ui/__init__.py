@@ -106,11 +106,11 @@ def build_app() -> gr.Blocks:
 
 
 def launch_kwargs() -> dict:
-    # allowed_paths: the Publish tab hands out an export zip from the run directory, which lives under
-    # $SFT_SPACE_HOME (~/.cache or /data), outside the folders Gradio serves files from by default.
+    # blocked_paths: no file of any run (configs, logs, owners, adapters, training rows) is served by URL; the
+    # Publish tab hands out a copy of an export zip from a temporary folder instead.
     return dict(
         css=CSS,
         theme=gr.themes.Soft(),
         max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
-        allowed_paths=[str(rundir.runs_root())],
+        blocked_paths=[str(rundir.runs_root())],
     )

@@ -5,6 +5,9 @@ call and is never kept: not in a State, a file or a message."""
 from __future__ import annotations
 
 import base64
+import shutil
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
@@ -101,9 +104,16 @@ def export(run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "export")
     try:
         archive = export_run(run_id)
-        return trl_command(run_id), trl_yaml(run_id), str(archive)
+        return trl_command(run_id), trl_yaml(run_id), str(handed_out(archive))
     except ENGINE_ERRORS as error:
         _fail(error, None)
+
+
+def handed_out(archive: Path) -> Path:
+    """A copy of the zip in a fresh temporary folder, which is what the page hands to the visitor: the runs folder
+    itself is never served (see launch_kwargs)."""
+    folder = Path(tempfile.mkdtemp(prefix="sft-space-export-"))
+    return Path(shutil.copy2(archive, folder / archive.name))
 
 
 def submit_job(
