@@ -110,7 +110,19 @@ def test_signed_in_visitors_are_keyed_by_hub_username():
     # gradio injects the signed-in profile by this annotation (no Hub sign-in is possible offline)
     assert utils.get_type_hints(identify)["profile"] == (gr.OAuthProfile | None)
     profile = gr.OAuthProfile({"name": "Alice", "preferred_username": "alice", "profile": "", "picture": ""})
-    assert identify("browser:abc", profile) == ("hf:alice", "browser:abc")
     key, kept = identify(None, None)
-    assert key == kept and key.startswith("browser:")
-    assert identify("browser:abc", None) == ("browser:abc", "browser:abc")
+    assert key.startswith("browser:") and kept.startswith(key + ".")  # the browser keeps it signed
+    assert identify(kept, profile) == ("hf:alice", kept)
+    assert identify(kept, None) == (key, kept)  # a refresh is the same visitor
+
+
+def test_a_visitor_id_the_server_did_not_sign_is_replaced():
+    """The browser's stored id is untrusted: typed in, edited, or naming a Hub user, it gets a fresh identity."""
+    from sft_space.ui.visitor import identify
+
+    key, kept = identify(None, None)
+    forged = kept[:-1] + ("0" if kept[-1] != "0" else "1")
+    for sent in ("hf:alice", ["hf:alice"], key, forged, "browser:abc", {"id": key}):
+        new_key, new_kept = identify(sent, None)
+        assert new_key not in (key, "hf:alice") and new_key.startswith("browser:"), sent
+        assert identify(new_kept, None)[0] == new_key

@@ -1,24 +1,70 @@
 """Who is looking: a visitor key that keeps strangers' runs apart.
 
-Signed in with Hugging Face, the key is the Hub username; otherwise a random id
-the browser keeps (gr.BrowserState), so a page refresh still sees its own runs.
-Script clients (gradio_client) get an id for their session on their first run.
+Signed in with Hugging Face, the key is `hf:<username>`, taken only from the
+sign-in (OAuth) profile. Otherwise it is `browser:<random id>`; the browser keeps
+that id with the server's signature (gr.BrowserState), so a page refresh still
+sees its own runs, and a value the server did not sign (typed in, edited, or
+`hf:someone`) is replaced by a fresh id. The signature never reaches a run
+directory: runs record the unsigned key. Script clients (gradio_client) get an
+id for their session on their first run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import re
 import uuid
 
 import gradio as gr
 
+from .. import home
+
+SECRET_FILE = ".visitor_secret"  # in $SFT_SPACE_HOME, readable by the app only; SFT_SPACE_SECRET overrides it
+SIGNED_ID = re.compile(r"^browser:([0-9a-f]{32})\.([0-9a-f]{64})$")
+
+
+def _secret() -> bytes:
+    configured = os.environ.get("SFT_SPACE_SECRET")
+    if configured:
+        return configured.encode()
+    path = home() / SECRET_FILE
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a race loses to the first writer
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
+    return path.read_text().strip().encode()
+
+
+def _signature(raw: str) -> str:
+    return hmac.new(_secret(), raw.encode(), hashlib.sha256).hexdigest()
+
+
+def new_visitor() -> tuple[str, str]:
+    """(visitor key, signed id for the browser to keep) for a new anonymous visitor."""
+    raw = uuid.uuid4().hex
+    return f"browser:{raw}", f"browser:{raw}.{_signature(raw)}"
+
 
 def new_visitor_id() -> str:
-    return f"browser:{uuid.uuid4().hex}"
+    """A visitor key for a script client's session (kept server-side, so it needs no signature)."""
+    return new_visitor()[0]
+
+
+def verified_key(signed_id) -> str | None:
+    """The visitor key in a signed id the browser sent back, or None when the server did not sign it."""
+    match = SIGNED_ID.match(signed_id) if isinstance(signed_id, str) else None
+    if match and hmac.compare_digest(match.group(2), _signature(match.group(1))):
+        return f"browser:{match.group(1)}"
+    return None
 
 
 def identify(browser_id: str | None, profile: gr.OAuthProfile | None = None):
-    """(visitor key for this session, id to keep in the browser)."""
-    browser_id = browser_id or new_visitor_id()
+    """(visitor key for this session, signed id to keep in the browser)."""
+    key = verified_key(browser_id)
+    if key is None:
+        key, browser_id = new_visitor()
     if profile is not None and getattr(profile, "username", None):
         return f"hf:{profile.username}", browser_id
-    return browser_id, browser_id
+    return key, browser_id
