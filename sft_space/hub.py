@@ -34,6 +34,27 @@ def network_error(error: BaseException) -> bool:
     return isinstance(error, (OSError, TimeoutError)) or library in ("httpx", "httpcore", "requests", "urllib3")
 
 
+def on_a_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def read_token(token: str | None = None) -> str | bool | None:
+    """The token a Hub read sends: the visitor's own when given; on a Space never the Space's own HF_TOKEN (False:
+    no token at all), so a stranger cannot read the owner's private or gated models and data through the app;
+    elsewhere None (huggingface_hub's usual: the machine's login or HF_TOKEN, which is the user's own)."""
+    if token:
+        return token
+    return False if on_a_space() else None
+
+
+def has_read_token(token: str | None = None) -> bool:
+    """Whether a Hub read would send any token (see read_token)."""
+    from huggingface_hub import get_token
+
+    chosen = read_token(token)
+    return bool(chosen) or (chosen is None and get_token() is not None)
+
+
 def repo_url(repo_id: str, kind: str = "model") -> str:
     return f"{hub_endpoint()}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import estimates
 from .config import RunConfig
+from .hub import on_a_space
 from .models import check_model_choice, model_max_length
 from .rundir import (
     QUEUE_LOCK,
@@ -211,6 +212,19 @@ def retry_config(run: str | Path) -> RunConfig | None:
     return RunConfig.from_dict({**read_config(run).to_dict(), **retry})
 
 
+OWNER_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # a Space owner's secrets
+
+
+def training_env() -> dict[str, str]:
+    """The training process's environment: the app's, except that on a Space the owner's Hub token stays behind
+    (a visitor's run reads the Hub as nobody, like the visitor's page does)."""
+    env = {**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"}
+    if on_a_space():
+        for name in OWNER_TOKEN_VARIABLES:
+            env.pop(name, None)
+    return env
+
+
 def _launch(run_id: str, arguments: list[str]) -> None:
     run_dir = runs_root() / run_id
     clear_cancel(run_dir)
@@ -221,7 +235,7 @@ def _launch(run_id: str, arguments: list[str]) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
-            env={**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"},
+            env=training_env(),
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
         )
     _children[run_id] = proc

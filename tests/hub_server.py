@@ -71,6 +71,7 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[str] = []  # every path asked for, for tests that check what was (not) downloaded
+        self.tokens: list[str | None] = []  # the token each request carried (None: none), for tests of who reads
         self.ranges: list[tuple[str, int, int]] = []  # (file, first byte, last byte) of every partial read
         self.downloads: list[str] = []  # every file sent whole (GET without a Range header)
         self.users: dict[str, str] = {}  # token -> username, for whoami and writes
@@ -139,6 +140,7 @@ class HubServer:
         self.requests.append(path)
         parts = [p for p in path.split("/") if p]
         token = self._token(request)
+        self.tokens.append(token)
         if parts == ["api", "whoami-v2"]:
             if token not in self.users:
                 return self._error(request, 401, "Unauthorized", "Invalid credentials in Authorization header", head)

@@ -162,3 +162,22 @@ def test_the_app_previews_a_hub_dataset(online):
         assert [row[1] for row in table["data"]][:2] == ["hi 0", "hi 1"]
         with pytest.raises(Exception, match="was not found, or it is private or gated"):
             client.predict(dataset="acme/private", api_name="/preview_dataset")
+
+
+def test_a_space_never_reads_the_hub_with_its_owners_token(online, monkeypatch):
+    """On a Space, HF_TOKEN is the owner's secret: a visitor's preview, training data and training process read
+    the Hub without it, so nobody reaches the owner's gated or private data through the app."""
+    from sft_space.runs import training_env
+
+    owner = "hf_spaceOWNERsecretToken000000000"
+    online.repos[("dataset", "acme/gated")].allowed_tokens.add(owner)
+    monkeypatch.setenv("HF_TOKEN", owner)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert len(load_dataset_source("acme/gated").train) > 0  # a laptop: the user's own token opens what it may
+    assert owner in online.tokens and training_env()["HF_TOKEN"] == owner
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    seen = len(online.tokens)
+    with pytest.raises(ValueError, match="acme/gated is gated: accept its conditions"):
+        load_dataset_source("acme/gated")
+    assert online.tokens[seen:] and owner not in online.tokens[seen:]
+    assert "HF_TOKEN" not in training_env() and "HUGGING_FACE_HUB_TOKEN" not in training_env()

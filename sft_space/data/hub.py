@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import home
-from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, read_error, repo_url
+from ..hub import (
+    HUB_ID,
+    HUB_TIMEOUT_SECONDS,
+    has_read_token,
+    hub_endpoint,
+    hub_offline,
+    read_error,
+    read_token,
+    repo_url,
+)
 from .formats import UPLOAD_SUFFIXES, read_rows
 
 SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
@@ -56,7 +65,7 @@ def _dataset_info(repo_id: str, revision: str | None):
             "The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1): use a demo set or upload a file."
         )
     try:
-        info = HfApi(endpoint=hub_endpoint()).dataset_info(
+        info = HfApi(endpoint=hub_endpoint(), token=read_token()).dataset_info(
             repo_id, revision=revision or None, timeout=HUB_TIMEOUT_SECONDS
         )
     except Exception as error:
@@ -65,9 +74,7 @@ def _dataset_info(repo_id: str, revision: str | None):
             raise
         raise readable from None
     if info.gated:
-        from huggingface_hub import get_token
-
-        if not get_token():
+        if not has_read_token():
             raise ValueError(
                 f"{repo_id} is gated: accept its conditions at {repo_url(repo_id, 'dataset')}, then sign in."
             )
@@ -149,6 +156,7 @@ def load_hub_rows(
                 repo_type="dataset",
                 revision=commit or revision or None,
                 endpoint=hub_endpoint(),
+                token=read_token(),
                 cache_dir=str(home() / "hub"),
             )
             rows += read_rows(Path(local))
@@ -168,7 +176,12 @@ class HubFile(io.RawIOBase):
         from huggingface_hub import get_session
         from huggingface_hub.utils import build_hf_headers
 
-        self.url, self.session, self.headers, self.position = url, get_session(), build_hf_headers(), 0
+        self.url, self.session, self.headers, self.position = (
+            url,
+            get_session(),
+            build_hf_headers(token=read_token()),
+            0,
+        )
         head = self.session.head(url, headers=self.headers, follow_redirects=True, timeout=HUB_TIMEOUT_SECONDS)
         head.raise_for_status()
         self.size = int(head.headers["Content-Length"])

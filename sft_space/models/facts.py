@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME
 from ..config import BUNDLED_MODEL
-from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, hub_endpoint, hub_offline, read_error
+from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, has_read_token, hub_endpoint, hub_offline, read_error, read_token
 from .cache import cached_snapshot, model_cache_dir
 
 # (choice, label, parameters): the curated list offered first; any Hub id or local folder works too.
@@ -207,14 +207,14 @@ def check_model_folder(folder: Path) -> None:
 
 def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
     """Everything the checks need from the Hub's metadata: repo info, config.json and safetensors headers."""
-    from huggingface_hub import HfApi, get_token, hf_hub_download
+    from huggingface_hub import HfApi, hf_hub_download
 
     if hub_offline():
         raise ValueError(
             f"The Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1), so {repo_id} cannot be "
             "checked or downloaded: use the bundled model or a local folder."
         )
-    api = HfApi(endpoint=hub_endpoint(), token=token)
+    api = HfApi(endpoint=hub_endpoint(), token=read_token(token))
     try:
         info = api.model_info(repo_id, timeout=HUB_TIMEOUT_SECONDS)
         files = [s.rfilename for s in info.siblings or []]
@@ -235,7 +235,7 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
                     repo_id,
                     "config.json",
                     endpoint=hub_endpoint(),
-                    token=token,
+                    token=read_token(token),
                     cache_dir=str(model_cache_dir()),
                     etag_timeout=HUB_TIMEOUT_SECONDS,
                 )
@@ -245,10 +245,14 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
         template = "chat_template.jinja" in files
         if not template and "tokenizer_config.json" in files:
             path = hf_hub_download(
-                repo_id, "tokenizer_config.json", endpoint=hub_endpoint(), token=token, cache_dir=str(model_cache_dir())
+                repo_id,
+                "tokenizer_config.json",
+                endpoint=hub_endpoint(),
+                token=read_token(token),
+                cache_dir=str(model_cache_dir()),
             )
             template = bool(json.loads(Path(path).read_text()).get("chat_template"))
-        metadata = api.get_safetensors_metadata(repo_id, token=token)
+        metadata = api.get_safetensors_metadata(repo_id, token=read_token(token))
     except ValueError:
         raise
     except Exception as error:
@@ -261,7 +265,7 @@ def hub_facts(repo_id: str, token: str | None = None) -> ModelFacts:
     }
     card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
     facts = ModelFacts(repo_id, "hub", config, tensors, template, gated=bool(info.gated), license=card.get("license"))
-    if info.gated and not (token or get_token()):
+    if info.gated and not has_read_token(token):
         facts.notes.append(
             f"{repo_id} is gated: accept its conditions at {hub_endpoint()}/{repo_id} and sign in before training."
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import Progress, no_progress
 from ..bundled import ensure_bundled_model
 from ..config import BUNDLED_MODEL
-from ..hub import hub_endpoint, hub_offline, read_error
+from ..hub import hub_endpoint, hub_offline, read_error, read_token
 from .cache import DOWNLOAD_PATTERNS, cached_snapshot, model_cache_dir
 from .facts import check_model_folder, hub_facts, is_hub_model_id
 
@@ -64,7 +64,7 @@ def download_model(
             snapshot_download(
                 repo_id,
                 endpoint=hub_endpoint(),
-                token=token,
+                token=read_token(token),
                 cache_dir=str(model_cache_dir()),
                 allow_patterns=DOWNLOAD_PATTERNS if weights else TOKENIZER_PATTERNS,
                 tqdm_class=_progress_bar_class(progress, what),
