@@ -80,6 +80,19 @@ def is_run(path: Path) -> bool:
     return (Path(path) / CONFIG).is_file()
 
 
+RUN_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # what new_run_id makes: no slash, no leading dot
+
+
+def is_run_id(run_id) -> bool:
+    """A run of this app: a plain id naming a run directory in the runs folder (never a path, however typed)."""
+    return isinstance(run_id, str) and bool(RUN_ID.match(run_id)) and is_run(runs_root() / run_id)
+
+
+def visible_run(run_id, owner: str | None) -> bool:
+    """A run id a visitor may look at: a run of this app that is theirs or nobody's."""
+    return is_run_id(run_id) and visible_to(read_status(run_id), owner)
+
+
 def list_run_dirs() -> list[Path]:
     """Every run directory, newest first (ids start with their creation time)."""
     return sorted((p for p in runs_root().iterdir() if is_run(p)), reverse=True)

@@ -126,3 +126,44 @@ def test_a_visitor_id_the_server_did_not_sign_is_replaced():
         new_key, new_kept = identify(sent, None)
         assert new_key not in (key, "hf:alice") and new_key.startswith("browser:"), sent
         assert identify(new_kept, None)[0] == new_key
+
+
+def test_on_a_space_typed_paths_reach_no_server_file(tmp_path, monkeypatch, tiny_model):
+    """On a Space a visitor's dataset is a demo set, a Hub id or their upload, the model is bundled or a Hub id, and
+    a run is a plain id: a path to anything else on the server is refused with the same words whether it exists."""
+    import gradio as gr
+
+    from sft_space import home
+    from sft_space.ui import data_tab
+    from sft_space.ui.common import SOURCE_FIELDS, UPLOADS, owned, visitor_model
+
+    def preview(dataset):
+        fields = {"dataset": dataset, "validation_share": 0.1, "data_format": "auto"}
+        return data_tab.preview(*[fields.get(f, "") for f in SOURCE_FIELDS])
+
+    secret = tmp_path / "someone-elses.jsonl"
+    secret.write_text(
+        "".join(
+            f'{{"messages": [{{"role": "user", "content": "x{i}"}}, {{"role": "assistant", "content": "y"}}]}}\n'
+            for i in range(4)
+        )
+    )
+    assert "format" in preview(str(secret))[0]  # on a laptop: any file of the user's
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    messages = []
+    for path in (secret, tmp_path / "missing.jsonl", "../../etc/passwd.csv"):
+        with pytest.raises(gr.Error) as refused:
+            preview(str(path))
+        messages.append(refused.value.message)
+    assert len(set(messages)) == 1 and "a file you upload on the Data tab" in messages[0]
+    upload = home() / UPLOADS / "abc-mine.jsonl"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_text(secret.read_text())
+    assert "format" in preview(str(upload))[0]  # the visitor's own upload is fine
+    assert "640" in preview("demo:json-extract")[0]
+    with pytest.raises(gr.Error, match="bundled one or a Hub model id"):
+        visitor_model(str(tiny_model))
+    assert visitor_model("bundled") == "bundled" and visitor_model("acme/tiny") == "acme/tiny"
+    for run in ("/etc", "../runs", str(rundir.runs_root())):
+        with pytest.raises(gr.Error, match="There is no run"):
+            owned(run, None, "open")

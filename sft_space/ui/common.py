@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
-from .. import runs
+from .. import home, rundir, runs
+from ..config import BUNDLED_MODEL
+from ..data import is_hub_id
+from ..hub import on_a_space
+from ..models import is_hub_model_id
+
+UPLOADS = "uploads"  # in $SFT_SPACE_HOME: the Data tab's uploads, content-addressed
 
 # The engine's way of saying "this input or state is wrong": the message is for the visitor.
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)
@@ -50,13 +57,42 @@ def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
     """The run's status if this visitor may act on it; otherwise a readable error."""
     if not run_id:
         raise gr.Error(f"There is no run to {action}.", print_exception=False)
+    if not rundir.is_run_id(run_id):  # a path or an unknown name: the same answer, whatever exists there
+        raise gr.Error(f"There is no run {str(run_id)[:80]}.", print_exception=False)
     with shown_as_error(errors=(PermissionError, FileNotFoundError)):
         return runs.check_owner(run_id, visitor)
 
 
 def data_settings(values) -> dict:
-    """The Data tab's widget values (in SOURCE_FIELDS order) as RunConfig fields: empty boxes are empty strings."""
+    """The Data tab's widget values (in SOURCE_FIELDS order) as RunConfig fields: empty boxes are empty strings.
+    On a Space the dataset must be one a visitor may read (see visitor_dataset)."""
     settings = dict(zip(SOURCE_FIELDS, values))
     settings = {k: ("" if v is None and k != "validation_share" else v) for k, v in settings.items()}
     settings["data_format"] = settings["data_format"] or "auto"
+    settings["dataset"] = visitor_dataset(settings["dataset"])
     return settings
+
+
+def visitor_dataset(dataset) -> str:
+    """On a Space, a visitor's dataset is a demo set, a Hub dataset id or a file uploaded through the Data tab,
+    never another path on the server; the refusal reads the same whether such a path exists or not."""
+    dataset = str(dataset or "").strip()
+    if not on_a_space() or dataset.startswith("demo:") or is_hub_id(dataset):
+        return dataset
+    uploads = (home() / UPLOADS).resolve()
+    if Path(dataset).resolve().is_relative_to(uploads):
+        return dataset
+    raise gr.Error(
+        "On this Space a dataset is a demo set, a Hub dataset id (owner/name) or a file you upload on the Data tab.",
+        print_exception=False,
+    )
+
+
+def visitor_model(model) -> str:
+    """On a Space, a visitor's model is the bundled one or a Hub model id, never a folder on the server."""
+    model = str(model or "").strip()
+    if not on_a_space() or model == BUNDLED_MODEL or is_hub_model_id(model):
+        return model
+    raise gr.Error(
+        "On this Space the base model is the bundled one or a Hub model id (owner/name).", print_exception=False
+    )

@@ -12,7 +12,7 @@ from .. import home
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, preview_table
 from .charts import drawable, typed_frame
-from .common import SOURCE_FIELDS, data_settings, shown_as_error
+from .common import SOURCE_FIELDS, UPLOADS, data_settings, shown_as_error, visitor_model
 from .widgets import named
 
 MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload
@@ -68,7 +68,7 @@ def keep_upload(file_path: str | None):
     if source.suffix.lower() not in UPLOAD_SUFFIXES:
         raise gr.Error(f"{source.name}: upload a {', '.join(UPLOAD_SUFFIXES)} file.", print_exception=False)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    target = home() / "uploads" / f"{digest}-{source.name}"
+    target = home() / UPLOADS / f"{digest}-{source.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return gr.Dropdown(value=str(target))
@@ -225,6 +225,7 @@ def inspect(*values, progress=gr.Progress()):
         values[: len(SOURCE_FIELDS)],
         values[len(SOURCE_FIELDS) :],
     )
+    model = visitor_model(model)
     with shown_as_error():
         splits = load_from_widgets(sources)
         index = int(row_number)

@@ -52,7 +52,7 @@ def saved_eval(run_id: str | None) -> dict:
 
 
 def load_existing(run_id: str | None, visitor: str | None):
-    if run_id and not rundir.visible_to(rundir.read_status(run_id), visitor):
+    if run_id and not rundir.visible_run(run_id, visitor):
         run_id = None
     saved = saved_eval(run_id)
     return (

@@ -10,7 +10,7 @@ import gradio as gr
 from ..bundled import is_converted
 from ..config import BUNDLED_MODEL
 from ..models import CURATED_MODELS, detect_device, fit_report, is_hub_model_id, model_facts, resolve_model
-from .common import shown_as_error
+from .common import shown_as_error, visitor_model
 from .widgets import read_config
 
 CHECK_FIELDS = [
@@ -42,7 +42,7 @@ def describe(choice: str) -> str:
 
 def check(choice: str, *values) -> str:
     """Metadata-only report: what the model is, whether it fits this device with these settings, what to change."""
-    choice = (choice or "").strip()
+    choice = visitor_model(choice)
     try:
         config = read_config({**dict(zip(CHECK_FIELDS, values)), "model": choice})
         facts = model_facts(choice)
@@ -73,6 +73,7 @@ def check(choice: str, *values) -> str:
 
 def prepare(choice: str, progress=gr.Progress(track_tqdm=True)) -> str:
     progress(0, desc="Checking the model")
+    choice = visitor_model(choice)
     with shown_as_error():
         folder = resolve_model(choice, lambda fraction, message: progress(fraction, desc=message))
     config = json.loads((folder / "config.json").read_text())

@@ -11,7 +11,7 @@ from .. import estimates, health, rundir, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
 from . import text
 from .charts import drawable, finite, typed_frame
-from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error
+from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_model
 from .visitor import new_visitor_id
 from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
 
@@ -102,7 +102,7 @@ def start(visitor: str | None, model: str, *values):
     data = data_settings(values[: len(SOURCE_FIELDS)])
     settings = dict(zip(TRAIN_FIELDS, values[len(SOURCE_FIELDS) :]))
     with shown_as_error():
-        config = read_config({**settings, **data, "model": model})
+        config = read_config({**settings, **data, "model": visitor_model(model)})
         run_id = runs.start_run(config, owner=visitor)
     status = runs.refresh(run_id)
     if runs.is_waiting(status):
@@ -149,7 +149,7 @@ def cancel(run_id: str | None, visitor: str | None):
 
 def poll(run_id: str | None, visitor: str | None):
     """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one."""
-    if run_id and not rundir.visible_to(rundir.read_status(run_id), visitor):
+    if run_id and not rundir.visible_run(run_id, visitor):
         run_id = None
     run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
