@@ -54,23 +54,39 @@ def measured_pace(model: str | None, device: str | None = None) -> dict | None:
                 "startup_seconds": status.get("startup_seconds") or 0.0,
                 "seconds_per_step": status["seconds_per_step"],
                 "finish_seconds": status.get("finish_seconds") or 0.0,
+                "rows_per_step": rows_per_step(read_config_dict(run_dir)),
+                "device_name": device,
                 "run_id": run_dir.name,
             }
     return None
 
 
-def estimate_seconds(model: str | None, steps: int | None, device: str | None = None) -> float | None:
-    """Wall seconds a run of `steps` steps of `model` takes on this device, from its measured pace; None if unknown."""
+def rows_per_step(config: dict) -> int:
+    """Examples one optimizer step trains on (batch x accumulation), from a config's fields."""
+    return int(config.get("per_device_train_batch_size") or 1) * int(config.get("gradient_accumulation_steps") or 1)
+
+
+def estimate_seconds(
+    model: str | None, steps: int | None, device: str | None = None, rows: int | None = None
+) -> float | None:
+    """Wall seconds a run of `steps` steps of `model` takes on this device, from its measured pace; None if unknown.
+
+    rows: examples per step of the run to estimate. On a CPU a step's time grows with them, so the measured pace
+    is scaled by rows / the measured run's rows; on a GPU small models take about the same time per step whatever
+    the batch (bench/gpu), so the pace is used as measured."""
     pace = measured_pace(model, device)
     if pace is None or not steps:
         return None
-    return pace["startup_seconds"] + steps * pace["seconds_per_step"] + pace["finish_seconds"]
+    per_step = pace["seconds_per_step"]
+    if rows and pace["device_name"].startswith("CPU"):
+        per_step *= rows / pace["rows_per_step"]
+    return pace["startup_seconds"] + steps * per_step + pace["finish_seconds"]
 
 
 def expected_seconds(run_id: str) -> float | None:
     """How long a queued run will take, from its planned steps and its model's measured pace; None if unknown."""
-    status = read_status(run_id)
-    return estimate_seconds(read_config_dict(run_id).get("model"), status.get("planned_steps"))
+    config = read_config_dict(run_id)
+    return estimate_seconds(config.get("model"), read_status(run_id).get("planned_steps"), rows=rows_per_step(config))
 
 
 # ----------------------------------------------------------------- disk

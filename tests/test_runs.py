@@ -104,6 +104,9 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     estimate = estimates.estimate_seconds(str(tiny_model), 8)
     assert abs(estimate - status["elapsed_seconds"]) < 0.25 * status["elapsed_seconds"] + 1  # the parts add up
     assert estimates.estimate_seconds(str(tiny_model), 80) > estimate  # more steps, longer
+    if device_name().startswith("CPU"):  # on a CPU a step with twice the rows takes about twice as long
+        doubled = estimates.estimate_seconds(str(tiny_model), 8, rows=2 * 2)  # the run trained 2 rows a step
+        assert doubled - estimate == pytest.approx(8 * status["seconds_per_step"], rel=0.01)
     assert estimates.measured_pace("someone/other-model") is None
     assert estimates.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
     label = preset_label("Quick demo", str(tiny_model))

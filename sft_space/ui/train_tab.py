@@ -182,7 +182,8 @@ def preset_label(name: str, model: str | None) -> str:
     config = preset_config(name, model=model or preset_config(name).model)
     steps = config.max_steps if config.max_steps > 0 else None
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
-    seconds = estimates.estimate_seconds(config.model, steps or estimates.planned_steps(config))
+    rows = estimates.rows_per_step(config.to_dict())
+    seconds = estimates.estimate_seconds(config.model, steps or estimates.planned_steps(config), rows=rows)
     if seconds is None:
         return f"{name} · {size} · time: measuring…"
     return f"{name} · {size} · " + ("under 1 min" if seconds < 60 else f"about {round(seconds / 60)} min")
