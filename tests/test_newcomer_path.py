@@ -59,6 +59,29 @@ READ_CHART = """(id) => {
 }"""
 
 
+# Everything this page keeps in the browser: local and session storage and every IndexedDB store, as one string.
+BROWSER_STORAGE = """async () => {
+  const kept = [JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage})];
+  for (const info of await indexedDB.databases()) {
+    const db = await new Promise((ok, fail) => {
+      const request = indexedDB.open(info.name);
+      request.onsuccess = () => ok(request.result);
+      request.onerror = () => fail(request.error);
+    });
+    for (const name of db.objectStoreNames) {
+      const rows = await new Promise((ok) => {
+        const request = db.transaction(name).objectStore(name).getAll();
+        request.onsuccess = () => ok(request.result);
+        request.onerror = () => ok([]);
+      });
+      kept.push(JSON.stringify(rows));
+    }
+    db.close();
+  }
+  return kept.join("\\n");
+}"""
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with HubServer() as server:
@@ -353,6 +376,9 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert ("model", f"newcomer/{repo}") in hub.repos
     assert "README.md" in hub.repos[("model", f"newcomer/{repo}")].files
     shot(page, "09-publish", full_page=True)
+    stored = page.evaluate(BROWSER_STORAGE)
+    assert TOKEN not in stored, "the pasted token must not be kept by the browser (run history, storage)"
+    assert "runs" not in page.locator("footer").inner_text().lower()  # no run history to reload calls from
 
     # Runs: the run is listed, its curve in the overlay
     page.get_by_role("tab", name="Runs").click()

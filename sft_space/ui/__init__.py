@@ -113,4 +113,7 @@ def launch_kwargs() -> dict:
         theme=gr.themes.Soft(),
         max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
         blocked_paths=[str(rundir.runs_root())],
+        # Gradio's run history would keep every input of each call in the visitor's browser, the pasted Hub
+        # token included: off (it also deletes what an earlier version of the page saved there)
+        run_history=False,
     )
