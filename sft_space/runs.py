@@ -166,8 +166,27 @@ def check_owner(run: str | Path, owner: str | None) -> dict:
     return status
 
 
+MAX_WAITING = 8  # runs waiting for the device at once; more would wait hours on a small Space
+
+
+def check_fair_share(owner: str | None) -> None:
+    """A visitor has one run training or waiting at a time, and the queue has room: one script cannot fill the
+    machine for everyone. Runs from the command line (no owner) are the machine owner's and are not limited."""
+    if owner is None:
+        return
+    mine = own_active_run(owner)
+    if mine:
+        raise RuntimeError(
+            f"You already have a run training or waiting ({mine}): stop or cancel it, or wait for it to finish, "
+            "before starting another."
+        )
+    if len(waiting_runs()) >= MAX_WAITING:
+        raise RuntimeError(f"The queue is full ({MAX_WAITING} runs waiting): try again when one has finished.")
+
+
 def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = None) -> str:
-    """Validate, check the disk, write the run directory and queue the run; return the run id."""
+    """Validate, check the disk and the visitor's share, write the run directory and queue the run; return its id."""
+    check_fair_share(owner)
     facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued
     config.validate(facts.max_length or model_max_length(config.model))
     estimates.check_disk(config)

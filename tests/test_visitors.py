@@ -42,6 +42,8 @@ def test_two_visitors_queue_and_stay_apart(app_url, tiny_model):
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
     alice_run = run_id_of(alice.predict(**settings(tiny_model, 3000), api_name="/start_run"))
     wait_until(lambda: rundir.read_status(alice_run).get("step", 0) >= 2, timeout=120, what="alice's run to train")
+    with pytest.raises(Exception, match="You already have a run training or waiting"):  # one run at a time each
+        alice.predict(**settings(tiny_model, 4), api_name="/start_run")
 
     bob_bar = bob.predict(**settings(tiny_model, 4), api_name="/start_run")
     bob_run = run_id_of(bob_bar)
