@@ -169,3 +169,47 @@ def test_on_a_space_typed_paths_reach_no_server_file(tmp_path, monkeypatch, tiny
     for run in ("/etc", "../runs", str(rundir.runs_root())):
         with pytest.raises(gr.Error, match="There is no run"):
             owned(run, None, "open")
+
+
+def raw_call(app_url: str, session: str, fn_index: int, data: list) -> list:
+    """One event through Gradio's queue protocol, as a script can send it without the page or gradio_client:
+    join the queue, then read the session's event stream until that event completes."""
+    import json
+    import urllib.request
+
+    base = app_url.rstrip("/")
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None}).encode()
+    request = urllib.request.Request(f"{base}/gradio_api/queue/join", body, {"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    with urllib.request.urlopen(f"{base}/gradio_api/queue/data?session_hash={session}", timeout=60) as stream:
+        for line in stream:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message.get("output", {}).get("data") or [message.get("output")]
+    return []
+
+
+def test_a_forged_browser_id_sent_to_the_page_load_event_reaches_no_ones_runs(app_url, tiny_model):
+    """A crafted call no button makes: the page-load event given a stored id naming someone else (`hf:alice`, or
+    another visitor's key), then the run status of that session, shows none of their runs."""
+    from gradio_client import Client
+
+    victim = Client(app_url, verbose=False)
+    victim_run = run_id_of(victim.predict(**settings(tiny_model, 2), api_name="/start_run"))
+    victim_key = rundir.read_status(victim_run)["owner"]
+    runs.wait_for(victim_run, timeout=180)
+    config = victim.config["dependencies"]
+    # the page-load event that reads the browser's stored id: inputs [the stored id], outputs [key, id to keep]
+    load = next(
+        i
+        for i, d in enumerate(config)
+        if any(t[1] == "load" for t in d.get("targets", [])) and len(d["inputs"]) == 1 and len(d["outputs"]) == 2
+    )
+    status = next(i for i, d in enumerate(config) if d.get("api_name") == "run_status")
+    for forged in ("hf:alice", victim_key, victim_key + ".0" * 32):
+        session = f"stranger{abs(hash(forged))}"
+        _, kept = raw_call(app_url, session, load, [forged])[:2]  # the session's key stays on the server
+        assert kept.startswith("browser:") and not kept.startswith(victim_key) and kept != forged, forged
+        bar = raw_call(app_url, session, status, [])[0]
+        assert victim_run not in str(bar), forged
