@@ -74,7 +74,11 @@ def estimate_seconds(
     rows: examples per step of the run to estimate. On a CPU a step's time grows with them, so the measured pace
     is scaled by rows / the measured run's rows; on a GPU small models take about the same time per step whatever
     the batch (bench/gpu), so the pace is used as measured."""
-    pace = measured_pace(model, device)
+    return seconds_at(measured_pace(model, device), steps, rows)
+
+
+def seconds_at(pace: dict | None, steps: int | None, rows: int | None = None) -> float | None:
+    """estimate_seconds from a pace already read (measured_pace), for callers that estimate several runs."""
     if pace is None or not steps:
         return None
     per_step = pace["seconds_per_step"]

@@ -10,7 +10,6 @@ business, exporting a run `export`'s, running it on Jobs `jobs`'. It knows nothi
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 from . import Progress, no_progress
 from .card import loss_curve_png, model_card
 from .config import BUNDLED_MODEL, RunConfig
-from .hub import hub_endpoint, network_error
+from .hub import hub_endpoint, network_error, on_a_space
 from .rundir import (
     adapter_dir,
     has_adapter,
@@ -49,7 +48,7 @@ def resolve_token(explicit: str | None = None) -> str | None:
     from huggingface_hub import get_token
 
     explicit = (explicit or "").strip()
-    if explicit or os.environ.get("SPACE_ID"):
+    if explicit or on_a_space():
         return explicit or None
     return get_token()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import rundir
+from ..hub import on_a_space
 from ..models import hardware_summary
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 
@@ -34,9 +35,7 @@ def sign_in_available() -> bool:
     """The Sign-in button works on a Space (OAuth). Elsewhere Gradio would mock it by asking the Hub who the
     machine's token belongs to while the page is built, which fails (and stops the app) without a network; there
     the Publish tab's token field, or HF_TOKEN, is the way in."""
-    import os
-
-    return bool(os.environ.get("SPACE_ID"))
+    return on_a_space()
 
 
 def build_app() -> gr.Blocks:

@@ -177,20 +177,29 @@ def show_log(run_id: str | None, visitor: str | None) -> str:
     return rundir.tail_log(run_id, 80)
 
 
-def preset_label(name: str, model: str | None) -> str:
-    """'Quick demo · 40 steps · about 3 min' from this model's measured pace on this device, else 'measuring…'."""
+UNREAD = object()  # preset_label's pace when the caller has not read it
+
+
+def preset_label(name: str, model: str | None, pace=UNREAD) -> str:
+    """'Quick demo · 40 steps · about 3 min' from this model's measured pace on this device, else 'measuring…'.
+    pace: the model's measured_pace (None: not measured) when the caller has read it already, so all presets
+    share one scan of the runs."""
     config = preset_config(name, model=model or preset_config(name).model)
+    pace = estimates.measured_pace(config.model) if pace is UNREAD else pace
     steps = config.max_steps if config.max_steps > 0 else None
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
+    if pace is None:  # nothing to estimate from: no need to count an epoch's steps
+        return f"{name} · {size} · time: measuring…"
     rows = estimates.rows_per_step(config.to_dict())
-    seconds = estimates.estimate_seconds(config.model, steps or estimates.planned_steps(config), rows=rows)
+    seconds = estimates.seconds_at(pace, steps or estimates.planned_steps(config), rows=rows)
     if seconds is None:
         return f"{name} · {size} · time: measuring…"
     return f"{name} · {size} · " + ("under 1 min" if seconds < 60 else f"about {round(seconds / 60)} min")
 
 
 def preset_choices(model: str | None) -> gr.Dropdown:
-    return gr.Dropdown(choices=[(preset_label(name, model), name) for name in PRESETS])
+    pace = estimates.measured_pace(model or preset_config(DEFAULT_PRESET).model)
+    return gr.Dropdown(choices=[(preset_label(name, model, pace), name) for name in PRESETS])
 
 
 def apply_preset(name: str):
