@@ -14,11 +14,29 @@ from transformers import TrainerCallback
 
 from . import estimates, rundir
 from .chat import generate_batch
-from .run_writer import INJECT_OOM_AT_STEP, IS_MAIN_PROCESS, StopRequested, append_metric, log, write_status
+from .run_writer import (
+    INJECT_DISK_FULL_AT_SAVE,
+    INJECT_OOM_AT_STEP,
+    IS_MAIN_PROCESS,
+    StopRequested,
+    append_metric,
+    log,
+    write_status,
+)
 from .rundir import cancel_requested
 
 PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, not a score
 END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
+
+
+def inject_disk_full(folder: Path) -> None:
+    """Tests only: leave what a save cut short by a full disk leaves (a checkpoint without its mark, a temp file
+    of a JSON write), then fail as the write did."""
+    import errno
+
+    (folder / "optimizer.pt").write_bytes(b"half")
+    (folder.parent.parent / ".status.json.injected.tmp").write_text("{")
+    raise OSError(errno.ENOSPC, "No space left on device", str(folder / "optimizer.pt"))
 
 
 class RunDirCallback(TrainerCallback):
@@ -77,6 +95,11 @@ class RunDirCallback(TrainerCallback):
             last_step_at=time.time(),
         )
         write_status(self.run_dir, **self.status)
+        budget = self.status.get("time_budget_seconds")
+        if budget and not self.stop.requested and time.time() - self.status["started_at"] >= budget:
+            self.stop.budget_spent = f"time budget of {budget / 60:g} min reached at step {step} of {state.max_steps}"
+            log.info("Stopping: the %s; saving the adapter.", self.stop.budget_spent)
+            self.stop.requested = True
         if self.stop.requested:
             self.status["state"] = "stopping"
             write_status(self.run_dir, **self.status)
@@ -85,6 +108,8 @@ class RunDirCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if INJECT_DISK_FULL_AT_SAVE and state.global_step >= INJECT_DISK_FULL_AT_SAVE:
+            inject_disk_full(folder)
         if folder.is_dir():
             if IS_MAIN_PROCESS:
                 rundir.mark_checkpoint_complete(folder, state.global_step)

@@ -8,6 +8,7 @@ runs are trained; it reads a run's config.json and adapter/ folder.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from dataclasses import dataclass
@@ -85,8 +86,29 @@ def _stop_on(event: threading.Event):
     return StopOnEvent()
 
 
+class FairLock:
+    """A lock taken in the order it was asked for: visitors waiting for the model are served first come, first
+    served (threading.Lock promises no order, so one visitor's stream of requests could keep others waiting)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: collections.deque = collections.deque()
+
+    def __enter__(self) -> None:
+        ticket = object()
+        with self._changed:
+            self._waiting.append(ticket)
+            while self._waiting[0] is not ticket:
+                self._changed.wait()
+
+    def __exit__(self, *exc) -> None:
+        with self._changed:
+            self._waiting.popleft()
+            self._changed.notify_all()
+
+
 # Generation with the adapter switched off (PEFT disable_adapter) must not overlap a tuned reply on the same model.
-_generate_lock = threading.Lock()
+_generate_lock = FairLock()
 
 
 def stream_reply(

@@ -101,11 +101,17 @@ def free_bytes() -> int:
     return shutil.disk_usage(home()).free
 
 
-def needed_bytes(config: RunConfig) -> int:
-    """Checkpoints (LoRA weights + Adam moments) x kept + the adapter, + the bundled model's conversion."""
+def needed_bytes(config: RunConfig, facts=None) -> int:
+    """Checkpoints (LoRA weights + Adam moments) x kept + the adapter, + the bundled model's conversion, + the
+    download of a Hub model not in the cache yet (its safetensors, sized from the Hub's metadata: `facts`)."""
     from .bundled import bundled_model_dir, is_converted
 
     need = DISK_MARGIN_BYTES
+    if facts is not None and facts.source == "hub":
+        from .models import cached_snapshot
+
+        if cached_snapshot(config.model) is None:
+            need += facts.weight_bytes
     folder = bundled_model_dir() if config.model == BUNDLED_MODEL else Path(config.model).expanduser()
     if config.model == BUNDLED_MODEL and not is_converted():
         need += 600 * 2**20  # the float32 safetensors copy of SmolLM2-135M
@@ -118,10 +124,25 @@ def needed_bytes(config: RunConfig) -> int:
     return need + per_checkpoint * (config.save_total_limit + 1)
 
 
-def check_disk(config: RunConfig) -> None:
-    need, free = needed_bytes(config), free_bytes()
+def check_download(model: str, facts) -> None:
+    """Before downloading a Hub model on its own (Prepare): its weights must fit on the disk."""
+    from .models import cached_snapshot
+
+    if facts.source != "hub" or cached_snapshot(model) is not None:
+        return
+    need, free = facts.weight_bytes + DISK_MARGIN_BYTES, free_bytes()
     if free < need:
         raise RuntimeError(
-            f"Not enough disk space: this run needs about {need / 2**20:.0f} MB (checkpoints and adapter) and "
+            f"Not enough disk space to download {model}: its weights take {facts.weight_bytes / 2**20:,.0f} MB and "
+            f"{free / 2**20:,.0f} MB is free. Delete old runs or pick a smaller model."
+        )
+
+
+def check_disk(config: RunConfig, facts=None) -> None:
+    need, free = needed_bytes(config, facts), free_bytes()
+    if free < need:
+        raise RuntimeError(
+            f"Not enough disk space: this run needs about {need / 2**20:,.0f} MB (the model's download if it is not "
+            f"cached yet, checkpoints and adapter) and "
             f"{free / 2**20:.0f} MB is free under {home()}. Delete old runs or lower save_total_limit."
         )

@@ -38,13 +38,20 @@ def on_a_space() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+def public() -> bool:
+    """Hosted for strangers: on a Space, or started with `app.py --public` (SFT_SPACE_PUBLIC=1). Then visitors'
+    paths are confined, the machine's Hub token is never lent, runs without an owner are nobody's, and the
+    quotas apply."""
+    return on_a_space() or os.environ.get("SFT_SPACE_PUBLIC", "").lower() in ("1", "true", "yes")
+
+
 def read_token(token: str | None = None) -> str | bool | None:
     """The token a Hub read sends: the visitor's own when given; on a Space never the Space's own HF_TOKEN (False:
     no token at all), so a stranger cannot read the owner's private or gated models and data through the app;
     elsewhere None (huggingface_hub's usual: the machine's login or HF_TOKEN, which is the user's own)."""
     if token:
         return token
-    return False if on_a_space() else None
+    return False if public() else None
 
 
 def has_read_token(token: str | None = None) -> bool:

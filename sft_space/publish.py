@@ -20,7 +20,7 @@ from pathlib import Path
 from . import Progress, no_progress
 from .card import loss_curve_png, model_card
 from .config import BUNDLED_MODEL, RunConfig
-from .hub import hub_endpoint, network_error, on_a_space
+from .hub import hub_endpoint, network_error, public
 from .rundir import (
     adapter_dir,
     has_adapter,
@@ -48,7 +48,7 @@ def resolve_token(explicit: str | None = None) -> str | None:
     from huggingface_hub import get_token
 
     explicit = (explicit or "").strip()
-    if explicit or on_a_space():
+    if explicit or public():
         return explicit or None
     return get_token()
 

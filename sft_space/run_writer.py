@@ -15,6 +15,8 @@ from . import rundir
 
 log = logging.getLogger("sft_space.train")  # one log for the whole training process
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
+# tests only: the checkpoint save at this step fails half-written, as on a full disk (ENOSPC)
+INJECT_DISK_FULL_AT_SAVE = int(os.environ.get("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE", "0"))
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
 PROBE_MAX_NEW_TOKENS = (
     56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
@@ -40,6 +42,7 @@ class StopRequested:
     def __init__(self) -> None:
         self.requested = False
         self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
+        self.budget_spent: str | None = None  # set when the run's time budget ran out: why it stopped
 
     def __call__(self, signum, frame) -> None:
         if not self.requested:

@@ -4,7 +4,9 @@ Owns every file name inside $SFT_SPACE_HOME/runs/<run_id>/ and how each is read
 and written:
 
     config.json     the RunConfig (never a token)
-    status.json     state, pid, times, progress, errors, owner, the data revision trained on
+    owner.json      who started the run from the app: {"owner": visitor key or null, "address": keyed hash},
+                    created once, never rewritten
+    status.json     state, pid and its start time, times, progress, errors, the data revision trained on
     metrics.jsonl   one JSON object per log line of the trainer (step, losses, lr, grad norm, tokens/s)
     probes.jsonl    replies to the probe prompts at each evaluation
     train.log       the training process's stdout and stderr
@@ -17,7 +19,9 @@ and written:
 
 JSON files are written atomically (temp file, then rename); status updates are
 read-modify-write under a file lock, so the app's threads and the training
-process never lose each other's fields; the owner is written once. This module
+process never lose each other's fields. Ownership fails closed: an unreadable
+owner file makes the run nobody's; a run without one (started from the command
+line) is the machine owner's, visible in the app only when it is not public. This module
 knows nothing about processes, queues, the Hub or Gradio, and imports neither
 torch nor transformers.
 """
@@ -39,6 +43,7 @@ from . import home
 from .config import RunConfig
 
 CONFIG = "config.json"
+OWNER = "owner.json"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 PROBES = "probes.jsonl"
@@ -86,11 +91,6 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # what new_run_id makes: no slash,
 def is_run_id(run_id) -> bool:
     """A run of this app: a plain id naming a run directory in the runs folder (never a path, however typed)."""
     return isinstance(run_id, str) and bool(RUN_ID.match(run_id)) and is_run(runs_root() / run_id)
-
-
-def visible_run(run_id, owner: str | None) -> bool:
-    """A run id a visitor may look at: a run of this app that is theirs or nobody's."""
-    return is_run_id(run_id) and visible_to(read_status(run_id), owner)
 
 
 def list_run_dirs() -> list[Path]:
@@ -203,9 +203,34 @@ def write_status(run: str | Path, **fields: Any) -> dict:
     return status
 
 
-def visible_to(status: dict, owner: str | None) -> bool:
-    """Runs without an owner (started from the command line) are everyone's; others only their owner's."""
-    return not status.get("owner") or status.get("owner") == owner
+def write_owner(run: str | Path, owner: str | None, address: str | None = None) -> None:
+    """Record who started the run (and the keyed hash of their address), once: a second write fails
+    (FileExistsError), whoever asks."""
+    with open(run_path(run) / OWNER, "x", encoding="utf-8") as f:
+        json.dump({"owner": owner, "address": address}, f)
+
+
+def read_owner(run: str | Path) -> dict:
+    """owner.json as written, {} when missing or unreadable."""
+    data = read_json(run_path(run) / OWNER)
+    return data if isinstance(data, dict) else {}
+
+
+def visible_to(run: str | Path, owner: str | None, public: bool = False) -> bool:
+    """May `owner` see and act on the run? Their own run, yes. A run without an owner (started from the command
+    line, or by the app for nobody) is everyone's on a private machine and nobody's on a public one. A run whose
+    owner cannot be read is nobody's: ownership fails closed."""
+    path = run_path(run) / OWNER
+    if not path.exists():
+        recorded = read_status(run).get("owner")  # runs made before owner.json kept it in status.json
+        return recorded == owner if recorded else not public
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["owner"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if recorded is None:
+        return not public
+    return isinstance(recorded, str) and recorded == owner
 
 
 # ------------------------------------------------------------ logs of a run

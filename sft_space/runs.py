@@ -21,15 +21,17 @@ import threading
 import time
 from pathlib import Path
 
-from . import estimates
+from . import estimates, limits
 from .config import RunConfig
-from .hub import on_a_space
+from .hub import on_a_space, public
 from .models import check_model_choice, model_max_length
+from .process import pid_alive, start_time
 from .rundir import (
     QUEUE_LOCK,
     clear_cancel,
     has_adapter,
     is_run,
+    is_run_id,
     last_complete_checkpoint,
     list_run_dirs,
     log_path,
@@ -37,12 +39,14 @@ from .rundir import (
     read_config,
     read_config_dict,
     read_metrics,
+    read_owner,
     read_status,
     request_cancel,
     run_path,
     runs_root,
     visible_to,
     write_config,
+    write_owner,
     write_status,
 )
 
@@ -55,28 +59,12 @@ _thread_lock = threading.Lock()
 
 
 # ------------------------------------------------------------- processes
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0); its state letter says it is gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def process_alive(run: str | Path, status: dict) -> bool:
     """Is the run's training process still there? Our own children are polled (which also reaps them)."""
     child = _children.get(run_path(run).name)
     if child is not None:
         return child.poll() is None
-    return pid_alive(status.get("pid"))
+    return pid_alive(status.get("pid"), status.get("pid_started"))
 
 
 def is_waiting(status: dict) -> bool:
@@ -156,44 +144,83 @@ def start_queue_worker(interval: float = 2.0) -> threading.Thread:
     return thread
 
 
+def visible_run(run_id, owner: str | None) -> bool:
+    """A run id a visitor may look at: a plain id of a run in the runs folder that is theirs (rundir.visible_to)."""
+    return is_run_id(run_id) and visible_to(run_id, owner, public())
+
+
 def check_owner(run: str | Path, owner: str | None) -> dict:
     """The run's status, if `owner` may see and act on it; runs started from the command line have no owner."""
     status = refresh(run)
     if not is_run(run_path(run)):
         raise FileNotFoundError(f"There is no run {run_path(run).name}.")
-    if status.get("owner") and status["owner"] != owner:
+    if not visible_to(run, owner, public()):
         raise PermissionError("This run belongs to another visitor.")
     return status
 
 
-MAX_WAITING = 8  # runs waiting for the device at once; more would wait hours on a small Space
+def active_runs_of(owner: str | None, address: str | None) -> tuple[list[str], list[str]]:
+    """(this visitor's runs training or waiting, those of all anonymous visitors from the same address)."""
+    mine, neighbours = [], []
+    anonymous = not str(owner or "").startswith("hf:")
+    for run_dir in list_run_dirs():
+        if refresh(run_dir).get("state") not in ACTIVE_STATES:
+            continue
+        recorded = read_owner(run_dir)
+        if owner is not None and recorded.get("owner") == owner:
+            mine.append(run_dir.name)
+        if anonymous and address and recorded.get("address") == address:
+            if not str(recorded.get("owner") or "").startswith("hf:"):
+                neighbours.append(run_dir.name)
+    return mine, neighbours
 
 
-def check_fair_share(owner: str | None) -> None:
-    """A visitor has one run training or waiting at a time, and the queue has room: one script cannot fill the
-    machine for everyone. Runs from the command line (no owner) are the machine owner's and are not limited."""
+def check_fair_share(owner: str | None, address: str | None = None, quota: limits.Limits | None = None) -> None:
+    """A visitor has a bounded number of runs training or waiting, and the queue has room: one script cannot fill
+    the machine for everyone. Runs from the command line (no owner) are the machine owner's and are not limited."""
     if owner is None:
         return
-    mine = own_active_run(owner)
-    if mine:
+    quota = quota or limits.current()
+    mine, neighbours = active_runs_of(owner, address)
+    if quota.runs_per_visitor and len(mine) >= quota.runs_per_visitor:
         raise RuntimeError(
-            f"You already have a run training or waiting ({mine}): stop or cancel it, or wait for it to finish, "
-            "before starting another."
+            f"You already have a run training or waiting ({mine[0]}): stop or cancel it, or wait for it to "
+            "finish, before starting another."
         )
-    if len(waiting_runs()) >= MAX_WAITING:
-        raise RuntimeError(f"The queue is full ({MAX_WAITING} runs waiting): try again when one has finished.")
+    if quota.runs_per_address and len(neighbours) >= quota.runs_per_address:
+        raise RuntimeError(
+            f"A run started from your address without signing in is training or waiting ({neighbours[0]}); this "
+            f"Space allows {quota.runs_per_address} per address: wait for it to finish"
+            + (", or sign in with Hugging Face to get a share of your own." if on_a_space() else ".")
+        )
+    waiting = waiting_runs()
+    if quota.queue_size and len(waiting) >= quota.queue_size:
+        busy = active_run()
+        wait = (read_status(busy).get("eta_seconds") or estimates.expected_seconds(busy)) if busy else None
+        when = f"try again in about {max(1, round(wait / 60))} minutes" if wait else "try again later"
+        raise RuntimeError(
+            f"The Space is busy: {len(waiting) + (1 if busy else 0)} runs ahead of yours and the queue is full; "
+            f"{when} (a place frees up when the run training now finishes)."
+        )
 
 
-def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = None) -> str:
-    """Validate, check the disk and the visitor's share, write the run directory and queue the run; return its id."""
-    check_fair_share(owner)
+def start_run(
+    config: RunConfig, run_id: str | None = None, owner: str | None = None, address: str | None = None
+) -> str:
+    """Validate, check the disk, the visitor's share and this host's limits, write the run directory and queue the
+    run; return its id."""
+    quota = limits.current()
+    check_fair_share(owner, address, quota)
     facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued
     config.validate(facts.max_length or model_max_length(config.model))
-    estimates.check_disk(config)
+    if owner is not None:  # the command line's runs are the machine owner's
+        limits.check_run(config, facts.parameters, quota)
+    estimates.check_disk(config, facts)
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     write_config(run_dir, config)
+    write_owner(run_dir, owner, address)
     # written before any process starts; from then on only the training process writes status.json
     now = time.time()
     write_status(
@@ -202,23 +229,33 @@ def start_run(config: RunConfig, run_id: str | None = None, owner: str | None = 
         created_at=now,
         queued_at=now,
         run_id=run_id,
-        owner=owner,
         planned_steps=estimates.planned_steps(config),
+        time_budget_seconds=quota.run_minutes * 60 if quota.run_minutes and owner is not None else None,
     )
     advance_queue()
     return run_id
 
 
-def resume_run(run: str | Path, owner: str | None = None) -> str:
+def resume_run(run: str | Path, owner: str | None = None, address: str | None = None) -> str:
     """Queue a stopped, failed or interrupted run to continue from its last complete checkpoint."""
     status = check_owner(run, owner)
     if status.get("state") in ACTIVE_STATES:
         raise RuntimeError("This run is still going: there is nothing to resume.")
     if status.get("state") == "completed":
         raise RuntimeError("This run completed: start a new run to train further.")
+    check_fair_share(owner, address)
     if last_complete_checkpoint(run) is None:
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
-    write_status(run, state="queued", queued_at=time.time(), launched_at=None, resume=True, error=None, pid=None)
+    write_status(
+        run,
+        state="queued",
+        queued_at=time.time(),
+        launched_at=None,
+        resume=True,
+        error=None,
+        pid=None,
+        pid_started=None,
+    )
     advance_queue()
     return run_path(run).name
 
@@ -238,7 +275,7 @@ def training_env() -> dict[str, str]:
     """The training process's environment: the app's, except that on a Space the owner's Hub token stays behind
     (a visitor's run reads the Hub as nobody, like the visitor's page does)."""
     env = {**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"}
-    if on_a_space():
+    if public():
         for name in OWNER_TOKEN_VARIABLES:
             env.pop(name, None)
     return env
@@ -258,16 +295,20 @@ def _launch(run_id: str, arguments: list[str]) -> None:
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
         )
     _children[run_id] = proc
+    # recorded at once, under the queue lock: from here on a pid with another start time is not this run's
+    write_status(run_dir, pid=proc.pid, pid_started=start_time(proc.pid))
 
 
 def _signal_stop(run: str | Path, status: dict) -> None:
+    """SIGTERM the run's own training process, and only while it is the process recorded for the run."""
     child = _children.get(run_path(run).name)
-    pid = status.get("pid") or (child.pid if child else None)
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    if child is not None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        return
+    if pid_alive(status.get("pid"), status.get("pid_started")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(status["pid"], signal.SIGTERM)
 
 
 def stop_run(run: str | Path, owner: str | None = None) -> dict:
@@ -311,7 +352,8 @@ def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_S
 def visible_runs(owner: str | None) -> list[tuple[Path, dict]]:
     """Newest first, (run directory, status) of the runs `owner` may see; reads status files only."""
     statuses = [(run_dir, refresh(run_dir)) for run_dir in list_run_dirs()]
-    return [(run_dir, status) for run_dir, status in statuses if visible_to(status, owner)]
+    shared = public()
+    return [(run_dir, status) for run_dir, status in statuses if visible_to(run_dir, owner, shared)]
 
 
 def list_runs(owner: str | None = None) -> list[dict]:

@@ -11,10 +11,13 @@ import json
 import re
 from collections import Counter
 
+import regex
+
 EVAL_MAX_NEW_TOKENS = 96  # a json-extract answer is about 50 tokens; room for a wrong, longer one
 JSON_SHARE_FOR_SCHEMA = 0.9  # answers that must be JSON objects before a schema check is chosen
 ENUM_MAX_VALUES = 12  # a string field with at most this many distinct values (each seen 3+ times) is an enum
 SCORERS = ["auto", "json-schema", "valid-json", "regex", "exact", "none"]
+REGEX_TIMEOUT_SECONDS = 0.5  # per reply: a pattern that backtracks for longer is refused, not waited on
 
 
 # ------------------------------------------------------------------ JSON
@@ -118,8 +121,8 @@ def choose_scorer(train_answers: list[str], kind: str = "auto", pattern: str = "
         if not pattern:
             raise ValueError("The regex check needs a pattern, e.g. ^\\{.*\\}$ for one-line JSON.")
         try:
-            re.compile(pattern)
-        except re.error as error:
+            regex.compile(pattern)
+        except regex.error as error:
             raise ValueError(f"The pattern {pattern!r} is not a valid regular expression: {error}.") from None
         return {"kind": "regex", "pattern": pattern}
     if kind in ("auto", "json-schema"):
@@ -134,6 +137,18 @@ def choose_scorer(train_answers: list[str], kind: str = "auto", pattern: str = "
     return {"kind": kind}
 
 
+def regex_match(pattern: str, text: str) -> bool:
+    """Does the pattern match the reply? The match runs with a time limit and releases the interpreter lock
+    meanwhile, so a catastrophic pattern such as (a+)+$ stops with a message instead of freezing the app."""
+    try:
+        return regex.search(pattern, text, regex.DOTALL, timeout=REGEX_TIMEOUT_SECONDS, concurrent=True) is not None
+    except TimeoutError:
+        raise ValueError(
+            f"The pattern {pattern[:80]!r} took longer than {REGEX_TIMEOUT_SECONDS} s on one reply (nested repeats "
+            "such as (a+)+ backtrack without end): simplify it."
+        ) from None
+
+
 def score_replies(replies: list[str], references: list[str], scorer: dict) -> dict:
     """Shares of replies passing the scorer's checks, and up to 10 failing examples."""
     kind = scorer["kind"]
@@ -143,7 +158,7 @@ def score_replies(replies: list[str], references: list[str], scorer: dict) -> di
     if kind == "valid-json":
         checks["valid_json"] = [parse_json_object(r) is not None for r in replies]
     if kind == "regex":
-        checks["regex_match"] = [re.search(scorer["pattern"], r, re.DOTALL) is not None for r in replies]
+        checks["regex_match"] = [regex_match(scorer["pattern"], r) for r in replies]
     if kind in ("valid-json", "exact", "regex"):
         checks["exact_match"] = [r.strip() == ref.strip() for r, ref in zip(replies, references)]
     n = max(len(replies), 1)

@@ -13,6 +13,7 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 from . import rundir
 from .config import PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
+from .process import pid_alive, start_time
 from .run_writer import IS_MAIN_PROCESS, StopRequested, log, write_status
 from .rundir import (
     STATUS,
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
         args.run_dir = args.resume
+    busy = live_elsewhere(args.output_dir or args.run_dir)
+    if busy:  # another process trains into this run directory: touch nothing of it
+        print(f"error: {busy}", file=sys.stderr)
+        return 2
     try:
         config, run_dir = config_from_args(args)
         config.validate(model_max_length(config.model))
@@ -129,6 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     return train(config, run_dir, stop, checkpoint)
 
 
+def live_elsewhere(run_dir: str | None) -> str | None:
+    """Why this process must not train into `run_dir`: another live process is doing so (None when free).
+    A process the app launched for this very run (same pid) is this one."""
+    if not run_dir or not IS_MAIN_PROCESS:  # under accelerate the other ranks follow the main one
+        return None
+    status = read_json(Path(run_dir) / STATUS)
+    pid = status.get("pid")
+    if pid == os.getpid() or status.get("state") not in ("running", "stopping", "queued"):
+        return None
+    if pid_alive(pid, status.get("pid_started")):
+        return f"run {Path(run_dir).name} is still running (pid {pid}): stop it first."
+    return None
+
+
 def setup_logging(run_dir: Path) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if (
@@ -146,6 +166,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
     status = dict(
         state="running",
         pid=os.getpid(),
+        pid_started=start_time(os.getpid()),
         started_at=started,
         phase="loading",
         step=0,
@@ -156,6 +177,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         seconds_per_step=None,
         steps_measured=0,
         last_step_at=None,
+        # the host's limit on this run's wall time (a public Space), from its start: then it stops and saves
+        time_budget_seconds=rundir.read_status(run_dir).get("time_budget_seconds"),
     )
     write_status(run_dir, **status)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -189,26 +212,54 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         write_status(run_dir, **status)
         if IS_MAIN_PROCESS:
             save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
-        return finish(run_dir, status, state, started)
+        note = f"{stop.budget_spent}: resume the run to train further" if stop.budget_spent else None
+        return finish(run_dir, status, state, started, note=note)
     except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
-        log.error("Training failed:\n%s", traceback.format_exc())
-        if is_out_of_memory(error):
-            retry = {
-                "per_device_train_batch_size": max(1, config.per_device_train_batch_size // 2),
-                "gradient_accumulation_steps": config.gradient_accumulation_steps * 2,
-            }
-            status["retry"] = retry
-            message = (
-                f"Out of memory at batch size {config.per_device_train_batch_size} "
-                f"({'GPU' if 'CUDA' in str(error) else 'device'} memory ran out): retry with batch size "
-                f"{retry['per_device_train_batch_size']} and gradient accumulation "
-                f"{retry['gradient_accumulation_steps']} (the same effective batch)."
-            )
-            finish(run_dir, status, "failed", started, error=message)
-            return 1
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
-        finish(run_dir, status, "failed", started, error=message[:500])
+        log_traceback()
+        code = fail(run_dir, config, status, started, error)
+        if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # on a terminal: one line; the log has the rest
+            print("error: " + " ".join(str(rundir.read_status(run_dir).get("error") or error).split()), file=sys.stderr)
+        return code
+
+
+def log_traceback() -> None:
+    """The traceback goes to train.log only: on a terminal the user reads one line (see train)."""
+    text = "Training failed:\n" + traceback.format_exc()
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if os.environ.get("SFT_SPACE_LOG_CAPTURED") or not files:  # the app sends stdout to train.log
+        log.error(text)
+        return
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    for handler in files:
+        handler.handle(record)
+
+
+def fail(run_dir: Path, config: RunConfig, status: dict, started: float, error: Exception) -> int:
+    """Record a failed run with a message that says what to do; exit status 2 for bad input found while the
+    data and model were being read (nothing trained yet), 1 otherwise."""
+    if is_out_of_memory(error):
+        retry = {
+            "per_device_train_batch_size": max(1, config.per_device_train_batch_size // 2),
+            "gradient_accumulation_steps": config.gradient_accumulation_steps * 2,
+        }
+        status["retry"] = retry
+        message = (
+            f"Out of memory at batch size {config.per_device_train_batch_size} "
+            f"({'GPU' if 'CUDA' in str(error) else 'device'} memory ran out): retry with batch size "
+            f"{retry['per_device_train_batch_size']} and gradient accumulation "
+            f"{retry['gradient_accumulation_steps']} (the same effective batch)."
+        )
+        finish(run_dir, status, "failed", started, error=message)
         return 1
+    if is_disk_full(error):
+        finish(run_dir, status, "failed", started, error=disk_full_message(run_dir, config))
+        return 1
+    if isinstance(error, (ValueError, FileNotFoundError)) and status.get("phase") != "training":
+        finish(run_dir, status, "failed", started, error=str(error)[:500])
+        return 2
+    message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
+    finish(run_dir, status, "failed", started, error=message[:500])
+    return 1
 
 
 def peak_memory() -> int:
@@ -226,6 +277,50 @@ def is_out_of_memory(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    while error is not None:  # libraries wrap the OSError (safetensors, torch.save)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def remove_partial_files(run_dir: Path) -> list[str]:
+    """After a failed write: checkpoints never marked complete, the adapter's staging folder, temp JSON files."""
+    removed = []
+    for path in [
+        *(p for p in rundir.checkpoints_dir(run_dir).glob("checkpoint-*") if not (p / rundir.CHECKPOINT_MARK).exists()),
+        rundir.adapter_dir(run_dir).with_name(rundir.ADAPTER + ".partial"),
+        *run_dir.glob(".*.tmp"),
+    ]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def disk_full_message(run_dir: Path, config: RunConfig) -> str:
+    """What a visitor reads when the disk filled up: how much is free now, what to do, where to resume from."""
+    removed = remove_partial_files(run_dir)
+    log.error("Disk full; removed the partial files %s", removed)
+    free_mb = shutil.disk_usage(run_dir).free / 1e6
+    point = last_complete_checkpoint(run_dir)
+    where = (
+        f"resume from {point.name} (step {point.name.split('-')[-1]}), the last complete checkpoint"
+        if point
+        else "start the run again (no checkpoint was complete)"
+    )
+    return (
+        f"The disk is full ({free_mb:,.0f} MB free now on the drive holding the run): free some space (delete old "
+        f"runs on the Runs tab) or keep fewer checkpoints (save_total_limit, now {config.save_total_limit}), then "
+        f"{where}. The unfinished checkpoint was removed."
+    )
 
 
 def finish(

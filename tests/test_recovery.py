@@ -101,3 +101,27 @@ def test_out_of_memory_offers_half_batch_twice_accumulation(tiny_model, sft_home
     retry = runs.retry_config(run_id)
     assert (retry.per_device_train_batch_size, retry.gradient_accumulation_steps) == (2, 2)
     assert retry.learning_rate == rundir.read_config(run_id).learning_rate
+
+
+def test_a_full_disk_during_a_save_fails_the_run_with_what_to_do(tiny_model, sft_home, monkeypatch):
+    # A full filesystem cannot be mounted here without privileges, so the save at step 10 is cut short through a
+    # test hook: it leaves a checkpoint without its completion mark and a temp JSON file, then raises ENOSPC the way
+    # the write does. Everything after it (the message, the clean-up, the resume point) is the real code path.
+    monkeypatch.setenv("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE", "10")
+    run_id = runs.start_run(tiny(tiny_model, max_steps=30, save_steps=5))
+    status = runs.wait_for(run_id, timeout=180)
+
+    assert status["state"] == "failed", status
+    error = status["error"]
+    assert error.startswith("The disk is full (") and "MB free now" in error, error
+    assert "save_total_limit" in error and "resume from checkpoint-5 (step 5)" in error, error
+    run_dir = rundir.run_path(run_id)
+    assert [p.name for p in rundir.checkpoints_dir(run_id).glob("checkpoint-*")] == ["checkpoint-5"]  # partial gone
+    assert rundir.last_complete_checkpoint(run_id).name == "checkpoint-5"
+    assert not list(run_dir.glob(".*.tmp"))
+    assert "No space left on device" in rundir.log_path(run_id).read_text()  # the traceback stays in the log
+
+    monkeypatch.delenv("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE")
+    runs.resume_run(run_id)  # after freeing space: the run goes on from the point the message named
+    status = runs.wait_for(run_id, timeout=180)
+    assert status["state"] == "completed" and status["resumed_from"] == 5, status

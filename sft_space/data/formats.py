@@ -123,7 +123,30 @@ def _text(value) -> str:
 
 
 def template_fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    """The column names a template's {placeholders} name. Only bare names: a format width (`{text:x>50000000}`
+    would build 50 MB rows), a conversion or an attribute or index lookup is refused."""
+    names = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name or spec or conversion or any(c in name for c in ".[]"):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec[:20]}" if spec else "") + "}"
+            raise ValueError(
+                f"{shown} is not a bare column name: placeholders are plain column names such as {{question}}, "
+                "with no format, conversion, attribute or index."
+            )
+        names.append(name)
+    return names
+
+
+def render_template(template: str, row: dict) -> str:
+    """The template with each {column} replaced by the row's value as text: nothing else is interpreted."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        if name is not None:
+            parts.append(_text(row.get(name)))
+    return "".join(parts)
 
 
 def check_custom(kind: str, columns: list[str], mapping: dict, template: str) -> None:
@@ -170,7 +193,8 @@ def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str
             _text(row.get(mapping["system"])) if mapping.get("system") else "",
         )
     if kind == "template":
-        return {"text": template.format_map({k: _text(v) for k, v in row.items()}).strip()}
+        template_fields(template)  # bare names only, whoever calls
+        return {"text": render_template(template, row).strip()}
 
     if kind == "messages":
         return {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundled import DEMO_DATASETS, demo_split_path
+from ..limits import current as current_limits
 from .formats import (
     FORMAT_KEYS,
     FORMATS,
@@ -157,7 +158,7 @@ def load_for_run(config, preview: bool = False, revision: str | None = None) -> 
 
     `revision` overrides config.dataset_revision: readers of a finished run pass the commit it trained on
     (status.json's `data_revision`), so they read its rows even after the dataset's branch moved on."""
-    return load_dataset_source(
+    splits = load_dataset_source(
         config.dataset,
         validation_share=config.validation_share,
         seed=config.seed,
@@ -169,3 +170,8 @@ def load_for_run(config, preview: bool = False, revision: str | None = None) -> 
         mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
         preview=preview,
     )
+    cap = current_limits().dataset_rows
+    if cap and len(splits.train) > cap and not splits.preview:
+        splits.notes.append(f"the first {cap:,} of {len(splits.train):,} training rows (this Space's limit per run)")
+        splits.train = splits.train[:cap]
+    return splits

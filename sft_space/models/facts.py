@@ -92,6 +92,17 @@ class ModelFacts:
         return total
 
     @property
+    def weight_bytes(self) -> int:
+        """The size of the safetensors weights, from their headers."""
+        total = 0
+        for dtype, shape in self.tensors.values():
+            count = DTYPE_BYTES.get(dtype, 4)
+            for size in shape:
+                count *= size
+            total += count
+        return total
+
+    @property
     def weight_dtype(self) -> str:
         counts: dict[str, int] = {}
         for dtype, _ in self.tensors.values():

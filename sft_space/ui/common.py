@@ -16,7 +16,7 @@ import gradio as gr
 from .. import home, rundir, runs
 from ..config import BUNDLED_MODEL
 from ..data import is_hub_id
-from ..hub import on_a_space
+from ..hub import public
 from ..models import is_hub_model_id
 
 UPLOADS = "uploads"  # in $SFT_SPACE_HOME: the Data tab's uploads, content-addressed
@@ -77,7 +77,7 @@ def visitor_dataset(dataset) -> str:
     """On a Space, a visitor's dataset is a demo set, a Hub dataset id or a file uploaded through the Data tab,
     never another path on the server; the refusal reads the same whether such a path exists or not."""
     dataset = str(dataset or "").strip()
-    if not on_a_space() or dataset.startswith("demo:") or is_hub_id(dataset):
+    if not public() or dataset.startswith("demo:") or is_hub_id(dataset):
         return dataset
     uploads = (home() / UPLOADS).resolve()
     if Path(dataset).resolve().is_relative_to(uploads):
@@ -91,7 +91,7 @@ def visitor_dataset(dataset) -> str:
 def visitor_model(model) -> str:
     """On a Space, a visitor's model is the bundled one or a Hub model id, never a folder on the server."""
     model = str(model or "").strip()
-    if not on_a_space() or model == BUNDLED_MODEL or is_hub_model_id(model):
+    if not public() or model == BUNDLED_MODEL or is_hub_model_id(model):
         return model
     raise gr.Error(
         "On this Space the base model is the bundled one or a Hub model id (owner/name).", print_exception=False

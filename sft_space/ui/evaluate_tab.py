@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import rundir
+from .. import rundir, runs
 from ..baselines import (
     DEFAULT_BASELINE_PROMPTS,
     DEFAULT_SHOTS,
@@ -52,7 +52,7 @@ def saved_eval(run_id: str | None) -> dict:
 
 
 def load_existing(run_id: str | None, visitor: str | None):
-    if run_id and not rundir.visible_run(run_id, visitor):
+    if run_id and not runs.visible_run(run_id, visitor):
         run_id = None
     saved = saved_eval(run_id)
     return (

@@ -7,6 +7,7 @@ import json
 
 import gradio as gr
 
+from .. import estimates, limits
 from ..bundled import is_converted
 from ..config import BUNDLED_MODEL
 from ..models import CURATED_MODELS, detect_device, fit_report, is_hub_model_id, model_facts, resolve_model
@@ -75,6 +76,9 @@ def prepare(choice: str, progress=gr.Progress(track_tqdm=True)) -> str:
     progress(0, desc="Checking the model")
     choice = visitor_model(choice)
     with shown_as_error():
+        facts = model_facts(choice)  # metadata only: a model too big for this host is refused before downloading
+        limits.check_model_size(choice, facts.parameters)
+        estimates.check_download(choice, facts)
         folder = resolve_model(choice, lambda fraction, message: progress(fraction, desc=message))
     config = json.loads((folder / "config.json").read_text())
     return (

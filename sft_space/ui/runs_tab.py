@@ -49,7 +49,7 @@ def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | N
     """Loss curves of the ticked runs on one chart: validation loss where there is one, else training loss."""
     rows = []
     for run_id in selected or []:
-        if not rundir.visible_run(run_id, visitor):
+        if not runs.visible_run(run_id, visitor):
             continue
         records = rundir.read_metrics(run_id)
         key = "eval_loss" if any(isinstance(r.get("eval_loss"), (int, float)) for r in records) else "loss"

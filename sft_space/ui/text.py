@@ -38,6 +38,10 @@ def status_line(status: dict) -> str:
         parts.append("ETA measuring…")  # the first steps, before the run's own pace is known
     if status.get("state") in runs.FINAL_STATES and status.get("elapsed_seconds"):
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
+    if status.get("state") in runs.ACTIVE_STATES and status.get("time_budget_seconds"):
+        parts.append(f"time limit on this Space {format_duration(status['time_budget_seconds'])}")
+    if status.get("state") in runs.FINAL_STATES and status.get("note"):
+        parts.append(status["note"])
     if status.get("state") in ("failed", "interrupted") and status.get("error"):
         parts.append(status["error"])
     if status.get("state") in ("stopped", "failed", "interrupted") and status.get("last_checkpoint"):

@@ -12,7 +12,7 @@ from ..config import DEFAULT_PRESET, PRESETS, preset_config
 from . import text
 from .charts import drawable, finite, typed_frame
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_model
-from .visitor import new_visitor_id
+from .visitor import address, new_visitor_id
 from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
 
 LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
@@ -97,13 +97,13 @@ def progress_html(status: dict) -> str:
     )
 
 
-def start(visitor: str | None, model: str, *values):
+def start(request: gr.Request, visitor: str | None, model: str, *values):
     visitor = visitor or new_visitor_id()
     data = data_settings(values[: len(SOURCE_FIELDS)])
     settings = dict(zip(TRAIN_FIELDS, values[len(SOURCE_FIELDS) :]))
     with shown_as_error():
         config = read_config({**settings, **data, "model": visitor_model(model)})
-        run_id = runs.start_run(config, owner=visitor)
+        run_id = runs.start_run(config, owner=visitor, address=address(request))
     status = runs.refresh(run_id)
     if runs.is_waiting(status):
         gr.Info(f"Run {run_id} is queued behind another training job; it starts by itself when the device is free.")
@@ -112,22 +112,22 @@ def start(visitor: str | None, model: str, *values):
     return run_id, run_bar_text(run_id, status), visitor
 
 
-def resume(run_id: str | None, visitor: str | None):
+def resume(request: gr.Request, run_id: str | None, visitor: str | None):
     owned(run_id, visitor, "resume")
     with shown_as_error():
-        runs.resume_run(run_id, visitor)
+        runs.resume_run(run_id, visitor, address(request))
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
 
 
-def retry_smaller(run_id: str | None, visitor: str | None):
+def retry_smaller(request: gr.Request, run_id: str | None, visitor: str | None):
     """After running out of memory: the same run with half the batch and twice the accumulation."""
     owned(run_id, visitor, "retry")
     config = runs.retry_config(run_id)
     if config is None:
         raise gr.Error("Retry with a smaller batch is offered after a run runs out of memory.", print_exception=False)
     with shown_as_error():
-        new_id = runs.start_run(config, owner=visitor)
+        new_id = runs.start_run(config, owner=visitor, address=address(request))
     return new_id, run_bar_text(new_id, runs.refresh(new_id))
 
 
@@ -149,7 +149,7 @@ def cancel(run_id: str | None, visitor: str | None):
 
 def poll(run_id: str | None, visitor: str | None):
     """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one."""
-    if run_id and not rundir.visible_run(run_id, visitor):
+    if run_id and not runs.visible_run(run_id, visitor):
         run_id = None
     run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
@@ -266,7 +266,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
     preset.input(apply_preset, preset, widget_list, api_name=False)
     start_button.click(
-        named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELDS]),
+        named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELDS], with_request=True),
         [visitor, model, *data_sources, *widget_list],
         [current_run, run_bar, visitor],
         api_name="start_run",

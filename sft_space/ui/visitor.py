@@ -68,3 +68,14 @@ def identify(browser_id: str | None, profile: gr.OAuthProfile | None = None):
     if profile is not None and getattr(profile, "username", None):
         return f"hf:{profile.username}", browser_id
     return key, browser_id
+
+
+def address(request: gr.Request | None) -> str | None:
+    """Where a request comes from, as a keyed hash (no address is stored): anonymous visitors share a quota per
+    address, so minting new ids does not buy more runs. On a Space the proxy in front appends the address it saw
+    to X-Forwarded-For (the last entry; earlier ones are whatever the client claimed); elsewhere the socket's peer."""
+    if request is None:
+        return None
+    forwarded = (request.headers or {}).get("x-forwarded-for") if os.environ.get("SPACE_ID") else None
+    host = forwarded.split(",")[-1].strip() if forwarded else getattr(getattr(request, "client", None), "host", None)
+    return "address:" + _signature("address:" + host)[:24] if host else None

@@ -105,10 +105,11 @@ def read_config(values: dict) -> RunConfig:
     return RunConfig(**{name: coerce(known[name], value) for name, value in values.items()})
 
 
-def named(function, names: list[str], with_progress: bool = False):
+def named(function, names: list[str], with_progress: bool = False, with_request: bool = False):
     """The same handler with one named parameter per widget, so the API (and gradio_client) takes field names.
 
     with_progress: the handler also gets gradio's progress tracker, passed on as `progress=`.
+    with_request: the handler's first argument is the request (gr.Request), as gradio passes it.
     """
 
     def handler(*values):
@@ -117,6 +118,11 @@ def named(function, names: list[str], with_progress: bool = False):
         return function(*values)
 
     parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    if with_request:
+        parameters.insert(
+            0, inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+        )
+        handler.__annotations__ = {"request": gr.Request}
     if with_progress:
         parameters.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
     handler.__signature__ = inspect.Signature(parameters)

@@ -1,0 +1,163 @@
+"""Quotas: what one visitor may ask of a machine that strangers share.
+
+On a public host (a Space, or `app.py --public`) every visitor gets a fair share: one run training or waiting
+per visitor (and per address when not signed in), a queue of bounded length, a budget of trained tokens and of
+wall time per run (the run is stopped and saved when it is spent), caps on model size (read from the Hub's
+metadata, before anything is downloaded), dataset rows and upload size, probe prompts, reply length, Evaluate
+rows and chat tokens per hour, and an age after which old runs, uploads and unused models are removed. The
+defaults depend on the hardware (a 2-vCPU Space is not an H100); the Space owner overrides any of them with the
+environment variables below (0 switches a cap off). On a private machine nothing is capped unless a variable
+asks for it. Imports neither torch nor Gradio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+
+from .hub import public
+
+
+@dataclass(frozen=True)
+class Limits:
+    runs_per_visitor: int | None  # training or waiting at once, per visitor
+    runs_per_address: int | None  # the same, for the anonymous visitors of one address together
+    queue_size: int | None  # runs waiting for the device, all visitors together
+    train_tokens: int | None  # steps x batch x accumulation x max_length of one run
+    run_minutes: float | None  # wall time of one run, loading included; then it is stopped and saved
+    model_billions: float | None  # parameters of the base model, in billions
+    dataset_rows: int | None  # training rows one run reads (the rest are left out, and the run says so)
+    upload_mb: float | None  # one uploaded dataset file
+    probe_prompts: int | None  # prompts answered at every evaluation
+    max_new_tokens: int | None  # one reply, in chat, probes and Evaluate
+    eval_rows: int | None  # rows one Evaluate or prompting comparison scores
+    chat_tokens_per_hour: int | None  # generated in chat, per visitor, over the last hour
+    keep_days: float | None  # finished runs, uploads and unused downloaded models older than this are removed
+
+
+# the environment variable of each field: what a Space owner sets under Settings > Variables
+VARIABLES = {f.name: "SFT_SPACE_" + f.name.upper() for f in dataclasses.fields(Limits)}
+
+# A free CPU Space (2 vCPU, 16 GB): the Quick demo takes about 3 minutes there (SmolLM2-135M, 40 steps of 4 rows
+# of up to 256 tokens = 41k tokens); a run may take ten times that, and half an hour, so eight waiting runs mean
+# at most a few hours of queue. 0.5B parameters is the largest curated model that trains there at all.
+CPU_SPACE = Limits(
+    runs_per_visitor=1,
+    runs_per_address=1,
+    queue_size=8,
+    train_tokens=500_000,
+    run_minutes=30,
+    model_billions=0.5,
+    dataset_rows=20_000,
+    upload_mb=50,
+    probe_prompts=5,
+    max_new_tokens=512,
+    eval_rows=200,
+    chat_tokens_per_hour=6_000,  # about 8 minutes of replies at the CPU's 13 tokens/s
+    keep_days=3,
+)
+# A GPU Space: SmolLM2-360M trains at about 24k tokens/s at batch 16 on an H200 ([fast] measurements), so an
+# hour's run is tens of millions of tokens; 8B parameters is the most a LoRA run fits on a 48-80 GB card.
+GPU_SPACE = dataclasses.replace(
+    CPU_SPACE,
+    train_tokens=50_000_000,
+    run_minutes=60,
+    model_billions=8,
+    dataset_rows=200_000,
+    upload_mb=200,
+    eval_rows=1_000,
+    chat_tokens_per_hour=60_000,
+    keep_days=7,
+)
+PRIVATE = Limits(**{name: None for name in VARIABLES})
+
+
+def _override(name: str, default):
+    """The owner's value for a field from the environment: a number, 0 or 'off' for no cap."""
+    raw = os.environ.get(VARIABLES[name], "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("0", "off", "none", "no"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{VARIABLES[name]}={raw!r} is not a number: set a number, or 0 for no cap.") from None
+    return value if name in ("run_minutes", "model_billions", "upload_mb", "keep_days") else int(value)
+
+
+def current(device_kind: str | None = None) -> Limits:
+    """The limits in force now: the hardware's defaults on a public host, none on a private machine, each
+    overridden by its environment variable."""
+    if public():
+        base = CPU_SPACE if (device_kind or _device_kind()) == "cpu" else GPU_SPACE
+    else:
+        base = PRIVATE
+    return Limits(**{name: _override(name, getattr(base, name)) for name in VARIABLES})
+
+
+@functools.lru_cache(maxsize=1)
+def _device_kind() -> str:
+    from .models import detect_device
+
+    return detect_device().kind
+
+
+def run_tokens(config) -> int:
+    """The most tokens a run can train on: its planned steps x rows per step x max_length."""
+    from .estimates import planned_steps
+
+    return (
+        planned_steps(config)
+        * config.per_device_train_batch_size
+        * config.gradient_accumulation_steps
+        * (config.max_length)
+    )
+
+
+def check_model_size(model: str, parameters: int | None, limits: Limits | None = None) -> None:
+    """Refuse a base model bigger than this host trains, from its metadata (before any download)."""
+    limits = limits or current()
+    if limits.model_billions and parameters and parameters > limits.model_billions * 1e9:
+        raise ValueError(
+            f"{model} has {parameters / 1e9:.1f}B parameters; this Space trains models up to "
+            f"{limits.model_billions:g}B: pick a smaller model, or duplicate the Space onto bigger hardware."
+        )
+
+
+def check_run(config, parameters: int | None = None, limits: Limits | None = None) -> None:
+    """Refuse, with what to change, a run bigger than this host allows (before anything is queued)."""
+    limits = limits or current()
+    check_model_size(config.model, parameters, limits)
+    if limits.train_tokens:
+        tokens = run_tokens(config)
+        if tokens > limits.train_tokens:
+            raise ValueError(
+                f"This run could train on up to {tokens:,} tokens (steps x batch x accumulation x max_length) and "
+                f"this Space allows {limits.train_tokens:,} per run: lower max_steps, the batch or max_length."
+            )
+    probes = len(config.probe_list())
+    if limits.probe_prompts and probes > limits.probe_prompts:
+        raise ValueError(
+            f"{probes} probe prompts; this Space answers at most {limits.probe_prompts} at each evaluation: "
+            "remove some."
+        )
+    if limits.max_new_tokens and config.max_new_tokens > limits.max_new_tokens:
+        raise ValueError(
+            f"max_new_tokens {config.max_new_tokens}: replies on this Space are at most {limits.max_new_tokens} "
+            "tokens: lower it."
+        )
+    from .estimates import planned_steps
+
+    steps = planned_steps(config)
+    if public() and config.save_steps and steps // config.save_steps > MAX_CHECKPOINTS_PER_RUN:
+        raise ValueError(
+            f"save_steps {config.save_steps} writes {steps // config.save_steps} checkpoints in {steps} steps; "
+            f"this Space writes at most {MAX_CHECKPOINTS_PER_RUN} per run: set save_steps to at least "
+            f"{-(-steps // MAX_CHECKPOINTS_PER_RUN)}."
+        )
+
+
+MAX_CHECKPOINTS_PER_RUN = 20  # a checkpoint every step fills the disk and the run's time with saving
