@@ -12,11 +12,15 @@ asks for it. Imports neither torch nor Gradio.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
+import threading
+import time
 from dataclasses import dataclass
 
+from .estimates import planned_steps
 from .hub import public
 
 
@@ -30,6 +34,7 @@ class Limits:
     model_billions: float | None  # parameters of the base model, in billions
     dataset_rows: int | None  # training rows one run reads (the rest are left out, and the run says so)
     upload_mb: float | None  # one uploaded dataset file
+    checkpoints: int | None  # checkpoints one run writes (a checkpoint every step fills disk and time with saving)
     probe_prompts: int | None  # prompts answered at every evaluation
     max_new_tokens: int | None  # one reply, in chat, probes and Evaluate
     eval_rows: int | None  # rows one Evaluate or prompting comparison scores
@@ -52,6 +57,7 @@ CPU_SPACE = Limits(
     model_billions=0.5,
     dataset_rows=20_000,
     upload_mb=50,
+    checkpoints=20,
     probe_prompts=5,
     max_new_tokens=512,
     eval_rows=200,
@@ -107,8 +113,6 @@ def _device_kind() -> str:
 
 def run_tokens(config) -> int:
     """The most tokens a run can train on: its planned steps x rows per step x max_length."""
-    from .estimates import planned_steps
-
     return (
         planned_steps(config)
         * config.per_device_train_batch_size
@@ -149,15 +153,61 @@ def check_run(config, parameters: int | None = None, limits: Limits | None = Non
             f"max_new_tokens {config.max_new_tokens}: replies on this Space are at most {limits.max_new_tokens} "
             "tokens: lower it."
         )
-    from .estimates import planned_steps
-
     steps = planned_steps(config)
-    if public() and config.save_steps and steps // config.save_steps > MAX_CHECKPOINTS_PER_RUN:
+    if limits.checkpoints and config.save_steps and steps // config.save_steps > limits.checkpoints:
         raise ValueError(
             f"save_steps {config.save_steps} writes {steps // config.save_steps} checkpoints in {steps} steps; "
-            f"this Space writes at most {MAX_CHECKPOINTS_PER_RUN} per run: set save_steps to at least "
-            f"{-(-steps // MAX_CHECKPOINTS_PER_RUN)}."
+            f"this Space writes at most {limits.checkpoints} per run: set save_steps to at least "
+            f"{-(-steps // limits.checkpoints)}."
         )
 
 
-MAX_CHECKPOINTS_PER_RUN = 20  # a checkpoint every step fills the disk and the run's time with saving
+def check_eval_rows(count: int, limits: Limits | None = None) -> int:
+    """The number of held-out prompts to score, refused above this host's cap."""
+    limits = limits or current()
+    if count < 1:
+        raise ValueError("Score at least 1 held-out prompt.")
+    if limits.eval_rows and count > limits.eval_rows:
+        raise ValueError(f"{count} prompts: this Space scores at most {limits.eval_rows} per evaluation; lower it.")
+    return count
+
+
+CHAT_MESSAGE_CHARACTERS = 4_000  # one chat message on a public host
+CHAT_CONVERSATION_CHARACTERS = 24_000  # the whole conversation sent back with each message
+
+
+class ChatBudget:
+    """Tokens each visitor generated in chat over the last hour, so one visitor cannot keep the model busy for
+    everyone; kept in memory (a restart forgets it, which errs on the visitor's side)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[str, collections.deque] = {}
+
+    def _recent(self, visitor: str, now: float) -> collections.deque:
+        spent = self._spent.setdefault(visitor, collections.deque())
+        while spent and spent[0][0] < now - 3600:
+            spent.popleft()
+        return spent
+
+    def check(self, visitor: str, limit: int | None) -> None:
+        """Refuse a new reply when this hour's tokens are spent, saying when more are available."""
+        if not limit:
+            return
+        now = time.time()
+        with self._lock:
+            spent = self._recent(visitor, now)
+            used = sum(tokens for _, tokens in spent)
+            if used >= limit:
+                wait = spent[0][0] + 3600 - now if spent else 0
+                raise ValueError(
+                    f"You have used this hour's {limit:,} chat tokens on this Space: try again in about "
+                    f"{max(1, round(wait / 60))} minutes."
+                )
+
+    def spend(self, visitor: str, tokens: int) -> None:
+        with self._lock:
+            self._recent(visitor, time.time()).append((time.time(), tokens))
+
+
+chat_budget = ChatBudget()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import estimates, limits
+from .cleanup import clean_up
 from .config import RunConfig
 from .hub import on_a_space, public
 from .models import check_model_choice, model_max_length
@@ -128,15 +131,23 @@ def advance_queue() -> str | None:
         return run_id
 
 
+CLEAN_UP_EVERY_SECONDS = 3600
+
+
 def start_queue_worker(interval: float = 2.0) -> threading.Thread:
-    """A daemon thread that starts queued runs as the device frees up (the app runs one)."""
+    """A daemon thread that starts queued runs as the device frees up (the app runs one), and once an hour
+    removes old runs, uploads and models (cleanup; only where limits.keep_days is set)."""
 
     def work() -> None:
+        cleaned = 0.0
         while True:
             try:
                 advance_queue()
+                if time.time() - cleaned > CLEAN_UP_EVERY_SECONDS:
+                    cleaned = time.time()
+                    clean_up(limits.current().keep_days, ACTIVE_STATES)
             except Exception:  # a bad run directory must not stop the queue
-                pass
+                logging.getLogger(__name__).exception("queue worker")
             time.sleep(interval)
 
     thread = threading.Thread(target=work, name="sft-space-queue", daemon=True)
@@ -334,6 +345,16 @@ def cancel_run(run: str | Path, owner: str | None = None) -> dict:
         request_cancel(run)
         _signal_stop(run, status)
     return refresh(run)
+
+
+def delete_run(run: str | Path, owner: str | None = None) -> None:
+    """Remove a finished run and everything in its folder (its owner's choice; a live run is stopped first)."""
+    status = check_owner(run, owner)
+    with _queue_lock():
+        status = refresh(run)
+        if status.get("state") in ACTIVE_STATES:
+            raise RuntimeError("This run is still training or waiting: stop or cancel it before deleting it.")
+        shutil.rmtree(run_path(run))
 
 
 def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_SECONDS, poll: float = 0.5) -> dict:

@@ -138,8 +138,9 @@ def test_on_a_space_typed_paths_reach_no_server_file(tmp_path, monkeypatch, tiny
     import gradio as gr
 
     from sft_space import home
+    from sft_space.cleanup import UPLOADS
     from sft_space.ui import data_tab
-    from sft_space.ui.common import SOURCE_FIELDS, UPLOADS, owned, visitor_model
+    from sft_space.ui.common import SOURCE_FIELDS, owned, visitor_model
 
     def preview(dataset):
         fields = {"dataset": dataset, "validation_share": 0.1, "data_format": "auto"}

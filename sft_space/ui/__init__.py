@@ -39,7 +39,8 @@ def sign_in_available() -> bool:
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="SFT Space") as demo:
+    # delete_cache: the copies Gradio keeps of uploads and handed-out files go after an hour
+    with gr.Blocks(title="SFT Space", delete_cache=(3600, 3600)) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown(
                 f"## SFT Space — fine-tune a small language model in your browser "
@@ -110,7 +111,7 @@ def launch_kwargs() -> dict:
     return dict(
         css=CSS,
         theme=gr.themes.Soft(),
-        max_file_size=f"{data_tab.MAX_UPLOAD_MB}mb",
+        max_file_size=f"{data_tab.max_upload_mb():g}mb",
         blocked_paths=[str(rundir.runs_root())],
         # Gradio's run history would keep every input of each call in the visitor's browser, the pasted Hub
         # token included: off (it also deletes what an earlier version of the page saved there)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import runs
+from .. import limits, runs
 from ..config import RunConfig
+from ..hub import public
 from .common import owned, shown_as_error
 from .widgets import build_groups
 
@@ -68,7 +69,12 @@ def respond(
             "No tuned model yet: train a run on the Train tab (or pick a finished run above).", print_exception=False
         )
     owned(run_id, visitor, "chat with")
+    quota = limits.current()
     with shown_as_error():
+        check_chat_size(message, tuned_history, base_history, system_prompt)
+        limits.chat_budget.check(visitor, quota.chat_tokens_per_hour)
+        if quota.max_new_tokens and int(max_new_tokens) > quota.max_new_tokens:
+            raise ValueError(f"max_new_tokens {int(max_new_tokens)}: replies here are at most {quota.max_new_tokens}.")
         settings = RunConfig(
             temperature=float(temperature),
             top_p=float(top_p),
@@ -85,15 +91,35 @@ def respond(
         else as_messages(base_history)
     )
     seed = int(seed) if seed is not None else DEFAULT_SEED
-    for text in stream_reply(loaded, system + tuned[:-1], seed=seed, **settings.to_generation_kwargs()):
-        tuned[-1]["content"] = text
-        yield "", tuned, base
-    if compare:
-        for text in stream_reply(
-            loaded, system + base[:-1], seed=seed, use_adapter=False, **settings.to_generation_kwargs()
-        ):
-            base[-1]["content"] = text
+    try:
+        for text in stream_reply(loaded, system + tuned[:-1], seed=seed, **settings.to_generation_kwargs()):
+            tuned[-1]["content"] = text
             yield "", tuned, base
+        if compare:
+            for text in stream_reply(
+                loaded, system + base[:-1], seed=seed, use_adapter=False, **settings.to_generation_kwargs()
+            ):
+                base[-1]["content"] = text
+                yield "", tuned, base
+    finally:  # a reply cut short by Stop still counts what it generated
+        replies = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
+        limits.chat_budget.spend(visitor, len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
+
+
+def check_chat_size(message: str, tuned_history, base_history, system_prompt: str) -> None:
+    """On a public host, a message and the conversation sent back with it have a size limit (a huge prompt keeps
+    the model busy for everyone as surely as a long reply)."""
+    if not public():
+        return
+    if len(message) > limits.CHAT_MESSAGE_CHARACTERS:
+        raise ValueError(
+            f"The message has {len(message):,} characters; at most {limits.CHAT_MESSAGE_CHARACTERS:,} here."
+        )
+    total = len(system_prompt or "") + sum(
+        len(m["content"]) for m in as_messages(tuned_history) + as_messages(base_history)
+    )
+    if total > limits.CHAT_CONVERSATION_CHARACTERS:
+        raise ValueError("This conversation is too long for this Space: press Clear to start a new one.")
 
 
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import home, rundir, runs
+from .. import rundir, runs
+from ..cleanup import uploads_dir
 from ..config import BUNDLED_MODEL
 from ..data import is_hub_id
 from ..hub import public
 from ..models import is_hub_model_id
-
-UPLOADS = "uploads"  # in $SFT_SPACE_HOME: the Data tab's uploads, content-addressed
 
 # The engine's way of saying "this input or state is wrong": the message is for the visitor.
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)
@@ -79,7 +78,7 @@ def visitor_dataset(dataset) -> str:
     dataset = str(dataset or "").strip()
     if not public() or dataset.startswith("demo:") or is_hub_id(dataset):
         return dataset
-    uploads = (home() / UPLOADS).resolve()
+    uploads = uploads_dir().resolve()
     if Path(dataset).resolve().is_relative_to(uploads):
         return dataset
     raise gr.Error(

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import home
+from .. import limits
+from ..cleanup import uploads_dir
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, preview_table
 from .charts import drawable, typed_frame
-from .common import SOURCE_FIELDS, UPLOADS, data_settings, shown_as_error, visitor_model
+from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
 from .widgets import named
 
-MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload
+MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload (a public host may allow less)
+
+
+def max_upload_mb() -> float:
+    cap = limits.current().upload_mb
+    return min(cap, MAX_UPLOAD_MB) if cap else MAX_UPLOAD_MB
 
 
 def load_from_widgets(values, preview: bool = False) -> DatasetSplits:
@@ -68,7 +74,7 @@ def keep_upload(file_path: str | None):
     if source.suffix.lower() not in UPLOAD_SUFFIXES:
         raise gr.Error(f"{source.name}: upload a {', '.join(UPLOAD_SUFFIXES)} file.", print_exception=False)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    target = home() / UPLOADS / f"{digest}-{source.name}"
+    target = uploads_dir() / f"{digest}-{source.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return gr.Dropdown(value=str(target))
@@ -143,7 +149,7 @@ def build(demo: gr.Blocks):
             info="Placeholders are column names; each row becomes this text (trained whole).",
         )
     upload = gr.File(
-        label=f"Upload a dataset ({', '.join(UPLOAD_SUFFIXES)}; up to {MAX_UPLOAD_MB} MB)",
+        label=f"Upload a dataset ({', '.join(UPLOAD_SUFFIXES)}; up to {max_upload_mb():g} MB)",
         file_types=list(UPLOAD_SUFFIXES),
         type="filepath",
         elem_id="dataset-upload",

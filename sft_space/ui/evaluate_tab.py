@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import rundir, runs
+from .. import limits, rundir, runs
 from ..baselines import (
     DEFAULT_BASELINE_PROMPTS,
     DEFAULT_SHOTS,
@@ -128,7 +128,7 @@ def compare(
     with shown_as_error():
         result = compare_with_prompting(
             run_id,
-            int(count),
+            limits.check_eval_rows(int(count or 0)),
             int(shots),
             instructions,
             scorer,
@@ -145,7 +145,7 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str 
     with shown_as_error():
         result = evaluate_run(
             run_id,
-            int(count),
+            limits.check_eval_rows(int(count or 0)),
             scorer,
             pattern or "",
             progress=lambda fraction, message: progress(fraction, desc=message),

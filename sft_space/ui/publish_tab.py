@@ -13,6 +13,7 @@ import gradio as gr
 
 from .. import jobs, publish, rundir
 from ..card import loss_curve_png, model_card
+from ..cleanup import handed_out_dir
 from ..export import export_run, trl_command, trl_yaml
 from ..hub import hub_endpoint
 from .common import ENGINE_ERRORS, owned
@@ -112,7 +113,7 @@ def export(run_id: str | None, visitor: str | None):
 def handed_out(archive: Path) -> Path:
     """A copy of the zip in a fresh temporary folder, which is what the page hands to the visitor: the runs folder
     itself is never served (see launch_kwargs)."""
-    folder = Path(tempfile.mkdtemp(prefix="sft-space-export-"))
+    folder = Path(tempfile.mkdtemp(prefix="export-", dir=handed_out_dir()))  # removed after an hour (cleanup)
     return Path(shutil.copy2(archive, folder / archive.name))
 
 

@@ -9,7 +9,7 @@ from .. import rundir, runs
 from ..models import model_label
 from . import text
 from .charts import drawable, finite, typed_frame
-from .common import owned
+from .common import owned, shown_as_error
 
 HEADERS = ["run", "model", "dataset", "state", "steps", "best validation loss", "age"]
 
@@ -45,6 +45,15 @@ def open_run(run_id: str | None, visitor: str | None):
     return run_id, rundir.read_config(run_id).to_dict()
 
 
+def delete(run_id: str | None, current: str | None, visitor: str | None, selected: list[str] | None):
+    """Remove a finished run of this visitor's, with its files; the page forgets it if it was open."""
+    owned(run_id, visitor, "delete")
+    with shown_as_error():
+        runs.delete_run(run_id, visitor)
+    gr.Info(f"Deleted {run_id} and its files.")
+    return (*refresh(visitor, selected), None if current == run_id else current)
+
+
 def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | None:
     """Loss curves of the ticked runs on one chart: validation loss where there is one, else training loss."""
     rows = []
@@ -69,6 +78,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Row():
         choice = gr.Dropdown(label="Open a run", scale=3, elem_id="open-run", allow_custom_value=True)
         open_button = gr.Button("Open", scale=1)
+        delete_button = gr.Button("Delete", scale=1, variant="stop", elem_id="delete-run")
         refresh_button = gr.Button("Refresh", scale=1)
     with gr.Accordion("Settings of the opened run", open=False):
         config_view = gr.JSON(elem_id="run-config")
@@ -77,6 +87,9 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     for event in (tab.select, refresh_button.click):
         event(refresh, [visitor, compare], [table, choice, compare], api_name=False)
     open_button.click(open_run, [choice, visitor], [current_run, config_view], api_name="open_run")
+    delete_button.click(
+        delete, [choice, current_run, visitor, compare], [table, choice, compare, current_run], api_name="delete_run"
+    )
     # emptied first, so the plot is built afresh with a colour for each ticked run (see charts.py)
     compare.change(lambda: None, None, chart, api_name=False, show_progress="hidden").then(
         overlay, [compare, visitor], chart, api_name=False
