@@ -1,8 +1,15 @@
-"""SFT Space entry point: build the UI; when run, start the training queue's worker, then queue() and launch()."""
+"""SFT Space entry point: build the UI; when run, start the training queue's worker, then queue() and launch().
+
+    python app.py            a private machine: local paths allowed, no quotas
+    python app.py --public   hosted for strangers as on a Space: confined paths, quotas (see the README)
+"""
 
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if "--public" in sys.argv[1:]:
+    os.environ["SFT_SPACE_PUBLIC"] = "1"
 
 from sft_space import runs  # noqa: E402
 from sft_space.ui import build_app, launch_kwargs  # noqa: E402
