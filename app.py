@@ -1,7 +1,7 @@
 """SFT Space entry point: build the UI; when run, start the training queue's worker, then queue() and launch().
 
-    python app.py            a private machine: local paths allowed, no quotas
-    python app.py --public   hosted for strangers as on a Space: confined paths, quotas (see the README)
+python app.py            a private machine: local paths allowed, no quotas
+python app.py --public   hosted for strangers as on a Space: confined paths, quotas (see the README)
 """
 
 import os

@@ -42,8 +42,8 @@ def inject_disk_full(folder: Path) -> None:
 class RunDirCallback(TrainerCallback):
     """Writes progress to status.json each step and every log to metrics.jsonl; honours stop requests."""
 
-    def __init__(self, run_dir: Path, status: dict, stop: StopRequested) -> None:
-        self.run_dir, self.status, self.stop = run_dir, status, stop
+    def __init__(self, run_dir: Path, status: dict, stop: StopRequested, backup=None) -> None:
+        self.run_dir, self.status, self.stop, self.backup = run_dir, status, stop, backup
         self.train_started = time.time()
         self.eval_seconds = 0.0
         self.first_step = self.first_tokens = 0  # where this process began (above 0 when resuming)
@@ -115,6 +115,8 @@ class RunDirCallback(TrainerCallback):
                 rundir.mark_checkpoint_complete(folder, state.global_step)
             self.status["last_checkpoint"] = state.global_step
             write_status(self.run_dir, **self.status)
+            if self.backup is not None:  # staged now (a copy), pushed in the background
+                self.status["backup_stage_seconds"] = round(self.backup.save(folder, state.global_step), 3)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})

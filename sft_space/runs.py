@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import estimates, limits
+from .backup import REPO_VARIABLE as BACKUP_REPO_VARIABLE
 from .cleanup import clean_up
 from .config import RunConfig
 from .hub import on_a_space, public
@@ -216,10 +217,16 @@ def check_fair_share(owner: str | None, address: str | None = None, quota: limit
 
 
 def start_run(
-    config: RunConfig, run_id: str | None = None, owner: str | None = None, address: str | None = None
+    config: RunConfig,
+    run_id: str | None = None,
+    owner: str | None = None,
+    address: str | None = None,
+    hub_token: str | None = None,
+    backup_repo: str | None = None,
 ) -> str:
     """Validate, check the disk, the visitor's share and this host's limits, write the run directory and queue the
-    run; return its id."""
+    run; return its id. hub_token: the signed-in visitor's own token, handed to the training process in its
+    environment only (their Hub reads; with backup_repo, checkpoints pushed there: see backup)."""
     quota = limits.current()
     check_fair_share(owner, address, quota)
     facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued
@@ -230,6 +237,7 @@ def start_run(
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
+    _hand_token(run_id, hub_token, backup_repo)
     write_config(run_dir, config)
     write_owner(run_dir, owner, address)
     # written before any process starts; from then on only the training process writes status.json
@@ -247,7 +255,13 @@ def start_run(
     return run_id
 
 
-def resume_run(run: str | Path, owner: str | None = None, address: str | None = None) -> str:
+def resume_run(
+    run: str | Path,
+    owner: str | None = None,
+    address: str | None = None,
+    hub_token: str | None = None,
+    backup_repo: str | None = None,
+) -> str:
     """Queue a stopped, failed or interrupted run to continue from its last complete checkpoint."""
     status = check_owner(run, owner)
     if status.get("state") in ACTIVE_STATES:
@@ -257,6 +271,7 @@ def resume_run(run: str | Path, owner: str | None = None, address: str | None = 
     check_fair_share(owner, address)
     if last_complete_checkpoint(run) is None:
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
+    _hand_token(run_path(run).name, hub_token, backup_repo)
     write_status(
         run,
         state="queued",
@@ -280,15 +295,27 @@ def retry_config(run: str | Path) -> RunConfig | None:
 
 
 OWNER_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # a Space owner's secrets
+_tokens: dict[str, dict[str, str]] = {}  # run id -> a visitor's token (and backup repo), in memory until launch
 
 
-def training_env() -> dict[str, str]:
-    """The training process's environment: the app's, except that on a Space the owner's Hub token stays behind
-    (a visitor's run reads the Hub as nobody, like the visitor's page does)."""
+def _hand_token(run_id: str, token: str | None, backup_repo: str | None) -> None:
+    """Keep a visitor's token for their run's process, in this process's memory only (never on disk)."""
+    if token:
+        _tokens[run_id] = {"HF_TOKEN": token, **({BACKUP_REPO_VARIABLE: backup_repo} if backup_repo else {})}
+    else:
+        _tokens.pop(run_id, None)
+
+
+def training_env(run_id: str | None = None) -> dict[str, str]:
+    """The training process's environment: the app's, except that on a public host the owner's Hub token stays
+    behind (a visitor's run reads the Hub as nobody, like the visitor's page does), and a signed-in visitor's own
+    token (and backup repo) goes in for their run."""
     env = {**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop(BACKUP_REPO_VARIABLE, None)
     if public():
         for name in OWNER_TOKEN_VARIABLES:
             env.pop(name, None)
+    env.update(_tokens.pop(run_id, {}) if run_id else {})
     return env
 
 
@@ -302,7 +329,7 @@ def _launch(run_id: str, arguments: list[str]) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
-            env=training_env(),
+            env=training_env(run_id),
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
         )
     _children[run_id] = proc

@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import rundir
+from .backup import Backup
 from .config import PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
 from .process import pid_alive, start_time
@@ -190,36 +191,45 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         f" (process {os.environ.get('RANK', '0')} of {processes})" if processes > 1 else "",
     )
     status["processes"] = processes
+    # a signed-in visitor's run on a Space: checkpoints pushed to their private Hub repo as they are saved
+    backup = Backup.from_environment(run_dir, status) if IS_MAIN_PROCESS else None
     try:
-        trainer, tokenizer = build_trainer(config, run_dir, stop, status)
-        if stop.requested:
-            return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
-        status.update(phase="training", phase_progress=None, phase_eta=None)
-        if checkpoint:
-            resumed_step = int(checkpoint.name.split("-")[-1])
-            forget_after(run_dir, resumed_step)
-            status.update(resumed_from=resumed_step, step=resumed_step)
-            log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
-        write_status(run_dir, **status)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status["peak_memory"] = peak_memory()
-        if stop.diverged:
-            return finish(run_dir, status, "failed", started, error=stop.diverged)
-        if stop.requested and cancel_requested(run_dir):
-            return finish(run_dir, status, "cancelled", started, note="cancelled: no adapter saved")
-        state = "stopped" if stop.requested else "completed"
-        status["phase"] = "saving adapter"
-        write_status(run_dir, **status)
-        if IS_MAIN_PROCESS:
-            save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
-        note = f"{stop.budget_spent}: resume the run to train further" if stop.budget_spent else None
-        return finish(run_dir, status, state, started, note=note)
-    except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
-        log_traceback()
-        code = fail(run_dir, config, status, started, error)
-        if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # on a terminal: one line; the log has the rest
-            print("error: " + " ".join(str(rundir.read_status(run_dir).get("error") or error).split()), file=sys.stderr)
-        return code
+        try:
+            trainer, tokenizer = build_trainer(config, run_dir, stop, status, backup)
+            if stop.requested:
+                return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
+            status.update(phase="training", phase_progress=None, phase_eta=None)
+            if checkpoint:
+                resumed_step = int(checkpoint.name.split("-")[-1])
+                forget_after(run_dir, resumed_step)
+                status.update(resumed_from=resumed_step, step=resumed_step)
+                log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
+            write_status(run_dir, **status)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            status["peak_memory"] = peak_memory()
+            if stop.diverged:
+                return finish(run_dir, status, "failed", started, error=stop.diverged)
+            if stop.requested and cancel_requested(run_dir):
+                return finish(run_dir, status, "cancelled", started, note="cancelled: no adapter saved")
+            state = "stopped" if stop.requested else "completed"
+            status["phase"] = "saving adapter"
+            write_status(run_dir, **status)
+            if IS_MAIN_PROCESS:
+                save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
+            note = f"{stop.budget_spent}: resume the run to train further" if stop.budget_spent else None
+            return finish(run_dir, status, state, started, note=note)
+        except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
+            log_traceback()
+            code = fail(run_dir, config, status, started, error)
+            if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # on a terminal: one line; the log has the rest
+                print(
+                    "error: " + " ".join(str(rundir.read_status(run_dir).get("error") or error).split()),
+                    file=sys.stderr,
+                )
+            return code
+    finally:
+        if backup is not None:  # the final status, metrics and adapter; waits for the pushes still queued
+            backup.finish(rundir.adapter_dir(run_dir) if rundir.has_adapter(run_dir) else None)
 
 
 def log_traceback() -> None:

@@ -63,7 +63,7 @@ class DevicePlan:
     estimate: object
 
 
-def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict):
+def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status: dict, backup=None):
     """The SFTTrainer for this run, in named steps: model folder, data, device plan, tokenizer, rows, model and
     LoRA, trainer and its callbacks. Facts for the page and the card go into `status` on the way."""
 
@@ -93,6 +93,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
             eval_dataset,
             stop,
             status,
+            backup,
         )
     add_probes(trainer, config, splits, run_dir, status, stop)
     record_distributed_setup(status)
@@ -205,6 +206,7 @@ def make_trainer(
     eval_dataset,
     stop: StopRequested,
     status: dict,
+    backup=None,
 ):
     from trl import SFTTrainer
 
@@ -224,7 +226,7 @@ def make_trainer(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[RunDirCallback(run_dir, status, stop)],
+        callbacks=[RunDirCallback(run_dir, status, stop, backup)],
     )
 
 

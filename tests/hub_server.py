@@ -76,6 +76,7 @@ class HubServer:
         self.downloads: list[str] = []  # every file sent whole (GET without a Range header)
         self.users: dict[str, str] = {}  # token -> username, for whoami and writes
         self.fail_commits = 0  # the next N commits answer 500 and change nothing (a flaky network)
+        self.refuse_commits = 0  # the next N commits answer 412 (which the client does not retry by itself)
         self.commits: list[dict] = []  # every commit that landed: repo, message, files
         self.jobs: dict[str, dict] = {}  # job id -> the job spec as posted, with its status and logs
         server = self
@@ -285,6 +286,9 @@ class HubServer:
             if self.fail_commits > 0:  # fails before touching the repo, as an interrupted commit does
                 self.fail_commits -= 1
                 return self._error(request, 500, "InternalError", "Internal Error - try again later", False)
+            if self.refuse_commits > 0:  # a refusal the client does not retry by itself
+                self.refuse_commits -= 1
+                return self._error(request, 412, "PreconditionFailed", "A commit happened since: try again", False)
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
             header = next(line["value"] for line in lines if line["key"] == "header")
             added = {

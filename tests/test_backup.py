@@ -1,0 +1,116 @@
+"""Runs backed up on the Hub survive a restart with an empty disk: checkpoints pushed as they are saved (the real
+huggingface_hub client against the test Hub server), the runs folder deleted, the run listed and restored from
+the Hub, resumed to completion with its curve continuing; failed pushes are retried and never fail the run."""
+
+import os
+import shutil
+import signal
+
+import pytest
+
+from sft_space import backup, rundir, runs
+from sft_space.config import RunConfig
+
+from helpers import build_tiny_model, use_test_hub, wait_until
+from hub_server import HubServer
+
+TOKEN = "hf_aliceBACKUPtoken0123456789abcdef"  # fake, known: grepped for afterwards
+REPO = "alice/sft-space-runs"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with HubServer() as hub_server:
+        hub_server.users.update({TOKEN: "alice"})
+        yield hub_server
+
+
+@pytest.fixture
+def online(server, tmp_path, monkeypatch):
+    use_test_hub(monkeypatch, server.url, tmp_path / "hf-home")
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path / "home"))
+    return server
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def config(model, **changes) -> RunConfig:
+    settings = dict(
+        model=str(model),
+        dataset="demo:json-extract",
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=1,
+        eval_steps=1000,
+        eval_max_rows=4,
+        save_steps=5,
+    )
+    return RunConfig(**{**settings, **changes})
+
+
+def no_token_on_disk(home):
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_checkpoints_are_pushed_as_they_are_saved_and_failures_retried(online, model, tmp_path):
+    online.refuse_commits = 1  # the first push is refused once (a 412 the client itself does not retry)
+    run_id = runs.start_run(
+        config(model, max_steps=12), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
+    )
+    status = runs.wait_for(run_id, timeout=240)
+
+    assert status["state"] == "completed", status
+    record = status["backup"]
+    assert record["repo"] == REPO and record["error"] is None and record["step"] == 12, record
+    assert record["failures"] >= 1 and 0 < record["push_seconds"] < 60
+    assert "Backup of checkpoint 5 to alice/sft-space-runs failed (attempt 1)" in rundir.log_path(run_id).read_text()
+    assert status["backup_stage_seconds"] < 5  # what a save waits for the backup: a local copy
+    messages = [c["message"] for c in online.commits if c["repo"] == REPO]
+    expected = [f"{run_id}: checkpoint {step}" for step in (5, 10, 12)] + [f"{run_id}: final"]  # 12: the last step
+    assert messages == expected, messages
+    repo = online.repos[("model", REPO)]
+    assert repo.private
+    assert f"{run_id}/checkpoint/adapter_model.safetensors" in repo.files
+    assert f"{run_id}/adapter/adapter_model.safetensors" in repo.files
+    assert b'"state": "completed"' in repo.files[f"{run_id}/status.json"]
+    no_token_on_disk(tmp_path / "home")
+    for data in repo.files.values():
+        assert TOKEN.encode() not in data
+
+
+def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_path):
+    run_id = runs.start_run(
+        config(model, max_steps=30), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
+    )
+    wait_until(
+        lambda: (rundir.read_status(run_id).get("backup") or {}).get("step", 0) >= 10, timeout=240, what="2 pushes"
+    )
+    os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)  # the machine goes away...
+    runs.wait_for(run_id, states=("interrupted",), timeout=30)
+    shutil.rmtree(rundir.runs_root())  # ...and its disk with it
+
+    listed = backup.list_backups(TOKEN, "alice")
+    mine = next(r for r in listed if r["run_id"] == run_id)
+    pushed = mine["checkpoint_step"]
+    assert pushed >= 10 and mine["state"] == "running" and mine["model"] == str(model)
+    assert backup.list_backups(TOKEN, "bob") == []  # nobody else's repo, nothing listed
+
+    backup.restore(run_id, TOKEN, "alice")
+    assert runs.refresh(run_id)["state"] == "interrupted"
+    assert rundir.last_complete_checkpoint(run_id).name == f"checkpoint-{pushed}"
+    assert not runs.visible_run(run_id, "hf:bob") and runs.visible_run(run_id, "hf:alice")
+    with pytest.raises(RuntimeError, match="already on this Space"):
+        backup.restore(run_id, TOKEN, "alice")
+
+    runs.resume_run(run_id, "hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice"))
+    status = runs.wait_for(run_id, timeout=300)
+    assert status["state"] == "completed" and status["step"] == 30 and status["resumed_from"] == pushed, status
+    steps = [r["step"] for r in rundir.read_metrics(run_id) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 30  # the curve continues from the Hub's
+    assert rundir.has_adapter(run_id)
+    no_token_on_disk(tmp_path / "home")
