@@ -51,6 +51,18 @@ def config(model, **changes) -> RunConfig:
     return RunConfig(**{**settings, **changes})
 
 
+def test_only_a_signed_in_visitor_hands_over_a_token():
+    import gradio as gr
+
+    from sft_space.ui.train_tab import hub_handover
+
+    signed_in = gr.OAuthToken(token=TOKEN, scope="openid", expires_at=2**31)
+    assert hub_handover("hf:alice", signed_in, True) == {"hub_token": TOKEN, "backup_repo": REPO}
+    assert hub_handover("hf:alice", signed_in, False) == {"hub_token": TOKEN, "backup_repo": None}
+    assert hub_handover("browser:abc", signed_in, True) == {}  # a token without the matching identity: nothing
+    assert hub_handover("hf:alice", None, True) == {}
+
+
 def no_token_on_disk(home):
     for path in home.rglob("*"):
         if path.is_file():
@@ -94,13 +106,24 @@ def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_pa
     runs.wait_for(run_id, states=("interrupted",), timeout=30)
     shutil.rmtree(rundir.runs_root())  # ...and its disk with it
 
-    listed = backup.list_backups(TOKEN, "alice")
-    mine = next(r for r in listed if r["run_id"] == run_id)
-    pushed = mine["checkpoint_step"]
+    # the Runs tab's handlers, as the signed-in visitor's page calls them (gradio passes the sign-in token)
+    import gradio as gr
+
+    from sft_space.ui import runs_tab
+
+    signed_in = gr.OAuthToken(token=TOKEN, scope="openid profile write-repos", expires_at=2**31)
+    with pytest.raises(gr.Error, match="Sign in with Hugging Face"):
+        runs_tab.hub_runs("browser:someone", None)
+    table, offered, note = runs_tab.hub_runs("hf:alice", signed_in)
+    listed = table.to_dict("records")
+    mine = next(r for r in listed if r["run"] == run_id)
+    pushed = mine["checkpoint on the Hub"]
     assert pushed >= 10 and mine["state"] == "running" and mine["model"] == str(model)
+    assert run_id in offered.choices[0] and "not on this Space's disk" in note
     assert backup.list_backups(TOKEN, "bob") == []  # nobody else's repo, nothing listed
 
-    backup.restore(run_id, TOKEN, "alice")
+    opened, _ = runs_tab.restore(run_id, "hf:alice", signed_in)
+    assert opened == run_id
     assert runs.refresh(run_id)["state"] == "interrupted"
     assert rundir.last_complete_checkpoint(run_id).name == f"checkpoint-{pushed}"
     assert not runs.visible_run(run_id, "hf:bob") and runs.visible_run(run_id, "hf:alice")

@@ -7,8 +7,9 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import estimates, health, rundir, runs
+from .. import backup, estimates, health, rundir, runs
 from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from ..hub import on_a_space
 from . import text
 from .charts import drawable, finite, typed_frame
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_model
@@ -97,13 +98,24 @@ def progress_html(status: dict) -> str:
     )
 
 
-def start(request: gr.Request, visitor: str | None, model: str, *values):
+def hub_handover(visitor: str | None, oauth_token: gr.OAuthToken | None, back_up: bool) -> dict:
+    """For a signed-in visitor: their own token for their run's Hub reads, and (when ticked) the repo their
+    checkpoints are backed up to. Nothing for anyone else."""
+    if oauth_token is None or not str(visitor or "").startswith("hf:"):
+        return {}
+    repo = backup.repo_for(visitor.removeprefix("hf:")) if back_up else None
+    return {"hub_token": oauth_token.token, "backup_repo": repo}
+
+
+def start(request: gr.Request, oauth_token: gr.OAuthToken | None, visitor: str | None, model: str, back_up, *values):
     visitor = visitor or new_visitor_id()
     data = data_settings(values[: len(SOURCE_FIELDS)])
     settings = dict(zip(TRAIN_FIELDS, values[len(SOURCE_FIELDS) :]))
     with shown_as_error():
         config = read_config({**settings, **data, "model": visitor_model(model)})
-        run_id = runs.start_run(config, owner=visitor, address=address(request))
+        run_id = runs.start_run(
+            config, owner=visitor, address=address(request), **hub_handover(visitor, oauth_token, bool(back_up))
+        )
     status = runs.refresh(run_id)
     if runs.is_waiting(status):
         gr.Info(f"Run {run_id} is queued behind another training job; it starts by itself when the device is free.")
@@ -112,10 +124,12 @@ def start(request: gr.Request, visitor: str | None, model: str, *values):
     return run_id, run_bar_text(run_id, status), visitor
 
 
-def resume(request: gr.Request, run_id: str | None, visitor: str | None):
+def resume(
+    request: gr.Request, oauth_token: gr.OAuthToken | None, run_id: str | None, visitor: str | None, back_up=True
+):
     owned(run_id, visitor, "resume")
     with shown_as_error():
-        runs.resume_run(run_id, visitor, address(request))
+        runs.resume_run(run_id, visitor, address(request), **hub_handover(visitor, oauth_token, bool(back_up)))
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
 
@@ -222,6 +236,14 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
+            back_up = gr.Checkbox(
+                value=True,
+                label="Back up checkpoints to my Hub account",
+                info="Signed in: each checkpoint goes to your private repo <you>/sft-space-runs, so the run "
+                "survives a restart of this Space (Runs tab: Restore). Ignored when not signed in.",
+                elem_id="back-up",
+                visible=on_a_space(),
+            )
             with gr.Row():
                 cancel_button = gr.Button("Cancel", size="sm", elem_id="cancel")
                 resume_button = gr.Button("Resume", size="sm", elem_id="resume")
@@ -266,14 +288,16 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
     preset.input(apply_preset, preset, widget_list, api_name=False)
     start_button.click(
-        named(start, ["visitor", "model", *SOURCE_FIELDS, *TRAIN_FIELDS], with_request=True),
-        [visitor, model, *data_sources, *widget_list],
+        named(
+            start, ["visitor", "model", "back_up", *SOURCE_FIELDS, *TRAIN_FIELDS], with_request=True, with_oauth=True
+        ),
+        [visitor, model, back_up, *data_sources, *widget_list],
         [current_run, run_bar, visitor],
         api_name="start_run",
     )
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
-    resume_button.click(resume, [current_run, visitor], [current_run, run_bar], api_name="resume_run")
+    resume_button.click(resume, [current_run, visitor, back_up], [current_run, run_bar], api_name="resume_run")
     retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
     return preset, widgets, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)

@@ -105,11 +105,14 @@ def read_config(values: dict) -> RunConfig:
     return RunConfig(**{name: coerce(known[name], value) for name, value in values.items()})
 
 
-def named(function, names: list[str], with_progress: bool = False, with_request: bool = False):
+def named(
+    function, names: list[str], with_progress: bool = False, with_request: bool = False, with_oauth: bool = False
+):
     """The same handler with one named parameter per widget, so the API (and gradio_client) takes field names.
 
     with_progress: the handler also gets gradio's progress tracker, passed on as `progress=`.
     with_request: the handler's first argument is the request (gr.Request), as gradio passes it.
+    with_oauth: then comes the visitor's sign-in token (gr.OAuthToken, None when not signed in).
     """
 
     def handler(*values):
