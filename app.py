@@ -8,6 +8,8 @@ import os
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.path.isdir("/data") and os.access("/data", os.W_OK):  # a Space's persistent storage: Hub caches too
+    os.environ.setdefault("HF_HOME", "/data/.huggingface")
 if "--public" in sys.argv[1:]:
     os.environ["SFT_SPACE_PUBLIC"] = "1"
 

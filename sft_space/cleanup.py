@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from . import home, rundir
 log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"  # in $SFT_SPACE_HOME: the Data tab's uploads, content-addressed
-HANDED_OUT = "handed-out"  # in $SFT_SPACE_HOME: copies of files given to a visitor (never the runs folder itself)
+HANDED_OUT = "sft-space-handed-out"  # in the temp folder (which Gradio serves from): copies given to a visitor
 HANDED_OUT_HOURS = 1
 
 
@@ -28,7 +29,7 @@ def uploads_dir() -> Path:
 
 
 def handed_out_dir() -> Path:
-    path = home() / HANDED_OUT
+    path = Path(tempfile.gettempdir()) / HANDED_OUT
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -43,7 +44,7 @@ def _remove(path: Path, removed: list[str]) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-    removed.append(str(path.relative_to(home())))
+    removed.append(str(path.relative_to(home())) if path.is_relative_to(home()) else str(path))
 
 
 def clean_up(keep_days: float | None, active_states=("queued", "running", "stopping"), now: float | None = None):

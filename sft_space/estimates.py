@@ -87,6 +87,23 @@ def seconds_at(pace: dict | None, steps: int | None, rows: int | None = None) ->
     return pace["startup_seconds"] + steps * per_step + pace["finish_seconds"]
 
 
+# Before any run of a model on this CUDA card: tokens/s it sustains at least, by model size. The H200 measured
+# 24,925 tokens/s for SmolLM2-135M at batch 64, 23,716 for 360M and 22,155 for 1.7B at batch 16 (bench/gpu);
+# a T4 or an L4 is several times slower, so these are a third or less of that, and loading is a minute.
+CONSERVATIVE_GPU_TOKENS_PER_SECOND = ((0.5e9, 8_000), (2e9, 4_000), (math.inf, 1_500))
+CONSERVATIVE_STARTUP_SECONDS = 60
+
+
+def conservative_gpu_seconds(config: RunConfig, parameters: int) -> float | None:
+    """A duration to expect on an unmeasured CUDA card: every row filled to max_length, the slow end of cards."""
+    steps = config.max_steps if config.max_steps > 0 else None
+    if not steps or not parameters:
+        return None
+    rate = next(rate for size, rate in CONSERVATIVE_GPU_TOKENS_PER_SECOND if parameters <= size)
+    tokens = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_length
+    return CONSERVATIVE_STARTUP_SECONDS + tokens / rate
+
+
 def expected_seconds(run_id: str) -> float | None:
     """How long a queued run will take, from its planned steps and its model's measured pace; None if unknown."""
     config = read_config_dict(run_id)

@@ -27,6 +27,7 @@ from . import estimates, limits
 from .backup import REPO_VARIABLE as BACKUP_REPO_VARIABLE
 from .cleanup import clean_up
 from .config import RunConfig
+from .hardware import ZEROGPU_REFUSAL, on_zerogpu
 from .hub import on_a_space, public
 from .models import check_model_choice, model_max_length
 from .process import pid_alive, start_time
@@ -227,6 +228,8 @@ def start_run(
     """Validate, check the disk, the visitor's share and this host's limits, write the run directory and queue the
     run; return its id. hub_token: the signed-in visitor's own token, handed to the training process in its
     environment only (their Hub reads; with backup_repo, checkpoints pushed there: see backup)."""
+    if on_zerogpu():
+        raise RuntimeError(ZEROGPU_REFUSAL)
     quota = limits.current()
     check_fair_share(owner, address, quota)
     facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import rundir
 from .backup import Backup
-from .config import PRESETS, RunConfig, coerce, fields_by_name
+from .config import ALL_PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
 from .process import pid_alive, start_time
 from .run_writer import IS_MAIN_PROCESS, StopRequested, log, write_status
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue a stopped, failed or interrupted run from its last complete checkpoint",
     )
-    parser.add_argument("--preset", choices=list(PRESETS), help="start from a named preset (flags override it)")
+    parser.add_argument("--preset", choices=list(ALL_PRESETS), help="start from a named preset (flags override it)")
     parser.add_argument(
         "--output_dir", help="the run directory to write (default: a new folder under $SFT_SPACE_HOME/runs)"
     )
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
-    settings: dict = dict(PRESETS[args.preset]) if args.preset else {}
+    settings: dict = dict(ALL_PRESETS[args.preset]) if args.preset else {}
     run_dir = Path(args.output_dir or args.run_dir) if (args.output_dir or args.run_dir) else None
     if args.config:
         settings.update(

@@ -7,6 +7,7 @@ test_processes.py; a full disk in test_recovery.py.
 """
 
 import os
+import tempfile
 import threading
 import time
 
@@ -173,6 +174,8 @@ def test_delete_is_for_the_owner_and_never_a_live_run(app_url, tiny_model):
 
 def test_clean_up_removes_only_what_is_old_and_idle(tmp_path, monkeypatch):
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this test's own temp folder
     now = time.time()
     day = 86400
 
@@ -194,7 +197,7 @@ def test_clean_up_removes_only_what_is_old_and_idle(tmp_path, monkeypatch):
     handed.mkdir()
     os.utime(handed, (now - 7200, now - 7200))
 
-    assert cleanup.clean_up(None, now=now) == ["handed-out/export-x"]  # a private machine keeps runs and uploads
+    assert cleanup.clean_up(None, now=now) == [str(handed)]  # a private machine keeps runs and uploads
     assert old.exists()
     removed = cleanup.clean_up(3, now=now)
     assert sorted(removed) == ["runs/old", "uploads/someone.jsonl"]

@@ -125,6 +125,7 @@ def test_missing_model_folder_is_refused_clearly(tmp_path):
     result = run_cli(
         "--model", str(tmp_path / "nope"), "--max_steps", "1", "--output_dir", str(tmp_path / "r"), timeout=120
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input: one line, exit 2, the traceback in train.log only
+    assert len(result.stderr.strip().splitlines()) == 1 and "was not found" in result.stderr
     status = json.loads((tmp_path / "r" / "status.json").read_text())
     assert status["state"] == "failed" and "was not found" in status["error"]

@@ -94,12 +94,6 @@ def device_name() -> str:
     return detect_device().name
 
 
-def hardware_summary() -> str:
-    """A one-line description of where training would run, without importing torch."""
-    device = detect_device()
-    return "GPU (CUDA)" if device.kind == "cuda" else device.name
-
-
 # ------------------------------------------------------------ precision
 CPU_PRECISION_FILE = "cpu_precision.json"
 BF16_MIN_SPEEDUP = 1.15  # bf16 on a CPU must win clearly: it rounds more, so a tie goes to fp32

@@ -8,11 +8,12 @@ second tab reattaches to a running job.
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
-from .. import rundir
+from .. import hardware, rundir
 from ..hub import on_a_space
-from ..models import hardware_summary
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
@@ -44,13 +45,21 @@ def build_app() -> gr.Blocks:
         with gr.Row(equal_height=True):
             gr.Markdown(
                 f"## SFT Space — fine-tune a small language model in your browser "
-                f"<span class='badge'>hardware: {hardware_summary()}</span>\n"
+                f"<span class='badge' id='hardware'>{html.escape(hardware.detect().describe())}</span>\n"
                 "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the "
                 "result, publish it.",
                 elem_id="title",
             )
+            if on_a_space():  # your own copy: private runs, your hardware (a GPU trains the presets in minutes)
+                gr.DuplicateButton("Duplicate this Space", scale=0, min_width=200, elem_id="duplicate")
             if sign_in_available():
                 gr.LoginButton(scale=0, min_width=220, elem_id="login")
+        note = hardware.storage_note()
+        if note or hardware.on_zerogpu():
+            gr.Markdown(
+                " ".join(n for n in (note, hardware.ZEROGPU_REFUSAL if hardware.on_zerogpu() else None) if n),
+                elem_id="storage-note",
+            )
         current_run = gr.State(None)
         visitor_key = gr.State(None)
         browser_id = gr.BrowserState(None, storage_key="sft-space-visitor")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import html
 
 import gradio as gr
 import pandas as pd
 
-from .. import backup, estimates, health, rundir, runs
-from ..config import DEFAULT_PRESET, PRESETS, preset_config
+from .. import backup, estimates, hardware, health, rundir, runs
+from ..config import DEFAULT_PRESET, GPU_PRESETS, preset_config, presets_for
 from ..hub import on_a_space
+from ..models import CURATED_MODELS
 from . import text
 from .charts import drawable, finite, typed_frame
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_model
@@ -194,16 +196,21 @@ def show_log(run_id: str | None, visitor: str | None) -> str:
 UNREAD = object()  # preset_label's pace when the caller has not read it
 
 
-def preset_label(name: str, model: str | None, pace=UNREAD) -> str:
-    """'Quick demo · 40 steps · about 3 min' from this model's measured pace on this device, else 'measuring…'.
+def preset_label(name: str, model: str | None, pace=UNREAD, device_kind: str | None = None) -> str:
+    """'Quick demo · 40 steps · about 3 min' from this model's measured pace on this device; on an unmeasured CUDA
+    card a GPU preset's conservative estimate; else 'measuring…'.
     pace: the model's measured_pace (None: not measured) when the caller has read it already, so all presets
-    share one scan of the runs."""
-    config = preset_config(name, model=model or preset_config(name).model)
-    pace = estimates.measured_pace(config.model) if pace is UNREAD else pace
+    share one scan of the runs. A GPU preset names its own model, so it reads its own pace."""
+    own_model = name in GPU_PRESETS
+    config = preset_config(name) if own_model else preset_config(name, model=model or preset_config(name).model)
+    pace = estimates.measured_pace(config.model) if pace is UNREAD or own_model else pace
     steps = config.max_steps if config.max_steps > 0 else None
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
-    if pace is None:  # nothing to estimate from: no need to count an epoch's steps
-        return f"{name} · {size} · time: measuring…"
+    if pace is None:  # nothing measured: a GPU preset's conservative estimate, else no number
+        guess = estimates.conservative_gpu_seconds(config, curated_parameters(config.model)) if own_model else None
+        if guess is None or (device_kind or hardware_kind()) != "cuda":
+            return f"{name} · {size} · time: measuring…"
+        return f"{name} · {size} · up to about {round(guess / 60)} min (estimate until a run here measures it)"
     rows = estimates.rows_per_step(config.to_dict())
     seconds = estimates.seconds_at(pace, steps or estimates.planned_steps(config), rows=rows)
     if seconds is None:
@@ -211,21 +218,38 @@ def preset_label(name: str, model: str | None, pace=UNREAD) -> str:
     return f"{name} · {size} · " + ("under 1 min" if seconds < 60 else f"about {round(seconds / 60)} min")
 
 
-def preset_choices(model: str | None) -> gr.Dropdown:
+def curated_parameters(model: str) -> int | None:
+    return next((count for repo, _, count in CURATED_MODELS if repo == model), None)
+
+
+@functools.lru_cache(maxsize=1)
+def hardware_kind() -> str:
+    return hardware.detect().kind
+
+
+def preset_choices(model: str | None, device_kind: str | None = None) -> gr.Dropdown:
+    kind = device_kind or hardware_kind()
     pace = estimates.measured_pace(model or preset_config(DEFAULT_PRESET).model)
-    return gr.Dropdown(choices=[(preset_label(name, model, pace), name) for name in PRESETS])
+    return gr.Dropdown(choices=[(preset_label(name, model, pace, kind), name) for name in presets_for(kind)])
 
 
 def apply_preset(name: str):
+    """Every Train field from the preset; a GPU preset also picks its model and dataset (Model and Data tabs)."""
     config = preset_config(name)
-    return [getattr(config, field) for field in TRAIN_FIELDS]
+    own = name in GPU_PRESETS
+    keep = gr.skip()
+    return [getattr(config, field) for field in TRAIN_FIELDS] + [
+        config.model if own else keep,
+        config.dataset if own else keep,
+        config.dataset_config if own else keep,
+    ]
 
 
 def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar: gr.Markdown, visitor: gr.State):
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(
-                choices=[(preset_label(name, None), name) for name in PRESETS],
+                choices=[(preset_label(name, None), name) for name in presets_for(hardware_kind())],
                 value=DEFAULT_PRESET,
                 label="Preset",
                 elem_id="preset",
@@ -250,7 +274,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
             assert list(widgets) == TRAIN_FIELDS
-            for name, value in zip(TRAIN_FIELDS, apply_preset(DEFAULT_PRESET)):
+            for name, value in zip(TRAIN_FIELDS, apply_preset(DEFAULT_PRESET)[: len(TRAIN_FIELDS)]):
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
@@ -286,7 +310,8 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 log_box = gr.Textbox(lines=16, max_lines=30, show_label=False, elem_id="log")
     widget_list = list(widgets.values())
     # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
-    preset.input(apply_preset, preset, widget_list, api_name=False)
+    dataset_boxes = [data_sources[SOURCE_FIELDS.index(name)] for name in ("dataset", "dataset_config")]
+    preset.input(apply_preset, preset, [*widget_list, model, *dataset_boxes], api_name=False)
     start_button.click(
         named(
             start, ["visitor", "model", "back_up", *SOURCE_FIELDS, *TRAIN_FIELDS], with_request=True, with_oauth=True

@@ -1,0 +1,91 @@
+"""The page tells the truth about the hardware and the storage under the environment a Space sets (simulated: a
+CPU Space, a GPU Space through a stand-in nvidia-smi, a ZeroGPU Space), and offers presets for what it found."""
+
+import os
+import stat
+
+import gradio.oauth as gradio_oauth
+import pytest
+
+from sft_space import hardware, limits, runs
+from sft_space.config import GPU_PRESETS, PRESETS, RunConfig, presets_for
+
+
+@pytest.fixture
+def gpu_space(tmp_path, monkeypatch):
+    """A GPU Space as far as detection can tell: nvidia-smi (a stand-in: no card here) answers for two A10Gs."""
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho 'NVIDIA A10G, 23028, 8.6'\necho 'NVIDIA A10G, 23028, 8.6'\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_a_cpu_space_is_described_with_its_cores_and_memory(monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    found = hardware.detect()
+    assert found.kind == "cpu" and found.cpu_cores >= 1 and found.memory_gib > 0.5
+    assert found.describe() == f"CPU only · {found.cpu_cores} vCPU · {found.memory_gib:.0f} GB RAM"
+    assert presets_for(found.kind) == list(PRESETS)
+    assert limits.current(found.kind).model_billions == 0.5
+
+
+def test_a_gpu_space_lists_its_cards_and_offers_gpu_presets(gpu_space):
+    from sft_space.ui import train_tab
+
+    found = hardware.detect()
+    assert found.kind == "cuda" and [g.name for g in found.gpus] == ["NVIDIA A10G"] * 2
+    assert found.describe().startswith("2 x NVIDIA A10G 22 GB (bf16) · ")
+    assert presets_for("cuda") == list(PRESETS) + list(GPU_PRESETS)
+    assert limits.current("cuda").model_billions == 8
+    labels = [label for label, _ in train_tab.preset_choices(None, "cuda").choices]
+    guide = next(label for label in labels if label.startswith("GPU: SmolTalk on SmolLM2-135M"))
+    # 300 steps x 32 rows x 1024 tokens at the conservative 8,000 tokens/s, plus a minute of loading
+    assert guide.endswith("300 steps · up to about 21 min (estimate until a run here measures it)"), guide
+    preset = train_tab.apply_preset("GPU: SmolTalk on SmolLM2-135M (the guide's example)")
+    assert preset[-3:] == ["HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/smoltalk", "all"]
+    size = train_tab.TRAIN_FIELDS.index("per_device_train_batch_size")
+    assert preset[size] == 32  # a small model is launch-bound at small batches: the card gets a big one
+
+
+def test_zerogpu_says_no_training_before_start_and_offers_a_duplicate(monkeypatch, tiny_model):
+    # the environment a Space sets (real OAuth routes, no mocked sign-in): its provider is never called here
+    for name, value in dict(
+        SYSTEM="spaces",
+        SPACE_ID="someone/sft-space",
+        OAUTH_CLIENT_ID="client",
+        OAUTH_CLIENT_SECRET="secret",
+        OPENID_PROVIDER_URL="http://127.0.0.1:9",
+        OAUTH_SCOPES="openid profile",
+    ).items():
+        monkeypatch.setenv(name, value)
+        if name.startswith(("OAUTH", "OPENID")):  # gradio read these when it was imported
+            monkeypatch.setattr(gradio_oauth, name, value, raising=False)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    found = hardware.detect()
+    assert found.kind == "zerogpu" and found.describe().startswith("ZeroGPU (GPU in short slots")
+    with pytest.raises(RuntimeError, match="ZeroGPU, which lends a GPU in slots of a few minutes.*Duplicate"):
+        runs.start_run(RunConfig(model=str(tiny_model), max_steps=2), owner="browser:x")
+    assert not runs.list_runs(None) or all(r["state"] not in runs.ACTIVE_STATES for r in runs.list_runs(None))
+
+    from sft_space.ui import build_app
+
+    page = build_app().config
+    texts = [c.get("props", {}).get("value") for c in page["components"]]
+    assert any(isinstance(t, str) and "training run cannot hold one" in t for t in texts)
+    assert any(
+        c.get("type") == "duplicatebutton" or c.get("props", {}).get("elem_id") == "duplicate"
+        for c in page["components"]
+    )
+
+
+def test_storage_is_told_on_a_space(monkeypatch):
+    assert hardware.storage_note() is None  # a laptop: nothing to say
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    if not hardware.persistent_storage():  # this machine has no /data: as a Space without storage
+        assert hardware.storage_note() == (
+            "This Space has no persistent storage: runs on this Space are lost on restart unless they are backed "
+            "up to the Hub (sign in)."
+        )
