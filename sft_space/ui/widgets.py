@@ -121,11 +121,14 @@ def named(
         return function(*values)
 
     parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    special = {}
     if with_request:
-        parameters.insert(
-            0, inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
-        )
-        handler.__annotations__ = {"request": gr.Request}
+        special["request"] = gr.Request
+    if with_oauth:
+        special["oauth_token"] = gr.OAuthToken | None
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters[:0] = [inspect.Parameter(name, kind, annotation=hint) for name, hint in special.items()]
+    handler.__annotations__ = special
     if with_progress:
         parameters.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
     handler.__signature__ = inspect.Signature(parameters)
