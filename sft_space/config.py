@@ -10,6 +10,7 @@ It knows nothing about Gradio, processes or files beyond JSON round-trips.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -141,6 +142,11 @@ class RunConfig:
     weight_decay: float = _f(0.0, "L2 penalty on the trained weights (weight_decay).", "Advanced")
     max_grad_norm: float = _f(1.0, "Clip gradients above this norm (max_grad_norm).", "Advanced")
     save_total_limit: int = _f(2, "Keep only the newest N checkpoints (save_total_limit).", "Advanced", low=1)
+    trackio: bool = _f(
+        False,
+        "Also log the run to Trackio, local first, project 'sft-space', named after the run (report_to).",
+        "Advanced",
+    )
 
     # --- generation (chat)
     temperature: float = _f(0.7, "Randomness of replies; 0 = always the likeliest token.", "Generation")
@@ -213,6 +219,10 @@ class RunConfig:
         )
         targets = self.target_module_list()
         need(bool(targets), "lora_target_modules is empty: use all-linear, attention, or a comma list of layer names")
+        need(
+            not self.trackio or importlib.util.find_spec("trackio") is not None,
+            "trackio is on but the trackio package is not installed: pip install trackio, or turn it off",
+        )
         if problems:
             raise ValueError("Invalid settings: " + "; ".join(problems) + ".")
         return self
@@ -277,7 +287,7 @@ class RunConfig:
             bf16=bf16,
             fp16=fp16,
             seed=self.seed,
-            report_to="none",
+            report_to=["trackio"] if self.trackio else "none",
             disable_tqdm=True,  # progress goes to metrics.jsonl / status.json, not a terminal bar
             logging_nan_inf_filter=False,  # a NaN loss must show, so the run can stop on it
             include_num_input_tokens_seen="non_padding",  # real tokens, not padding, for an honest tokens/s

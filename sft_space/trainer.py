@@ -194,6 +194,9 @@ def prepare_model(config: RunConfig, folder: Path, facts, plan: DevicePlan, toke
     return model, config.to_lora_config(targets, trainable_tokens(model, token_setup.new_token_ids))
 
 
+TRACKIO_PROJECT = "sft-space"  # the Trackio project every run logs to when asked (config.trackio)
+
+
 def make_trainer(
     config: RunConfig,
     run_dir: Path,
@@ -218,6 +221,7 @@ def make_trainer(
         **trainer_precision_args(plan.precision),
         gradient_checkpointing=plan.checkpointing,
         assistant_only_loss=every_answer,
+        **({"project": TRACKIO_PROJECT, "run_name": run_dir.name} if config.trackio else {}),
     )
     return SFTTrainer(
         model=model,

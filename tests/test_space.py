@@ -89,3 +89,27 @@ def test_storage_is_told_on_a_space(monkeypatch):
             "This Space has no persistent storage: runs on this Space are lost on restart unless they are backed "
             "up to the Hub (sign in)."
         )
+
+
+def test_trackio_is_refused_clearly_when_missing_and_logs_the_run_when_present(monkeypatch, tiny_model, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trackio" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match="trackio is on but the trackio package is not installed: pip install trackio"):
+        RunConfig(trackio=True).validate()
+    monkeypatch.undo()
+    pytest.importorskip("trackio", reason="optional: pip install trackio to log runs there")
+
+    from helpers import TINY_FAST, run_cli
+
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    result = run_cli(
+        "--model", str(tiny_model), "--max_steps", "3", "--trackio", "true", "--output_dir", str(tmp_path / "run"),
+        *TINY_FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = list((tmp_path / "trackio").rglob("sft-space*"))
+    assert stored, list((tmp_path / "trackio").rglob("*"))  # the project's local store, named after the project
