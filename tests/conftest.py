@@ -40,3 +40,16 @@ def trained_run(tiny_model, tmp_path_factory) -> Path:
     result = run_cli("--model", str(tiny_model), "--max_steps", "3", "--output_dir", str(run_dir), *TINY_FAST)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_training_process_outlives_the_tests():
+    """A test that fails midway leaves its run training; at the end every process the app started here goes, so
+    the next test session (or benchmark) does not share the CPU with it."""
+    yield
+    from sft_space import runs
+
+    for child in list(runs._children.values()):
+        if child.poll() is None:
+            child.kill()
+            child.wait()
