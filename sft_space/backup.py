@@ -173,44 +173,79 @@ def list_backups(token: str, username: str) -> list[dict]:
     return found
 
 
+MAX_RESTORE_BYTES = 2 * 2**30  # a LoRA run's files are megabytes; more is not one of our backups
+# what a restored status.json may bring, with its type; everything else (pids, times, the pace measured on
+# another machine, the time budget) is this machine's to write
+RESTORED_FIELDS = {
+    "state": str,
+    "step": int,
+    "max_steps": int,
+    "planned_steps": int,
+    "last_checkpoint": int,
+    "data_revision": str,
+    "chatml_added": bool,
+    "resumed_from": int,
+    "error": str,
+    "note": str,
+}
+RESTORED_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
+
+
 def restore(run_id: str, token: str, username: str) -> Path:
     """Bring a backed-up run into the runs folder, owned by `hf:<username>`: its files, its checkpoint as
-    checkpoints/checkpoint-N, its adapter. A run still on this disk is left as it is."""
-    from huggingface_hub import snapshot_download
+    checkpoints/checkpoint-N, its adapter. The files come from outside, so they are checked: the size, a
+    config that is valid settings, a status reduced to known fields of the right types. A run still on this
+    disk is left as it is."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from .config import RunConfig
 
     if not isinstance(run_id, str) or not rundir.RUN_ID.match(run_id):
         raise ValueError(f"There is no backed-up run {str(run_id)[:80]}.")
     target = rundir.runs_root() / run_id
     if target.exists():
         raise RuntimeError(f"Run {run_id} is already on this Space: open it on the Runs tab.")
-    download = Path(
-        snapshot_download(
-            repo_for(username),
-            allow_patterns=[f"{run_id}/*"],
-            token=token,
-            endpoint=hub_endpoint(),
-            cache_dir=tempfile.mkdtemp(prefix="sft-space-restore-"),
-        )
-    )
-    source = download / run_id
-    if not (source / rundir.CONFIG).is_file():
-        raise ValueError(f"There is no backed-up run {run_id} in {repo_for(username)}.")
-    staging = rundir.runs_root() / f".{run_id}.restoring"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    shutil.rmtree(download.parent.parent.parent, ignore_errors=True)  # the temporary cache
-    checkpoint = staging / CHECKPOINT
-    if (checkpoint / rundir.CHECKPOINT_MARK).is_file():
-        step = json.loads((checkpoint / rundir.CHECKPOINT_MARK).read_text())["step"]
-        (staging / rundir.CHECKPOINTS).mkdir()
-        checkpoint.rename(staging / rundir.CHECKPOINTS / f"checkpoint-{step}")
-    status = rundir.read_json(staging / rundir.STATUS)
-    state = status.get("state")
-    if state in ("queued", "running", "stopping"):  # its process died with the old machine
-        state = "interrupted"
-    status.update(state=state, pid=None, pid_started=None, launched_at=None, restored_at=time.time())
-    rundir.write_json_atomic(staging / rundir.STATUS, status)
-    with open(staging / rundir.OWNER, "x", encoding="utf-8") as f:
-        json.dump({"owner": f"hf:{username}", "address": None}, f)
-    staging.rename(target)
+    repo_id = repo_for(username)
+    api = HfApi(endpoint=hub_endpoint(), token=token)
+    size = sum(getattr(f, "size", 0) or 0 for f in api.list_repo_tree(repo_id, path_in_repo=run_id, recursive=True))
+    if size > MAX_RESTORE_BYTES:
+        raise ValueError(f"{run_id} in {repo_id} holds {size / 2**30:.1f} GB: more than a run's backup, not restored.")
+    cache = Path(tempfile.mkdtemp(prefix="sft-space-restore-"))
+    staging = rundir.runs_root() / f".{run_id}.restoring"  # not a run id: invisible until it is complete
+    try:
+        download = Path(
+            snapshot_download(repo_id, allow_patterns=[f"{run_id}/*"], token=token, endpoint=hub_endpoint(),
+                              cache_dir=str(cache))
+        )  # fmt: skip
+        source = download / run_id
+        if not (source / rundir.CONFIG).is_file():
+            raise ValueError(f"There is no backed-up run {run_id} in {repo_id}.")
+        try:
+            RunConfig.from_dict(rundir.read_json(source / rundir.CONFIG)).validate()
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{run_id} in {repo_id} has settings that are not valid: {error}") from None
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging, symlinks=False)
+        checkpoint = staging / CHECKPOINT
+        mark = rundir.read_json(checkpoint / rundir.CHECKPOINT_MARK)
+        if isinstance(mark.get("step"), int) and mark["step"] >= 0:
+            (staging / rundir.CHECKPOINTS).mkdir()
+            checkpoint.rename(staging / rundir.CHECKPOINTS / f"checkpoint-{mark['step']}")
+        else:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        pushed = rundir.read_json(staging / rundir.STATUS)
+        status = {k: v for k, v in pushed.items() if k in RESTORED_FIELDS and type(v) is RESTORED_FIELDS[k]}
+        if status.get("state") not in RESTORED_STATES:  # queued or running: its process died with the old machine
+            status["state"] = "interrupted"
+        now = time.time()
+        status.update(run_id=run_id, created_at=now, restored_at=now, backup={"repo": repo_id})
+        for name in (rundir.STATUS, rundir.OWNER):
+            (staging / name).unlink(missing_ok=True)
+        rundir.write_json_atomic(staging / rundir.STATUS, status)
+        with open(staging / rundir.OWNER, "x", encoding="utf-8") as f:
+            json.dump({"owner": f"hf:{username}", "address": None}, f)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -20,6 +20,7 @@ from . import Progress
 from .rundir import read_config, read_eval, read_status, write_eval
 from .scorers import EVAL_MAX_NEW_TOKENS, choose_scorer, score_replies
 
+MAX_SHOTS = 8  # examples in a few-shot prompt: each one lengthens every prompt
 DEFAULT_SHOTS = 3  # the guide's few-shot baseline: a handful of solved examples
 DEFAULT_BASELINE_PROMPTS = 20
 VARIANTS = ["zero-shot", "instructions", "few-shot", "tuned"]
@@ -229,6 +230,8 @@ def compare_with_prompting(
         raise ValueError("The comparison needs a conversational dataset (a 'messages' column).")
     if count < 1:
         raise ValueError(f"Use at least 1 held-out prompt, got {count}.")
+    if not 0 <= shots <= MAX_SHOTS:
+        raise ValueError(f"Few-shot examples: 0 to {MAX_SHOTS}, got {shots} (more only makes every prompt longer).")
     scorer = choose_scorer([reference_answer(r) for r in splits.train], scorer_kind, pattern)
     instructions = instructions if instructions and instructions.strip() else default_instructions(scorer)
     examples = pick_shots(splits.train, shots, config.seed)

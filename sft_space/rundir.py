@@ -95,7 +95,7 @@ def is_run_id(run_id) -> bool:
 
 def list_run_dirs() -> list[Path]:
     """Every run directory, newest first (ids start with their creation time)."""
-    return sorted((p for p in runs_root().iterdir() if is_run(p)), reverse=True)
+    return sorted((p for p in runs_root().iterdir() if RUN_ID.match(p.name) and is_run(p)), reverse=True)
 
 
 def adapter_dir(run: str | Path) -> Path:
@@ -137,10 +137,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object file as a dict; {} when missing, unreadable or not an object (a run's files may come from
+    outside, e.g. restored from a Hub backup)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_jsonl_records(path: Path) -> list[dict]:

@@ -202,7 +202,7 @@ def check_fair_share(owner: str | None, address: str | None = None, quota: limit
         )
     if quota.runs_per_address and len(neighbours) >= quota.runs_per_address:
         raise RuntimeError(
-            f"A run started from your address without signing in is training or waiting ({neighbours[0]}); this "
+            "A run started from your address without signing in is training or waiting; this "
             f"Space allows {quota.runs_per_address} per address: wait for it to finish"
             + (", or sign in with Hugging Face to get a share of your own." if on_a_space() else ".")
         )
@@ -215,6 +215,11 @@ def check_fair_share(owner: str | None, address: str | None = None, quota: limit
             f"The Space is busy: {len(waiting) + (1 if busy else 0)} runs ahead of yours and the queue is full; "
             f"{when} (a place frees up when the run training now finishes)."
         )
+
+
+def time_budget(quota: limits.Limits, owner: str | None) -> float | None:
+    """A visitor's run's wall-time limit on this host (command-line runs have none)."""
+    return quota.run_minutes * 60 if quota.run_minutes and owner is not None else None
 
 
 def start_run(
@@ -239,21 +244,24 @@ def start_run(
     estimates.check_disk(config, facts)
     run_id = run_id or new_run_id(config)
     run_dir = runs_root() / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    _hand_token(run_id, hub_token, backup_repo)
-    write_config(run_dir, config)
-    write_owner(run_dir, owner, address)
-    # written before any process starts; from then on only the training process writes status.json
-    now = time.time()
-    write_status(
-        run_dir,
-        state="queued",
-        created_at=now,
-        queued_at=now,
-        run_id=run_id,
-        planned_steps=estimates.planned_steps(config),
-        time_budget_seconds=quota.run_minutes * 60 if quota.run_minutes and owner is not None else None,
-    )
+    planned = estimates.planned_steps(config)
+    with _queue_lock():  # checked again with the run's creation, so parallel starts cannot all pass
+        check_fair_share(owner, address, quota)
+        run_dir.mkdir(parents=True, exist_ok=False)
+        _hand_token(run_id, hub_token, backup_repo)
+        write_config(run_dir, config)
+        write_owner(run_dir, owner, address)
+        # written before any process starts; from then on only the training process writes status.json
+        now = time.time()
+        write_status(
+            run_dir,
+            state="queued",
+            created_at=now,
+            queued_at=now,
+            run_id=run_id,
+            planned_steps=planned,
+            time_budget_seconds=time_budget(quota, owner),
+        )
     advance_queue()
     return run_id
 
@@ -271,20 +279,29 @@ def resume_run(
         raise RuntimeError("This run is still going: there is nothing to resume.")
     if status.get("state") == "completed":
         raise RuntimeError("This run completed: start a new run to train further.")
-    check_fair_share(owner, address)
     if last_complete_checkpoint(run) is None:
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
-    _hand_token(run_path(run).name, hub_token, backup_repo)
-    write_status(
-        run,
-        state="queued",
-        queued_at=time.time(),
-        launched_at=None,
-        resume=True,
-        error=None,
-        pid=None,
-        pid_started=None,
-    )
+    quota = limits.current()
+    config = read_config(run)
+    if owner is not None:  # its settings pass today's limits, like a new run's (its files may have been restored)
+        facts = check_model_choice(config)
+        config.validate(facts.max_length or model_max_length(config.model))
+        limits.check_run(config, facts.parameters, quota)
+        estimates.check_disk(config, facts)
+    with _queue_lock():
+        check_fair_share(owner, address, quota)
+        _hand_token(run_path(run).name, hub_token, backup_repo)
+        write_status(
+            run,
+            state="queued",
+            time_budget_seconds=time_budget(quota, owner),
+            queued_at=time.time(),
+            launched_at=None,
+            resume=True,
+            error=None,
+            pid=None,
+            pid_started=None,
+        )
     advance_queue()
     return run_path(run).name
 
@@ -315,6 +332,7 @@ def training_env(run_id: str | None = None) -> dict[str, str]:
     token (and backup repo) goes in for their run."""
     env = {**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"}
     env.pop(BACKUP_REPO_VARIABLE, None)
+    env.pop("SFT_SPACE_SECRET", None)  # signs visitor ids: the app's alone
     if public():
         for name in OWNER_TOKEN_VARIABLES:
             env.pop(name, None)

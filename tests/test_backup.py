@@ -137,3 +137,57 @@ def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_pa
     assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 30  # the curve continues from the Hub's
     assert rundir.has_adapter(run_id)
     no_token_on_disk(tmp_path / "home")
+
+
+MALLORY = "hf_malloryBACKUPtoken0123456789abcd"
+
+
+def test_a_crafted_backup_is_checked_before_it_joins_the_runs(online, model):
+    """A stranger's own backup repo is theirs to fill with anything: restored files are checked, and a bad one
+    leaves no trace that would trip the queue, the page or the clean-up."""
+    import json
+
+    online.users[MALLORY] = "mallory"
+    config = RunConfig(model="bundled", dataset="demo:json-extract", max_steps=5).to_dict()
+    status = {
+        "state": "running",
+        "step": 3,
+        "steps_measured": "lots",  # would break the pace estimate of every visitor's preset label
+        "seconds_per_step": 1e-9,
+        "device_name": "CPU 2 vCPU",
+        "ended_at": 1e12,  # would keep it from the clean-up for ever
+        "time_budget_seconds": None,
+        "pid": 1,
+    }
+    online.add_repo(
+        "mallory/sft-space-runs",
+        {
+            "20990101-000000-zzz/config.json": json.dumps(config),
+            "20990101-000000-zzz/status.json": json.dumps(status),
+            "20990101-000001-list/config.json": json.dumps(config),
+            "20990101-000001-list/status.json": "[]",
+            "20990101-000002-bad/config.json": json.dumps({**config, "learning_rate": -1}),
+            "20990101-000002-bad/status.json": "{}",
+        },
+        kind="model",
+        private=True,
+        allowed_tokens={MALLORY},
+    )
+    restored = backup.restore("20990101-000000-zzz", MALLORY, "mallory")
+    kept = rundir.read_status(restored)
+    assert kept["state"] == "interrupted" and kept["step"] == 3
+    assert not {"steps_measured", "seconds_per_step", "device_name", "ended_at", "pid"} & set(kept)
+    assert backup.restore("20990101-000001-list", MALLORY, "mallory").name == "20990101-000001-list"
+    assert rundir.read_status("20990101-000001-list")["state"] == "interrupted"  # a list is no status: replaced
+    with pytest.raises(ValueError, match="settings that are not valid: .*learning_rate"):
+        backup.restore("20990101-000002-bad", MALLORY, "mallory")
+    assert sorted(p.name for p in rundir.runs_root().iterdir() if not p.name.startswith(".")) == [
+        "20990101-000000-zzz",
+        "20990101-000001-list",
+    ]
+    assert not [p for p in rundir.runs_root().iterdir() if p.name.endswith(".restoring")]
+    assert {r["run_id"] for r in runs.list_runs("hf:mallory")} == {"20990101-000000-zzz", "20990101-000001-list"}
+    assert runs.list_runs("hf:alice") == []
+    from sft_space import estimates
+
+    assert estimates.measured_pace("bundled") is None  # nothing measured here: the planted pace was dropped

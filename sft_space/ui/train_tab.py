@@ -14,7 +14,7 @@ from ..hub import on_a_space
 from ..models import CURATED_MODELS
 from . import text
 from .charts import drawable, finite, typed_frame
-from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_model
+from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_dataset, visitor_model
 from .visitor import address, new_visitor_id
 from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
 
@@ -131,6 +131,9 @@ def resume(
 ):
     owned(run_id, visitor, "resume")
     with shown_as_error():
+        stored = rundir.read_config(run_id)  # a restored run's settings came from outside: the same paths as a start
+    visitor_dataset(stored.dataset), visitor_model(stored.model)
+    with shown_as_error():
         runs.resume_run(run_id, visitor, address(request), **hub_handover(visitor, oauth_token, bool(back_up)))
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
@@ -142,6 +145,7 @@ def retry_smaller(request: gr.Request, run_id: str | None, visitor: str | None):
     config = runs.retry_config(run_id)
     if config is None:
         raise gr.Error("Retry with a smaller batch is offered after a run runs out of memory.", print_exception=False)
+    visitor_dataset(config.dataset), visitor_model(config.model)
     with shown_as_error():
         new_id = runs.start_run(config, owner=visitor, address=address(request))
     return new_id, run_bar_text(new_id, runs.refresh(new_id))
