@@ -125,7 +125,7 @@ def needed_bytes(config: RunConfig, facts=None) -> int:
 
     need = DISK_MARGIN_BYTES
     if facts is not None and facts.source == "hub":
-        from .models import cached_snapshot
+        from .models.cache import cached_snapshot
 
         if cached_snapshot(config.model) is None:
             need += facts.weight_bytes
@@ -143,7 +143,7 @@ def needed_bytes(config: RunConfig, facts=None) -> int:
 
 def check_download(model: str, facts) -> None:
     """Before downloading a Hub model on its own (Prepare): its weights must fit on the disk."""
-    from .models import cached_snapshot
+    from .models.cache import cached_snapshot
 
     if facts.source != "hub" or cached_snapshot(model) is not None:
         return

@@ -103,6 +103,18 @@ def on_zerogpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
+def gpu_slot(function):
+    """On ZeroGPU with the `spaces` package: the handler gets a GPU slot for each call (spaces.GPU), which is how
+    chat and evaluation use the card there; elsewhere the handler as it is."""
+    if not on_zerogpu():
+        return function
+    try:
+        import spaces
+    except ImportError:
+        return function
+    return spaces.GPU(function)
+
+
 def detect() -> Hardware:
     return Hardware(
         cpu_cores=cpu_cores(),

@@ -202,3 +202,75 @@ def test_clean_up_removes_only_what_is_old_and_idle(tmp_path, monkeypatch):
     removed = cleanup.clean_up(3, now=now)
     assert sorted(removed) == ["runs/old", "uploads/someone.jsonl"]
     assert recent.exists() and live.exists() and used_upload.exists()
+
+
+def test_the_disk_check_counts_a_hub_models_download(tmp_path, monkeypatch):
+    """A 70B model was once estimated at 413 MB (checkpoints only): its download now counts, from the Hub's
+    safetensors headers, before anything is fetched."""
+    from sft_space import estimates
+    from sft_space.models.facts import ModelFacts
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    big = ModelFacts(
+        choice="acme/huge",
+        source="hub",
+        config={"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80},
+        tensors={f"layer{i}.weight": ("BF16", [8192, 8192 * 8]) for i in range(80)},  # 80 x 1 GiB
+        has_chat_template=True,
+    )
+    config = RunConfig(model="acme/huge")
+    assert big.weight_bytes == 80 * 2**30
+    assert estimates.needed_bytes(config, big) - estimates.needed_bytes(config) == 80 * 2**30
+    monkeypatch.setattr(estimates, "free_bytes", lambda: 50 * 2**30)
+    with pytest.raises(RuntimeError, match=r"needs about 8[0-9],[0-9]{3} MB \(the model's download"):
+        estimates.check_disk(config, big)
+
+
+def test_parallel_starts_from_one_visitor_give_one_run(tiny_model, tmp_path, monkeypatch):
+    """Four starts at once from one visitor (the app serves four requests at a time): one run, three refusals."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    monkeypatch.setenv("SFT_SPACE_RUNS_PER_VISITOR", "1")
+    config = RunConfig(**{**settings(tiny_model, 3000), "model": str(tiny_model)})
+
+    def start(_):
+        try:
+            return runs.start_run(config, owner="browser:greedy")
+        except RuntimeError as error:
+            return error
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(start, range(4)))
+    started = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, RuntimeError)]
+    try:
+        assert len(started) == 1 and len(refused) == 3, outcomes
+        assert all("You already have a run training or waiting" in str(e) for e in refused)
+    finally:
+        for run_id in started:
+            runs.cancel_run(run_id, "browser:greedy")
+            runs.wait_for(run_id, timeout=120)
+
+
+def test_chat_generation_is_served_in_arrival_order():
+    from sft_space.chat import FairLock
+
+    lock, served, arrived = FairLock(), [], []
+    gate = threading.Event()
+
+    def visitor(name):
+        arrived.append(name)
+        with lock:
+            served.append(name)
+
+    with lock:  # someone is generating; five visitors arrive one after another
+        threads = []
+        for name in "abcde":
+            threads.append(threading.Thread(target=visitor, args=(name,)))
+            threads[-1].start()
+            wait_until(lambda: len(arrived) == len(threads) and len(lock._waiting) == len(threads) + 1, timeout=5)
+        gate.set()
+    for thread in threads:
+        thread.join()
+    assert served == list("abcde")

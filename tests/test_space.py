@@ -113,3 +113,29 @@ def test_trackio_is_refused_clearly_when_missing_and_logs_the_run_when_present(m
     assert result.returncode == 0, result.stderr[-2000:]
     stored = list((tmp_path / "trackio").rglob("sft-space*"))
     assert stored, list((tmp_path / "trackio").rglob("*"))  # the project's local store, named after the project
+
+
+def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
+    """With the `spaces` package (a stand-in here: it exists only on Spaces), chat, evaluation and the prompting
+    comparison are wrapped in spaces.GPU, so each call gets a slot; training stays refused."""
+    import sys
+    import types
+
+    wrapped = []
+
+    def gpu(function):
+        def slot(*args, **kwargs):
+            return function(*args, **kwargs)
+
+        slot.__wrapped__ = function
+        wrapped.append(function.__name__)
+        return slot
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    assert hardware.gpu_slot(len) is len  # not ZeroGPU: unchanged
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+
+    from sft_space.ui import build_app
+
+    build_app()
+    assert sorted(wrapped) == ["compare", "evaluate", "respond", "respond"]  # chat's Send and Enter

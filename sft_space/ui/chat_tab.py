@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import limits, runs
+from .. import hardware, limits, runs
 from ..config import RunConfig
 from ..hub import public
 from .common import owned, shown_as_error
@@ -158,8 +158,8 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     settings = build_groups([("Generation", False)])
     inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor]
     outputs = [message, tuned_chat, base_chat]
-    sent = send.click(respond, inputs, outputs, api_name="chat")
-    submitted = message.submit(respond, inputs, outputs, api_name=False)
+    sent = send.click(hardware.gpu_slot(respond), inputs, outputs, api_name="chat")
+    submitted = message.submit(hardware.gpu_slot(respond), inputs, outputs, api_name=False)
     stop.click(None, None, None, cancels=[sent, submitted], api_name=False)
     clear.click(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
     refresh.click(refresh_choices, [run, current_run, visitor], run, api_name=False)

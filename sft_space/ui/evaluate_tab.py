@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import limits, rundir, runs
+from .. import hardware, limits, rundir, runs
 from ..baselines import (
     DEFAULT_BASELINE_PROMPTS,
     DEFAULT_SHOTS,
@@ -220,9 +220,14 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
             for i in range(BAR_CHARTS)
         ]
     checks = gr.Markdown(elem_id="baseline-checklist")
-    button.click(evaluate, [run, count, scorer, pattern, visitor], [about, table, failures], api_name="evaluate")
+    button.click(
+        hardware.gpu_slot(evaluate),
+        [run, count, scorer, pattern, visitor],
+        [about, table, failures],
+        api_name="evaluate",
+    )
     compare_button.click(
-        compare,
+        hardware.gpu_slot(compare),
         [run, count, shots, instructions, scorer, pattern, visitor],
         [verdict, baseline_table, checks, *charts],
         api_name="compare_baselines",
