@@ -24,12 +24,22 @@ def planned_steps(config: RunConfig) -> int | None:
     """Optimizer steps the run will take (max_steps, or epochs over the training rows)."""
     if config.max_steps > 0:
         return config.max_steps
-    try:
-        from .data import load_for_run
+    from .hub import HUB_ID, public
 
-        rows = len(load_for_run(config).train)
-    except (ValueError, FileNotFoundError):
-        return None
+    cap = None
+    if public() and HUB_ID.match(config.dataset.strip()):
+        from .limits import current
+
+        cap = current().dataset_rows  # the most rows the run reads: no Hub dataset is downloaded into the app
+    if cap:
+        rows = cap
+    else:
+        try:
+            from .data import load_for_run
+
+            rows = len(load_for_run(config).train)
+        except (ValueError, FileNotFoundError):
+            return None
     batches = math.ceil(rows / config.per_device_train_batch_size)
     return max(1, math.ceil(batches / config.gradient_accumulation_steps * config.num_train_epochs))
 

@@ -274,3 +274,20 @@ def test_chat_generation_is_served_in_arrival_order():
     for thread in threads:
         thread.join()
     assert served == list("abcde")
+
+
+def test_on_a_public_host_a_hub_dataset_is_never_loaded_into_the_app_to_plan_a_run(monkeypatch):
+    """Epochs over a Hub dataset are planned from the most rows a run may read, not by downloading it here."""
+    import sft_space.data as data
+    from sft_space import estimates, limits
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the whole dataset was read in the app process")
+
+    monkeypatch.setattr(data, "load_for_run", no_download)
+    monkeypatch.setenv("SFT_SPACE_PUBLIC", "1")
+    config = RunConfig(dataset="acme/huge-chat", max_steps=-1, num_train_epochs=1, per_device_train_batch_size=8)
+    rows = limits.current().dataset_rows
+    assert estimates.planned_steps(config) == -(-rows // 8)
+    with pytest.raises(ValueError, match="could train on up to"):  # and the token budget says so before queueing
+        limits.check_run(config, 135_000_000)

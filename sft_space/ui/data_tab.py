@@ -11,7 +11,8 @@ import gradio as gr
 from .. import limits
 from ..cleanup import uploads_dir
 from ..config import DEFAULT_DATASET
-from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, preview_table
+from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, is_hub_id, preview_table
+from ..hub import public
 from .charts import drawable, typed_frame
 from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
 from .widgets import named
@@ -232,8 +233,10 @@ def inspect(*values, progress=gr.Progress()):
         values[len(SOURCE_FIELDS) :],
     )
     model = visitor_model(model)
+    dataset = str(sources[SOURCE_FIELDS.index("dataset")] or "")
     with shown_as_error():
-        splits = load_from_widgets(sources)
+        # on a public host a Hub dataset is looked at through its first rows, never downloaded into the app
+        splits = load_from_widgets(sources, preview=public() and is_hub_id(dataset))
         index = int(row_number)
         if not 0 <= index < len(splits.train):
             raise ValueError(f"Row {index} does not exist: pick 0 to {len(splits.train) - 1}.")
