@@ -91,6 +91,7 @@ def main() -> None:
         "stage_seconds_per_save": median("stage_seconds", True),
         "push_seconds_last": median("push_seconds", True),
         "commits_per_backed_up_run": len(commits) / args.repeats,
+        "commit_messages": [c["message"].split(": ", 1)[-1] for c in commits],
         "largest_checkpoint_file_bytes": checkpoint_bytes,
     }
     print(json.dumps(summary, indent=2))

@@ -129,6 +129,8 @@ class Backup:
             fields = dict(pushed_at=time.time(), push_seconds=round(time.time() - started, 2), error=None)
             if step is not None:
                 fields["step"] = step
+            else:  # the run's final state is on the Hub (its process may still have been finishing until now)
+                fields["final"] = True
             self._record(**fields)
             log.info("Backed up %s to %s in %.1f s", what, self.repo_id, fields["push_seconds"])
             return

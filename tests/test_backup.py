@@ -75,8 +75,9 @@ def test_checkpoints_are_pushed_as_they_are_saved_and_failures_retried(online, m
         config(model, max_steps=12), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
     )
     status = runs.wait_for(run_id, timeout=240)
-
     assert status["state"] == "completed", status
+    # the final push (the completed status and the adapter) follows the run's end, from the same process
+    status = wait_until(lambda: (s := rundir.read_status(run_id)).get("backup", {}).get("final") and s, timeout=120)
     record = status["backup"]
     assert record["repo"] == REPO and record["error"] is None and record["step"] == 12, record
     assert record["failures"] >= 1 and 0 < record["push_seconds"] < 60

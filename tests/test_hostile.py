@@ -173,7 +173,7 @@ def test_delete_is_for_the_owner_and_never_a_live_run(app_url, tiny_model):
 
 
 def test_clean_up_removes_only_what_is_old_and_idle(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path / "home"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this test's own temp folder
     now = time.time()

@@ -46,6 +46,11 @@ def status_line(status: dict) -> str:
         parts.append(status["error"])
     if status.get("state") in ("stopped", "failed", "interrupted") and status.get("last_checkpoint"):
         parts.append(f"resumable from step {status['last_checkpoint']}")
+    backup = status.get("backup") or {}
+    if backup.get("error"):
+        parts.append(f"backup to the Hub: {backup['error']} (retried; training goes on)")
+    elif backup.get("step"):
+        parts.append(f"backed up to {backup['repo']} at step {backup['step']}")
     if status.get("chatml_added"):
         parts.append("base model: ChatML template and tokens added")
     ends = status.get("end_of_turn")
