@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,13 @@ def one_run(backed_up: bool, steps: int, save_steps: int) -> dict:
     run_id = runs.start_run(config, owner="hf:bench", **extra)
     status = runs.wait_for(run_id, timeout=3600)
     assert status["state"] == "completed", status
+    if backed_up:  # the final push follows the run's end from the same process: wait for it before the next run
+        from sft_space import rundir
+
+        deadline = time.time() + 600
+        while not (rundir.read_status(run_id).get("backup") or {}).get("final") and time.time() < deadline:
+            time.sleep(1)
+        status = rundir.read_status(run_id)
     record = status.get("backup") or {}
     return {
         "backed_up": backed_up,

@@ -4,7 +4,8 @@ A signed-in visitor's run can push, at every checkpoint, the newest complete che
 config.json, status.json, metrics.jsonl and probes.jsonl into a private model repo of theirs,
 `<username>/sft-space-runs`, under a folder named after the run (one commit per save), and the adapter at the
 end. The training process stages the files (a copy of a LoRA checkpoint: milliseconds) and a background thread
-commits them, retrying with backoff; a failed push is recorded in status.json (`backup`) and never fails the run
+commits them through a push process at the lowest CPU priority (`python -m sft_space.backup`), retrying with
+backoff; a failed push is recorded in status.json (`backup`) and never fails the run
 or holds up training. After a restart, `list_backups` reads the visitor's repo and `restore` brings a run back
 into the runs folder (the checkpoint as checkpoints/checkpoint-N), owned by that visitor, ready to resume.
 
@@ -19,6 +20,8 @@ import logging
 import os
 import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -52,7 +55,6 @@ class Backup:
     def __init__(self, run_dir: Path, repo_id: str, token: str, status: dict) -> None:
         self.run_dir, self.repo_id, self.token, self.status = Path(run_dir), repo_id, token, status
         self.pending: queue.Queue = queue.Queue()
-        self.created = False
         self.thread = threading.Thread(target=self._work, name="sft-space-backup", daemon=True)
         self.thread.start()
 
@@ -104,25 +106,23 @@ class Backup:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _push(self, staging: Path, what: str, step: int | None) -> None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=hub_endpoint(), token=self.token)
         run_id = self.run_dir.name
         for attempt, wait in enumerate((0, *RETRY_SECONDS)):
             time.sleep(wait)
             started = time.time()
-            try:
-                if not self.created:
-                    api.create_repo(self.repo_id, private=True, exist_ok=True)
-                    self.created = True
-                api.upload_folder(
-                    repo_id=self.repo_id,
-                    folder_path=str(staging),
-                    path_in_repo=run_id,
-                    commit_message=f"{run_id}: {what}",
-                )
-            except Exception as error:  # network, server, permissions: recorded, retried, never raised
-                message = scrub(str(error).splitlines()[0] if str(error) else type(error).__name__, self.token)
+            # a child process at the lowest CPU priority: hashing and sending a checkpoint must not take the
+            # training's cores (a 2-vCPU Space has no spare one); the token travels in its environment only
+            result = subprocess.run(
+                [sys.executable, "-m", "sft_space.backup", str(staging), self.repo_id, run_id, f"{run_id}: {what}"],
+                env={**os.environ, "HF_TOKEN": self.token},
+                capture_output=True,
+                text=True,
+                preexec_fn=lambda: os.nice(19),
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
+            if result.returncode != 0:
+                lines = (result.stderr or "").strip().splitlines() or ["the push process failed"]
+                message = scrub(lines[-1].removeprefix("error: "), self.token)
                 log.warning("Backup of %s to %s failed (attempt %d): %s", what, self.repo_id, attempt + 1, message)
                 self._record(error=f"push of {what} failed: {message[:200]}", failures=attempt + 1)
                 continue
@@ -134,6 +134,30 @@ class Backup:
             self._record(**fields)
             log.info("Backed up %s to %s in %.1f s", what, self.repo_id, fields["push_seconds"])
             return
+
+
+PUSH_TIMEOUT_SECONDS = 1800
+
+
+def push_folder(staging: str, repo_id: str, run_id: str, message: str) -> None:
+    """One commit of a staged folder under the run's folder of the (private) backup repo; HF_TOKEN is the
+    visitor's own."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub_endpoint(), token=os.environ["HF_TOKEN"])
+    api.create_repo(repo_id, private=True, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=staging, path_in_repo=run_id, commit_message=message)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m sft_space.backup STAGING REPO RUN_ID MESSAGE`: the push process Backup starts."""
+    try:
+        push_folder(*argv)
+    except Exception as error:  # network, server, permissions: one line for the run's status, never the token
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {scrub(text, os.environ.get('HF_TOKEN'))}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------- after a restart
@@ -251,3 +275,7 @@ def restore(run_id: str, token: str, username: str) -> Path:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
