@@ -190,24 +190,32 @@ class ChatBudget:
             spent.popleft()
         return spent
 
-    def check(self, visitor: str, limit: int | None) -> None:
-        """Refuse a new reply when this hour's tokens are spent, saying when more are available."""
+    def reserve(self, visitor: str, limit: int | None, tokens: int) -> list | None:
+        """Refuse a new reply when this hour's tokens are spent, saying when more are available; otherwise book
+        the reply's most tokens at once (so parallel requests cannot all pass) and return the booking."""
         if not limit:
-            return
+            return None
         now = time.time()
         with self._lock:
             spent = self._recent(visitor, now)
-            used = sum(tokens for _, tokens in spent)
+            used = sum(booked for _, booked in spent)
+            wait = f"about {max(1, round((spent[0][0] + 3600 - now) / 60))} minutes" if spent else "a minute"
             if used >= limit:
-                wait = spent[0][0] + 3600 - now if spent else 0
+                raise ValueError(f"You have used this hour's {limit:,} chat tokens on this Space: try again in {wait}.")
+            if used + tokens > limit:
                 raise ValueError(
-                    f"You have used this hour's {limit:,} chat tokens on this Space: try again in about "
-                    f"{max(1, round(wait / 60))} minutes."
+                    f"A reply of up to {tokens:,} tokens would pass this hour's {limit:,} chat tokens on this Space "
+                    f"({limit - used:,} left): lower max_new_tokens to {limit - used:,}, or try again in {wait}."
                 )
+            booking = [now, tokens]
+            spent.append(booking)
+            return booking
 
-    def spend(self, visitor: str, tokens: int) -> None:
-        with self._lock:
-            self._recent(visitor, time.time()).append((time.time(), tokens))
+    def settle(self, booking: list | None, tokens: int) -> None:
+        """The reply is done: its booking becomes the tokens it really generated."""
+        if booking is not None:
+            with self._lock:
+                booking[1] = tokens
 
 
 chat_budget = ChatBudget()

@@ -72,7 +72,7 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
         "CHECKPOINTS": "20",
         "RUN_MINUTES": "0.25",
         "EVAL_ROWS": "50",
-        "CHAT_TOKENS_PER_HOUR": "1",
+        "CHAT_TOKENS_PER_HOUR": "8",
         "MAX_NEW_TOKENS": "300",
     }.items():
         monkeypatch.setenv("SFT_SPACE_" + name, value)
@@ -105,8 +105,8 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
         first.predict(run_id=run_id, count=1000, scorer="auto", pattern="", api_name="/evaluate")
     with pytest.raises(Exception, match="replies here are at most 300"):
         chat(first, run_id, max_new_tokens=4000)
-    chat(first, run_id)  # up to 8 tokens: this hour's 1 is spent, so the next message is refused
-    with pytest.raises(Exception, match="used this hour's 1 chat tokens"):
+    chat(first, run_id)  # books its 8 tokens: what it leaves of this hour's 8 is less than the next reply's 8
+    with pytest.raises(Exception, match="this hour's 8 chat tokens"):
         chat(first, run_id)
 
 
@@ -291,3 +291,19 @@ def test_on_a_public_host_a_hub_dataset_is_never_loaded_into_the_app_to_plan_a_r
     assert estimates.planned_steps(config) == -(-rows // 8)
     with pytest.raises(ValueError, match="could train on up to"):  # and the token budget says so before queueing
         limits.check_run(config, 135_000_000)
+
+
+def test_a_reply_books_its_tokens_before_it_starts():
+    """Parallel chat requests cannot all pass the hourly budget: each reply books its most tokens up front and
+    gives back what it did not use."""
+    from sft_space.limits import ChatBudget
+
+    budget = ChatBudget()
+    first = budget.reserve("browser:v", 10, 8)  # in flight
+    with pytest.raises(ValueError, match=r"would pass this hour's 10 chat tokens on this Space \(2 left\)"):
+        budget.reserve("browser:v", 10, 8)  # a second request at the same moment
+    budget.settle(first, 2)  # the first reply was short
+    second = budget.reserve("browser:v", 10, 8)
+    assert second is not None and budget.reserve("browser:other", 10, 8) is not None  # budgets are per visitor
+    with pytest.raises(ValueError, match="You have used this hour's 10 chat tokens on this Space: try again in"):
+        budget.reserve("browser:v", 10, 1)

@@ -72,7 +72,6 @@ def respond(
     quota = limits.current()
     with shown_as_error():
         check_chat_size(message, tuned_history, base_history, system_prompt)
-        limits.chat_budget.check(visitor, quota.chat_tokens_per_hour)
         if quota.max_new_tokens and int(max_new_tokens) > quota.max_new_tokens:
             raise ValueError(f"max_new_tokens {int(max_new_tokens)}: replies here are at most {quota.max_new_tokens}.")
         settings = RunConfig(
@@ -82,6 +81,8 @@ def respond(
             repetition_penalty=float(repetition_penalty),
         ).validate()
         loaded = load_chat_model(run_id)
+        most = int(max_new_tokens) * (2 if compare else 1)
+        booking = limits.chat_budget.reserve(visitor, quota.chat_tokens_per_hour, most)
     system = [{"role": "system", "content": system_prompt.strip()}] if system_prompt and system_prompt.strip() else []
     user = {"role": "user", "content": message}
     tuned = as_messages(tuned_history) + [user, {"role": "assistant", "content": ""}]
@@ -103,7 +104,7 @@ def respond(
                 yield "", tuned, base
     finally:  # a reply cut short by Stop still counts what it generated
         replies = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
-        limits.chat_budget.spend(visitor, len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
+        limits.chat_budget.settle(booking, len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
 
 
 def check_chat_size(message: str, tuned_history, base_history, system_prompt: str) -> None:
