@@ -114,10 +114,15 @@ def conservative_gpu_seconds(config: RunConfig, parameters: int) -> float | None
     return CONSERVATIVE_STARTUP_SECONDS + tokens / rate
 
 
-def expected_seconds(run_id: str) -> float | None:
-    """How long a queued run will take, from its planned steps and its model's measured pace; None if unknown."""
+def expected_seconds(run_id: str, paces: dict | None = None) -> float | None:
+    """How long a queued run will take, from its planned steps and its model's measured pace; None if unknown.
+    paces: {model: measured_pace} already read, shared by a caller that estimates several runs (filled here)."""
     config = read_config_dict(run_id)
-    return estimate_seconds(config.get("model"), read_status(run_id).get("planned_steps"), rows=rows_per_step(config))
+    model = config.get("model")
+    paces = {} if paces is None else paces
+    if model not in paces:
+        paces[model] = measured_pace(model)
+    return seconds_at(paces[model], read_status(run_id).get("planned_steps"), rows=rows_per_step(config))
 
 
 # ----------------------------------------------------------------- disk

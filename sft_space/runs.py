@@ -470,11 +470,12 @@ def queue_position(run: str | Path) -> tuple[int, int, float | None] | None:
     if name not in waiting:
         return None
     wait: float | None = 0.0
+    paces: dict = {}  # one scan of the runs per model, whatever the length of the queue
     busy = active_run()
     if busy:
         remaining = read_status(busy).get("eta_seconds")
-        wait = estimates.expected_seconds(busy) if remaining is None else remaining
+        wait = estimates.expected_seconds(busy, paces) if remaining is None else remaining
     for ahead in waiting[: waiting.index(name)]:
-        expected = estimates.expected_seconds(ahead)
+        expected = estimates.expected_seconds(ahead, paces)
         wait = None if wait is None or expected is None else wait + expected
     return waiting.index(name) + 1, len(waiting), wait

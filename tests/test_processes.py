@@ -93,3 +93,16 @@ def test_ownership_fails_closed(home, monkeypatch):
     with pytest.raises(PermissionError):
         runs.check_owner(cli_run, "browser:stranger")
     assert {r["run_id"] for r in runs.list_runs("browser:me")} == {mine}
+
+
+def test_a_queue_position_reads_each_models_pace_once(home, monkeypatch):
+    """Every page poll of a waiting visitor asks for its place: the runs are scanned once per model, not per run."""
+    from sft_space import estimates
+
+    for i in range(4):
+        planted_run(f"20260101-00000{i}-wait", owner=f"browser:v{i}", state="queued", planned_steps=10)
+        rundir.write_status(rundir.runs_root() / f"20260101-00000{i}-wait", launched_at=None, queued_at=i)
+    scans = []
+    monkeypatch.setattr(estimates, "measured_pace", lambda model, device=None: scans.append(model))
+    place = runs.queue_position("20260101-000003-wait")
+    assert place[:2] == (4, 4) and len(scans) == 1
