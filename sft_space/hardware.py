@@ -5,6 +5,7 @@ survives a restart (a Space's persistent storage at /data, or none). Found witho
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -113,6 +114,12 @@ def gpu_slot(function):
     except ImportError:
         return function
     return spaces.GPU(function)
+
+
+@functools.lru_cache(maxsize=1)
+def device_kind() -> str:
+    """cpu, cuda, mps or zerogpu: read once per process (it decides presets and the limits' defaults)."""
+    return detect().kind
 
 
 def detect() -> Hardware:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import os
 import threading
 import time
 from dataclasses import dataclass
 
+from . import hardware
 from .estimates import planned_steps
 from .hub import public
 
@@ -98,17 +98,10 @@ def current(device_kind: str | None = None) -> Limits:
     """The limits in force now: the hardware's defaults on a public host, none on a private machine, each
     overridden by its environment variable."""
     if public():
-        base = CPU_SPACE if (device_kind or _device_kind()) == "cpu" else GPU_SPACE
+        base = CPU_SPACE if (device_kind or hardware.device_kind()) == "cpu" else GPU_SPACE
     else:
         base = PRIVATE
     return Limits(**{name: _override(name, getattr(base, name)) for name in VARIABLES})
-
-
-@functools.lru_cache(maxsize=1)
-def _device_kind() -> str:
-    from .models import detect_device
-
-    return detect_device().kind
 
 
 def run_tokens(config) -> int:

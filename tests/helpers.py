@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -170,3 +171,24 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def app_settings(tiny_model, steps: int, **changes) -> dict:
+    """The Start button's fields for a short run of the tiny model on the demo data, by name (gradio_client)."""
+    base = dict(
+        dataset="demo:json-extract",
+        model=str(tiny_model),
+        per_device_train_batch_size=2,
+        max_length=128,
+        logging_steps=1,
+        eval_steps=1000,
+        eval_max_rows=4,
+        save_steps=1000,
+        max_steps=steps,
+    )
+    return {**base, **changes}
+
+
+def run_id_of(bar: str) -> str:
+    """The run id the run bar names."""
+    return re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)

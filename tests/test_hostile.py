@@ -17,34 +17,13 @@ from gradio_client import Client
 from sft_space import cleanup, rundir, runs, scorers
 from sft_space.config import RunConfig
 
-from helpers import launched_app, run_cli, wait_until
+from helpers import app_settings, launched_app, run_cli, run_id_of, wait_until
 
 
 @pytest.fixture(scope="module")
 def app_url():
     with launched_app() as url:
         yield url
-
-
-def settings(tiny_model, steps, **changes):
-    base = dict(
-        dataset="demo:json-extract",
-        model=str(tiny_model),
-        per_device_train_batch_size=2,
-        max_length=128,
-        logging_steps=1,
-        eval_steps=1000,
-        eval_max_rows=4,
-        save_steps=1000,
-        max_steps=steps,
-    )
-    return {**base, **changes}
-
-
-def run_id_of(bar: str) -> str:
-    import re
-
-    return re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
 
 
 def chat(client, run_id, message="Table for two at 7pm", max_new_tokens=8):
@@ -79,21 +58,21 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
     first, script = Client(app_url, verbose=False), Client(app_url, verbose=False)
 
     with pytest.raises(Exception, match=r"could train on up to 32,768,000,000,000 tokens .* allows 2,000,000 per run"):
-        first.predict(**settings(tiny_model, 10**9, per_device_train_batch_size=256), api_name="/start_run")
+        first.predict(**app_settings(tiny_model, 10**9, per_device_train_batch_size=256), api_name="/start_run")
     with pytest.raises(Exception, match="save_steps 1 writes 100 checkpoints in 100 steps; .* at least 5"):
-        first.predict(**settings(tiny_model, 100, save_steps=1), api_name="/start_run")
+        first.predict(**app_settings(tiny_model, 100, save_steps=1), api_name="/start_run")
     monkeypatch.setenv("SFT_SPACE_MODEL_BILLIONS", "0.000001")
     with pytest.raises(Exception, match=r"B parameters; this Space trains models up to 1e-06B"):
-        first.predict(**settings(tiny_model, 10), api_name="/start_run")
+        first.predict(**app_settings(tiny_model, 10), api_name="/start_run")
     monkeypatch.delenv("SFT_SPACE_MODEL_BILLIONS")
     assert not [r for r in runs.list_runs(None) if r["state"] in runs.ACTIVE_STATES]  # nothing was queued
 
     # a run of many steps: the 15-second budget stops it and saves the adapter
-    run_id = run_id_of(first.predict(**settings(tiny_model, 5000), api_name="/start_run"))
+    run_id = run_id_of(first.predict(**app_settings(tiny_model, 5000), api_name="/start_run"))
     wait_until(lambda: rundir.read_status(run_id).get("state") == "running", timeout=60, what="the run to start")
     # a second client (a script minting itself a new id) from the same address gets no second run
     with pytest.raises(Exception, match="A run started from your address without signing in is training or waiting"):
-        script.predict(**settings(tiny_model, 4), api_name="/start_run")
+        script.predict(**app_settings(tiny_model, 4), api_name="/start_run")
     status = runs.wait_for(run_id, timeout=180)
     assert status["state"] == "stopped" and status["step"] < 5000, status
     assert "time budget of 0.25 min reached" in status["note"] and "resume the run" in status["note"]
@@ -159,7 +138,7 @@ def test_a_broken_data_file_on_the_command_line_is_one_line_and_exit_2(tiny_mode
 
 def test_delete_is_for_the_owner_and_never_a_live_run(app_url, tiny_model):
     owner, stranger = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    run_id = run_id_of(owner.predict(**settings(tiny_model, 3000), api_name="/start_run"))
+    run_id = run_id_of(owner.predict(**app_settings(tiny_model, 3000), api_name="/start_run"))
     wait_until(lambda: rundir.read_status(run_id).get("step", 0) >= 1, timeout=120, what="the run to train")
     with pytest.raises(Exception, match="belongs to another visitor"):
         stranger.predict(run_id=run_id, selected=[], api_name="/delete_run")
@@ -232,7 +211,7 @@ def test_parallel_starts_from_one_visitor_give_one_run(tiny_model, tmp_path, mon
 
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
     monkeypatch.setenv("SFT_SPACE_RUNS_PER_VISITOR", "1")
-    config = RunConfig(**{**settings(tiny_model, 3000), "model": str(tiny_model)})
+    config = RunConfig(**{**app_settings(tiny_model, 3000), "model": str(tiny_model)})
 
     def start(_):
         try:

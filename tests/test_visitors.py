@@ -2,7 +2,6 @@
 runs."""
 
 import json
-import re
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from gradio_client import Client
 from sft_space import estimates, rundir, runs
 from sft_space.config import RunConfig
 
-from helpers import ROOT, launched_app, wait_until
+from helpers import ROOT, app_settings, launched_app, run_id_of, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -21,33 +20,15 @@ def app_url():
         yield url
 
 
-def settings(tiny_model, steps):
-    return dict(
-        dataset="demo:json-extract",
-        model=str(tiny_model),
-        per_device_train_batch_size=2,
-        max_length=128,
-        logging_steps=1,
-        eval_steps=1000,
-        eval_max_rows=4,
-        save_steps=1000,
-        max_steps=steps,
-    )
-
-
-def run_id_of(bar: str) -> str:
-    return re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
-
-
 def test_two_visitors_queue_and_stay_apart(app_url, tiny_model, monkeypatch):
     monkeypatch.setenv("SFT_SPACE_RUNS_PER_VISITOR", "1")  # a public host's default; a laptop has no cap
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    alice_run = run_id_of(alice.predict(**settings(tiny_model, 3000), api_name="/start_run"))
+    alice_run = run_id_of(alice.predict(**app_settings(tiny_model, 3000), api_name="/start_run"))
     wait_until(lambda: rundir.read_status(alice_run).get("step", 0) >= 2, timeout=120, what="alice's run to train")
     with pytest.raises(Exception, match="You already have a run training or waiting"):  # one run at a time each
-        alice.predict(**settings(tiny_model, 4), api_name="/start_run")
+        alice.predict(**app_settings(tiny_model, 4), api_name="/start_run")
 
-    bob_bar = bob.predict(**settings(tiny_model, 4), api_name="/start_run")
+    bob_bar = bob.predict(**app_settings(tiny_model, 4), api_name="/start_run")
     bob_run = run_id_of(bob_bar)
     assert "queued" in bob_bar and "position 1 of 1 in the queue" in bob_bar and "estimated wait" in bob_bar
 
@@ -69,7 +50,7 @@ def test_two_visitors_queue_and_stay_apart(app_url, tiny_model, monkeypatch):
 
 
 def test_a_restarted_app_finds_runs_interrupted_and_resumable(tiny_model, sft_home):
-    config = RunConfig(**{**settings(tiny_model, 3000), "save_steps": 3})
+    config = RunConfig(**{**app_settings(tiny_model, 3000), "save_steps": 3})
     run_id = runs.start_run(config)
     wait_until(lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 3, timeout=120, what="a checkpoint")
     # A Space restart takes the training process down with the app: kill it, then look with a fresh process
@@ -102,7 +83,7 @@ def test_start_refuses_when_the_disk_is_too_full(tiny_model, sft_home, monkeypat
     # A nearly full disk cannot be produced safely on a shared machine: the free-space reading is replaced.
     monkeypatch.setattr(estimates, "free_bytes", lambda: 5 * 2**20)
     with pytest.raises(RuntimeError, match=r"Not enough disk space: this run needs about \d+ MB .* 5 MB is free"):
-        runs.start_run(RunConfig(**settings(tiny_model, 3)))
+        runs.start_run(RunConfig(**app_settings(tiny_model, 3)))
 
 
 def test_signed_in_visitors_are_keyed_by_hub_username():
@@ -199,7 +180,7 @@ def test_a_forged_browser_id_sent_to_the_page_load_event_reaches_no_ones_runs(ap
     from gradio_client import Client
 
     victim = Client(app_url, verbose=False)
-    victim_run = run_id_of(victim.predict(**settings(tiny_model, 2), api_name="/start_run"))
+    victim_run = run_id_of(victim.predict(**app_settings(tiny_model, 2), api_name="/start_run"))
     victim_key = json.loads((rundir.run_path(victim_run) / rundir.OWNER).read_text())["owner"]
     runs.wait_for(victim_run, timeout=180)
     config = victim.config["dependencies"]

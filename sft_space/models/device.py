@@ -15,12 +15,11 @@ import functools
 import json
 import os
 import platform
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import home
+from ..hardware import cuda_cards
 
 
 @dataclass
@@ -65,22 +64,9 @@ def _available_ram() -> int:
 
 def detect_device() -> Device:
     """Where a training process would run, found without importing torch (nvidia-smi, /proc)."""
-    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "":
-        try:
-            out = (
-                subprocess.run(
-                    ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
-                    capture_output=True,
-                    text=True,
-                    timeout=15,
-                )
-                .stdout.strip()
-                .splitlines()
-            )
-            name, memory, capability = [part.strip() for part in out[0].split(",")]
-            return Device("cuda", name, int(float(memory)) * 2**20, float(capability) >= 8.0)
-        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-            pass
+    cards = cuda_cards()  # the training process uses the first card
+    if cards:
+        return Device("cuda", cards[0].name, int(cards[0].memory_gib * 2**30), cards[0].bf16)
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return Device("mps", "Apple GPU (MPS)", int(_available_ram() * 0.75), False)
     flags = _cpu_flags()

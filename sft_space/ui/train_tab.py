@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import html
 
 import gradio as gr
@@ -212,7 +211,7 @@ def preset_label(name: str, model: str | None, pace=UNREAD, device_kind: str | N
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
     if pace is None:  # nothing measured: a GPU preset's conservative estimate, else no number
         guess = estimates.conservative_gpu_seconds(config, curated_parameters(config.model)) if own_model else None
-        if guess is None or (device_kind or hardware_kind()) != "cuda":
+        if guess is None or (device_kind or hardware.device_kind()) != "cuda":
             return f"{name} · {size} · time: measuring…"
         return f"{name} · {size} · up to about {round(guess / 60)} min (estimate until a run here measures it)"
     rows = estimates.rows_per_step(config.to_dict())
@@ -226,13 +225,8 @@ def curated_parameters(model: str) -> int | None:
     return next((count for repo, _, count in CURATED_MODELS if repo == model), None)
 
 
-@functools.lru_cache(maxsize=1)
-def hardware_kind() -> str:
-    return hardware.detect().kind
-
-
 def preset_choices(model: str | None, device_kind: str | None = None) -> gr.Dropdown:
-    kind = device_kind or hardware_kind()
+    kind = device_kind or hardware.device_kind()
     pace = estimates.measured_pace(model or preset_config(DEFAULT_PRESET).model)
     return gr.Dropdown(choices=[(preset_label(name, model, pace, kind), name) for name in presets_for(kind)])
 
@@ -253,7 +247,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(
-                choices=[(preset_label(name, None), name) for name in presets_for(hardware_kind())],
+                choices=[(preset_label(name, None), name) for name in presets_for(hardware.device_kind())],
                 value=DEFAULT_PRESET,
                 label="Preset",
                 elem_id="preset",
