@@ -16,6 +16,7 @@ and written:
     published.json  where the run was pushed (never the token)
     jobs.json       Hugging Face Jobs submitted for the run
     export/         the exported script, settings and data
+    gguf/           the GGUF export: <name>-<type>.gguf, Modelfile, README.md and gguf.json (its check)
 
 JSON files are written atomically (temp file, then rename); status updates are
 read-modify-write under a file lock, so the app's threads and the training
@@ -55,6 +56,9 @@ EVAL = "eval.json"
 PUBLISHED = "published.json"
 JOBS = "jobs.json"
 EXPORT = "export"
+GGUF = "gguf"  # the GGUF export's folder
+GGUF_REPORT = "gguf.json"  # in it: files, sizes, times and how the files answered when loaded back
+MODELFILE = "Modelfile"  # in it: Ollama's recipe for the exported file
 CHECKPOINT_MARK = "sft_space_complete.json"  # written into a checkpoint once it is fully saved
 CANCEL_MARK = "cancel_requested"  # present when a stop should discard the adapter
 STATUS_LOCK = ".status.lock"
@@ -116,6 +120,23 @@ def log_path(run: str | Path) -> Path:
 
 def export_dir(run: str | Path) -> Path:
     return run_path(run) / EXPORT
+
+
+def gguf_dir(run: str | Path) -> Path:
+    return run_path(run) / GGUF
+
+
+def gguf_file_name(run: str | Path, kind: str) -> str:
+    """The GGUF file of one type (f16, q8_0, ...): named after the run, so a downloaded file says where it is from."""
+    return f"{run_path(run).name}-{kind}.gguf"
+
+
+def read_gguf_report(run: str | Path) -> dict:
+    return read_json(gguf_dir(run) / GGUF_REPORT)
+
+
+def write_gguf_report(run: str | Path, report: dict) -> None:
+    write_json_atomic(gguf_dir(run) / GGUF_REPORT, report)
 
 
 def export_archive_stem(run: str | Path) -> Path:
