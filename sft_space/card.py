@@ -1,9 +1,10 @@
 """The model card of a pushed run (README.md with its Hub metadata) and the loss-curve image it shows.
 
 Owns what the card says, section by section: the metadata block, what was trained on what data, the training
-settings and losses, the evaluation and prompting comparison, the probe replies, intended use, a usage snippet and
-how to reproduce the run. Everything comes from the run directory alone. It does not know how or where a card is
-pushed (`publish`), and knows nothing about tokens or Gradio.
+settings and losses, the evaluation and prompting comparison, the probe replies, intended use, a usage snippet (with
+the GGUF files and their Modelfile when a push carries them) and how to reproduce the run. Everything comes from the
+run directory alone. It does not know how or where a card is pushed (`publish`), and knows nothing about tokens or
+Gradio.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import re
 from pathlib import Path
 
 from .config import RunConfig
-from .rundir import has_adapter, read_config, read_eval, read_metrics, read_probes, read_status, run_path
+from .rundir import (
+    has_adapter,
+    read_config,
+    read_eval,
+    read_gguf_report,
+    read_metrics,
+    read_probes,
+    read_status,
+    run_path,
+)
 
 LOSS_COLOURS = {"loss": "#2563eb", "eval_loss": "#ea580c"}
 LOSS_LABELS = {"loss": "train loss", "eval_loss": "validation loss"}
@@ -107,15 +117,19 @@ def _table_rows(rows) -> list[str]:
 
 
 # ------------------------------------------------------------------ the card's sections
-def _metadata(config: RunConfig, status: dict, base: str | None, data: str | None, merged: bool) -> list[str]:
-    """The YAML block the Hub reads: base model, library, license, datasets, tags."""
+def _metadata(
+    config: RunConfig, status: dict, base: str | None, data: str | None, merged: bool, gguf: bool = False
+) -> list[str]:
+    """The YAML block the Hub reads: base model, library, license, datasets, tags (gguf when the files are there)."""
     lines = ["---"]
     lines += [f"base_model: {base}"] if base else []
     lines += [f"library_name: {'transformers' if merged else 'peft'}", "pipeline_tag: text-generation"]
     lines += [f"license: {status['base_license']}"] if status.get("base_license") else []
     lines += _yaml_list("datasets", [data] if data else [])
-    tags = ["sft", "trl", "lora", "sft-space"] + (
-        ["merged"] if merged else ([f"base_model:adapter:{base}"] if base else [])
+    tags = (
+        ["sft", "trl", "lora", "sft-space"]
+        + (["merged"] if merged else ([f"base_model:adapter:{base}"] if base else []))
+        + (["gguf", "ollama"] if gguf else [])
     )
     lines += _yaml_list("tags", tags)
     return lines + ["---"]
@@ -303,6 +317,35 @@ def _usage_section(repo_id: str, base: str | None, merged: bool) -> list[str]:
     return lines
 
 
+def _gguf_section(repo_id: str, report: dict) -> list[str]:
+    """The GGUF files in the repo: what each is, how it was checked, and how to run it with Ollama or llama.cpp."""
+    from .export_gguf import summary_lines
+
+    files = [entry["file"] for entry in report.get("files", [])]
+    if not files:
+        return []
+    folder = repo_id.split("/")[-1]
+    name = re.sub(r"[^a-z0-9._-]+", "-", folder.lower()).strip("-") or "sft-model"
+    lines = [
+        "### GGUF (llama.cpp, Ollama)",
+        "",
+        "The merged model (base + adapter) as GGUF, with the tokenizer and the chat template in each file's "
+        "metadata, and an Ollama `Modelfile` (template, stop token"
+        + (", system prompt" if report.get("system_prompt") else "")
+        + f") for `{files[0]}`. Checked when exported, by loading each file back with transformers:",
+        "",
+        *summary_lines(report),
+        "",
+        "```shell",
+        f"hf download {repo_id} {files[0]} Modelfile --local-dir {folder}",
+        f"cd {folder} && ollama create {name} -f Modelfile && ollama run {name}",
+        f"llama-cli -m {files[0]} -cnv --jinja  # llama.cpp",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def _reproduce_section() -> list[str]:
     return [
         "## Reproduce",
@@ -313,15 +356,17 @@ def _reproduce_section() -> list[str]:
     ]
 
 
-def model_card(run: str | Path, repo_id: str, merged: bool = False) -> str:
-    """README.md for the pushed model, written from the run directory alone."""
+def model_card(run: str | Path, repo_id: str, merged: bool = False, gguf: bool = False) -> str:
+    """README.md for the pushed model, written from the run directory alone; gguf: the push carries the run's
+    exported GGUF files and Modelfile (gguf/gguf.json says which)."""
     run_dir = run_path(run)
     config, status, metrics = read_config(run_dir), read_status(run_dir), read_metrics(run_dir)
     probes, evaluation = read_probes(run_dir), read_eval(run_dir) or {}
     base, data = base_model_id(config), dataset_id(config)
     data_text = _dataset_text(config, data)
+    report = read_gguf_report(run_dir) if gguf else {}
     lines = (
-        _metadata(config, status, base, data, merged)
+        _metadata(config, status, base, data, merged, bool(report.get("files")))
         + _summary(repo_id, config, base, data_text, merged)
         + _data_section(config, status, data_text)
         + _training_section(run_dir, config, status, metrics)
@@ -329,6 +374,7 @@ def model_card(run: str | Path, repo_id: str, merged: bool = False) -> str:
         + _probes_section(probes)
         + _limitations_section(status, data_text)
         + _usage_section(repo_id, base, merged)
+        + _gguf_section(repo_id, report)
         + _reproduce_section()
     )
     return "\n".join(lines)

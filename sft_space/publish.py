@@ -22,9 +22,12 @@ from .card import loss_curve_png, model_card
 from .config import BUNDLED_MODEL, RunConfig
 from .hub import hub_endpoint, network_error, public
 from .rundir import (
+    MODELFILE,
     adapter_dir,
+    gguf_dir,
     has_adapter,
     read_config,
+    read_gguf_report,
     read_metrics,
     read_probes,
     read_published,
@@ -184,15 +187,41 @@ def require_adapter(run: str | Path) -> Path:
     return run_dir
 
 
+def gguf_files(run: str | Path) -> list[Path]:
+    """The run's exported GGUF files and their Modelfile, as the last GGUF export wrote them; a clear error when
+    there are none to push."""
+    run_dir = run_path(run)
+    report = read_gguf_report(run_dir)
+    files = [gguf_dir(run_dir) / entry["file"] for entry in report.get("files", [])]
+    if not files or not all(path.is_file() for path in files):
+        raise FileNotFoundError(
+            f"Run {run_dir.name} has no GGUF export to push: export it first (Publish, Take it home: GGUF), "
+            "or untick the GGUF option."
+        )
+    modelfile = gguf_dir(run_dir) / MODELFILE
+    return files + ([modelfile] if modelfile.is_file() else [])
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (a GGUF file is hundreds of MB), else a copy."""
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def publish_files(
     run: str | Path,
     repo_id: str,
     merged: bool = False,
     progress: Progress = no_progress,
     extra: dict[str, bytes] | None = None,
+    gguf: bool = False,
 ) -> Path:
-    """A staging folder with everything one push commits: weights, tokenizer, README.md, loss.png, settings."""
+    """A staging folder with everything one push commits: weights, tokenizer, README.md, loss.png, settings, and
+    (gguf) the exported GGUF files with their Modelfile."""
     run_dir = require_adapter(run)
+    exported = gguf_files(run_dir) if gguf else []  # before any work: a missing export is refused at once
     staging = Path(tempfile.mkdtemp(prefix="sft-space-push-"))
     if merged:
         save_merged(run_dir, staging, progress)
@@ -200,7 +229,9 @@ def publish_files(
         for path in adapter_dir(run_dir).iterdir():
             if path.is_file():
                 shutil.copy2(path, staging / path.name)
-    (staging / "README.md").write_text(model_card(run_dir, repo_id, merged), encoding="utf-8")
+    for path in exported:
+        _link_or_copy(path, staging / path.name)
+    (staging / "README.md").write_text(model_card(run_dir, repo_id, merged, gguf=gguf), encoding="utf-8")
     image = loss_curve_png(read_metrics(run_dir))
     if image:
         (staging / "loss.png").write_bytes(image)
@@ -238,16 +269,20 @@ def push_run(
     *,
     private: bool = False,
     merged: bool = False,
+    gguf: bool = False,
     progress: Progress = no_progress,
 ) -> dict:
-    """Push the run's adapter (or merged model) with its model card to the user's repo, in one commit."""
+    """Push the run's adapter (or merged model) with its model card to the user's repo, in one commit; with gguf,
+    the run's exported GGUF files and Modelfile go in the same commit."""
     from huggingface_hub import CommitOperationAdd
 
     run_dir = require_adapter(run)  # before any network call
+    if gguf:
+        gguf_files(run_dir)
     progress(0.02, "Checking your sign-in")
     user = signed_in_user(token)
     repo_id = repo_id_for(user, name)
-    staging = publish_files(run_dir, repo_id, merged, progress)
+    staging = publish_files(run_dir, repo_id, merged, progress, gguf=gguf)
     try:
         api = hub_api(token)
         progress(0.85, f"Creating {repo_id}")
@@ -257,7 +292,7 @@ def push_run(
             for p in sorted(staging.rglob("*"))
             if p.is_file()
         ]
-        what = "merged model" if merged else "LoRA adapter"
+        what = ("merged model" if merged else "LoRA adapter") + (" with GGUF files and a Modelfile" if gguf else "")
         progress(0.9, f"Uploading {len(operations)} files in one commit")
         commit = with_retries(
             lambda: api.create_commit(
@@ -273,6 +308,7 @@ def push_run(
         "repo_id": repo_id,
         "url": f"{hub_endpoint()}/{repo_id}",
         "kind": "merged" if merged else "adapter",
+        "gguf": [p.name for p in gguf_files(run_dir)] if gguf else [],
         "private": private,
         "commit": getattr(commit, "oid", None),
         "pushed_at": time.time(),

@@ -10,15 +10,17 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from sft_space import export_gguf, rundir
+from sft_space import export_gguf, publish, rundir
 from sft_space.config import RunConfig
 from sft_space.models import fit_model_to_tokenizer, load_model, load_tokenizer
 
-from helpers import ROOT, build_tiny_model, run_cli
+from helpers import ROOT, build_tiny_model, run_cli, use_test_hub
+from hub_server import HubServer
 
 PROBES = "Order 2 pizzas to 5 Main St\nBook a table for 4 at 7pm on Friday"
 # Q8_0 keeps 8 bits per weight in blocks of 32 with one scale each: on these models the held-out loss moves by
@@ -26,13 +28,14 @@ PROBES = "Order 2 pizzas to 5 Main St\nBook a table for 4 at 7pm on Friday"
 Q8_LOSS_TOLERANCE = 0.02
 
 
-def make_run(root, architecture: str = "llama", base: bool = False, probes: str = PROBES):
-    """A run directory with a tiny model and a saved LoRA adapter on every linear layer (B not zero, so the adapter
-    moves the replies), its tokenizer prepared as the trainer prepares it (ChatML for a base model)."""
+def make_run(root, architecture: str = "llama", base: bool = False, probes: str = PROBES, run=None):
+    """A run directory (root/run unless given) with a tiny model and a saved LoRA adapter on every linear layer (B
+    not zero, so the adapter moves the replies), its tokenizer prepared as the trainer prepares it (ChatML for a base
+    model)."""
     from peft import LoraConfig, get_peft_model
 
     model_dir = build_tiny_model(root / "model", hidden_size=32, architecture=architecture, base=base)
-    run = root / "run"
+    run = run or root / "run"
     (run / "adapter").mkdir(parents=True)
     rundir.write_config(run, RunConfig(model=str(model_dir), dataset="demo:json-extract", probe_prompts=probes))
     tokenizer = load_tokenizer(model_dir)
@@ -289,6 +292,59 @@ def test_command_line_exports_and_checks(tmp_path):
     assert "about" in result.stderr and "s left" in result.stderr  # the size estimate, then the bar's time left
     assert (rundir.gguf_dir(run) / "Modelfile").is_file()
     assert rundir.read_gguf_report(run)["files"][0]["type"] == "q8_0"
+
+
+TOKEN = "hf_aliceSECRETwriteToken0123456789"  # fake
+
+
+def test_push_carries_the_gguf_files_and_modelfile_in_the_adapters_commit(tmp_path, monkeypatch):
+    run = make_run(tmp_path, "llama", probes="Hi")
+    with pytest.raises(FileNotFoundError, match="no GGUF export to push"):
+        publish.push_run(run, "tiny-gguf", TOKEN, gguf=True)  # refused before any network call
+    report = export_gguf.export_gguf(run, ["q8_0"])
+    name = report["files"][0]["file"]
+    with HubServer() as server:
+        server.users[TOKEN] = "alice"
+        use_test_hub(monkeypatch, server.url, tmp_path / "hf-home")
+        record = publish.push_run(run, "tiny-gguf", TOKEN, gguf=True)
+    assert record["gguf"] == [name, "Modelfile"]
+    assert len(server.commits) == 1 and "GGUF" in server.commits[0]["message"]
+    assert {"adapter_model.safetensors", name, "Modelfile", "README.md"} <= set(server.commits[0]["files"])
+    files = server.repos[("model", "alice/tiny-gguf")].files
+    assert files[name] == (rundir.gguf_dir(run) / name).read_bytes()
+    card = files["README.md"].decode()
+    assert '- "gguf"' in card and "### GGUF (llama.cpp, Ollama)" in card
+    assert f"hf download alice/tiny-gguf {name} Modelfile" in card and "ollama create tiny-gguf -f Modelfile" in card
+    assert "1/1 probe replies identical" in card or "0/1 probe replies identical" in card
+    assert TOKEN not in json.dumps(rundir.read_published(run))
+
+
+def test_publish_tab_estimates_then_hands_the_files_to_the_runs_owner_only(tmp_path, sft_home):
+    import gradio as gr
+
+    from sft_space.cleanup import handed_out_dir
+    from sft_space.ui import publish_tab
+
+    run_id = "20260101-000000-gguf-tab-a1b2"
+    run = make_run(tmp_path, "llama", probes="Hi", run=rundir.runs_root() / run_id)
+    rundir.write_owner(run, "browser:alice")
+    quiet = lambda fraction, desc=None: None  # noqa: E731
+    estimate = publish_tab.gguf_state(run_id, "browser:alice", ["q8_0", "f16"])
+    assert estimate.startswith("Before it starts: ") and "q8_0 about" in estimate and "free on the disk" in estimate
+    for visitor, asked in (("browser:mallory", run_id), ("browser:alice", str(run)), ("browser:alice", "../x")):
+        with pytest.raises(gr.Error):
+            publish_tab.export_gguf_files(asked, visitor, ["q8_0"], progress=quiet)
+        with pytest.raises(gr.Error):
+            publish_tab.gguf_state(asked, visitor, ["q8_0"])
+    assert not list(rundir.gguf_dir(run).glob("*.gguf"))
+    text, files = publish_tab.export_gguf_files(run_id, "browser:alice", ["q8_0"], progress=quiet)
+    assert "**GGUF export**" in text and "probe replies identical" in text and "held-out loss" in text
+    handed = [Path(f) for f in files]
+    assert {p.name for p in handed} == {rundir.gguf_file_name(run, "q8_0"), "Modelfile", "README.md"}
+    assert all(p.parent.parent == handed_out_dir() for p in handed) and len({p.parent for p in handed}) == 1
+    assert "Last export:" in publish_tab.gguf_state(run_id, "browser:alice", ["q8_0"])
+    card = publish_tab.preview(run_id, "browser:alice", "tiny", "adapter", True)
+    assert "### GGUF (llama.cpp, Ollama)" in card
 
 
 @pytest.mark.slow

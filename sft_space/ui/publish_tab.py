@@ -1,6 +1,7 @@
-"""Publish tab: sign in, preview the model card, push the adapter or the merged model, export the run, run it on
-Hugging Face Jobs. The token comes from the Sign-in button, a password field or HF_TOKEN, is used for that one
-call and is never kept: not in a State, a file or a message."""
+"""Publish tab: sign in, preview the model card, push the adapter or the merged model (with the GGUF export, on
+request), take the tuned model home as GGUF with an Ollama Modelfile, export the run, run it on Hugging Face Jobs.
+The token comes from the Sign-in button, a password field or HF_TOKEN, is used for that one call and is never kept:
+not in a State, a file or a message. Files are handed to the run's owner only, as per-request copies."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import jobs, publish, rundir
+from .. import export_gguf, jobs, publish, rundir
 from ..card import loss_curve_png, model_card
 from ..cleanup import handed_out_dir
 from ..export import export_run, trl_command, trl_yaml
@@ -63,10 +64,10 @@ def prepare(run_id: str | None, visitor: str | None):
     return gr.Textbox(value=name), card_preview(model_card(run_id, f"you/{name}"), run_id)
 
 
-def preview(run_id: str | None, visitor: str | None, name: str, kind: str) -> str:
+def preview(run_id: str | None, visitor: str | None, name: str, kind: str, with_gguf: bool = False) -> str:
     owned(run_id, visitor, "preview")
     repo = name if "/" in (name or "") else f"you/{name or 'model'}"
-    return card_preview(model_card(run_id, repo, merged=kind == "merged"), run_id)
+    return card_preview(model_card(run_id, repo, merged=kind == "merged", gguf=bool(with_gguf)), run_id)
 
 
 def push(
@@ -76,6 +77,7 @@ def push(
     private: bool,
     kind: str,
     typed_token: str,
+    with_gguf: bool = False,
     oauth_token: gr.OAuthToken | None = None,
     progress=gr.Progress(),
 ):
@@ -88,6 +90,7 @@ def push(
             token,
             private=bool(private),
             merged=kind == "merged",
+            gguf=bool(with_gguf),
             progress=lambda fraction, message: progress(fraction, desc=message),
         )
     except (*ENGINE_ERRORS, OSError) as error:  # shown, not raised: the Retry button appears beside it
@@ -96,7 +99,9 @@ def push(
         return gr.Button(visible=True), f"**Push failed:** {message} The run is kept here; press **Retry** when ready."
     text = (
         f"Pushed the {'merged model' if record['kind'] == 'merged' else 'LoRA adapter'} to "
-        f"[{record['repo_id']}]({record['url']}) ({'private' if record['private'] else 'public'}), one commit."
+        f"[{record['repo_id']}]({record['url']}) ({'private' if record['private'] else 'public'})"
+        + (f", with {', '.join(f'`{f}`' for f in record['gguf'])}" if record.get("gguf") else "")
+        + ", one commit."
     )
     return gr.Button(visible=False), text
 
@@ -115,6 +120,62 @@ def handed_out(archive: Path) -> Path:
     itself is never served (see launch_kwargs)."""
     folder = Path(tempfile.mkdtemp(prefix="export-", dir=handed_out_dir()))  # removed after an hour (cleanup)
     return Path(shutil.copy2(archive, folder / archive.name))
+
+
+def handed_out_files(paths: list[Path]) -> list[str]:
+    """The files, in one fresh temporary folder of their own (names kept: the Modelfile names its GGUF file), as
+    hard links where the file system allows (a GGUF file is hundreds of MB), else copies; removed after an hour."""
+    folder = Path(tempfile.mkdtemp(prefix="gguf-", dir=handed_out_dir()))
+    handed = []
+    for path in paths:
+        target = folder / path.name
+        try:
+            target.hardlink_to(path)
+        except OSError:
+            shutil.copy2(path, target)
+        handed.append(str(target))
+    return handed
+
+
+def _gguf_paths(run_id: str, report: dict) -> list[Path]:
+    folder = rundir.gguf_dir(run_id)
+    names = [entry["file"] for entry in report.get("files", [])] + [rundir.MODELFILE, "README.md"]
+    return [folder / name for name in names if (folder / name).is_file()]
+
+
+def gguf_report_text(report: dict) -> str:
+    if not report.get("files"):
+        return ""
+    return (
+        f"**GGUF export** ({report.get('architecture')}, on {report.get('device', 'this machine')}, "
+        f"{report.get('seconds', 0):.0f} s in all):\n\n" + "\n".join(export_gguf.summary_lines(report))
+    )
+
+
+def gguf_state(run_id: str | None, visitor: str | None, types: list[str] | None) -> str:
+    """Before an export: the size estimate and the disk check for the chosen types, and the last export's result."""
+    if not run_id:
+        return ""
+    owned(run_id, visitor, "export")
+    try:
+        plan = export_gguf.plan_export(run_id, types)
+        text = "Before it starts: " + export_gguf.estimate_text(plan)
+    except (*ENGINE_ERRORS, OSError) as error:
+        text = f"**Cannot export:** {error}"
+    previous = gguf_report_text(rundir.read_gguf_report(run_id))
+    return text + (f"\n\nLast export: {previous}" if previous else "")
+
+
+def export_gguf_files(run_id: str | None, visitor: str | None, types: list[str] | None, progress=gr.Progress()):
+    """Write the GGUF file(s) and the Modelfile, load each file back and compare; hand the files to the owner."""
+    owned(run_id, visitor, "export")
+    try:
+        report = export_gguf.export_gguf(
+            run_id, types, progress=lambda fraction, message: progress(fraction, desc=message)
+        )
+    except (*ENGINE_ERRORS, OSError) as error:
+        _fail(error, None)
+    return gguf_report_text(report), handed_out_files(_gguf_paths(run_id, report))
 
 
 def submit_job(
@@ -172,6 +233,11 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab) -> None:
                 elem_id="publish-repo",
             )
             kind = gr.Radio(KINDS, value="adapter", label="What to push", elem_id="publish-kind")
+            with_gguf = gr.Checkbox(
+                value=False,
+                label="Also push the GGUF file(s) and Modelfile (export them below first)",
+                elem_id="publish-with-gguf",
+            )
             private = gr.Checkbox(value=False, label="Private repository")
             token = gr.Textbox(
                 label="Hub token (if not signed in)",
@@ -186,6 +252,23 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab) -> None:
         with gr.Column(scale=2):
             gr.Markdown("**Model card** (README.md of the repo), written from the run:")
             card = gr.Markdown(elem_id="model-card", max_height=600)
+    with gr.Accordion("Take it home: GGUF for llama.cpp and Ollama", open=False) as take_home:
+        gr.Markdown(
+            "The tuned model (base + adapter merged) as one GGUF file, with the tokenizer and the chat template in "
+            "its metadata, and an Ollama `Modelfile` beside it. Each file is then loaded back with transformers and "
+            "answers the probe prompts next to base + adapter; the comparison shows here."
+        )
+        with gr.Row():
+            gguf_types = gr.CheckboxGroup(
+                [(label, kind) for kind, label in export_gguf.TYPES.items()],
+                value=[export_gguf.DEFAULT_TYPE],
+                label="Weight types",
+                elem_id="gguf-types",
+                scale=3,
+            )
+            gguf_button = gr.Button("Export GGUF", variant="primary", elem_id="export-gguf", scale=1)
+        gguf_result = gr.Markdown(elem_id="gguf-result")
+        gguf_download = gr.File(label="GGUF file(s), Modelfile and README", file_count="multiple")
     with gr.Accordion("Reproduce: export as a TRL command, YAML and a script", open=False):
         export_button = gr.Button("Export this run", elem_id="export")
         command = gr.Code(label="trl sft command", language="shell")
@@ -205,11 +288,18 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab) -> None:
     tab.select(sign_in_state, None, signed, api_name=False).then(
         prepare, [current_run, visitor], [name, card], api_name=False
     )
-    kind.change(preview, [current_run, visitor, name, kind], card, api_name=False)
-    name.blur(preview, [current_run, visitor, name, kind], card, api_name=False)
-    push_inputs = [current_run, visitor, name, private, kind, token]
+    preview_inputs = [current_run, visitor, name, kind, with_gguf]
+    kind.change(preview, preview_inputs, card, api_name=False)
+    with_gguf.change(preview, preview_inputs, card, api_name=False)
+    name.blur(preview, preview_inputs, card, api_name=False)
+    push_inputs = [current_run, visitor, name, private, kind, token, with_gguf]
     push_button.click(push, push_inputs, [retry_button, result], api_name="push_to_hub")
     retry_button.click(push, push_inputs, [retry_button, result], api_name=False)
     export_button.click(export, [current_run, visitor], [command, yaml, archive], api_name="export_run")
+    take_home.expand(gguf_state, [current_run, visitor, gguf_types], gguf_result, api_name=False)
+    gguf_types.change(gguf_state, [current_run, visitor, gguf_types], gguf_result, api_name=False)
+    gguf_button.click(
+        export_gguf_files, [current_run, visitor, gguf_types], [gguf_result, gguf_download], api_name="export_gguf"
+    )
     submit.click(submit_job, [current_run, visitor, name, flavor, private, token], job, api_name="submit_job")
     follow.click(job_status, [current_run, visitor, token], [job, logs], api_name="job_status")
