@@ -324,6 +324,7 @@ def _gguf_section(repo_id: str, report: dict) -> list[str]:
     files = [entry["file"] for entry in report.get("files", [])]
     if not files:
         return []
+    main = report.get("modelfile_from") or files[0]
     folder = repo_id.split("/")[-1]
     name = re.sub(r"[^a-z0-9._-]+", "-", folder.lower()).strip("-") or "sft-model"
     lines = [
@@ -332,14 +333,14 @@ def _gguf_section(repo_id: str, report: dict) -> list[str]:
         "The merged model (base + adapter) as GGUF, with the tokenizer and the chat template in each file's "
         "metadata, and an Ollama `Modelfile` (template, stop token"
         + (", system prompt" if report.get("system_prompt") else "")
-        + f") for `{files[0]}`. Checked when exported, by loading each file back with transformers:",
+        + f") for `{main}`. Checked when exported, by loading each file back with transformers:",
         "",
         *summary_lines(report),
         "",
         "```shell",
-        f"hf download {repo_id} {files[0]} Modelfile --local-dir {folder}",
+        f"hf download {repo_id} {main} Modelfile --local-dir {folder}",
         f"cd {folder} && ollama create {name} -f Modelfile && ollama run {name}",
-        f"llama-cli -m {files[0]} -cnv --jinja  # llama.cpp",
+        f"llama-cli -m {main} -cnv --jinja  # llama.cpp",
         "```",
         "",
     ]

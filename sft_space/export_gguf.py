@@ -18,6 +18,7 @@ and writes only into its gguf/ folder.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import re
@@ -815,9 +816,11 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
         )
     stops = list(dict.fromkeys(tokenizer.convert_ids_to_tokens(end_of_turn_ids(merged, tokenizer))))
     del merged, model, base
+    gc.collect()  # one model in memory at a time: the files are loaded back next
     template = ollama_template(tokenizer)
     system = common_system_prompt(train_rows) if train_rows else None
-    modelfile = modelfile_text(entries[0]["file"], template, stops, system)
+    main_file = next((e for e in entries if e["type"] == DEFAULT_TYPE), entries[0])["file"]  # the Modelfile's FROM
+    modelfile = modelfile_text(main_file, template, stops, system)
     (target / MODELFILE).write_text(modelfile, encoding="utf-8")
     report = {
         "run": run_dir.name,
@@ -828,7 +831,7 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
         "load_and_merge_seconds": round(load_seconds, 2),
         "files": entries,
         "modelfile": MODELFILE,
-        "modelfile_from": entries[0]["file"],
+        "modelfile_from": main_file,
         "stop": stops,
         "system_prompt": system,
         "template": check_template(template, tokenizer, conversations),
@@ -846,8 +849,10 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
             entry["verification"] = verify_file(
                 target / entry["file"], reference, conversations, rows, config.answers_only
             )
+            gc.collect()
     report["seconds"] = round(time.time() - started, 1)
-    (target / "README.md").write_text(readme_text(run_dir.name, [e["file"] for e in entries], report), encoding="utf-8")
+    files = [main_file] + [e["file"] for e in entries if e["file"] != main_file]
+    (target / "README.md").write_text(readme_text(run_dir.name, files, report), encoding="utf-8")
     write_gguf_report(run_dir, report)
     progress(1.0, f"GGUF export done in {report['seconds']:.0f} s")
     return report

@@ -149,7 +149,7 @@ def test_modelfile_template_renders_conversations_as_the_chat_template_does(expo
     run, report = exported
     folder = rundir.gguf_dir(run)
     modelfile = (folder / "Modelfile").read_text()
-    assert modelfile.startswith(f"FROM ./{rundir.gguf_file_name(run, 'f16')}\n")
+    assert modelfile.startswith(f"FROM ./{rundir.gguf_file_name(run, 'q8_0')}\n")  # q8_0 when it is there
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     template = re.search(r'TEMPLATE """(.*?)"""', modelfile, re.S).group(1)
     tokenizer = load_tokenizer(run / "adapter")
@@ -168,7 +168,7 @@ def test_modelfile_template_renders_conversations_as_the_chat_template_does(expo
         )
     assert report["template"] == {"matches": True, "checked": 4, "differing": 0}
     readme = (folder / "README.md").read_text()
-    assert "ollama create" in readme and f"llama-cli -m {rundir.gguf_file_name(run, 'f16')}" in readme
+    assert "ollama create" in readme and f"llama-cli -m {rundir.gguf_file_name(run, 'q8_0')}" in readme
 
 
 def test_modelfile_template_follows_a_default_system_prompt_and_refuses_what_it_cannot_follow(tmp_path):
