@@ -170,15 +170,53 @@ class RunDirCallback(TrainerCallback):
         )
 
 
+def _base_replies_key(model, tokenizer, probes: list[list[dict]], max_new_tokens: int) -> str | None:
+    """What the base model's greedy probe replies depend on: its weight files (path, size, time), the chat
+    template, the prompts, the reply length, the weights' dtype and the library versions. None when the weights
+    are not files we can name (then nothing is cached)."""
+    import hashlib
+    import json
+
+    import torch
+    import transformers
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    folder = Path(str(getattr(base.config, "_name_or_path", "") or ""))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    identity = {
+        "weights": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+        "template": getattr(tokenizer, "chat_template", None),
+        "vocabulary": len(tokenizer),
+        "probes": probes,
+        "max_new_tokens": max_new_tokens,
+        "dtype": str(next(base.parameters()).dtype),
+        "versions": [torch.__version__, transformers.__version__],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _base_replies_file(key: str) -> Path:
+    from . import home
+
+    return home() / "probe_replies" / f"{key}.json"
+
+
 class ProbeCallback(TrainerCallback):
-    """Answers the probe prompts before training (the base model) and after every evaluation (probes.jsonl), and
-    checks at the end whether the tuned model ends its turn by itself."""
+    """Answers the probe prompts with the base model (step 0) and after every evaluation (probes.jsonl), and
+    checks at the end whether the tuned model ends its turn by itself.
+
+    The base model's replies do not hold up the first loss: they come from a cache when an earlier run of the same
+    model asked the same prompts (greedy replies of the same weights are the same), else they are generated right
+    after the first logged step with the adapter switched off (the base model, as at step 0)."""
 
     def __init__(self, run_dir: Path, probes: list[list[dict]], status: dict, stop: StopRequested) -> None:
         self.run_dir, self.probes, self.status, self.stop = run_dir, probes, status, stop
         self.last: dict = {}
+        self.base_pending = False
 
-    def record(self, state, model, tokenizer, max_new_tokens: int = PROBE_MAX_NEW_TOKENS) -> dict:
+    def _generate(self, model, tokenizer, max_new_tokens: int) -> tuple[list[str], list[bool], float]:
         started = time.time()
         was_training = model.training
         model.eval()
@@ -188,21 +226,59 @@ class ProbeCallback(TrainerCallback):
             model.train(was_training)
         seconds = time.time() - started
         self.status["probe_seconds"] = self.status.get("probe_seconds", 0.0) + seconds  # not training time (tokens/s)
+        return replies, ended, seconds
+
+    def _write(self, step: int, replies: list[str], ended: list[bool], seconds: float, **extra) -> dict:
         record = {
-            "step": state.global_step,
+            "step": step,
             "prompts": [p[-1]["content"] for p in self.probes],
             "replies": replies,
             "ended": ended,
             "seconds": round(seconds, 2),
+            **extra,
         }
         rundir.append_probe(self.run_dir, record)
-        self.last = record
         return record
+
+    def record(self, state, model, tokenizer, max_new_tokens: int = PROBE_MAX_NEW_TOKENS) -> dict:
+        replies, ended, seconds = self._generate(model, tokenizer, max_new_tokens)
+        self.last = self._write(state.global_step, replies, ended, seconds)
+        return self.last
+
+    def record_base(self, model, tokenizer) -> None:
+        """Step 0: the base model's replies, from the cache or generated with the adapter switched off."""
+        import contextlib
+        import json
+
+        key = _base_replies_key(model, tokenizer, self.probes, PROBE_MAX_NEW_TOKENS)
+        if key:
+            try:
+                cached = json.loads(_base_replies_file(key).read_text())
+                self._write(0, cached["replies"], cached["ended"], 0.0, cached=True)
+                log.info("base model's probe replies: the same as an earlier run of this model (reused)")
+                return
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        adapter_off = getattr(model, "disable_adapter", None)
+        with adapter_off() if adapter_off else contextlib.nullcontext():
+            replies, ended, seconds = self._generate(model, tokenizer, PROBE_MAX_NEW_TOKENS)
+        self._write(0, replies, ended, seconds)
+        log.info("base model's probe replies: answered in %.1f s (adapter off)", seconds)
+        if key:
+            try:
+                target = _base_replies_file(key)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                rundir.write_json_atomic(target, {"replies": replies, "ended": ended})
+            except OSError:
+                pass  # a cache only
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         """The end-of-turn check: does the tuned model self.stop by itself on the probe prompts?"""
         if self.stop.diverged or cancel_requested(self.run_dir):
             return
+        if self.base_pending:  # no loss was logged (fewer steps than logging_steps)
+            self.base_pending = False
+            self.record_base(model, processing_class)
         record = self.last
         if record.get("step") != state.global_step or not all(record.get("ended", [])):
             record = self.record(state, model, processing_class, END_CHECK_MAX_NEW_TOKENS)
@@ -220,7 +296,12 @@ class ProbeCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.global_step == 0:
-            self.record(state, model, processing_class)
+            self.base_pending = True
+
+    def on_log(self, args, state, control, logs=None, model=None, processing_class=None, **kwargs):
+        if self.base_pending and logs and "loss" in logs:  # after the first loss is on the chart
+            self.base_pending = False
+            self.record_base(model, processing_class)
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
         self.record(state, model, processing_class)

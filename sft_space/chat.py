@@ -1,7 +1,11 @@
 """Chat with a tuned model: load base + adapter once, stream replies with the chat template.
 
 Owns the one loaded chat model (cached by run, freed when another run is
-chosen), turning a conversation into model input with the tokenizer's own chat
+chosen), in the dtype that generates fastest on this device (models.device.
+generation_dtype), with the adapter merged into the weights for tuned replies and
+taken out again for base replies (one copy of the weights; a merged model runs
+at the base model's speed, an unmerged adapter adds ~200 small matmuls per
+token); turning a conversation into model input with the tokenizer's own chat
 template, and streaming generated text. It knows nothing about Gradio or how
 runs are trained; it reads a run's config.json and adapter/ folder.
 """
@@ -13,7 +17,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .config import RunConfig
 from .rundir import adapter_dir, read_config, run_path
@@ -26,14 +30,77 @@ class LoadedChatModel:
     tokenizer: Any
     config: RunConfig
     has_adapter: bool
+    dtype: str = "float32"
+    merge: bool = True  # False: tuned replies run through the unmerged LoRA layers (slower; for comparison)
+
+    @property
+    def merged(self) -> bool:
+        """Whether the adapter is in the weights now (PEFT takes it out by itself when the adapter is disabled)."""
+        return any(getattr(m, "merged", False) for m in self.model.modules() if hasattr(m, "merged_adapters"))
 
 
 _cache: dict[str, LoadedChatModel] = {}
 _lock = threading.Lock()  # one load at a time; generation itself runs per request
 
+# ------------------------------------------------------------------ the generation thread
+# Every model computation of this process (loading, replies, held-out loss) runs on one long-lived thread, in the
+# order asked. torch's CPU kernels run on an OpenMP team per calling thread, and a team's workers keep spinning for
+# a while after each piece of work: replies computed on a fresh thread each time competed with the spinning team of
+# the previous one and streamed at half speed (20 vs 38 tokens/s measured here), sometimes at a tenth.
+GENERATION_THREAD = "sft-space-generation"
+_executor = None
+_executor_lock = threading.Lock()
+
+
+# Threads a reply may use (None: torch's default, every core). The app lowers it while a run trains on the CPU,
+# so training keeps the cores (set by whoever knows about runs; this module does not).
+def _every_core() -> int | None:
+    return None
+
+
+generation_threads: Callable[[], int | None] = _every_core
+
+
+def on_generation_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `function` on the generation thread and wait for its result (directly when already there)."""
+    global _executor
+    if threading.current_thread().name.startswith(GENERATION_THREAD):
+        return function(*args, **kwargs)
+    with _executor_lock:
+        if _executor is None:
+            import concurrent.futures
+
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=GENERATION_THREAD)
+    return _executor.submit(_with_threads, function, *args, **kwargs).result()
+
+
+def _with_threads(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    import torch
+
+    wanted = generation_threads() or _default_threads()
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return function(*args, **kwargs)
+
+
+def _default_threads() -> int:
+    global _DEFAULT_THREADS
+    if _DEFAULT_THREADS is None:
+        import torch
+
+        _DEFAULT_THREADS = torch.get_num_threads()
+    return _DEFAULT_THREADS
+
+
+_DEFAULT_THREADS: int | None = None
+
 
 def load_chat_model(run: str | Path) -> LoadedChatModel:
     """Base model + the run's adapter, loaded once and kept until a different run is asked for."""
+    return on_generation_thread(_load_chat_model, run)
+
+
+def _load_chat_model(run: str | Path) -> LoadedChatModel:
     run_dir = run_path(run)
     adapter = adapter_dir(run_dir)
     if not (adapter / "adapter_model.safetensors").is_file():
@@ -49,19 +116,116 @@ def load_chat_model(run: str | Path) -> LoadedChatModel:
         import torch
         from peft import PeftModel
 
-        from .models import fit_model_to_tokenizer, load_model, load_tokenizer, resolve_model
+        from .models import fit_model_to_tokenizer, generation_dtypes, load_model, load_tokenizer, resolve_model
 
         config = read_config(run_dir)
-        base = load_model(resolve_model(config.model))
         tokenizer = load_tokenizer(adapter)  # saved by the run: its chat template and any tokens it added
-        fit_model_to_tokenizer(base, tokenizer)
-        model = PeftModel.from_pretrained(base, adapter)
-        model.eval()
-        if torch.cuda.is_available():
-            model.to("cuda")
-        loaded = LoadedChatModel(key, model, tokenizer, config, True)
+        dtype, rows_dtype = generation_dtypes()
+        for attempt in (dtype, "float32"):
+            base = load_model(resolve_model(config.model), dtype=attempt)
+            fit_model_to_tokenizer(base, tokenizer)
+            if rows_dtype != attempt and not torch.cuda.is_available():
+                _many_rows_in(base, rows_dtype)
+            model = PeftModel.from_pretrained(base, adapter)
+            model.eval()
+            if torch.cuda.is_available():
+                model.to("cuda")
+            loaded = LoadedChatModel(key, model, tokenizer, config, True, attempt)
+            if attempt == "float32" or _answers_finite(loaded):
+                break  # a half dtype that overflows on this model (inf/NaN logits) falls back to fp32
+            del model, base
         _cache[key] = loaded
         return loaded
+
+
+def _many_rows_in(model, dtype: str) -> None:
+    """Multiply passes over many tokens at once (a prompt, a held-out row) in `dtype`, one token at a time in the
+    weights' own dtype: on a CPU whose half-precision weights read fastest one token at a time but whose bf16 units
+    multiply many rows fastest (generation_dtypes), a prompt's first token comes 2-3x sooner."""
+    import types
+
+    import torch
+
+    target = getattr(torch, dtype)
+
+    def forward(self, x):
+        if x.dim() > 1 and x.shape[:-1].numel() > 4:
+            bias = None if self.bias is None else self.bias.to(target)
+            return torch.nn.functional.linear(x.to(target), self.weight.to(target), bias).to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:  # the base layers; PEFT's LoRA layers call them
+            module.forward = types.MethodType(forward, module)
+
+
+def _answers_finite(loaded: LoadedChatModel) -> bool:
+    """One forward pass over a templated message, adapter merged: are the logits finite in this dtype?"""
+    import torch
+
+    hello = [{"role": "user", "content": "Hello! What can you do?"}]
+    inputs = build_inputs(loaded.tokenizer, hello, loaded.model.device)
+    with _adapter(loaded, True), torch.inference_mode():
+        logits = loaded.model(**inputs).logits
+    return bool(torch.isfinite(logits).all())
+
+
+def _lora_linears(model):
+    from peft.tuners.lora import Linear
+
+    return [m for m in model.modules() if isinstance(m, Linear)]
+
+
+def merge_exactly(model) -> None:
+    """Add each LoRA layer's delta (PEFT's get_delta_weight) into its base weight, remembering the few weights
+    that subtracting it again would not give back bit for bit (rounding in fp16/bf16: about 1,500 of 106 million
+    for SmolLM2-135M), so unmerge_exactly restores the base weights exactly, however often replies alternate."""
+    for layer in _lora_linears(model):
+        if layer.merged:
+            continue
+        for name in layer.active_adapters:
+            if name not in layer.lora_A:
+                continue
+            weight = layer.get_base_layer().weight.data
+            delta = layer.get_delta_weight(name).to(weight.dtype)
+            merged = weight + delta
+            wrong = (merged - delta) != weight
+            layer.exact_restore = (wrong.nonzero(as_tuple=True), weight[wrong])
+            weight.copy_(merged)
+            layer.merged_adapters.append(name)
+
+
+def unmerge_exactly(model) -> None:
+    for layer in _lora_linears(model):
+        while layer.merged_adapters:
+            name = layer.merged_adapters.pop()
+            weight = layer.get_base_layer().weight.data
+            weight.sub_(layer.get_delta_weight(name).to(weight.dtype))
+            index, values = layer.__dict__.pop("exact_restore", (None, None))
+            if index is not None:
+                weight[index] = values
+
+
+@contextlib.contextmanager
+def _adapter(loaded: LoadedChatModel, use_adapter: bool) -> Iterator[None]:
+    """The model as the tuned (adapter merged into the weights) or the base model (adapter out and off).
+    Callers hold _generate_lock: merging changes the weights every request shares."""
+    if use_adapter:
+        if loaded.has_adapter and loaded.merge and not loaded.merged:
+            merge_exactly(loaded.model)
+        yield
+        return
+    if loaded.merged:
+        unmerge_exactly(loaded.model)
+    with loaded.model.disable_adapter() if loaded.has_adapter else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
+def answering_as(loaded: LoadedChatModel, use_adapter: bool) -> Iterator[None]:
+    """Hold the model, as the tuned or the base model, for one reply or one evaluation pass."""
+    with _generate_lock, _adapter(loaded, use_adapter):
+        yield
 
 
 def unload() -> None:
@@ -138,25 +302,23 @@ def stream_reply(
 
     def run() -> None:
         try:
-            with _generate_lock, torch.inference_mode():
+            with answering_as(loaded, use_adapter), torch.inference_mode():
                 if seed is not None:
                     torch.manual_seed(seed)
-                adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
-                with adapter:
-                    loaded.model.generate(
-                        **inputs,
-                        streamer=streamer,
-                        pad_token_id=loaded.tokenizer.pad_token_id,
-                        eos_token_id=end_of_turn_ids(loaded.model, loaded.tokenizer),
-                        stopping_criteria=StoppingCriteriaList([_stop_on(stop)]),
-                        **settings,
-                    )
+                loaded.model.generate(
+                    **inputs,
+                    streamer=streamer,
+                    pad_token_id=loaded.tokenizer.pad_token_id,
+                    eos_token_id=end_of_turn_ids(loaded.model, loaded.tokenizer),
+                    stopping_criteria=StoppingCriteriaList([_stop_on(stop)]),
+                    **settings,
+                )
         except BaseException as error:  # surfaced to the caller below
             errors.append(error)
             streamer.end()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    done = threading.Thread(target=on_generation_thread, args=(run,), daemon=True)  # waits its turn there
+    done.start()
     text = ""
     try:
         for piece in streamer:
@@ -164,7 +326,7 @@ def stream_reply(
             yield text
     finally:
         stop.set()  # the consumer went away (Stop, a closed page): end generation now
-    thread.join()
+    done.join()
     if errors:
         raise errors[0]
     if not text:
@@ -219,6 +381,10 @@ def generate_once(
     loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True, max_new_tokens: int = 96
 ) -> dict:
     """One greedy reply with its cost: prompt tokens, seconds, and whether it ended at the end-of-turn token."""
+    return on_generation_thread(_generate_once, loaded, messages, use_adapter, max_new_tokens)
+
+
+def _generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: bool, max_new_tokens: int) -> dict:
     import time
 
     import torch
@@ -228,16 +394,14 @@ def generate_once(
     inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
     eos = end_of_turn_ids(loaded.model, loaded.tokenizer)
     started = time.time()
-    with _generate_lock, torch.inference_mode():
-        adapter = contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter()
-        with adapter:
-            output = loaded.model.generate(
-                **inputs,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=loaded.tokenizer.pad_token_id,
-                eos_token_id=eos,
-            )
+    with answering_as(loaded, use_adapter), torch.inference_mode():
+        output = loaded.model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+            eos_token_id=eos,
+        )
     new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     return {
         "text": loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),

@@ -11,7 +11,6 @@ only one copy is in memory. No Gradio here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
@@ -28,14 +27,20 @@ DEFAULT_LOSS_ROWS = 60  # held-out rows for loss / perplexity; enough for a stab
 # ------------------------------------------------------------------ loss
 def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool = True) -> dict:
     """Mean token loss (and perplexity) on held-out conversations: answers only, as in training."""
+    from .chat import on_generation_thread
+
+    return on_generation_thread(_heldout_loss, loaded, rows, use_adapter, answers_only)
+
+
+def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool) -> dict:
     import torch
 
+    from .chat import answering_as
     from .data import prompt_messages
 
     tokenizer, model = loaded.tokenizer, loaded.model
     total, tokens = 0.0, 0
-    adapter = contextlib.nullcontext() if use_adapter else model.disable_adapter()
-    with adapter, torch.inference_mode():
+    with answering_as(loaded, use_adapter), torch.inference_mode():
         for row in rows:
             full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
             labels = list(full)

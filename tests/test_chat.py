@@ -2,7 +2,7 @@
 
 import torch
 
-from sft_space.chat import generate_batch, load_chat_model, reply, stream_reply, unload
+from sft_space.chat import answering_as, generate_batch, load_chat_model, reply, stream_reply, unload
 
 
 def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
@@ -14,12 +14,14 @@ def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"]
         with torch.no_grad():
-            tuned = loaded.model(ids).logits
-            with loaded.model.disable_adapter():
+            with answering_as(loaded, True):
+                tuned = loaded.model(ids).logits
+            with answering_as(loaded, False):
                 base = loaded.model(ids).logits
-            again = loaded.model(ids).logits
-        assert not torch.allclose(tuned, base)
-        assert torch.equal(tuned, again)  # the adapter is back on after a base reply
+            with answering_as(loaded, True):
+                again = loaded.model(ids).logits
+        assert not torch.allclose(tuned, base, atol=1e-2)
+        assert torch.equal(tuned, again)  # the adapter is back in after a base reply
 
         partials = list(stream_reply(loaded, messages, do_sample=False, max_new_tokens=12))
         assert len(partials) >= 2 and all(b.startswith(a) for a, b in zip(partials, partials[1:]))
@@ -43,5 +45,61 @@ def test_closing_the_stream_stops_generation(trained_run):
         first = next(stream)
         stream.close()  # what Gradio does when the user presses Stop
         assert isinstance(first, str)
+    finally:
+        unload()
+
+
+def logits_of(loaded, ids, use_adapter: bool):
+    with torch.no_grad(), answering_as(loaded, use_adapter):
+        return loaded.model(ids).logits.float()
+
+
+def test_half_weights_merge_for_tuned_replies_and_come_back_for_base_replies(trained_run, monkeypatch):
+    """fp16 weights (what this CPU generates fastest), the adapter merged into them for tuned replies and taken
+    out for base replies: one copy, and a hundred switches leave both answers where they were."""
+    from transformers import AutoModelForCausalLM
+
+    import sft_space.models
+    from sft_space.rundir import read_config
+
+    monkeypatch.setattr(sft_space.models, "generation_dtypes", lambda: ("float16", "bfloat16"))
+    unload()
+    loaded = load_chat_model(trained_run)
+    try:
+        assert loaded.dtype == "float16" and next(loaded.model.parameters()).dtype == torch.float16
+        messages = [{"role": "user", "content": "Table for two at 7pm"}]
+        ids = loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        tuned, base = logits_of(loaded, ids, True), logits_of(loaded, ids, False)
+        assert not loaded.merged  # base replies: the adapter is out of the weights
+        weights = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if "base_layer" in n}
+        logits_of(loaded, ids, True)
+        assert loaded.merged  # tuned replies: in them (no LoRA matmuls per token)
+        # fp16 rounding would move some weights by a last bit on each switch in and out: merging remembers them,
+        # so a hundred switches leave the base weights bit for bit as loaded, and both answers exactly as before
+        for _ in range(100):
+            logits_of(loaded, ids, True), logits_of(loaded, ids, False)
+        assert all(torch.equal(p, weights[n]) for n, p in loaded.model.named_parameters() if n in weights)
+        assert torch.equal(logits_of(loaded, ids, True), tuned)
+        assert torch.equal(logits_of(loaded, ids, False), base)
+        # base replies are the base model's: the same weights loaded on their own, in the same dtype
+        plain = AutoModelForCausalLM.from_pretrained(read_config(trained_run).model, dtype=torch.float16)
+        with torch.no_grad():
+            assert torch.allclose(plain(ids).logits.float(), base, atol=1e-2)
+        # merged tuned replies are base + adapter: the same as through the unmerged LoRA layers
+        loaded.merge = False
+        unmerged = logits_of(loaded, ids, True)
+        assert not loaded.merged
+        assert torch.allclose(unmerged, tuned, atol=2e-2), (unmerged - tuned).abs().max()
+        assert (unmerged - base).abs().max() > 10 * (unmerged - tuned).abs().max()  # the adapter, not noise
+        # a whole prompt at once multiplies in bf16; one token at a time in fp16: the same next-token logits
+        assert ids.shape[1] > 4
+        with torch.no_grad(), answering_as(loaded, False):
+            whole = loaded.model(ids).logits[:, -1].float()
+            out = loaded.model(ids[:, :1], use_cache=True)
+            for position in range(1, ids.shape[1]):
+                out = loaded.model(ids[:, position : position + 1], past_key_values=out.past_key_values, use_cache=True)
+        assert torch.allclose(out.logits[:, -1].float(), whole, atol=5e-2), (out.logits[:, -1] - whole).abs().max()
     finally:
         unload()

@@ -119,31 +119,112 @@ def cpu_busy() -> bool:
         return False
 
 
-def cpu_prefers_bf16() -> bool:
-    """Whether bf16 autocast trains faster than fp32 on this CPU: measured once per CPU and torch on a quiet machine,
-    then cached. A measurement taken while another process kept the CPU busy decides this run only: the next run
-    measures again (a cache written under load once held fp32 on a CPU whose bf16 matmuls are 2.3x faster)."""
+def _measured_on_this_cpu(file: str, version: str, measure) -> dict:
+    """A measurement of this CPU (a dict), taken once per CPU and torch build on a quiet machine, then cached in
+    $SFT_SPACE_HOME/<file>. One taken while another process kept the CPU busy decides this process only: the next
+    one measures again (a cache written under load once held fp32 on a CPU whose bf16 matmuls are 2.3x faster)."""
     import torch
 
     device = detect_device()
-    key = f"v2|{platform.processor() or platform.machine()}|{os.cpu_count()}|{torch.__version__}|{device.bf16}"
-    cache = home() / CPU_PRECISION_FILE
+    key = f"{version}|{platform.processor() or platform.machine()}|{os.cpu_count()}|{torch.__version__}|{device.bf16}"
+    cache = home() / file
     try:
         stored = json.loads(cache.read_text())
         if stored.get("key") == key and stored.get("quiet"):
-            return bool(stored["bf16"])
-    except (OSError, ValueError, KeyError, AttributeError):
+            return stored
+    except (OSError, ValueError, AttributeError):
         pass
-    busy = cpu_busy()  # measured while another process worked: good for this run only, measured again next time
-    speedup = measure_cpu_bf16_speedup()
-    choice = speedup >= BF16_MIN_SPEEDUP
+    busy = cpu_busy()
+    result = measure()
     quiet = not busy and not cpu_busy()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "bf16": choice, "speedup": round(speedup, 2), "quiet": quiet}))
+        cache.write_text(json.dumps({"key": key, **result, "quiet": quiet}))
     except OSError:
         pass
-    return choice
+    return result
+
+
+def cpu_prefers_bf16() -> bool:
+    """Whether bf16 autocast trains faster than fp32 on this CPU (measured on a quiet machine, then cached)."""
+
+    def measure() -> dict:
+        speedup = measure_cpu_bf16_speedup()
+        return {"bf16": speedup >= BF16_MIN_SPEEDUP, "speedup": round(speedup, 2)}
+
+    return bool(_measured_on_this_cpu(CPU_PRECISION_FILE, "v2", measure).get("bf16"))
+
+
+# ------------------------------------------------------------ generation (chat, evaluation)
+CPU_GENERATION_FILE = "cpu_generation.json"
+GENERATION_DTYPES = ("float32", "float16", "bfloat16")
+# matrix shapes of one decoding step of a ~135M model (attention, MLP, the output layer), one token at a time
+DECODE_SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)]
+
+
+def measure_cpu_decode_seconds(rows: int = 1) -> dict[str, float]:
+    """Seconds per pass of `rows` tokens through DECODE_SHAPES in each dtype on this CPU (best of alternating
+    rounds). Replies are generated one token at a time (rows=1), reading every weight once per token: the dtype that
+    reads fastest wins there, and it is not always the one that multiplies many rows fastest (a prompt, a held-out
+    row): here fp16 reads 2.5x faster than bf16 one row at a time, and bf16 is 9x faster than fp16 at 64 rows."""
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    weights = {d: [torch.randn(o, i).to(getattr(torch, d)) for o, i in DECODE_SHAPES] for d in GENERATION_DTYPES}
+    inputs = {d: [torch.randn(rows, i).to(getattr(torch, d)) for _, i in DECODE_SHAPES] for d in GENERATION_DTYPES}
+
+    def timed(dtype: str) -> float:
+        started = time.perf_counter()
+        for _ in range(3):
+            for w, x in zip(weights[dtype], inputs[dtype]):
+                torch.nn.functional.linear(x, w)
+        return (time.perf_counter() - started) / 3
+
+    best = {d: float("inf") for d in GENERATION_DTYPES}
+    with torch.inference_mode():
+        for d in GENERATION_DTYPES:
+            timed(d)  # warm up
+        for _ in range(4):
+            for d in GENERATION_DTYPES:
+                best[d] = min(best[d], timed(d))
+    return best
+
+
+def _fastest(seconds: dict[str, float]) -> str:
+    fastest = min(seconds, key=seconds.get)
+    return fastest if seconds["float32"] / seconds[fastest] >= BF16_MIN_SPEEDUP else "float32"
+
+
+def generation_dtypes() -> tuple[str, str]:
+    """(weights, many rows): the dtype chat and evaluation load weights in, and the one a pass over many tokens at
+    once (a prompt, a held-out row) multiplies in. bf16 on GPUs that have it (fp16 on older ones) for both; on a
+    CPU each measured here (a half dtype must win by BF16_MIN_SPEEDUP over fp32), on a quiet machine, cached."""
+    import torch
+
+    if torch.cuda.is_available():
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return dtype, dtype
+    if torch.backends.mps.is_available():
+        return "float32", "float32"
+
+    def measure() -> dict:
+        one, many = measure_cpu_decode_seconds(1), measure_cpu_decode_seconds(64)
+        return {
+            "dtype": _fastest(one),
+            "rows_dtype": _fastest(many),
+            "seconds_one_row": {d: round(s, 5) for d, s in one.items()},
+            "seconds_64_rows": {d: round(s, 5) for d, s in many.items()},
+        }
+
+    measured = _measured_on_this_cpu(CPU_GENERATION_FILE, "v2", measure)
+    dtype, rows = measured.get("dtype"), measured.get("rows_dtype")
+    return (dtype if dtype in GENERATION_DTYPES else "float32", rows if rows in GENERATION_DTYPES else "float32")
+
+
+def generation_dtype() -> str:
+    return generation_dtypes()[0]
 
 
 def choose_precision(requested: str = "auto") -> dict[str, bool]:
