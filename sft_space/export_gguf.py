@@ -193,10 +193,8 @@ def plan_export(run: str | Path, types=None) -> ExportPlan:
         estimates[kind], parameters = estimate_bytes(folder, model_type, kind, vocabulary)
     target = gguf_dir(run_dir)
     target.mkdir(exist_ok=True)
-    existing = sum(
-        p.stat().st_size for p in target.glob("*.gguf") if p.name in {gguf_file_name(run_dir, k) for k in kinds}
-    )
-    free = shutil.disk_usage(target).free + existing  # files of the same name are replaced
+    existing = sum(p.stat().st_size for p in target.glob("*.gguf"))
+    free = shutil.disk_usage(target).free + existing  # an export replaces the files of the one before
     needed = int(sum(estimates.values()) * DISK_MARGIN)
     if needed > free:
         raise OSError(
@@ -771,6 +769,8 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
 
     plan = plan_export(run, types)  # every refusal before any weight is loaded
     run_dir, target = plan.run_dir, gguf_dir(plan.run_dir)
+    for stale in target.glob("*.gguf*"):  # the folder holds this export's files only, as gguf.json lists them
+        stale.unlink()
     config = read_config(run_dir)
     progress(0.01, "Size estimate: " + estimate_text(plan))
     started = time.time()
