@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import Progress, no_progress
 from .rundir import (
+    GGUF_REPORT,
     MODELFILE,
     adapter_dir,
     gguf_dir,
@@ -769,7 +770,9 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
 
     plan = plan_export(run, types)  # every refusal before any weight is loaded
     run_dir, target = plan.run_dir, gguf_dir(plan.run_dir)
-    for stale in target.glob("*.gguf*"):  # the folder holds this export's files only, as gguf.json lists them
+    # the folder holds this export's files only, as its gguf.json lists them (none while it is being written)
+    (target / GGUF_REPORT).unlink(missing_ok=True)
+    for stale in target.glob("*.gguf*"):
         stale.unlink()
     config = read_config(run_dir)
     progress(0.01, "Size estimate: " + estimate_text(plan))
@@ -795,7 +798,7 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
     with torch.no_grad():
         merged = model.merge_and_unload()
     merged.eval()
-    load_seconds = time.time() - started
+    prepare_seconds = time.time() - started  # loading, the reference replies and loss, the merge
     name = f"{run_dir.name} ({config.model})"
     entries = []
     span = 0.5 / len(plan.types)
@@ -828,7 +831,7 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
         "architecture": plan.model_type,
         "device": device_name(),
         "created_at": time.time(),
-        "load_and_merge_seconds": round(load_seconds, 2),
+        "prepare_seconds": round(prepare_seconds, 2),
         "files": entries,
         "modelfile": MODELFILE,
         "modelfile_from": main_file,
