@@ -103,3 +103,30 @@ def test_half_weights_merge_for_tuned_replies_and_come_back_for_base_replies(tra
         assert torch.allclose(out.logits[:, -1].float(), whole, atol=5e-2), (out.logits[:, -1] - whole).abs().max()
     finally:
         unload()
+
+
+def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
+    """Every model computation of the app runs on one generation thread; while a run the app started trains on
+    the CPU it gets one thread (training keeps the others), and every core again afterwards."""
+    import subprocess
+    import sys
+    import threading
+
+    from sft_space import chat, runs
+
+    monkeypatch.setattr(runs, "device_kind", lambda: "cpu")
+    monkeypatch.setattr(chat, "generation_threads", runs.generation_threads)
+    every_core = chat.on_generation_thread(torch.get_num_threads)
+    assert every_core == chat._default_threads()
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    monkeypatch.setitem(runs._children, "a-training-run", trainer)
+    try:
+        assert runs.generation_threads() == 1
+        assert chat.on_generation_thread(torch.get_num_threads) == 1
+        assert chat.on_generation_thread(lambda: threading.current_thread().name).startswith(chat.GENERATION_THREAD)
+        assert runs.training_env()["OMP_WAIT_POLICY"] == "PASSIVE"  # its waiting threads sleep, not spin
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert runs.generation_threads() is None
+    assert chat.on_generation_thread(torch.get_num_threads) == every_core
