@@ -1,6 +1,6 @@
 # make run    set up (once) and start the app on http://127.0.0.1:7860
 # make test   set up (once) and run the whole test suite
-# make bench  set up (once) and run the benchmarks under bench/
+# make bench  set up (once) and measure speed against the plain TRL recipe (bench/speed.py -> bench/results.json)
 # make lint   set up (once) and check the code with ruff (ruff.toml)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -33,8 +33,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 bench: setup
-	$(PY) bench/train_throughput.py
-	$(PY) bench/train_throughput.py --suite precision
+	$(PY) bench/speed.py
 
 demo-data: setup
 	$(PY) -m sft_space.demo_data.make_demo_data
