@@ -64,6 +64,14 @@ class RunConfig:
     num_train_epochs: float = _f(1.0, "Passes over the training data (num_train_epochs).", "Duration", low=0)
     # -1 follows TRL: "use num_train_epochs"; a positive value overrides it.
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 uses epochs (max_steps).", "Duration")
+    train_minutes: float = _f(
+        0.0,
+        "Train for at most this many minutes, start to finish (0 = no limit): the steps that fit, from this "
+        "model's pace measured on this device; the run stops and saves at the limit.",
+        "Duration",
+        low=0,
+        high=24 * 60,
+    )
 
     # --- batch (per_device_train_batch_size, gradient_accumulation_steps)
     per_device_train_batch_size: int = _f(

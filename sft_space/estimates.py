@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from . import home
@@ -69,6 +70,18 @@ def measured_pace(model: str | None, device: str | None = None) -> dict | None:
                 "run_id": run_dir.name,
             }
     return None
+
+
+def steps_in(config: RunConfig, seconds: float) -> tuple[int, dict] | None:
+    """The steps of `config` that fit in `seconds` of wall time, start-up and finishing included, at its model's
+    pace measured on this device (never more than the run plans by itself); None while no pace is measured."""
+    pace = measured_pace(config.model)
+    if pace is None:
+        return None
+    per_step = seconds_at(pace, 1, rows_per_step(asdict(config))) - pace["startup_seconds"] - pace["finish_seconds"]
+    fit = int((seconds - pace["startup_seconds"] - pace["finish_seconds"]) // max(per_step, 1e-6))
+    planned = planned_steps(config)
+    return max(1, min(fit, planned) if planned else fit), pace
 
 
 def rows_per_step(config: dict) -> int:

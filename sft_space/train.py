@@ -13,6 +13,7 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -24,7 +25,7 @@ import traceback
 from dataclasses import fields
 from pathlib import Path
 
-from . import rundir
+from . import estimates, rundir
 from .backup import Backup
 from .config import ALL_PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
@@ -181,6 +182,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         # the host's limit on this run's wall time (a public Space), from its start: then it stops and saves
         time_budget_seconds=rundir.read_status(run_dir).get("time_budget_seconds"),
     )
+    config = fit_to_minutes(config, status, resuming=checkpoint is not None)
     write_status(run_dir, **status)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     log.info(
@@ -230,6 +232,32 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
     finally:
         if backup is not None:  # the final status, metrics and adapter; waits for the pushes still queued
             backup.finish(rundir.adapter_dir(run_dir) if rundir.has_adapter(run_dir) else None)
+
+
+def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> RunConfig:
+    """train_minutes: the wall-time limit (with the host's, the lower wins) and, from this model's measured pace,
+    max_steps, so the learning-rate schedule ends when the time does. A resumed run keeps its steps."""
+    if not config.train_minutes:
+        return config
+    seconds = config.train_minutes * 60
+    host = status.get("time_budget_seconds")
+    status["time_budget_seconds"] = min(seconds, host) if host else seconds
+    if resuming:
+        return config
+    fitted = estimates.steps_in(config, status["time_budget_seconds"])
+    if fitted is None:
+        log.info("train for %g min: no pace measured here yet; it stops at the limit", config.train_minutes)
+        return config
+    steps, pace = fitted
+    status["minutes_plan"] = {"steps": steps, "seconds_per_step": pace["seconds_per_step"], "from_run": pace["run_id"]}
+    log.info(
+        "train for %g min: %d steps at %.2f s/step (measured by run %s)",
+        config.train_minutes,
+        steps,
+        pace["seconds_per_step"],
+        pace["run_id"],
+    )
+    return dataclasses.replace(config, max_steps=steps)
 
 
 def log_traceback() -> None:

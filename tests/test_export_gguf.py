@@ -341,6 +341,9 @@ def test_publish_tab_estimates_then_hands_the_files_to_the_runs_owner_only(tmp_p
         with pytest.raises(gr.Error):
             publish_tab.gguf_state(asked, visitor, ["q8_0"])
     assert not list(rundir.gguf_dir(run).glob("*.gguf"))
+    with publish_tab._exporting:  # another visitor's export is running: this one waits its turn, told so
+        with pytest.raises(gr.Error, match="Another GGUF export is running"):
+            publish_tab.export_gguf_files(run_id, "browser:alice", ["q8_0"], progress=quiet)
     text, files = publish_tab.export_gguf_files(run_id, "browser:alice", ["q8_0"], progress=quiet)
     assert "**GGUF export**" in text and "probe replies identical" in text and "held-out loss" in text
     handed = [Path(f) for f in files]

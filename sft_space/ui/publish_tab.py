@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -166,15 +167,24 @@ def gguf_state(run_id: str | None, visitor: str | None, types: list[str] | None)
     return text + (f"\n\nLast export: {previous}" if previous else "")
 
 
+# One GGUF export at a time on this machine: each takes the CPU for a minute or more, and two on the same run
+# would replace each other's files.
+_exporting = threading.Lock()
+
+
 def export_gguf_files(run_id: str | None, visitor: str | None, types: list[str] | None, progress=gr.Progress()):
     """Write the GGUF file(s) and the Modelfile, load each file back and compare; hand the files to the owner."""
     owned(run_id, visitor, "export")
+    if not _exporting.acquire(blocking=False):
+        raise gr.Error("Another GGUF export is running on this machine: try again when it has finished.")
     try:
         report = export_gguf.export_gguf(
             run_id, types, progress=lambda fraction, message: progress(fraction, desc=message)
         )
     except (*ENGINE_ERRORS, OSError) as error:
         _fail(error, None)
+    finally:
+        _exporting.release()
     return gguf_report_text(report), handed_out_files(_gguf_paths(run_id, report))
 
 

@@ -39,7 +39,7 @@ def status_line(status: dict) -> str:
     if status.get("state") in runs.FINAL_STATES and status.get("elapsed_seconds"):
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
     if status.get("state") in runs.ACTIVE_STATES and status.get("time_budget_seconds"):
-        parts.append(f"time limit on this Space {format_duration(status['time_budget_seconds'])}")
+        parts.append(f"time limit {format_duration(status['time_budget_seconds'])}")
     if status.get("state") in runs.FINAL_STATES and status.get("note"):
         parts.append(status["note"])
     if status.get("state") in ("failed", "interrupted") and status.get("error"):

@@ -39,6 +39,7 @@ LABELS = {
     "weight_decay": "Weight decay",
     "max_grad_norm": "Max gradient norm",
     "save_total_limit": "Checkpoints kept",
+    "train_minutes": "Train for (minutes)",
     "probe_prompts": "Probe prompts",
     "temperature": "Temperature",
     "top_p": "Top-p",
