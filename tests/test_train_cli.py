@@ -131,19 +131,23 @@ def test_missing_model_folder_is_refused_clearly(tmp_path):
     assert status["state"] == "failed" and "was not found" in status["error"]
 
 
-def test_the_base_models_probe_replies_follow_the_first_loss_and_are_reused(trained_run, tiny_model, tmp_path):
+def test_the_base_models_probe_replies_follow_the_first_loss_and_are_reused(tiny_model, tmp_path):
     """The base model's replies to the probe prompts never hold up the first loss: the first run of a model answers
     them after its first logged step (adapter off: the base model), later runs reuse them (greedy, same weights)."""
-    first = [json.loads(line) for line in (trained_run / "probes.jsonl").read_text().splitlines()]
-    assert first[0]["step"] == 0 and "cached" not in first[0]
-    train_log = (trained_run / "train.log").read_text()
-    assert train_log.index("step 1:") < train_log.index(
-        "base model's probe replies: answered"
-    )  # the first loss is logged before the base replies
+    import shutil
 
-    run_dir = tmp_path / "again"
-    result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(run_dir), *TINY_FAST)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    again = [json.loads(line) for line in (run_dir / "probes.jsonl").read_text().splitlines()]
-    assert again[0]["step"] == 0 and again[0]["cached"] is True and again[0]["seconds"] == 0.0
-    assert again[0]["replies"] == first[0]["replies"] and again[0]["ended"] == first[0]["ended"]
+    model = tmp_path / "model"  # weights no other test has trained from: nothing cached for them yet
+    shutil.copytree(tiny_model, model)
+    runs = []
+    for name in ("first", "again"):
+        run_dir = tmp_path / name
+        result = run_cli("--model", str(model), "--max_steps", "2", "--output_dir", str(run_dir), *TINY_FAST)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        runs.append([json.loads(line) for line in (run_dir / "probes.jsonl").read_text().splitlines()])
+    first, again = (records[0] for records in runs)
+    assert first["step"] == 0 and "cached" not in first and first["seconds"] > 0
+    train_log = (tmp_path / "first" / "train.log").read_text()
+    # the first loss is logged before the base model answers
+    assert train_log.index("step 1:") < train_log.index("base model's probe replies: answered")
+    assert again["step"] == 0 and again["cached"] is True and again["seconds"] == 0.0
+    assert again["replies"] == first["replies"] and again["ended"] == first["ended"]
