@@ -97,17 +97,15 @@ def child_loss(spec: dict) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft_space.chat import LoadedChatModel
-    from sft_space.evaluate import heldout_loss
+    from sft_space.evaluate import answer_loss
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     base = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, use_safetensors=True)
     model = PeftModel.from_pretrained(base, spec["adapter"]).eval()
     rows = [json.loads(line) for line in (DEMO / "json-extract.test.jsonl").read_text().splitlines()]
-    loaded = LoadedChatModel("bench", model, tokenizer, None, True)
-    result = heldout_loss(loaded, rows[: spec["rows"]], use_adapter=True)
-    Path(spec["result"]).write_text(json.dumps(result))
+    total, tokens = answer_loss(model, tokenizer, rows[: spec["rows"]])
+    Path(spec["result"]).write_text(json.dumps({"loss": total / max(tokens, 1), "tokens": tokens}))
 
 
 def child_chat(spec: dict) -> None:

@@ -2,7 +2,7 @@
 
 Owns the one loaded chat model (cached by run, freed when another run is
 chosen), in the dtype that generates fastest on this device (models.device.
-generation_dtype), with the adapter merged into the weights for tuned replies and
+generation_dtypes), with the adapter merged into the weights for tuned replies and
 taken out again for base replies (one copy of the weights; a merged model runs
 at the base model's speed, an unmerged adapter adds ~200 small matmuls per
 token); turning a conversation into model input with the tokenizer's own chat
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +84,12 @@ def _with_threads(function: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     return function(*args, **kwargs)
 
 
+@functools.cache
 def _default_threads() -> int:
-    global _DEFAULT_THREADS
-    if _DEFAULT_THREADS is None:
-        import torch
+    """torch's thread count before anything here changed it (every core)."""
+    import torch
 
-        _DEFAULT_THREADS = torch.get_num_threads()
-    return _DEFAULT_THREADS
-
-
-_DEFAULT_THREADS: int | None = None
+    return torch.get_num_threads()
 
 
 def load_chat_model(run: str | Path) -> LoadedChatModel:

@@ -33,14 +33,24 @@ def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool
 
 
 def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool) -> dict:
+    from .chat import answering_as
+
+    with answering_as(loaded, use_adapter):
+        total, tokens = answer_loss(loaded.model, loaded.tokenizer, rows, answers_only)
+    mean = total / max(tokens, 1)
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50)), "tokens": tokens, "rows": len(rows)}
+
+
+def answer_loss(model, tokenizer, rows: list[dict], answers_only: bool = True) -> tuple[float, int]:
+    """Summed token loss of `model` on held-out conversations and the tokens counted: the answers only when the run
+    trained on answers only (the prompt's tokens masked), else every token. The model as given (no lock, no
+    adapter switching): the caller holds it."""
     import torch
 
-    from .chat import answering_as
     from .data import prompt_messages
 
-    tokenizer, model = loaded.tokenizer, loaded.model
     total, tokens = 0.0, 0
-    with answering_as(loaded, use_adapter), torch.inference_mode():
+    with torch.inference_mode():
         for row in rows:
             full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
             labels = list(full)
@@ -54,11 +64,9 @@ def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: boo
             counted = int((target[:, 1:] != -100).sum())
             if counted == 0:
                 continue
-            loss = model(input_ids=ids, labels=target).loss
-            total += float(loss) * counted
+            total += float(model(input_ids=ids, labels=target).loss) * counted
             tokens += counted
-    mean = total / max(tokens, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50)), "tokens": tokens, "rows": len(rows)}
+    return total, tokens
 
 
 # ------------------------------------------------------------ the report

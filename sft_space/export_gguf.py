@@ -677,27 +677,10 @@ def _greedy(model, tokenizer, conversations: list[list[dict]], max_new_tokens: i
 
 
 def _loss(model, tokenizer, rows: list[dict], answers_only: bool) -> float | None:
-    """Mean token loss on held-out conversations (answers only when the run trained on answers only), counted as
-    the Evaluate tab counts it; None without rows."""
-    import torch
+    """Mean token loss on held-out conversations, counted as the Evaluate tab counts it; None without rows."""
+    from .evaluate import answer_loss
 
-    from .data import prompt_messages
-
-    total, counted = 0.0, 0
-    with torch.inference_mode():
-        for row in rows:
-            full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
-            labels = list(full)
-            if answers_only:
-                prompt = tokenizer.apply_chat_template(
-                    prompt_messages(row), tokenize=True, add_generation_prompt=True, return_dict=True
-                )["input_ids"]
-                labels[: len(prompt)] = [-100] * len(prompt)
-            target = torch.tensor([labels])
-            count = int((target[:, 1:] != -100).sum())
-            if count:
-                total += float(model(input_ids=torch.tensor([full]), labels=target).loss) * count
-                counted += count
+    total, counted = answer_loss(model, tokenizer, rows, answers_only)
     return total / counted if counted else None
 
 

@@ -121,3 +121,16 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     assert estimates.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
     label = preset_label("Quick demo", str(tiny_model))
     assert label.startswith("Quick demo · 40 steps · ") and ("under 1 min" in label or " min" in label), label
+
+
+def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, sft_home):
+    """train_minutes comes from the browser: it may shorten a run, never lengthen it past the host's limit."""
+    from sft_space.train import fit_to_minutes
+
+    for minutes, host, kept in ((600, 1800, 1800), (1, 1800, 60), (600, None, 36000)):
+        status = {"time_budget_seconds": host}
+        config = tiny_config(tiny_model, train_minutes=minutes, model=str(tiny_model) + "-no-pace")
+        fit_to_minutes(config, status, resuming=False)
+        assert status["time_budget_seconds"] == kept
+    with pytest.raises(ValueError, match="train_minutes must be at most 1440"):
+        tiny_config(tiny_model, train_minutes=10**9).validate()

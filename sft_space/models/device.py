@@ -223,10 +223,6 @@ def generation_dtypes() -> tuple[str, str]:
     return (dtype if dtype in GENERATION_DTYPES else "float32", rows if rows in GENERATION_DTYPES else "float32")
 
 
-def generation_dtype() -> str:
-    return generation_dtypes()[0]
-
-
 def choose_precision(requested: str = "auto") -> dict[str, bool]:
     """Trainer flags for `requested` (auto|fp32|bf16|fp16) on this machine; ValueError if it cannot work here.
 
