@@ -4,7 +4,10 @@ Trains the Quick demo preset on the bundled SmolLM2-135M-Instruct (through the c
 does; the model converted beforehand) unless --run names a finished run, then answers all 120 held-out prompts
 greedily (no instructions in the prompt: the user message only), base model and tuned model, and scores each reply:
 valid JSON, schema-valid, each field equal to the reference, all fields exact, and whether the reply ended at the
-end-of-turn token. Prints a table and the failures by field, and writes bench/results_quick_demo.json.
+end-of-turn token. Then the same for the pirate-chat demo, with a check that fits it: the share of replies in
+character (a lexical check, PIRATE_WORDS) and the held-out answer loss.
+Replies are generated 16 at a time (chat.generate_many, as the Evaluate tab does).
+Prints a table and the failures by field, and writes bench/results_quick_demo.json.
 
     python bench/quick_demo_eval.py [--run RUN_DIR] [--rows 120] [--max-new-tokens 96]
 """
@@ -15,6 +18,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,16 +31,54 @@ OUT = ROOT / "bench" / "results_quick_demo.json"
 FIELDS = ["intent", "name", "date", "time", "quantity", "item"]
 
 
-def train(home: Path) -> tuple[Path, float]:
-    run_dir = home / "runs" / "quick-demo"
+# In character for Cookie, the pirate-chat set's ship's cook: every one of its 119 training answers says at least
+# one of these (checked in pirate_check); a plain assistant's answer rarely does.
+PIRATE_WORDS = re.compile(
+    r"\b(matey|mateys|arr+|ye|yer|aye|ahoy|hearty|hearties|galley|cap'n|captain|landlubbers?|ship|sails?|seas?|crew|"
+    r"treasure|plank|deck|shipmates?|savvy|doubloons?|barnacles?|'em|o'|[a-z]+in')(?=\W|$)",
+    re.IGNORECASE,
+)
+
+
+def train(home: Path, dataset: str = "demo:json-extract") -> tuple[Path, float]:
+    run_dir = home / "runs" / f"quick-demo-{dataset.split(':')[-1]}"
     env = {**os.environ, "SFT_SPACE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     started = time.time()
     subprocess.run(
-        [sys.executable, "-m", "sft_space.train", "--preset", "Quick demo", "--model", "bundled", "--output_dir",
-         str(run_dir)],
+        [sys.executable, "-m", "sft_space.train", "--preset", "Quick demo", "--model", "bundled", "--dataset", dataset,
+         "--output_dir", str(run_dir)],
         cwd=ROOT, env=env, check=True, capture_output=True,
     )  # fmt: skip
     return run_dir, time.time() - started
+
+
+def pirate_check(loaded, max_new_tokens: int) -> dict:
+    """The pirate-chat demo's held-out conversations: replies in character (PIRATE_WORDS), ended turns, and the
+    held-out answer loss, base against tuned. Each prompt is the conversation up to its last user turn."""
+    from sft_space.chat import generate_many
+    from sft_space.evaluate import heldout_loss
+
+    train_answers = [
+        m["content"]
+        for line in (ROOT / "sft_space/demo_data/pirate-chat.train.jsonl").read_text().splitlines()
+        for m in json.loads(line)["messages"]
+        if m["role"] == "assistant"
+    ]
+    rows = [json.loads(line) for line in (ROOT / "sft_space/demo_data/pirate-chat.test.jsonl").read_text().splitlines()]
+    prompts = [r["messages"][:-1] for r in rows]
+    result = {
+        "rows": len(rows),
+        "training_answers_in_character": sum(bool(PIRATE_WORDS.search(a)) for a in train_answers) / len(train_answers),
+    }
+    for side in ("base", "tuned"):
+        replies = generate_many(loaded, prompts, side == "tuned", max_new_tokens)
+        result[side] = {
+            "in_character": sum(bool(PIRATE_WORDS.search(r["text"])) for r in replies) / len(rows),
+            "ended_turn": sum(r["ended_turn"] for r in replies) / len(rows),
+            "heldout_loss": heldout_loss(loaded, rows, side == "tuned")["loss"],
+            "examples": [{"prompt": p[-1]["content"], "reply": r["text"]} for p, r in zip(prompts[:4], replies[:4])],
+        }
+    return result
 
 
 def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
@@ -71,15 +113,30 @@ def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
     }
 
 
+def score_rows(loaded, rows: list[dict], use_adapter: bool, max_new_tokens: int = 96) -> dict:
+    """Greedy replies to each row's user message (batched), scored per field against its reference answer."""
+    from sft_space.chat import generate_many
+    from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
+
+    started = time.time()
+    replies = generate_many(loaded, [r["messages"][:1] for r in rows], use_adapter, max_new_tokens)
+    result = score(rows, replies, JSON_EXTRACT_SCHEMA)
+    result["seconds"] = round(time.time() - started, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished run directory to evaluate (default: train the Quick demo now)")
     parser.add_argument("--rows", type=int, default=120)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--pirate-run", help="a finished pirate-chat run to check (default: train one now)")
+    parser.add_argument("--no-pirate", action="store_true", help="skip the pirate-chat demo")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="sft-quick-eval-"))
     os.environ.setdefault("SFT_SPACE_HOME", str(home))
     from sft_space.bundled import ensure_bundled_model
+    from sft_space.chat import load_chat_model, unload
 
     ensure_bundled_model()
     wall = None
@@ -87,22 +144,18 @@ def main() -> None:
         run_dir = Path(args.run)
     else:
         run_dir, wall = train(home)
-    from sft_space.chat import generate_once, load_chat_model
-    from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-
     test_file = ROOT / "sft_space/demo_data/json-extract.test.jsonl"
     rows = [json.loads(line) for line in test_file.read_text().splitlines()]
     rows = rows[: args.rows]
     loaded = load_chat_model(run_dir)
     results = {"run": str(run_dir), "wall_seconds": wall, "status": json.loads((run_dir / "status.json").read_text())}
     for side in ("base", "tuned"):
-        started = time.time()
-        replies = [
-            generate_once(loaded, [r["messages"][0]], use_adapter=side == "tuned", max_new_tokens=args.max_new_tokens)
-            for r in rows
-        ]
-        results[side] = score(rows, replies, JSON_EXTRACT_SCHEMA)
-        results[side]["seconds"] = round(time.time() - started, 1)
+        results[side] = score_rows(loaded, rows, side == "tuned", args.max_new_tokens)
+    if not args.no_pirate:
+        unload()
+        pirate_run, pirate_wall = (Path(args.pirate_run), None) if args.pirate_run else train(home, "demo:pirate-chat")
+        results["pirate"] = {"run": str(pirate_run), "wall_seconds": pirate_wall}
+        results["pirate"].update(pirate_check(load_chat_model(pirate_run), args.max_new_tokens))
     OUT.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"Quick demo run: {wall:.0f} s wall" if wall else f"run {run_dir}")
     print("| | " + " | ".join(["valid JSON", "schema-valid", "all fields exact", "ended turn", *FIELDS]) + " |")
@@ -111,6 +164,13 @@ def main() -> None:
         r = results[side]
         cells = [r["valid_json"], r["schema_valid"], r["all_fields_exact"], r["ended_turn"], *r["fields"].values()]
         print(f"| {side} | " + " | ".join(f"{c:.0%}" for c in cells) + " |")
+    if "pirate" in results:
+        pirate = results["pirate"]
+        print(f"\npirate-chat, {pirate['rows']} held-out conversations ({pirate['wall_seconds'] or 0:.0f} s run):")
+        print("| | in character | ended turn | held-out loss |\n|---|---|---|---|")
+        for side in ("base", "tuned"):
+            r = pirate[side]
+            print(f"| {side} | {r['in_character']:.0%} | {r['ended_turn']:.0%} | {r['heldout_loss']:.3f} |")
     print("\nTuned model's misses by field (first 5 each):")
     for field, misses in results["tuned"]["failures"].items():
         print(f"- {field}: {len(misses)}")

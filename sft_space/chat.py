@@ -374,6 +374,41 @@ def generate_batch(
     return texts, [any(int(t) in ends for t in row) for row in new_tokens]
 
 
+def generate_many(
+    loaded: LoadedChatModel,
+    conversations: list[list[dict]],
+    use_adapter: bool = True,
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[dict]:
+    """Greedy replies to many conversations, `batch_size` at a time (prompts of similar length together, so
+    little padding), in the given order: [{"text", "ended_turn"}]. Evaluations of any number of rows use it;
+    progress(done, total) after each batch. The model is held per batch, so chat replies can come between."""
+    return on_generation_thread(
+        _generate_many, loaded, conversations, use_adapter, max_new_tokens, max(1, batch_size), progress
+    )
+
+
+def _generate_many(loaded, conversations, use_adapter, max_new_tokens, batch_size, progress) -> list[dict]:
+    lengths = [
+        len(loaded.tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"])
+        for c in conversations
+    ]
+    order = sorted(range(len(conversations)), key=lambda i: lengths[i])
+    results: list[dict | None] = [None] * len(conversations)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        with answering_as(loaded, use_adapter):
+            texts, ends = generate_batch(
+                loaded.model, loaded.tokenizer, [conversations[i] for i in chunk], max_new_tokens, with_ends=True
+            )
+        for i, text, ended in zip(chunk, texts, ends):
+            results[i] = {"text": text, "ended_turn": ended}
+        progress(min(start + batch_size, len(order)), len(order))
+    return results
+
+
 def generate_once(
     loaded: LoadedChatModel, messages: list[dict], use_adapter: bool = True, max_new_tokens: int = 96
 ) -> dict:

@@ -79,7 +79,7 @@ def evaluate_run(
     progress: Progress = lambda f, m: None,
 ) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
-    from .chat import generate_once, load_chat_model
+    from .chat import generate_many, load_chat_model
     from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
@@ -89,24 +89,33 @@ def evaluate_run(
     scorer = choose_scorer([reference_answer(r) for r in splits.train], scorer_kind, pattern)
     progress(0.02, "Loading base model + adapter")
     loaded = load_chat_model(run)
-    result: dict = {"run": run_path(run).name, "dataset": config.dataset, "scorer": scorer, "created_at": time.time()}
-    loss_set = splits.validation[:loss_rows]
-    format_set = splits.validation[-count:] if count else []
+    held, held_name = splits.held_out()
+    result: dict = {
+        "run": run_path(run).name,
+        "dataset": config.dataset,
+        "scorer": scorer,
+        "created_at": time.time(),
+        "held_out": held_name,
+    }
+    loss_set = held[:loss_rows]
+    format_set = held[-count:] if count else []
     prompts = [prompt_messages(r) for r in format_set]
     references = [reference_answer(r) for r in format_set]
     for index, name in enumerate(("base", "tuned")):
         use_adapter = name == "tuned"
         started = time.time()
-        progress(0.05 + 0.45 * index, f"{name} model: held-out loss on {len(loss_set)} rows")
+        progress(0.05 + 0.45 * index, f"{name} model: held-out loss on {len(loss_set)} {held_name.split(' (')[0]}")
         entry = {"heldout": heldout_loss(loaded, loss_set, use_adapter, config.answers_only)}
-        replies = []
-        for i, prompt in enumerate(prompts):
-            progress(
-                0.15 + 0.45 * index + 0.35 * i / max(len(prompts), 1), f"{name} model: reply {i + 1}/{len(prompts)}"
-            )
-            replies.append(generate_once(loaded, prompt, use_adapter, EVAL_MAX_NEW_TOKENS)["text"])
+
+        def replied(done: int, total: int, index=index, name=name) -> None:
+            progress(0.15 + 0.45 * index + 0.35 * done / max(total, 1), f"{name} model: {done}/{total} replies")
+
+        replied(0, len(prompts))
+        answers = generate_many(loaded, prompts, use_adapter, EVAL_MAX_NEW_TOKENS, progress=replied) if prompts else []
+        replies = [a["text"] for a in answers]
         if scorer["kind"] != "none" and replies:
             entry["format"] = score_replies(replies, references, scorer)
+            entry["format"]["ended_turn"] = sum(a["ended_turn"] for a in answers) / len(answers)
         entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]
         entry["seconds"] = round(time.time() - started, 1)
         result[name] = entry

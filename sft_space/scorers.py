@@ -174,6 +174,7 @@ def score_json_replies(replies: list[str], references: list[str], schema: dict) 
     """Share of replies that are valid JSON, schema-valid, and equal to the reference on every field."""
     valid = schema_ok = exact = 0
     fields_right = fields_total = 0
+    per_field: dict[str, list[int]] = {}  # field -> [right, asked]
     failures = []
     for reply, reference in zip(replies, references):
         value = parse_json_object(reply)
@@ -183,7 +184,12 @@ def score_json_replies(replies: list[str], references: list[str], schema: dict) 
         schema_ok += not problems
         exact += value == expected
         fields_total += len(expected)
-        fields_right += sum(1 for k, v in expected.items() if value is not None and k in value and value[k] == v)
+        for key, wanted in expected.items():
+            right = value is not None and key in value and value[key] == wanted
+            fields_right += right
+            tally = per_field.setdefault(key, [0, 0])
+            tally[0] += right
+            tally[1] += 1
         if problems or value != expected:
             failures.append({"reply": reply, "expected": reference, "problems": problems})
     n = max(len(replies), 1)
@@ -193,5 +199,6 @@ def score_json_replies(replies: list[str], references: list[str], schema: dict) 
         "schema_valid": schema_ok / n,
         "all_fields_exact": exact / n,
         "field_accuracy": fields_right / max(fields_total, 1),
+        "fields": {key: right / asked for key, (right, asked) in per_field.items()},
         "failures": failures[:10],
     }

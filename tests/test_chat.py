@@ -130,3 +130,63 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
         trainer.wait()
     assert runs.generation_threads() is None
     assert chat.on_generation_thread(torch.get_num_threads) == every_core
+
+
+def test_probe_replies_with_the_adapter_merged_leave_training_where_it_was(tiny_model, tmp_path):
+    """During training the probes merge the adapter into the (fp32) weights to answer faster: the replies are
+    the unmerged model's, and afterwards every base weight is bit for bit as before, the LoRA weights still
+    train (require grad, no graph attached) and the forward pass gives the same logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sft_space.callbacks import ProbeCallback
+    from sft_space.run_writer import StopRequested
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained-looking adapter: replies differ from the base model's
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = tokenizer("Table for two at 7pm", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    probes = [[{"role": "user", "content": "Table for two at 7pm"}], [{"role": "user", "content": "Cancel my mugs"}]]
+    callback = ProbeCallback(tmp_path, probes, {}, StopRequested())
+    merged, merged_ends, _ = callback._generate(model, tokenizer, 12)
+    unmerged, unmerged_ends, _ = callback._generate(model, tokenizer, 12, merge=False)
+    with model.disable_adapter():
+        base, _, _ = callback._generate(model, tokenizer, 12, merge=False)
+    assert merged == unmerged and merged_ends == unmerged_ends
+    assert merged != base  # the adapter was in the merged replies
+    assert model.training
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.grad_fn is None and p.requires_grad == ("lora_" in name), name
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, logits)
+
+
+def test_many_replies_in_batches_keep_their_order_and_match_one_at_a_time(trained_run):
+    from sft_space.chat import generate_many, generate_once
+
+    loaded = load_chat_model(trained_run)
+    try:
+        prompts = [
+            [{"role": "user", "content": text}]
+            for text in ["Table for two at 7pm", "hi", "Please cancel my order of AA batteries. I'm Tom.", "ok"]
+        ]
+        seen = []
+        many = generate_many(loaded, prompts, True, 10, batch_size=3, progress=lambda d, t: seen.append((d, t)))
+        assert seen == [(3, 4), (4, 4)]
+        ones = [generate_once(loaded, p, True, 10) for p in prompts]
+        assert [m["text"] for m in many] == [o["text"] for o in ones]
+        assert [m["ended_turn"] for m in many] == [o["ended_turn"] for o in ones]
+    finally:
+        unload()

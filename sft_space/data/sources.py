@@ -4,7 +4,8 @@ Owns DatasetSplits (the rows to train and validate on, their format, notes, and 
 at), the demo choices, and load_dataset_source / load_for_run: read the source (`demo:NAME` from `bundled`, a
 local .jsonl/.json/.csv/.parquet file, or a Hub dataset through `hub`), detect or apply the format and normalise
 every row (`formats`), and split off validation rows (the data's own validation/test split, else a seeded
-share). It knows nothing about tokenizers, TRL's row shapes (`rows`) or what the model sees (`view`).
+share; a demo set's validation is carved from its training rows and its test split kept apart for the final
+score). It knows nothing about tokenizers, TRL's row shapes (`rows`) or what the model sees (`view`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class DatasetSplits:
     columns: list[str] = field(default_factory=list)  # the file's own column names
     preview: bool = False  # only the first rows of a Hub dataset, not split
     revision: str | None = None  # the commit sha a Hub dataset's rows were read at; None for demo sets and files
+    # A demo set's own test split: never trained on, never used to choose settings (validation is carved from the
+    # training rows instead), so a final score on it is honest. Empty for other data.
+    test: list[dict] = field(default_factory=list)
+
+    def held_out(self) -> tuple[list[dict], str]:
+        """The rows a finished run is scored on, and what to call them: the test split when there is one."""
+        if self.test:
+            return self.test, "test rows (never trained on nor used to choose settings)"
+        return self.validation, "validation rows"
 
     def format_label(self) -> str:
         return self.format if self.source_format == self.format else f"{self.source_format} -> {self.format}"
@@ -80,11 +90,13 @@ def load_dataset_source(
     notes = []
     own_split = True
     commit = None
+    test: list[dict] = []
     if source.startswith("demo:"):
+        # Validation comes from the training rows (below), so choosing settings on it never sees the test split.
         name = source.split(":", 1)[1]
-        train = read_rows(demo_split_path(name, "train"))
-        validation = read_rows(demo_split_path(name, "test"))
-        notes.append("validation = the set's own test split")
+        train, validation = read_rows(demo_split_path(name, "train")), []
+        test = read_rows(demo_split_path(name, "test"))
+        own_split = False
     elif is_hub_id(source) and preview:
         train, name, total, commit = preview_hub_rows(source, hub_config, revision, hub_split)
         validation = []
@@ -122,6 +134,7 @@ def load_dataset_source(
     check_custom(kind, columns, mapping, template)
     train, dropped, duplicates = normalise(train, kind, mapping, template)
     validation, dropped_v, _ = normalise(validation, kind, mapping, template)
+    test = normalise(test, kind, mapping, template)[0] if test else []
     if not own_split and not (preview and is_hub_id(source)):
         if len(train) < 2:
             raise ValueError(
@@ -132,6 +145,8 @@ def load_dataset_source(
         held = max(1, round(len(train) * validation_share))
         train, validation = train[held:], train[:held]
         notes.append(f"validation = a seeded {validation_share:.0%} hold-out")
+        if test:
+            notes.append(f"the set's {len(test)} test rows are kept for the final score (Evaluate)")
     if dropped + dropped_v:
         notes.append(f"{dropped + dropped_v} empty rows dropped")
     if duplicates:
@@ -140,6 +155,7 @@ def load_dataset_source(
     if trained_as == "messages":
         check_messages(train)
         check_messages(validation)
+        check_messages(test)
     return DatasetSplits(
         name=source,
         train=train,
@@ -150,6 +166,7 @@ def load_dataset_source(
         columns=columns,
         preview=preview and is_hub_id(source),
         revision=commit,
+        test=test,
     )
 
 

@@ -225,6 +225,8 @@ def say_time(rng: random.Random) -> tuple[str, str]:
         return f"at {spoken}", iso
     part = "in the morning" if hour24 < 12 else ("in the afternoon" if hour24 < 18 else "in the evening")
     if minute == 0:
+        if hour24 == 12:
+            return "at twelve noon", iso  # not "twelve o'clock in the afternoon"
         return f"at {HOUR_WORDS[hour12]} o'clock {part}", iso
     if minute == 30:
         return f"at half past {HOUR_WORDS[hour12]} {part}", iso
@@ -232,8 +234,7 @@ def say_time(rng: random.Random) -> tuple[str, str]:
         return f"at quarter past {HOUR_WORDS[hour12]} {part}", iso
     # quarter to the next hour
     nxt = hour24 + 1
-    nxt12 = nxt % 12 or 12
-    part = "in the morning" if nxt < 12 else ("in the afternoon" if nxt < 18 else "in the evening")
+    nxt12 = nxt % 12 or 12  # the part of the day is the time's own: 11:45 is "quarter to twelve in the morning"
     return f"at quarter to {HOUR_WORDS[nxt12]} {part}", f"{hour24:02d}:45"
 
 
@@ -327,7 +328,7 @@ def schedule_delivery(rng):
     n_say, n = say_name(rng)
     with_q = rng.random() < 0.5
     q_say, q = say_quantity(rng, 2, 20) if with_q else ("", None)
-    what = f"the {q_say} {item}" if with_q else f"my {item}"
+    what = f"{q_say} {item}" if with_q else f"my {item}"  # "a dozen yoga mats", never "the a dozen yoga mats"
     core = rng.choice(
         [
             f"Can you deliver {what} {d_say} {t_say}?",
