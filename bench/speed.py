@@ -228,7 +228,16 @@ class Bench:
         preset = self.quick_demo()
         batch, max_length = preset["per_device_train_batch_size"], preset["max_length"]
         total = args.warmup + args.steps
-        common = ["--model", "bundled", "--dataset", "demo:json-extract", "--max_steps", str(total)]
+        common = [
+            "--model",
+            "bundled",
+            "--dataset",
+            "demo:json-extract",
+            "--max_steps",
+            str(total),
+            "--train_minutes",
+            "0",
+        ]
         common += ["--eval_steps", "100000", "--save_steps", "100000", "--logging_steps", "1"]
         guide = ["--precision", "bf16", "--gradient_checkpointing", "on", "--learning_rate", "2e-5"]
         guide += ["--warmup_ratio", "0", "--answers_only", "false", "--lora_dropout", "0.05"]

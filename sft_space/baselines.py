@@ -235,7 +235,7 @@ def compare_with_prompting(
     scorer = choose_scorer([reference_answer(r) for r in splits.train], scorer_kind, pattern)
     instructions = instructions if instructions and instructions.strip() else default_instructions(scorer)
     examples = pick_shots(splits.train, shots, config.seed)
-    held = splits.validation[-count:]
+    held = splits.held_out()[0][-count:]  # a demo set's test split, else the validation rows (as Evaluate)
     references = [reference_answer(r) for r in held]
     progress(0.02, "Loading base model + adapter")
     loaded = load_chat_model(run)

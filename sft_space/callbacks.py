@@ -6,7 +6,9 @@ Imported by train.build_trainer only, when transformers is loaded anyway.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,18 +17,17 @@ from transformers import TrainerCallback
 from . import estimates, rundir
 from .chat import generate_batch
 from .run_writer import (
+    END_CHECK_MAX_NEW_TOKENS,
     INJECT_DISK_FULL_AT_SAVE,
     INJECT_OOM_AT_STEP,
     IS_MAIN_PROCESS,
+    PROBE_MAX_NEW_TOKENS,
     StopRequested,
     append_metric,
     log,
     write_status,
 )
 from .rundir import cancel_requested
-
-PROBE_MAX_NEW_TOKENS = 56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, not a score
-END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 
 
 def inject_disk_full(folder: Path) -> None:
@@ -83,15 +84,17 @@ class RunDirCallback(TrainerCallback):
         trained = step - self.first_step
         # wall seconds per step, evaluations and probe replies included: what the next run of this model waits
         pace = elapsed / trained if trained else None
+        last = self.status.get("timed_last_step") or state.max_steps  # a timed run: its predicted last step
         self.status.update(
             step=step,
+            max_steps=last,
             epoch=state.epoch,
             tokens_seen=tokens,
             tokens_per_second=self._tokens_per_second(state),
             elapsed_seconds=elapsed,
             steps_measured=trained,
             seconds_per_step=pace,
-            eta_seconds=(state.max_steps - step) * pace if pace and trained >= estimates.MEASURED_AFTER_STEPS else None,
+            eta_seconds=(last - step) * pace if pace and trained >= estimates.MEASURED_AFTER_STEPS else None,
             last_step_at=time.time(),
         )
         write_status(self.run_dir, **self.status)
@@ -234,7 +237,11 @@ class ProbeCallback(TrainerCallback):
                 with torch.no_grad():
                     merge_exactly(model)
                 merged = True
-            replies, ended = generate_batch(model, tokenizer, self.probes, max_new_tokens, with_ends=True)
+            # Training's bf16 autocast (accelerate wraps the model's forward in it) would cast every fp32 weight to
+            # bf16 again for each generated token on a CPU: replies without it are about twice as fast there.
+            on_cpu = model.device.type == "cpu"
+            with torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext():
+                replies, ended = generate_batch(model, tokenizer, self.probes, max_new_tokens, with_ends=True)
         finally:
             if merged:
                 with torch.no_grad():
@@ -321,3 +328,111 @@ class ProbeCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
         self.record(state, model, processing_class)
+
+
+class TimedSchedule(TrainerCallback):
+    """train_minutes: the learning rate follows the clock, not the step count. The schedule (warm-up, then linear
+    or cosine decay) runs over the time left for training — the run's limit, from the process's start, less a
+    reserve for the last evaluation and saving — or over the planned steps when those run out first. So the rate
+    reaches zero when the time is up on any machine, on the first run of a model as on later ones, without
+    knowing the pace beforehand; training then stops with a last evaluation and the run completes.
+
+    As the pace becomes known, status["timed_last_step"] is the predicted last step (the page's 'step 20/55' and
+    its ETA); state.max_steps stays the most the run may take, so the Trainer never stops on a prediction."""
+
+    def __init__(self, status: dict, warmup_ratio: float, kind: str) -> None:
+        self.status, self.warmup, self.kind = status, warmup_ratio, kind
+        from .process import seconds_running
+
+        budget = status["time_budget_seconds"]
+        self.reserve = min(max(TIMED_RESERVE_SHARE * budget, TIMED_RESERVE_MIN_SECONDS), TIMED_RESERVE_MAX_SECONDS)
+        running = seconds_running(os.getpid())  # from the process's start: its imports count too
+        origin = min(status["started_at"], time.time() - running) if running is not None else status["started_at"]
+        self.deadline = origin + budget - self.reserve
+        self.began = time.time()
+        self.steps = 0  # the most steps the run may take (epochs or max_steps): the schedule's other end
+        self.first_step = 0
+
+    def fraction(self, step: int) -> float:
+        """How far through the schedule: the larger of the time used and the steps done."""
+        by_time = (time.time() - self.began) / max(self.deadline - self.began, 1e-6)
+        by_steps = step / self.steps if self.steps else 0.0
+        return min(max(by_time, by_steps), 1.0)
+
+    def multiplier(self, step: int) -> float:
+        """The learning rate's share at `step` (LambdaLR's function; it passes the optimizer steps taken)."""
+        done = self.fraction(step)
+        if self.warmup and done < self.warmup:
+            return done / self.warmup
+        if self.kind == "constant_with_warmup":
+            return 1.0
+        rest = (done - self.warmup) / max(1.0 - self.warmup, 1e-6)
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * rest))
+        return max(0.0, 1.0 - rest)
+
+    def scheduler(self, optimizer, steps: int):
+        import torch
+
+        self.steps = steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.began = time.time()
+        self.first_step = state.global_step
+        self.status["timed_schedule"] = {
+            "train_until": round(self.deadline - self.status["started_at"], 1),
+            "reserve_seconds": round(self.reserve, 1),
+            "most_steps": state.max_steps,
+        }
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if self.fraction(step) >= 1.0:
+            if step < state.max_steps:
+                log.info("train for %g min: time is up at step %d; last evaluation and save", self.minutes, step)
+                self.status["timed_schedule"]["ended_at_step"] = step
+            state.max_steps = self.status["timed_last_step"] = step
+            control.should_training_stop = True
+            control.should_evaluate = bool(args.eval_strategy != "no")  # the last point of the validation curve
+            return control
+        done = step - self.first_step
+        if done >= estimates.MEASURED_AFTER_STEPS:  # the predicted last step, for the page's step count and ETA
+            per_step = (time.time() - self.began) / done
+            predicted = step + max(1, int((self.deadline - time.time()) / per_step))
+            self.status["timed_last_step"] = min(self.steps or predicted, predicted)
+        return control
+
+    @property
+    def minutes(self) -> float:
+        return self.status["time_budget_seconds"] / 60
+
+
+# The share of a timed run kept for its last evaluation, probe replies and saving (a 3-minute Quick demo on a
+# 2-core CPU: about 8 s of evaluation and probes, 12 s to save and check; 12% of 180 s is 21.6 s).
+TIMED_RESERVE_SHARE = 0.12
+TIMED_RESERVE_MIN_SECONDS = 10.0
+TIMED_RESERVE_MAX_SECONDS = 120.0
+
+
+def use_timed_schedule(trainer, config, status: dict) -> TimedSchedule | None:
+    """Give `trainer` the clock-driven schedule when the run trains for a number of minutes (not when resuming:
+    a resumed run finishes the steps its first part planned)."""
+    import types
+
+    if not config.train_minutes or not status.get("time_budget_seconds") or status.get("resumed_from"):
+        return None
+    timed = TimedSchedule(status, config.warmup_ratio, config.lr_scheduler_type)
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = timed.scheduler(optimizer or self.optimizer, num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    trainer.create_scheduler = types.MethodType(create_scheduler, trainer)
+    # before RunDirCallback, so the step count and ETA it writes already use the predicted last step
+    handler = trainer.callback_handler
+    at = next((i for i, cb in enumerate(handler.callbacks) if isinstance(cb, RunDirCallback)), len(handler.callbacks))
+    handler.callbacks.insert(at, timed)
+    return timed

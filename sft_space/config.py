@@ -388,21 +388,22 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
 # format to take hold. Names only: the page adds each preset's duration measured on this device.
 PRESETS: dict[str, dict[str, Any]] = {
     "Quick demo": dict(
-        max_steps=40,
+        train_minutes=3.0,  # start to finish; the steps are what fits (about 100 on a 2-core CPU)
+        max_steps=-1,
         num_train_epochs=1.0,
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=2,
         gradient_accumulation_steps=1,
-        learning_rate=4e-4,
+        learning_rate=1e-3,
         warmup_ratio=0.1,
         lr_scheduler_type="linear",
         logging_steps=2,
-        eval_steps=10,
-        save_steps=20,
+        eval_steps=40,
+        save_steps=40,
         max_length=256,
         packing=False,
         lora_r=16,
         lora_alpha=32,
-        lora_dropout=0.05,
+        lora_dropout=0.0,  # no dropout mask on 210 LoRA inputs per pass: 25% more tokens/s on a CPU
         lora_target_modules="all-linear",
         eval_max_rows=16,
     ),

@@ -131,6 +131,7 @@ METRIC_LABELS = {
     "schema_valid": "schema-valid JSON",
     "field_accuracy": "field accuracy",
     "all_fields_exact": "all fields exact",
+    "ended_turn": "ended its turn",
     "regex_match": "matches the pattern",
     "exact_match": "exact match",
 }
@@ -149,6 +150,11 @@ def summary_rows(result: dict) -> list[list[str]]:
                 fmt = (lambda v: f"{v:.0%}") if as_share else (lambda v: f"{v:.3f}" if v < 1000 else f"{v:.3g}")
                 better = (t < b) if key in LOWER_IS_BETTER else (t > b)
                 rows.append([label, fmt(b), fmt(t), "tuned" if better else ("same" if t == b else "base")])
+    base_fields = result["base"].get("format", {}).get("fields", {})
+    for key, t in result["tuned"].get("format", {}).get("fields", {}).items():
+        b = base_fields.get(key, 0.0)
+        better = "tuned" if t > b else ("same" if t == b else "base")
+        rows.append([f"field '{key}' right", f"{b:.0%}", f"{t:.0%}", better])
     return rows
 
 

@@ -21,6 +21,17 @@ def start_time(pid: int | None) -> int | None:
     return int(fields[19]) if len(fields) > 19 and fields[0] != "Z" else None
 
 
+def seconds_running(pid: int | None) -> float | None:
+    """How long the process has been running (from /proc: uptime less its start), or None where it cannot tell."""
+    ticks = start_time(pid)
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK")) if ticks is not None else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def pid_alive(pid: int | None, started: int | None = None) -> bool:
     """Is `pid` running and, when its start time `started` was recorded, still the same process?"""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:

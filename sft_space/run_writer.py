@@ -18,9 +18,9 @@ INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  #
 # tests only: the checkpoint save at this step fails half-written, as on a full disk (ENOSPC)
 INJECT_DISK_FULL_AT_SAVE = int(os.environ.get("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE", "0"))
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
-PROBE_MAX_NEW_TOKENS = (
-    56  # short (a json-extract answer is about 50 tokens): a probe shows behaviour, it is no evaluation
-)
+# Short, but room for the longest json-extract answer (57 tokens with a long name): a reply cut short would be
+# generated again, longer, by the end-of-turn check. A probe shows behaviour, it is no evaluation.
+PROBE_MAX_NEW_TOKENS = 64
 END_CHECK_MAX_NEW_TOKENS = 128  # the end-of-turn check after training gives replies room to finish
 # Under `accelerate launch` (several processes, one per GPU) only the main process writes the run directory.
 IS_MAIN_PROCESS = int(os.environ.get("RANK", "0")) == 0

@@ -207,6 +207,9 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
                 status.update(resumed_from=resumed_step, step=resumed_step)
                 log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
             write_status(run_dir, **status)
+            from .callbacks import use_timed_schedule
+
+            use_timed_schedule(trainer, config, status)  # train_minutes: the learning rate follows the clock
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             status["peak_memory"] = peak_memory()
             if stop.diverged:

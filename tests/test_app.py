@@ -34,7 +34,7 @@ TINY = dict(
 
 def test_dataset_preview_counts_rows(client):
     counts, table, *_ = client.predict(dataset="demo:json-extract", api_name="/preview_dataset")
-    assert "**640** train rows" in counts and "**120** validation rows" in counts
+    assert "**576** train rows · **64** validation rows · **120** test rows (kept for Evaluate)" in counts
     assert len(table["data"]) == 8 and table["data"][0][2].startswith('{"intent"')
 
 
@@ -51,11 +51,11 @@ def test_what_the_model_sees(client, tiny_model):
     )
     assert [piece["class_or_confidence"] for piece in view] == [None, "trained"], view  # prompt, then the answer
     assert view[1]["token"].startswith('{"intent"') and "<|im_end|>" in view[1]["token"]
-    assert "640 training rows" in stats and "longer than max_length 500" in stats
+    assert "576 training rows" in stats and "longer than max_length 500" in stats
     assert histogram["x_bin"] >= 1  # the page gets a plot update: its data, bin width and colours
     columns = histogram["value"]["columns"]
     bins = [row for row in histogram["value"]["data"] if row[columns.index("rows")] is not None]  # not the empty rows
-    assert sum(row[columns.index("rows")] for row in bins) == 640  # every training row in one bar
+    assert sum(row[columns.index("rows")] for row in bins) == 576  # every training row in one bar
     assert {row[columns.index("part")] for row in bins} == {"within max_length"}  # nothing is past 500 tokens
     with pytest.raises(Exception, match="Row 9999 does not exist"):
         client.predict(

@@ -33,8 +33,8 @@ def page(page_url):
 def test_steps_in_order_and_data_preview(page, tmp_path):
     tabs = [t.inner_text().strip() for t in page.locator("[role=tab]").all()]
     assert tabs[:4] == ["1 Data", "2 Model", "3 Train", "4 Chat"]
-    page.wait_for_selector("#dataset-counts >> text=640", timeout=20_000)
-    assert "120" in page.locator("#dataset-counts").inner_text()
+    page.wait_for_selector("#dataset-counts >> text=576", timeout=20_000)
+    assert "64 validation rows · 120 test rows" in page.locator("#dataset-counts").inner_text()
     page.screenshot(path=str(tmp_path / "data.png"))
 
 

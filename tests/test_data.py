@@ -14,9 +14,11 @@ from sft_space.scorers import schema_errors
 
 def test_demo_sets_have_the_promised_sizes():
     json_extract = load_dataset_source("demo:json-extract")
-    assert len(json_extract.train) >= 600 and len(json_extract.validation) >= 100
+    # validation is carved from the 640 training rows; the 120 test rows are kept apart for the final score
+    assert (len(json_extract.train), len(json_extract.validation), len(json_extract.test)) == (576, 64, 120)
+    assert json_extract.held_out()[0] == json_extract.test
     pirate = load_dataset_source("demo:pirate-chat")
-    assert len(pirate.train) + len(pirate.validation) >= 100
+    assert len(pirate.train) + len(pirate.validation) >= 100 and len(pirate.test) == 15
     rows = pirate.train + pirate.validation
     assert any(len([m for m in r["messages"] if m["role"] == "user"]) > 1 for r in rows), "some multi-turn"
     assert any(r["messages"][0]["role"] == "system" for r in rows), "some with a system prompt"
@@ -35,10 +37,11 @@ def test_json_extract_answers_follow_the_schema_and_normalise():
     requests = [r["messages"][0]["content"] for r in rows]
     assert any("half past" in q for q in requests) and any("dozen" in q for q in requests)
     assert len(set(requests)) == len(requests)
-    train_requests = set(requests)
-    assert not train_requests & {
-        r["messages"][0]["content"] for r in load_dataset_source("demo:json-extract").validation
-    }
+    splits = load_dataset_source("demo:json-extract")
+    validation = {r["messages"][0]["content"] for r in splits.validation}
+    test = {r["messages"][0]["content"] for r in splits.test}
+    # no row in two places: settings chosen on validation never see a test row, nor a training row
+    assert not set(requests) & validation and not set(requests) & test and not validation & test
 
 
 def test_local_jsonl_gets_a_seeded_holdout(tmp_path):

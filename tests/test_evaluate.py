@@ -47,6 +47,7 @@ def test_scores_count_valid_schema_and_fields():
     assert scores["schema_valid"] == 0.5
     assert scores["all_fields_exact"] == 0.25
     assert scores["field_accuracy"] == (6 + 5 + 0 + 1) / 24
+    assert scores["fields"] == {"intent": 0.75, "name": 0.5, "date": 0.5, "time": 0.25, "quantity": 0.5, "item": 0.5}
     assert len(scores["failures"]) == 3
 
 
@@ -105,7 +106,15 @@ def test_evaluate_command_writes_base_and_tuned_results(trained_run):
         heldout = saved[name]["heldout"]
         assert math.isfinite(heldout["loss"]) and heldout["rows"] == 6 and heldout["tokens"] > 0
         assert saved[name]["format"]["count"] == 3
+        assert 0 <= saved[name]["format"]["ended_turn"] <= 1 and set(saved[name]["format"]["fields"]) >= {"intent"}
     assert saved["tuned"]["heldout"]["loss"] < saved["base"]["heldout"]["loss"]  # three steps already help
+    # a demo set is scored on its test split: rows no training or setting choice ever saw
+    assert saved["held_out"].startswith("test rows")
+    test_rows = (ROOT / "sft_space/demo_data/json-extract.test.jsonl").read_text().splitlines()
+    assert [e["prompt"] for e in saved["tuned"]["examples"]] == [
+        json.loads(line)["messages"][0]["content"] for line in test_rows[-3:]
+    ]
+    assert "field 'intent' right" in result.stdout
 
 
 def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):

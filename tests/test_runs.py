@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from sft_space import estimates, rundir, runs
-from sft_space.config import RunConfig
+from sft_space.config import RunConfig, preset_config
 from sft_space.ui import text
 
 from helpers import wait_until
@@ -93,7 +93,8 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     from sft_space.models import device_name
     from sft_space.ui.train_tab import preset_label
 
-    assert "time: measuring…" in preset_label("Quick demo", str(tiny_model) + "-never-trained")
+    assert preset_label("Quick demo", str(tiny_model) + "-never-trained") == "Quick demo · 3 min"  # its own time
+    assert "time: measuring…" in preset_label("Full epoch", str(tiny_model) + "-never-trained")
     run_id = runs.start_run(tiny_config(tiny_model, max_steps=8, run_name="pace"))
     status = runs.wait_for(run_id, timeout=300)
     assert status["state"] == "completed", status
@@ -119,8 +120,11 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     assert timed_status["time_budget_seconds"] == pytest.approx(minutes * 60)
     assert estimates.measured_pace("someone/other-model") is None
     assert estimates.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device
-    label = preset_label("Quick demo", str(tiny_model))
-    assert label.startswith("Quick demo · 40 steps · ") and ("under 1 min" in label or " min" in label), label
+    label = preset_label("Full epoch", str(tiny_model))
+    assert label.startswith("Full epoch · 1 epoch · ") and ("under 1 min" in label or " min" in label), label
+    # a timed preset: its minutes, and the steps that fit at this model's pace here
+    fitted = estimates.steps_in(preset_config("Quick demo", model=str(tiny_model)), 180)[0]
+    assert preset_label("Quick demo", str(tiny_model)) == f"Quick demo · 3 min · about {fitted} steps here"
 
 
 def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, sft_home):

@@ -151,3 +151,31 @@ def test_the_base_models_probe_replies_follow_the_first_loss_and_are_reused(tiny
     assert train_log.index("step 1:") < train_log.index("base model's probe replies: answered")
     assert again["step"] == 0 and again["cached"] is True and again["seconds"] == 0.0
     assert again["replies"] == first["replies"] and again["ended"] == first["ended"]
+
+
+def test_train_for_minutes_ends_the_schedule_when_the_time_is_up(tiny_model, tmp_path):
+    """train_minutes on a first run (no pace measured): the learning rate follows the clock, warms up, falls to
+    zero as the time runs out, and the run completes with a last evaluation inside its time, with far fewer steps
+    than its epochs allow."""
+    run_dir = tmp_path / "timed"
+    flags = [*TINY_FAST, "--eval_steps", "1000", "--save_steps", "1000", "--warmup_ratio", "0.2"]
+    result = run_cli(
+        "--model", str(tiny_model), "--output_dir", str(run_dir), *flags,
+        "--max_steps", "-1", "--num_train_epochs", "100", "--train_minutes", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "completed", status  # the schedule ended: not stopped by the hard limit
+    timed = status["timed_schedule"]
+    ended = timed["ended_at_step"]
+    assert 5 < ended < timed["most_steps"] == 100 * 576 // 2  # 576 training rows, 2 a step
+    assert status["step"] == status["max_steps"] == ended
+    assert status["elapsed_seconds"] <= 30 and status["time_budget_seconds"] == 30
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [m["learning_rate"] for m in metrics if "learning_rate" in m]
+    peak = max(rates)
+    assert peak == pytest.approx(0.005, rel=0.25)  # warm-up reached the rate asked for
+    top = rates.index(peak)
+    assert 0 < top < len(rates) - 1 and rates[0] < peak  # up during the warm-up, then down
+    assert all(b <= a for a, b in zip(rates[top:], rates[top + 1 :])) and rates[-1] < 0.15 * peak
+    assert metrics[-1]["step"] == ended and any(m.get("step") == ended and "eval_loss" in m for m in metrics)

@@ -65,13 +65,12 @@ def estimate_memory(
         if device.kind == "cuda"
         else "fp32"
     )
-    # 16-bit activations on a GPU. CPU autocast keeps fp32 activations around the bf16 matmuls and caches a bf16
-    # copy of each weight: measured on the Quick demo, bf16 used more memory than fp32 there (4.1 vs 3.4 GiB).
+    # 16-bit activations on a GPU; counted at 4 bytes on a CPU (autocast keeps some in fp32 there). bf16 training
+    # keeps the frozen weights in bf16 on a GPU and on a CPU (models.training_dtype; the Quick demo's peak: 2.0 GB
+    # with bf16 weights, 2.5 GB with fp32 ones).
     value = 2 if precision in ("bf16", "fp16") and device.kind == "cuda" else 4
     quantized = getattr(config, "quantization", "none") == "4bit"
-    weight_bytes = 0.55 if quantized else (2 if device.kind == "cuda" and precision == "bf16" else 4)
-    if device.kind == "cpu" and precision == "bf16":
-        weight_bytes += 2
+    weight_bytes = 0.55 if quantized else (2 if device.kind in ("cuda", "cpu") and precision == "bf16" else 4)
     weights = int(facts.parameters * weight_bytes)
     adapter = facts.lora_parameters(config.lora_r, config.target_module_list()) * 16  # fp32 weight+grad+2 Adam moments
     tokens = config.per_device_train_batch_size * config.max_length

@@ -42,6 +42,7 @@ def preview(*values):
         "**Preview** (training reads the whole dataset and its splits)"
         if splits.preview
         else f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows"
+        + (f" · **{len(splits.test)}** test rows (kept for Evaluate)" if splits.test else "")
     )
     counts = (
         f"{sizes} · "

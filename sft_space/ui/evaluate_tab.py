@@ -39,8 +39,9 @@ def show(result: dict | None):
     }[kind]
     loss_rows = result["tuned"]["heldout"]["rows"]
     count = result["tuned"].get("format", {}).get("count", 0)
+    held = result.get("held_out", "validation rows")
     text = (
-        f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} validation rows; "
+        f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} {held}; "
         f"{count} held-out prompts answered greedily by each model, {about}."
     )
     failures = result["tuned"].get("format", {}).get("failures", [])
@@ -55,7 +56,9 @@ def load_existing(run_id: str | None, visitor: str | None):
     if run_id and not runs.visible_run(run_id, visitor):
         run_id = None
     saved = saved_eval(run_id)
+    scored = saved.get("tuned", {}).get("format", {}).get("count") if "base" in saved else None
     return (
+        gr.update(value=scored) if scored else gr.update(),  # the count this run was last scored on
         *show(saved if "base" in saved else None),
         *show_baselines(saved.get("baselines")),
         instructions_for(run_id, saved),
@@ -166,7 +169,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
             label="Held-out prompts",
             scale=1,
             elem_id="eval-count",
-            info="Answered by each model; about 2 s each on CPU.",
+            info="Answered by each model, 16 at a time; more than the held-out rows scores all of them.",
         )
         scorer = gr.Dropdown(
             choices=SCORERS,
@@ -236,6 +239,6 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     run.change(
         load_existing,
         [run, visitor],
-        [about, table, failures, verdict, baseline_table, checks, *charts, instructions],
+        [count, about, table, failures, verdict, baseline_table, checks, *charts, instructions],
         api_name=False,
     )
