@@ -108,15 +108,15 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     if device_name().startswith("CPU"):  # on a CPU a step with twice the rows takes about twice as long
         doubled = estimates.estimate_seconds(str(tiny_model), 8, rows=2 * 2)  # the run trained 2 rows a step
         assert doubled - estimate == pytest.approx(8 * status["seconds_per_step"], rel=0.01)
-    # "train for N minutes": the steps that fit at that pace (the schedule ends with the time), stopped at the limit
+    # "train for N minutes": the steps expected to fit at that pace; the clock ends the run (it completes)
     minutes = (status["startup_seconds"] + status["finish_seconds"] + 5.5 * status["seconds_per_step"]) / 60
     timed = runs.start_run(
         tiny_config(tiny_model, max_steps=-1, num_train_epochs=1.0, train_minutes=minutes, run_name="minutes")
     )
     timed_status = runs.wait_for(timed, timeout=300)
-    assert timed_status["state"] in ("completed", "stopped"), timed_status
-    assert timed_status["minutes_plan"]["steps"] == 5 and timed_status["max_steps"] == 5
-    assert timed_status["minutes_plan"]["from_run"] == run_id
+    assert timed_status["state"] == "completed", timed_status
+    assert timed_status["minutes_plan"]["steps"] == 5 and timed_status["minutes_plan"]["from_run"] == run_id
+    assert 1 <= timed_status["step"] == timed_status["timed_schedule"]["ended_at_step"] <= 5
     assert timed_status["time_budget_seconds"] == pytest.approx(minutes * 60)
     assert estimates.measured_pace("someone/other-model") is None
     assert estimates.measured_pace(str(tiny_model), device="another device") is None  # a pace holds for its device

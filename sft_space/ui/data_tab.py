@@ -133,7 +133,8 @@ def build(demo: gr.Blocks):
         value=0.1,
         label="Validation share",
         elem_id="validation-share",
-        info="Held out (seeded) when the data has no validation or test split of its own.",
+        info="Held out (seeded) when the data has no validation or test split of its own; a demo set's "
+        "validation rows come from its training rows (its test split is kept for Evaluate).",
     )
     with gr.Accordion("Your own columns or template (formats 'columns' and 'template')", open=False):
         with gr.Row():
