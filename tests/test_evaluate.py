@@ -127,3 +127,30 @@ def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "has no saved adapter" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_evaluate_tab_remembers_each_runs_count(monkeypatch):
+    """Choosing a run shows its saved evaluation and puts back the number of prompts it was scored on."""
+    from sft_space.ui import evaluate_tab
+
+    saved = {
+        "run": "r",
+        "dataset": "demo:json-extract",
+        "held_out": "test rows (never trained on nor used to choose settings)",
+        "scorer": {"kind": "json-schema"},
+        "base": {"heldout": {"loss": 2.0, "perplexity": 7.4, "rows": 60}, "format": {"count": 120, "valid_json": 0}},
+        "tuned": {
+            "heldout": {"loss": 0.1, "perplexity": 1.1, "rows": 60},
+            "format": {"count": 120, "valid_json": 1.0, "fields": {"time": 0.9}},
+        },
+    }
+    monkeypatch.setattr(evaluate_tab.runs, "visible_run", lambda run_id, visitor: True)
+    monkeypatch.setattr(evaluate_tab.rundir, "read_eval", lambda run_id: saved)
+    monkeypatch.setattr(evaluate_tab, "instructions_for", lambda run_id, saved: "")
+    count, about, table, *_ = evaluate_tab.load_existing("r", None)
+    assert count["value"] == 120
+    assert "held-out loss on 60 test rows (never trained on" in about and "120 held-out prompts" in about
+    assert ["field 'time' right", "0%", "90%", "tuned"] in table
+    monkeypatch.setattr(evaluate_tab.rundir, "read_eval", lambda run_id: {})
+    count, about, *_ = evaluate_tab.load_existing("r", None)
+    assert "value" not in count and "No evaluation for this run yet" in about  # the field keeps what it holds

@@ -350,6 +350,10 @@ def test_newcomer_path(browser_page, hub, model_folder):
         what="the evaluation table",
     )
     assert re.search(r"\d+\.\d{3}", page.locator("#eval-table").inner_text())
+    # a demo set is scored on its test split (never trained on), per field, with the share of ended turns
+    about = page.locator("#eval-about").inner_text()
+    assert "test rows (never trained on nor used to choose settings)" in about and "4 held-out prompts" in about
+    assert all(f"field '{f}' right" in page.locator("#eval-table").inner_text() for f in ("intent", "time"))
     page.locator("#compare-baselines").click()
     wait_until(lambda: chart(page, "baseline-chart-0")["axes"], timeout=240, poll=0.5, what="the prompting comparison")
     table = page.locator("#baseline-table").inner_text()
