@@ -136,7 +136,6 @@ def advance_queue() -> str | None:
             return None
         run_id = waiting[0]
         status = read_status(run_id)
-        write_status(run_id, launched_at=time.time())
         _launch(run_id, ["--resume", str(run_path(run_id))] if status.get("resume") else [str(run_path(run_id))])
         return run_id
 
@@ -366,8 +365,11 @@ def _launch(run_id: str, arguments: list[str]) -> None:
             start_new_session=True,  # its own process group: a Ctrl-C in the app's terminal does not kill it
         )
     _children[run_id] = proc
-    # recorded at once, under the queue lock: from here on a pid with another start time is not this run's
-    write_status(run_dir, pid=proc.pid, pid_started=start_time(proc.pid))
+    # recorded at once, under the queue lock: from here on a pid with another start time is not this run's. Marked
+    # launched only now that its process is known: a status check without the lock (a visitor's Start checking
+    # their share) between the two once found a launched run without a process, marked it interrupted, and let
+    # the same visitor start a second run beside it
+    write_status(run_dir, launched_at=time.time(), pid=proc.pid, pid_started=start_time(proc.pid))
 
 
 def _signal_stop(run: str | Path, status: dict) -> None:

@@ -185,6 +185,7 @@ def app_settings(tiny_model, steps: int, **changes) -> dict:
         eval_max_rows=4,
         save_steps=1000,
         max_steps=steps,
+        train_minutes=0,  # a number of steps, not the Quick demo's 3 minutes (the page's default)
     )
     return {**base, **changes}
 

@@ -30,6 +30,7 @@ TRAIN_COLOUR, VALIDATION_COLOUR = "#2563eb", "#f97316"
 
 # A run of the tiny model long enough to be watched (a few hundred steps of about 50 ms) and stopped half-way.
 SETTINGS = {
+    "train_minutes": 0,  # steps, not the Quick demo's 3 minutes: the run is stopped and resumed by its step
     "max_steps": 600,
     "per_device_train_batch_size": 2,
     "max_length": 128,
@@ -174,7 +175,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
     page, problems = browser_page
 
     # 1 Data: the demo set is preselected and previewed
-    page.wait_for_selector("#dataset-counts >> text=640", timeout=30_000)
+    page.wait_for_selector("#dataset-counts >> text=576", timeout=30_000)
     assert "120" in page.locator("#dataset-counts").inner_text()
     assert '"intent"' in page.locator("#dataset-preview").inner_text()  # the first rows, as a table
     shot(page, "01-data")
@@ -195,7 +196,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
     page.get_by_role("button", name="What the model sees").click()
     page.locator("#inspect").click()
     page.wait_for_selector("#inspect-stats >> text=training rows", timeout=60_000)
-    assert "640 training rows" in page.locator("#inspect-stats").inner_text()
+    assert "576 training rows" in page.locator("#inspect-stats").inner_text()
     assert "trained" in page.locator("#inspect-view").inner_text()
     wait_until(
         lambda: page.evaluate("() => document.querySelectorAll('#length-histogram g.mark-rect path').length"),
@@ -206,9 +207,9 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert_numeric_axes(page, "length-histogram")
     shot(page, "01b-what-the-model-sees")
 
-    # 3 Train: the preset says its duration is not measured yet; the chart is empty before the run
+    # 3 Train: the Quick demo says its time (the steps that fit are not measured yet); the chart is empty
     page.get_by_role("tab", name="3 Train").click()
-    assert "measuring" in page.locator("#preset input").input_value()
+    assert page.locator("#preset input").input_value() == "Quick demo · 3 min"
     assert points(page, "loss-chart") == 0
     for group in ("Batch", "Learning rate", "Monitoring", "Sequence"):
         open_group(page, group)

@@ -146,7 +146,7 @@ def test_on_a_space_typed_paths_reach_no_server_file(tmp_path, monkeypatch, tiny
     upload.parent.mkdir(parents=True, exist_ok=True)
     upload.write_text(secret.read_text())
     assert "format" in preview(str(upload))[0]  # the visitor's own upload is fine
-    assert "640" in preview("demo:json-extract")[0]
+    assert "576" in preview("demo:json-extract")[0]
     with pytest.raises(gr.Error, match="bundled one or a Hub model id"):
         visitor_model(str(tiny_model))
     assert visitor_model("bundled") == "bundled" and visitor_model("acme/tiny") == "acme/tiny"
