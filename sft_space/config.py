@@ -66,8 +66,8 @@ class RunConfig:
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 uses epochs (max_steps).", "Duration")
     train_minutes: float = _f(
         0.0,
-        "Train for at most this many minutes, start to finish (0 = no limit): the steps that fit, from this "
-        "model's pace measured on this device; the run stops and saves at the limit.",
+        "Train for this many minutes, start to finish (0 = no limit): the learning rate's warm-up and decay "
+        "follow the clock and end with the time; the run completes with a last evaluation.",
         "Duration",
         low=0,
         high=24 * 60,

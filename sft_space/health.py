@@ -22,7 +22,12 @@ GAP_MIN_TRAIN_DROP = 0.1  # ...and only once training loss has fallen by at leas
 PLATEAU_MIN_STEPS = 30  # "a fair number of steps" before calling a run stuck
 PLATEAU_MIN_DROP = 0.05  # less than 5% below the starting loss after that = not learning
 MEMORISATION_LOSS = 0.02  # a training loss this low usually means answers are being recited, not learned
-SPIKE_FACTOR = 2.0  # a training loss above this multiple of the recent median is a spike
+SPIKE_FACTOR = 2.0  # a training loss above this multiple of the recent median is a spike...
+# ...and this much above it: near zero, one harder batch doubles the loss (0.04 -> 0.13 on a healthy Quick demo)
+SPIKE_MIN_RISE = 0.25
+# memorisation with a validation curve: the validation loss this many times the training loss, and this far above
+MEMORISATION_GAP_FACTOR = 3.0
+MEMORISATION_MIN_GAP = 0.1
 SPIKE_WINDOW = 5  # logged points that make up "recent"
 GRAD_EXPLODE_FACTOR = 10.0  # a gradient norm this many times its early median is exploding
 
@@ -76,7 +81,7 @@ def diagnose(records: list[dict], learning_rate: float | None = None) -> list[Fi
         for i in range(SPIKE_WINDOW, len(train)):
             recent = statistics.median(v for _, v in train[i - SPIKE_WINDOW : i])
             step, value = train[i]
-            if recent > 0 and value > SPIKE_FACTOR * recent:
+            if recent > 0 and value > SPIKE_FACTOR * recent and value - recent >= SPIKE_MIN_RISE:
                 findings.append(
                     Finding(
                         "instability",
@@ -162,7 +167,14 @@ def diagnose(records: list[dict], learning_rate: float | None = None) -> list[Fi
                 )
             )
 
-    if train and train[-1][1] < MEMORISATION_LOSS:
+    # Recited, not learned: the training loss near zero while the validation loss (when there is one) stays well
+    # above it; both near zero is a task learned (a healthy Quick demo: 0.010 and 0.026).
+    last_eval = evals[-1][1] if evals else None
+    low = train[-1][1] if train else None
+    reciting = low is not None and (
+        last_eval is None or (last_eval > MEMORISATION_GAP_FACTOR * low and last_eval - low >= MEMORISATION_MIN_GAP)
+    )
+    if reciting and low < MEMORISATION_LOSS:
         findings.append(
             Finding(
                 "memorisation",

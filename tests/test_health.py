@@ -54,6 +54,15 @@ def test_not_learning_after_a_fair_number_of_steps():
 def test_memorisation_extremely_low_training_loss():
     records = curve([1.0, 0.5, 0.2, 0.05, 0.01, 0.005])
     assert "memorisation" in signs(records)
+    # with validation: only while the validation loss stays well above it (recited, not learned)
+    assert "memorisation" in signs(curve([1.0, 0.5, 0.2, 0.05, 0.01, 0.005], evals=[0.9, 0.6], eval_every=6))
+    learned = curve([1.0, 0.5, 0.2, 0.05, 0.01, 0.005], evals=[0.3, 0.026], eval_every=6)  # a healthy Quick demo
+    assert signs(learned) == ["healthy"]
+
+
+def test_a_small_wobble_near_zero_is_no_spike():
+    """A Quick demo at loss 0.04 meets one harder batch at 0.13: three times the median, but no instability."""
+    assert signs(curve([2.0, 1.0, 0.3, 0.05, 0.04, 0.04, 0.03, 0.04, 0.134, 0.04])) == ["healthy"]
 
 
 def test_instability_spike_exploding_gradient_and_nan():
