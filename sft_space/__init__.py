@@ -13,6 +13,11 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
+# In the home folder while the app generates (chat, evaluation) beside a run training on the CPU: the training
+# process then trains on one thread less (written by chat, read by callbacks).
+GENERATING_MARK = "generating"
+GENERATING_MARK_FRESH_SECONDS = 600  # an older mark was left by an app that died mid-reply: ignored
+
 
 def home() -> Path:
     """Where runs and converted models live: $SFT_SPACE_HOME, else /data on a Space with storage, else ~/.cache."""

@@ -48,6 +48,7 @@ class RunDirCallback(TrainerCallback):
         self.train_started = time.time()
         self.eval_seconds = 0.0
         self.first_step = self.first_tokens = 0  # where this process began (above 0 when resuming)
+        self.cpu_threads: int | None = None  # the threads training has on a CPU (None: not on a CPU)
 
     def _tokens(self, state) -> int:
         return int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -60,7 +61,11 @@ class RunDirCallback(TrainerCallback):
         paused = self.eval_seconds + self.status.get("probe_seconds", 0.0)  # evaluation and probe replies
         return max(1e-6, time.time() - self.train_started - paused)
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        on_cpu = model is not None and next(model.parameters()).device.type == "cpu" and torch.get_num_threads() > 1
+        self.cpu_threads = torch.get_num_threads() if on_cpu else None
         self.train_started = time.time()
         self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace
         self.first_tokens = self._tokens(state)
@@ -71,7 +76,25 @@ class RunDirCallback(TrainerCallback):
         )
         write_status(self.run_dir, **self.status)
 
+    def _share_the_cpu(self) -> None:
+        """One thread less while the app generates beside this run on the CPU (its GENERATING_MARK), all of them
+        otherwise: the two never share a core (sharing, each ran at a third to a half of its speed)."""
+        import torch
+
+        from . import GENERATING_MARK, GENERATING_MARK_FRESH_SECONDS, home
+
+        if self.cpu_threads is None:
+            return
+        try:
+            generating = time.time() - (home() / GENERATING_MARK).stat().st_mtime < GENERATING_MARK_FRESH_SECONDS
+        except OSError:
+            generating = False
+        wanted = max(1, self.cpu_threads - 1) if generating else self.cpu_threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
     def on_step_begin(self, args, state, control, **kwargs):
+        self._share_the_cpu()
         if INJECT_OOM_AT_STEP and state.global_step + 1 >= INJECT_OOM_AT_STEP:
             import torch  # a test hook: real memory exhaustion cannot be produced on demand
 

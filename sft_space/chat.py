@@ -78,10 +78,25 @@ def on_generation_thread(function: Callable[..., Any], *args: Any, **kwargs: Any
 def _with_threads(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     import torch
 
-    wanted = generation_threads() or _default_threads()
+    capped = generation_threads()
+    wanted = capped or _default_threads()
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
-    return function(*args, **kwargs)
+    if not capped:
+        return function(*args, **kwargs)
+    # A run trains on this CPU: say so while this work runs, so the training process gives up a core meanwhile
+    # (callbacks.RunDirCallback reads the mark at each step): one thread each, no core shared by two.
+    from . import GENERATING_MARK, home
+
+    mark = home() / GENERATING_MARK
+    try:
+        mark.touch()
+    except OSError:
+        pass
+    try:
+        return function(*args, **kwargs)
+    finally:
+        mark.unlink(missing_ok=True)
 
 
 @functools.cache

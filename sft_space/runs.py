@@ -338,12 +338,6 @@ def training_env(run_id: str | None = None) -> dict[str, str]:
     behind (a visitor's run reads the Hub as nobody, like the visitor's page does), and a signed-in visitor's own
     token (and backup repo) goes in for their run."""
     env = {**os.environ, "SFT_SPACE_LOG_CAPTURED": "1", "PYTHONUNBUFFERED": "1"}
-    if device_kind() == "cpu":
-        # OpenMP threads that wait spin only briefly before they sleep. Spinning long (the default) starves the
-        # app's replies beside training on a 2-core CPU (training 73 tokens/s and replies 17 tokens/s together);
-        # never spinning (OMP_WAIT_POLICY=PASSIVE) costs training alone a fifth at the Quick demo's batch of 2
-        # (152 vs 195 tokens/s). 300 spins: 173 alone, and 112 + 21 beside replies (PASSIVE: 117 + 21).
-        env.setdefault("GOMP_SPINCOUNT", "300")
     env.pop(BACKUP_REPO_VARIABLE, None)
     env.pop("SFT_SPACE_SECRET", None)  # signs visitor ids: the app's alone
     if public():

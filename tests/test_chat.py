@@ -2,6 +2,7 @@
 
 import torch
 
+from sft_space import GENERATING_MARK, home
 from sft_space.chat import answering_as, generate_batch, load_chat_model, reply, stream_reply, unload
 
 
@@ -124,12 +125,45 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
         assert runs.generation_threads() == 1
         assert chat.on_generation_thread(torch.get_num_threads) == 1
         assert chat.on_generation_thread(lambda: threading.current_thread().name).startswith(chat.GENERATION_THREAD)
-        assert runs.training_env()["GOMP_SPINCOUNT"] == "300"  # its waiting threads spin briefly, then sleep
+        # while the app generates, the mark says so: the training process then trains on one thread less
+        mark = home() / GENERATING_MARK
+        assert chat.on_generation_thread(mark.exists) and not mark.exists()
     finally:
         trainer.kill()
         trainer.wait()
     assert runs.generation_threads() is None
     assert chat.on_generation_thread(torch.get_num_threads) == every_core
+    assert not chat.on_generation_thread(mark.exists)  # no run trains: no mark
+
+
+def test_training_gives_up_a_core_while_the_app_generates(tmp_path, monkeypatch):
+    """The training side of the mark: one thread less at the next step while it is fresh, all of them again after."""
+    import os
+
+    from sft_space.callbacks import RunDirCallback
+    from sft_space.run_writer import StopRequested
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    before = torch.get_num_threads()
+    callback = RunDirCallback(tmp_path, {"started_at": 0.0}, StopRequested())
+    callback.cpu_threads = 2
+    mark = tmp_path / GENERATING_MARK
+    try:
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 2
+        mark.touch()
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 1
+        os.utime(mark, (0, 0))  # left behind by an app that died mid-reply long ago: ignored
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 2
+        mark.touch()
+        callback._share_the_cpu()
+        mark.unlink()
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_probe_replies_with_the_adapter_merged_leave_training_where_it_was(tiny_model, tmp_path):
