@@ -29,6 +29,7 @@ TINY = dict(
     save_steps=100,
     learning_rate=0.005,
     max_steps=4,
+    train_minutes=0,  # steps, not the page's default (the Quick demo's 3 minutes)
 )
 
 

@@ -116,11 +116,12 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
     from sft_space import chat, runs
 
     monkeypatch.setattr(runs, "device_kind", lambda: "cpu")
+    monkeypatch.setattr(runs, "_children", {})  # only this test's stand-in for a training run, not other tests'
     monkeypatch.setattr(chat, "generation_threads", runs.generation_threads)
     every_core = chat.on_generation_thread(torch.get_num_threads)
     assert every_core == chat._default_threads()
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    monkeypatch.setitem(runs._children, "a-training-run", trainer)
+    runs._children["a-training-run"] = trainer
     try:
         assert runs.generation_threads() == 1
         assert chat.on_generation_thread(torch.get_num_threads) == 1

@@ -299,11 +299,11 @@ def test_newcomer_path(browser_page, hub, model_folder):
     assert "100.0%" in page.locator("#run-progress .fill").first.get_attribute("style").replace(" ", "")
     shot(page, "06-train-completed")
 
-    # the preset now shows the measured duration for this model
+    # the preset now shows the steps that fit in its 3 minutes at the pace measured for this model
     page.get_by_role("tab", name="2 Model").click()
     page.get_by_role("tab", name="3 Train").click()
     wait_until(
-        lambda: re.search(r"(about \d+|under 1) min", page.locator("#preset input").input_value()),
+        lambda: re.search(r"3 min · about \d+ steps here", page.locator("#preset input").input_value()),
         timeout=20,
         poll=0.5,
         what="the preset to show a measured duration",
