@@ -72,10 +72,11 @@ def measured_pace(model: str | None, device: str | None = None) -> dict | None:
     return None
 
 
-def steps_in(config: RunConfig, seconds: float) -> tuple[int, dict] | None:
+def steps_in(config: RunConfig, seconds: float, pace: dict | None = None) -> tuple[int, dict] | None:
     """The steps of `config` that fit in `seconds` of wall time, start-up and finishing included, at its model's
-    pace measured on this device (never more than the run plans by itself); None while no pace is measured."""
-    pace = measured_pace(config.model)
+    pace measured on this device (never more than the run plans by itself); None while no pace is measured.
+    pace: measured_pace(config.model) when the caller has read it already."""
+    pace = pace or measured_pace(config.model)
     if pace is None:
         return None
     per_step = seconds_at(pace, 1, rows_per_step(asdict(config))) - pace["startup_seconds"] - pace["finish_seconds"]

@@ -181,7 +181,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
         # the host's limit on this run's wall time (a public Space), from its start: then it stops and saves
         time_budget_seconds=rundir.read_status(run_dir).get("time_budget_seconds"),
     )
-    config = fit_to_minutes(config, status, resuming=checkpoint is not None)
+    fit_to_minutes(config, status, resuming=checkpoint is not None)
     write_status(run_dir, **status)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     log.info(
@@ -236,22 +236,22 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             backup.finish(rundir.adapter_dir(run_dir) if rundir.has_adapter(run_dir) else None)
 
 
-def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> RunConfig:
+def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> None:
     """train_minutes: the wall-time limit (with the host's, the lower wins) and, from this model's measured pace,
     the steps expected to fit (status["minutes_plan"], an estimate). The steps themselves are not capped: the
     clock-driven schedule (callbacks.TimedSchedule) ends the run when the time is up, whatever the pace is now
     (a pace measured with other settings or on a busier machine planned 105 steps where 120 fitted)."""
     if not config.train_minutes:
-        return config
+        return
     seconds = config.train_minutes * 60
     host = status.get("time_budget_seconds")
     status["time_budget_seconds"] = min(seconds, host) if host else seconds
     if resuming:
-        return config
+        return
     fitted = estimates.steps_in(config, status["time_budget_seconds"])
     if fitted is None:
         log.info("train for %g min: no pace measured here yet; the schedule follows the clock", config.train_minutes)
-        return config
+        return
     steps, pace = fitted
     status["minutes_plan"] = {"steps": steps, "seconds_per_step": pace["seconds_per_step"], "from_run": pace["run_id"]}
     log.info(
@@ -261,7 +261,6 @@ def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> RunConfig
         pace["seconds_per_step"],
         pace["run_id"],
     )
-    return config
 
 
 def log_traceback() -> None:

@@ -210,7 +210,7 @@ def preset_label(name: str, model: str | None, pace=UNREAD, device_kind: str | N
     steps = config.max_steps if config.max_steps > 0 else None
     size = f"{steps} steps" if steps else f"{config.num_train_epochs:g} epoch"
     if config.train_minutes:  # a timed preset: its length is its time; the steps are what fits on this device
-        fitted = estimates.steps_in(config, config.train_minutes * 60) if pace is not None else None
+        fitted = estimates.steps_in(config, config.train_minutes * 60, pace) if pace is not None else None
         about = f" · about {fitted[0]} steps here" if fitted else ""
         return f"{name} · {config.train_minutes:g} min{about}"
     if pace is None:  # nothing measured: a GPU preset's conservative estimate, else no number
