@@ -214,6 +214,7 @@ def make_trainer(
     from trl import SFTTrainer
 
     from .callbacks import RunDirCallback
+    from .lm_head import compact_lm_head
     from .models import trainer_precision_args
 
     args = config.to_sft_config(
@@ -223,7 +224,7 @@ def make_trainer(
         assistant_only_loss=every_answer,
         **({"project": TRACKIO_PROJECT, "run_name": run_dir.name} if config.trackio else {}),
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -232,6 +233,8 @@ def make_trainer(
         peft_config=peft_config,
         callbacks=[RunDirCallback(run_dir, status, stop, backup)],
     )
+    status["lm_head"] = "labelled positions only" if compact_lm_head(trainer.model) else "TRL's fused head"
+    return trainer
 
 
 def add_probes(trainer, config: RunConfig, splits, run_dir: Path, status: dict, stop: StopRequested) -> None:
