@@ -70,7 +70,7 @@ def main() -> None:
         rows = splits.validation[: args.rows]
         unload()
         scored = score_rows(load_chat_model(run_dir), rows, use_adapter=True)
-        scored.pop("failures")
+        failures = scored.pop("failures")
         history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
         entry = {
@@ -83,6 +83,7 @@ def main() -> None:
             "tokens_seen": status.get("tokens_seen"),
             "validation_loss": eval_losses[-1] if eval_losses else None,
             "validation": scored,
+            "failures": failures,  # per field: what the model answered for which request
             "at": time.strftime("%Y-%m-%d %H:%M"),
         }
         results.append(entry)

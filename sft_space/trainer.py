@@ -179,10 +179,14 @@ def prepare_model(config: RunConfig, folder: Path, facts, plan: DevicePlan, toke
         fit_model_to_tokenizer,
         load_model,
         trainable_tokens,
+        training_attention,
         training_dtype,
     )
 
     model = load_model(folder, training_dtype(plan.precision, plan.device.kind), quantization=config.quantization)
+    attention = training_attention(plan.device.kind, config.max_length)
+    if attention:
+        model.set_attn_implementation(attention)
     fit_model_to_tokenizer(model, tokenizer)
     if config.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
@@ -266,6 +270,7 @@ def describe_run(trainer, config: RunConfig, folder: Path, splits, plan: DeviceP
     log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     status.update(
         precision=precision_name(plan.precision),
+        attention=getattr(trainer.model.config, "_attn_implementation", None),
         gradient_checkpointing=plan.checkpointing,
         device=plan.device.describe(),
         memory_estimate=plan.estimate.total,

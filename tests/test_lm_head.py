@@ -124,3 +124,21 @@ def test_scaled_logits_stay_with_trls_head(tmp_path):
     model.get_base_model().config.final_logit_softcapping = 30.0
     assert not compact_lm_head(model)
     assert model.get_base_model().forward == trl_forward
+
+
+def test_short_rows_train_with_plain_attention_on_a_cpu_with_the_same_loss(model_folder, trained_run):
+    """On a CPU plain attention is faster for short rows: chosen up to 256 tokens, the loss of a padded batch equal
+    to SDPA's; the CLI run (max_length 128) trained with it and says so in its status."""
+    from sft_space.models import training_attention
+
+    assert training_attention("cpu", 256) == "eager"
+    assert training_attention("cpu", 512) is None and training_attention("cuda", 128) is None
+    batch = _batch(model_folder)
+    losses = {}
+    for attention in ("sdpa", "eager"):
+        model = _peft_model(model_folder, torch.float32)
+        model.get_base_model().set_attn_implementation(attention)
+        losses[attention] = model(**batch, fused_lm_head=True).loss
+    torch.testing.assert_close(losses["eager"], losses["sdpa"], atol=1e-5, rtol=1e-5)
+    assert json.loads((trained_run / "status.json").read_text())["attention"] == "eager"
+    assert json.loads((trained_run / "status.json").read_text())["lm_head"] == "labelled positions only"

@@ -24,6 +24,7 @@ from .device import (
     generation_dtypes,
     precision_name,
     trainer_precision_args,
+    training_attention,
     training_dtype,
 )
 from .facts import (
@@ -83,5 +84,6 @@ __all__ = [
     "resolve_tokenizer",
     "trainable_tokens",
     "trainer_precision_args",
+    "training_attention",
     "training_dtype",
 ]
