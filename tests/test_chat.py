@@ -3,7 +3,7 @@
 import torch
 
 from sft_space import GENERATING_MARK, home
-from sft_space.chat import answering_as, generate_batch, load_chat_model, reply, stream_reply, unload
+from sft_space.chat import FP32_ATTENTION, answering_as, generate_batch, load_chat_model, reply, stream_reply, unload
 
 
 def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
@@ -68,6 +68,9 @@ def test_half_weights_merge_for_tuned_replies_and_come_back_for_base_replies(tra
     loaded = load_chat_model(trained_run)
     try:
         assert loaded.dtype == "float16" and next(loaded.model.parameters()).dtype == torch.float16
+        # attention math in fp32 (the CPU's half-precision attention kernels are slow one token at a time); the
+        # comparison with the plain fp16 model below holds it to the same answers
+        assert loaded.model.config._attn_implementation == FP32_ATTENTION
         messages = [{"role": "user", "content": "Table for two at 7pm"}]
         ids = loaded.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
