@@ -45,8 +45,8 @@ class Limits:
 # the environment variable of each field: what a Space owner sets under Settings > Variables
 VARIABLES = {f.name: "SFT_SPACE_" + f.name.upper() for f in dataclasses.fields(Limits)}
 
-# A free CPU Space (2 vCPU, 16 GB): the Quick demo takes 3 minutes there (SmolLM2-135M, about 120 steps of 2 rows,
-# 26k tokens; at most its one epoch, 147k tokens at max_length); a run may take ten times that, and half an hour,
+# A free CPU Space (2 vCPU, 16 GB): the Quick demo takes 3 minutes there (SmolLM2-135M, about 190 steps of 2 rows,
+# 40k tokens; at most its one epoch, 147k tokens at max_length); a run may take ten times that, and half an hour,
 # so eight waiting runs mean at most a few hours of queue. 0.5B parameters is the largest curated model that
 # trains there at all.
 CPU_SPACE = Limits(
