@@ -55,7 +55,7 @@ def test_resume_without_checkpoint_is_refused(tiny_model, tmp_path):
 
 
 @pytest.mark.skip(
-    reason="with the CPU loss head (fp32 log-softmax) lr 10 no longer overflows to NaN within 200 steps on the tiny model: needs another way to force a NaN"
+    reason="with the CPU loss head lr 10 no longer overflows to NaN in 200 tiny-model steps: force a NaN another way"
 )
 def test_an_absurd_learning_rate_stops_on_nan_with_advice(tiny_model, tmp_path):
     run_dir = tmp_path / "nan"
