@@ -19,6 +19,7 @@ from .chat import generate_batch
 from .run_writer import (
     END_CHECK_MAX_NEW_TOKENS,
     INJECT_DISK_FULL_AT_SAVE,
+    INJECT_NAN_AFTER_STEP,
     INJECT_OOM_AT_STEP,
     IS_MAIN_PROCESS,
     PROBE_MAX_NEW_TOKENS,
@@ -100,7 +101,12 @@ class RunDirCallback(TrainerCallback):
 
             raise torch.OutOfMemoryError("CUDA out of memory (injected by SFT_SPACE_INJECT_OOM_AT_STEP)")
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if INJECT_NAN_AFTER_STEP and state.global_step == INJECT_NAN_AFTER_STEP and model is not None:
+            import torch  # a test hook: a divergence cannot be produced on demand on every machine
+
+            with torch.no_grad():
+                next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
         elapsed = time.time() - self.train_started
         tokens = self._tokens(state)
         step = state.global_step
