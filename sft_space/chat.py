@@ -194,8 +194,9 @@ def _attention_in_fp32(model) -> None:
         )
         return output.to(dtype), weights
 
-    AttentionInterface.register(FP32_ATTENTION, fp32_sdpa)
-    AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
+    if FP32_ATTENTION not in AttentionInterface().valid_keys():  # registered once per process
+        AttentionInterface.register(FP32_ATTENTION, fp32_sdpa)
+        AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":  # a model without SDPA keeps its own
         model.set_attn_implementation(FP32_ATTENTION)
 

@@ -36,6 +36,7 @@ TINY = dict(
 def test_dataset_preview_counts_rows(client):
     counts, table, *_ = client.predict(dataset="demo:json-extract", api_name="/preview_dataset")
     assert "**576** train rows · **64** validation rows · **120** test rows (kept for Evaluate)" in counts
+    assert counts.count("test rows") == 1, counts  # said once, not again in the notes
     assert len(table["data"]) == 8 and table["data"][0][2].startswith('{"intent"')
 
 

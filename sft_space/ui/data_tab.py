@@ -47,7 +47,7 @@ def preview(*values):
     counts = (
         f"{sizes} · "
         f"format: `{splits.format_label()}`"
-        + ("".join(f" · {n}" for n in splits.notes))
+        + ("".join(f" · {n}" for n in splits.notes if not (splits.test and "test rows" in n)))  # said above
         + f"  \ncolumns: {', '.join(f'`{c}`' for c in splits.columns)}"
     )
     choices = [""] + splits.columns
