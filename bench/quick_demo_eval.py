@@ -1,15 +1,17 @@
 """The Quick demo's result on every held-out json-extract row: per field and in total, with the run's wall time.
 
-Trains the Quick demo preset on the bundled SmolLM2-135M-Instruct (through the command line, as the app's Start
-does; the model converted beforehand) unless --run names a finished run, then answers all 120 held-out prompts
-greedily (no instructions in the prompt: the user message only), base model and tuned model, and scores each reply:
+Trains the Quick demo preset (or --preset, e.g. "Thorough demo") on the bundled SmolLM2-135M-Instruct (through the
+command line, as the app's Start does; the model converted beforehand) unless --run names a finished run, then
+answers all 120 held-out prompts greedily (no instructions in the prompt: the user message only), base model and
+tuned model, and scores each reply:
 valid JSON, schema-valid, each field equal to the reference, all fields exact, and whether the reply ended at the
 end-of-turn token. Then the same for the pirate-chat demo, with a check that fits it: the share of replies in
 character (a lexical check, PIRATE_WORDS) and the held-out answer loss.
 Replies are generated 16 at a time (chat.generate_many, as the Evaluate tab does).
-Prints a table and the failures by field, and writes bench/results_quick_demo.json.
+Prints a table and the failures by field, and writes bench/results_quick_demo.json (another preset:
+bench/results_<preset>.json).
 
-    python bench/quick_demo_eval.py [--run RUN_DIR] [--rows 120] [--max-new-tokens 96]
+    python bench/quick_demo_eval.py [--preset NAME] [--run RUN_DIR] [--rows 120] [--max-new-tokens 96]
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ PIRATE_WORDS = re.compile(
 )
 
 
-def train(home: Path, dataset: str = "demo:json-extract") -> tuple[Path, float]:
-    run_dir = home / "runs" / f"quick-demo-{dataset.split(':')[-1]}"
+def train(home: Path, dataset: str = "demo:json-extract", preset: str = "Quick demo") -> tuple[Path, float]:
+    run_dir = home / "runs" / f"{preset.lower().replace(' ', '-')}-{dataset.split(':')[-1]}"
     env = {**os.environ, "SFT_SPACE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     started = time.time()
     subprocess.run(
-        [sys.executable, "-m", "sft_space.train", "--preset", "Quick demo", "--model", "bundled", "--dataset", dataset,
+        [sys.executable, "-m", "sft_space.train", "--preset", preset, "--model", "bundled", "--dataset", dataset,
          "--output_dir", str(run_dir)],
         cwd=ROOT, env=env, check=True, capture_output=True,
     )  # fmt: skip
@@ -127,7 +129,8 @@ def score_rows(loaded, rows: list[dict], use_adapter: bool, max_new_tokens: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a finished run directory to evaluate (default: train the Quick demo now)")
+    parser.add_argument("--preset", default="Quick demo", help="the preset to train (default: Quick demo)")
+    parser.add_argument("--run", help="a finished run directory to evaluate (default: train the preset now)")
     parser.add_argument("--rows", type=int, default=120)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--pirate-run", help="a finished pirate-chat run to check (default: train one now)")
@@ -143,7 +146,7 @@ def main() -> None:
     if args.run:
         run_dir = Path(args.run)
     else:
-        run_dir, wall = train(home)
+        run_dir, wall = train(home, preset=args.preset)
     test_file = ROOT / "sft_space/demo_data/json-extract.test.jsonl"
     rows = [json.loads(line) for line in test_file.read_text().splitlines()]
     rows = rows[: args.rows]
@@ -153,11 +156,15 @@ def main() -> None:
         results[side] = score_rows(loaded, rows, side == "tuned", args.max_new_tokens)
     if not args.no_pirate:
         unload()
-        pirate_run, pirate_wall = (Path(args.pirate_run), None) if args.pirate_run else train(home, "demo:pirate-chat")
+        pirate_run, pirate_wall = (
+            (Path(args.pirate_run), None) if args.pirate_run else train(home, "demo:pirate-chat", args.preset)
+        )
         results["pirate"] = {"run": str(pirate_run), "wall_seconds": pirate_wall}
         results["pirate"].update(pirate_check(load_chat_model(pirate_run), args.max_new_tokens))
-    OUT.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"Quick demo run: {wall:.0f} s wall" if wall else f"run {run_dir}")
+    out = OUT if args.preset == "Quick demo" else OUT.with_name(f"results_{args.preset.lower().replace(' ', '_')}.json")
+    results["preset"] = args.preset
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"{args.preset} run: {wall:.0f} s wall" if wall else f"run {run_dir}")
     print("| | " + " | ".join(["valid JSON", "schema-valid", "all fields exact", "ended turn", *FIELDS]) + " |")
     print("|---" * (5 + len(FIELDS)) + "|")
     for side in ("base", "tuned"):
@@ -176,7 +183,7 @@ def main() -> None:
         print(f"- {field}: {len(misses)}")
         for miss in misses[:5]:
             print(f"    {miss['prompt'][:90]!r}: expected {miss['expected']!r}, got {miss['got']!r}")
-    print(f"[bench] results: {OUT.relative_to(ROOT)}")
+    print(f"[bench] results: {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

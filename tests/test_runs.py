@@ -125,6 +125,10 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     # a timed preset: its minutes, and the steps that fit at this model's pace here
     fitted = estimates.steps_in(preset_config("Quick demo", model=str(tiny_model)), 180)[0]
     assert preset_label("Quick demo", str(tiny_model)) == f"Quick demo · 3 min · about {fitted} steps here"
+    # the Thorough demo's 12 minutes hold more steps than its three epochs take: the epochs are the end
+    thorough = estimates.steps_in(preset_config("Thorough demo", model=str(tiny_model)), 720)[0]
+    assert thorough == 3 * 576 // 4
+    assert preset_label("Thorough demo", str(tiny_model)) == f"Thorough demo · 12 min · about {thorough} steps here"
 
 
 def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, sft_home):

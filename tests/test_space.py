@@ -8,7 +8,7 @@ import gradio.oauth as gradio_oauth
 import pytest
 
 from sft_space import hardware, limits, runs
-from sft_space.config import GPU_PRESETS, PRESETS, RunConfig, presets_for
+from sft_space.config import GPU_PRESETS, PRESETS, RunConfig, preset_config, presets_for
 
 
 @pytest.fixture
@@ -30,6 +30,17 @@ def test_a_cpu_space_is_described_with_its_cores_and_memory(monkeypatch):
     assert found.describe() == f"CPU only · {found.cpu_cores} vCPU · {found.memory_gib:.0f} GB RAM"
     assert presets_for(found.kind) == list(PRESETS)
     assert limits.current(found.kind).model_billions == 0.5
+
+
+def test_every_cpu_preset_runs_within_a_free_cpu_spaces_limits(monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "someone/sft-space")
+    cpu = limits.current("cpu")
+    for name in PRESETS:
+        config = preset_config(name)
+        limits.check_run(config, 135_000_000, cpu)  # tokens, checkpoints, probes: no refusal
+        assert not config.train_minutes or config.train_minutes <= cpu.run_minutes, name
+    thorough = preset_config("Thorough demo")  # three epochs of json-extract, 12 minutes on the CPU at most
+    assert limits.run_tokens(thorough) == 3 * 576 // 4 * 4 * 256 <= cpu.train_tokens
 
 
 def test_a_gpu_space_lists_its_cards_and_offers_gpu_presets(gpu_space):
