@@ -255,9 +255,9 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 value=DEFAULT_PRESET,
                 label="Preset",
                 elem_id="preset",
-                info="Fills every field below; change any of them after. Times come from earlier "
-                "runs of the chosen model on this device; 'measuring…' until the first one "
-                "finishes.",
+                info="Fills every field below; change any of them after. Quick demo: the format and most "
+                "fields; Thorough demo: three epochs, what the harder fields (times) take. Times come from "
+                "earlier runs of the chosen model on this device; 'measuring…' until the first one finishes.",
             )
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
