@@ -417,3 +417,52 @@ def test_newcomer_path(browser_page, hub, model_folder):
 
     assert "Traceback" not in page.content()
     assert problems == [], problems
+
+
+def test_a_timed_run_in_the_page(browser_page, model_folder):
+    """Train for N minutes as a visitor sees it: the run bar says the time limit and counts down to a predicted
+    last step while the loss curve grows, and the run completes inside its minutes (its epochs would take far
+    longer), the learning rate falling to near zero by then."""
+    page, problems = browser_page
+    page.get_by_role("tab", name="2 Model").click()
+    model_box = page.locator("#model input")
+    model_box.fill(str(model_folder))
+    model_box.press("Enter")
+    page.get_by_role("tab", name="3 Train").click()
+    page.locator("#preset input").click()
+    page.get_by_role("option", name=re.compile(r"^Thorough demo")).click()  # a timed preset: 12 minutes
+    wait_until(
+        lambda: page.locator("#cfg-train_minutes input").input_value() == "12",
+        timeout=20,
+        poll=0.3,
+        what="the preset to fill the minutes",
+    )
+    for group in ("Duration", "Sequence", "Monitoring"):
+        open_group(page, group)
+    for field, value in {"train_minutes": 0.5, "num_train_epochs": 100, "max_length": 128, "logging_steps": 2}.items():
+        set_number(page, field, value)
+    page.locator("#start").click()
+    page.wait_for_function("() => /running/.test(document.getElementById('run-bar').innerText)", timeout=60_000)
+    run_id = re.search(r"Run: (\S+)", state_of(page)).group(1)
+    run_dir = Path(os.environ["SFT_SPACE_HOME"]) / "runs" / run_id
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) >= 3 and re.search(r"step \d+/\d+", state_of(page)),
+        timeout=30,
+        poll=0.3,
+        what="the curve and the step count of a timed run",
+    )
+    live = state_of(page)
+    assert "running" in live and "time limit 0:30" in live, live
+    predicted = int(re.search(r"step \d+/(\d+)", live).group(1))
+    assert predicted < 100 * 576 // 4, live  # the steps the minutes allow, not the hundred epochs
+    shot(page, "12-timed-live")
+    wait_until(lambda: "completed" in state_of(page), timeout=60, poll=0.5, what="the timed run to complete")
+    done = state_of(page)
+    minutes, seconds = map(int, re.search(r"took (\d+):(\d\d)", done).groups())
+    assert minutes * 60 + seconds <= 31, done  # inside its 30 seconds (the bar rounds)
+    rates = [m["learning_rate"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if "learning_rate" in m]  # fmt: skip
+    assert rates[-1] < 0.15 * max(rates), rates[-5:]
+    shot(page, "13-timed-completed")
+    assert "Traceback" not in page.content()
+    assert problems == [], problems

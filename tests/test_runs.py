@@ -142,3 +142,27 @@ def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, s
         assert status["time_budget_seconds"] == kept
     with pytest.raises(ValueError, match="train_minutes must be at most 1440"):
         tiny_config(tiny_model, train_minutes=10**9).validate()
+
+
+def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(sft_home):
+    """poll's charts: None (an empty box) until a chart first has points; once built, a run with nothing logged yet
+    gets the typed frame without points (a plot given None again throws in the page). The built list is a State,
+    so whatever a browser sends in its place counts only for the chart names it holds."""
+    from sft_space.ui.charts import drawable
+    from sft_space.ui.train_tab import CHARTS, loss_frame, poll
+
+    def charts(values):
+        return values[3], values[5], values[6]  # loss, learning rate, gradient norm
+
+    assert all(chart is None for chart in charts(poll(None, None, []))) and poll(None, None, [])[-1] == []
+    built = poll(None, None, list(CHARTS))
+    assert built[-1] == sorted(CHARTS)
+    for chart in charts(built):
+        assert chart is not None and not chart.iloc[:, 1].notna().any()  # the plot's columns, no point
+    assert list(built[3].columns) == ["step", "loss", "series"]
+    for forged in ("loss", 7, None, [{"x": 1}, "nonsense", ["loss"]]):
+        values = poll(None, None, forged)
+        assert all(chart is None for chart in charts(values)) and values[-1] == [], forged
+    assert poll(None, None, ["loss", "evil"])[-1] == ["loss"]
+    with_points = loss_frame([{"step": 1, "loss": 2.5}])
+    assert drawable(with_points, "loss") is with_points  # points build the chart whether it was built or not

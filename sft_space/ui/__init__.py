@@ -106,12 +106,11 @@ def build_app() -> gr.Blocks:
         for event in (model.change, train.select):
             event(train_tab.preset_choices, model, preset, api_name=False, show_progress="hidden")
         timer = gr.Timer(POLL_SECONDS)
-        outputs = [current_run, run_bar, *run_panel]
-        timer.tick(
-            train_tab.poll, [current_run, visitor_key], outputs, api_name=False, show_progress="hidden", queue=False
-        )
+        charts_built = gr.State([])  # the run panel's charts that have drawn data (train_tab.poll)
+        inputs, outputs = [current_run, visitor_key, charts_built], [current_run, run_bar, *run_panel, charts_built]
+        timer.tick(train_tab.poll, inputs, outputs, api_name=False, show_progress="hidden", queue=False)
         demo.load(visitor.identify, browser_id, [visitor_key, browser_id], api_name=False).then(
-            train_tab.poll, [current_run, visitor_key], outputs, api_name="run_status"
+            train_tab.poll, inputs, outputs, api_name="run_status"
         )
     return demo
 

@@ -5,9 +5,11 @@ What Gradio's plot does, and what follows from it:
   swaps the data. Axis types come from the column dtypes of that first value,
   the colour domain from its series, and the layout (room for axis labels,
   titles and legend) from its numbers. So a plot starts with no value at all
-  (None: an empty box) and gets one only once there is something to draw; a
-  value of None again (another run, nothing logged yet) empties it, and the
-  next data builds it afresh (`drawable`).
+  (None: an empty box) and gets one only once there is something to draw
+  (`drawable`). Once built it never gets None again: a plot given None removes
+  its chart while its resize observer still reads the chart's width (a page
+  error on every new run). Another run with nothing logged yet gets the typed
+  frame without points: the same axes, empty.
 - Frames are typed, so numbers stay numbers (linear axes) whatever the rows.
 - A plot whose series are known in advance carries one empty placeholder row
   per series, so its colour domain holds every series from the first build
@@ -41,9 +43,10 @@ def typed_frame(rows: list[dict], schema: dict[str, str], placeholders: tuple[st
     )
 
 
-def drawable(frame: pd.DataFrame, y: str) -> pd.DataFrame | None:
-    """The frame, or None while it has no point to draw (so the plot is built from real data, not from nothing)."""
-    return frame if frame[y].notna().any() else None
+def drawable(frame: pd.DataFrame, y: str, built: bool = False) -> pd.DataFrame | None:
+    """The frame, or None while it has no point to draw and the plot was never built (so it is built from real
+    data, not from nothing); a plot built already keeps its value, emptied of points."""
+    return frame if built or frame[y].notna().any() else None
 
 
 def finite(value) -> bool:

@@ -20,6 +20,7 @@ from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_confi
 LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
 # every series the loss chart can have, so its colours are fixed from the empty start (see charts.py)
 LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
+CHARTS = ("loss", "learning_rate", "grad_norm")  # the run panel's plots, by their y column
 
 
 def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
@@ -166,24 +167,35 @@ def cancel(run_id: str | None, visitor: str | None):
     return run_id
 
 
-def poll(run_id: str | None, visitor: str | None):
-    """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one."""
+def poll(run_id: str | None, visitor: str | None, built=None):
+    """Follow this visitor's active run (started here or in another tab), else keep showing the chosen one.
+
+    built: the page's charts that have drawn data already (a State, so untrusted: only its known names count);
+    they are never given None again (charts.drawable)."""
     if run_id and not runs.visible_run(run_id, visitor):
         run_id = None
     run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
     records = rundir.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)
+    built = {name for name in built if name in CHARTS} if isinstance(built, list) else set()
+    frames = {
+        "loss": loss_frame(records, findings),
+        "learning_rate": series_frame(records, "learning_rate"),
+        "grad_norm": series_frame(records, "grad_norm"),
+    }
+    values = {name: drawable(frame, name, name in built) for name, frame in frames.items()}
     return (
         run_id,
         run_bar_text(run_id, status),
         progress_html(status),
-        drawable(loss_frame(records, findings), "loss"),
+        values["loss"],
         health_text(findings),
-        drawable(series_frame(records, "learning_rate"), "learning_rate"),
-        drawable(series_frame(records, "grad_norm"), "grad_norm"),
+        values["learning_rate"],
+        values["grad_norm"],
         probe_prompts_text(run_id),
         probe_table(run_id),
+        sorted(name for name, value in values.items() if value is not None),
     )
 
 
