@@ -464,5 +464,21 @@ def test_a_timed_run_in_the_page(browser_page, model_folder):
              if "learning_rate" in m]  # fmt: skip
     assert rates[-1] < 0.15 * max(rates), rates[-5:]
     shot(page, "13-timed-completed")
+
+    # Runs: one run's curve, then both: the comparison is drawn again with a colour for each run
+    page.get_by_role("tab", name="Runs").click()
+    wait_until(lambda: run_id in page.locator("#runs-table").inner_text(), timeout=20, poll=0.5, what="the run")
+    labels = page.locator("#compare-runs label")
+    assert labels.count() == 2
+    labels.filter(has_text=run_id).click()
+    wait_until(lambda: len(chart(page, "runs-chart")["lines"]) == 1, timeout=20, poll=0.5, what="one curve")
+    labels.filter(has_not_text=run_id).click()
+    wait_until(
+        lambda: len(chart(page, "runs-chart")["lines"]) == 2,
+        timeout=20,
+        poll=0.5,
+        what="two runs' curves in the overlay",
+    )
+    shot(page, "14-runs-compared")
     assert "Traceback" not in page.content()
     assert problems == [], problems
