@@ -144,12 +144,14 @@ def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, s
         tiny_config(tiny_model, train_minutes=10**9).validate()
 
 
-def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(sft_home):
+def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(tmp_path, monkeypatch):
     """poll's charts: None (an empty box) until a chart first has points; once built, a run with nothing logged yet
     gets the typed frame without points (a plot given None again throws in the page). The built list is a State,
     so whatever a browser sends in its place counts only for the chart names it holds."""
     from sft_space.ui.charts import drawable
     from sft_space.ui.train_tab import CHARTS, loss_frame, poll
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))  # no run yet: nothing for the panel to show
 
     def charts(values):
         return values[3], values[5], values[6]  # loss, learning rate, gradient norm
