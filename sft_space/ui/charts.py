@@ -6,7 +6,8 @@ What Gradio's plot does, and what follows from it:
   the colour domain from its series, and the layout (room for axis labels,
   titles and legend) from its numbers. So a plot starts with no value at all
   (None: an empty box) and gets one only once there is something to draw
-  (`drawable`). Once built it never gets None again: a plot given None removes
+  (`drawable`). A run-panel chart, once built, never gets None again (the Runs
+  tab's comparison is emptied on purpose, below): a plot given None removes
   its chart while its resize observer still reads the chart's width (a page
   error on every new run). Another run with nothing logged yet gets the typed
   frame without points: the same axes, empty.
