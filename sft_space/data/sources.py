@@ -146,7 +146,7 @@ def load_dataset_source(
         train, validation = train[held:], train[:held]
         notes.append(f"validation = a seeded {validation_share:.0%} hold-out")
         if test:
-            notes.append(f"the set's {len(test)} test rows are kept for the final score (Evaluate)")
+            notes.append(test_rows_note(len(test)))
     if dropped + dropped_v:
         notes.append(f"{dropped + dropped_v} empty rows dropped")
     if duplicates:
@@ -168,6 +168,11 @@ def load_dataset_source(
         revision=commit,
         test=test,
     )
+
+
+def test_rows_note(count: int) -> str:
+    """The note a set with its own test rows carries (status, card); the Data tab says the count in its own line."""
+    return f"the set's {count} test rows are kept for the final score (Evaluate)"
 
 
 def load_for_run(config, preview: bool = False, revision: str | None = None) -> DatasetSplits:

@@ -12,6 +12,7 @@ from .. import limits
 from ..cleanup import uploads_dir
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, is_hub_id, preview_table
+from ..data.sources import test_rows_note
 from ..hub import public
 from .charts import drawable, typed_frame
 from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
@@ -47,7 +48,7 @@ def preview(*values):
     counts = (
         f"{sizes} · "
         f"format: `{splits.format_label()}`"
-        + ("".join(f" · {n}" for n in splits.notes if not (splits.test and "test rows" in n)))  # said above
+        + "".join(f" · {n}" for n in splits.notes if n != test_rows_note(len(splits.test)))  # said above
         + f"  \ncolumns: {', '.join(f'`{c}`' for c in splits.columns)}"
     )
     choices = [""] + splits.columns
