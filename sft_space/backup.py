@@ -224,6 +224,7 @@ def restore(run_id: str, token: str, username: str) -> Path:
     disk is left as it is."""
     from huggingface_hub import HfApi, snapshot_download
 
+    from .choices import allowed_dataset, allowed_model
     from .config import RunConfig
 
     if not isinstance(run_id, str) or not rundir.RUN_ID.match(run_id):
@@ -247,9 +248,15 @@ def restore(run_id: str, token: str, username: str) -> Path:
         if not (source / rundir.CONFIG).is_file():
             raise ValueError(f"There is no backed-up run {run_id} in {repo_id}.")
         try:
-            RunConfig.from_dict(rundir.read_json(source / rundir.CONFIG)).validate()
+            config = RunConfig.from_dict(rundir.read_json(source / rundir.CONFIG))
+            config.validate()
         except (ValueError, TypeError) as error:
             raise ValueError(f"{run_id} in {repo_id} has settings that are not valid: {error}") from None
+        try:  # a visitor's choices, as a fresh Start checks them: no server file or folder comes back with a run
+            allowed_dataset(config.dataset)
+            allowed_model(config.model)
+        except ValueError as error:
+            raise ValueError(f"{run_id} in {repo_id} was not restored: {error}") from None
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging, symlinks=False)
         checkpoint = staging / CHECKPOINT

@@ -192,3 +192,36 @@ def test_a_crafted_backup_is_checked_before_it_joins_the_runs(online, model):
     from sft_space import estimates
 
     assert estimates.measured_pace("bundled") is None  # nothing measured here: the planted pace was dropped
+
+
+def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model):
+    """A backup's config.json naming a file or a folder of the server (a dataset read by Evaluate and the
+    Reproduce zip, a base model loaded by chat) is refused with the reason, and nothing joins the runs."""
+    import json
+
+    online.users[MALLORY] = "mallory"
+    server_file = rundir.runs_root().parent / "server-secret.jsonl"
+    server_file.write_text(json.dumps({"prompt": "secret", "completion": "server data"}) + "\n")
+    good = RunConfig(model="bundled", dataset="demo:json-extract", max_steps=5).to_dict()
+    online.add_repo(
+        "mallory/sft-space-runs",
+        {
+            "20990102-000000-file/config.json": json.dumps({**good, "dataset": str(server_file)}),
+            "20990102-000000-file/status.json": "{}",
+            "20990102-000001-dir/config.json": json.dumps({**good, "model": str(tiny_model)}),
+            "20990102-000001-dir/status.json": "{}",
+            "20990102-000002-ok/config.json": json.dumps(good),
+            "20990102-000002-ok/status.json": "{}",
+        },
+        kind="model",
+        private=True,
+        allowed_tokens={MALLORY},
+    )
+    with pytest.raises(ValueError, match="was not restored: On this Space a dataset is a demo set"):
+        backup.restore("20990102-000000-file", MALLORY, "mallory")
+    with pytest.raises(ValueError, match="was not restored: On this Space the base model is the bundled one"):
+        backup.restore("20990102-000001-dir", MALLORY, "mallory")
+    assert backup.restore("20990102-000002-ok", MALLORY, "mallory").name == "20990102-000002-ok"
+    names = {p.name for p in rundir.runs_root().iterdir()}
+    assert "20990102-000000-file" not in names and "20990102-000001-dir" not in names
+    assert not [n for n in names if n.endswith(".restoring")]

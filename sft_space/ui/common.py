@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 
 from .. import rundir, runs
-from ..cleanup import uploads_dir
-from ..config import BUNDLED_MODEL
-from ..data import is_hub_id
+from ..choices import allowed_dataset, allowed_model
 from ..hub import public
-from ..models import is_hub_model_id
 
 # The engine's way of saying "this input or state is wrong": the message is for the visitor.
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)
@@ -73,25 +69,16 @@ def data_settings(values) -> dict:
 
 
 def visitor_dataset(dataset) -> str:
-    """On a Space, a visitor's dataset is a demo set, a Hub dataset id or a file uploaded through the Data tab,
-    never another path on the server; the refusal reads the same whether such a path exists or not."""
-    dataset = str(dataset or "").strip()
-    if not public() or dataset.startswith("demo:") or is_hub_id(dataset):
-        return dataset
-    uploads = uploads_dir().resolve()
-    if Path(dataset).resolve().is_relative_to(uploads):
-        return dataset
-    raise gr.Error(
-        "On this Space a dataset is a demo set, a Hub dataset id (owner/name) or a file you upload on the Data tab.",
-        print_exception=False,
-    )
+    """On a Space, a visitor's dataset is one choices.allowed_dataset accepts (a demo set, a Hub id, an upload)."""
+    if not public():
+        return str(dataset or "").strip()
+    with shown_as_error(errors=(ValueError,)):
+        return allowed_dataset(dataset)
 
 
 def visitor_model(model) -> str:
     """On a Space, a visitor's model is the bundled one or a Hub model id, never a folder on the server."""
-    model = str(model or "").strip()
-    if not public() or model == BUNDLED_MODEL or is_hub_model_id(model):
-        return model
-    raise gr.Error(
-        "On this Space the base model is the bundled one or a Hub model id (owner/name).", print_exception=False
-    )
+    if not public():
+        return str(model or "").strip()
+    with shown_as_error(errors=(ValueError,)):
+        return allowed_model(model)
