@@ -40,6 +40,8 @@ class Limits:
     eval_rows: int | None  # rows one Evaluate or prompting comparison scores
     chat_tokens_per_hour: int | None  # generated in chat, per visitor, over the last hour
     keep_days: float | None  # finished runs, uploads and unused downloaded models older than this are removed
+    lora_r: int | None  # the LoRA rank of one run (a rank of 1024 on a small CPU multiplies its step time)
+    upload_files: int | None  # files one upload request may carry
 
 
 # the environment variable of each field: what a Space owner sets under Settings > Variables
@@ -64,6 +66,8 @@ CPU_SPACE = Limits(
     eval_rows=200,
     chat_tokens_per_hour=6_000,  # about 8 minutes of replies at the CPU's 13 tokens/s
     keep_days=3,
+    lora_r=64,
+    upload_files=1,
 )
 # A GPU Space: SmolLM2-360M trains at about 24k tokens/s at batch 16 on an H200 ([fast] measurements), so an
 # hour's run is tens of millions of tokens; 8B parameters is the most a LoRA run fits on a 48-80 GB card.
@@ -77,6 +81,7 @@ GPU_SPACE = dataclasses.replace(
     eval_rows=1_000,
     chat_tokens_per_hour=60_000,
     keep_days=7,
+    lora_r=256,
 )
 PRIVATE = Limits(**{name: None for name in VARIABLES})
 
@@ -136,6 +141,8 @@ def check_run(config, parameters: int | None = None, limits: Limits | None = Non
                 f"This run could train on up to {tokens:,} tokens (steps x batch x accumulation x max_length) and "
                 f"this Space allows {limits.train_tokens:,} per run: lower max_steps, the batch or max_length."
             )
+    if limits.lora_r and config.lora_r > limits.lora_r:
+        raise ValueError(f"lora_r {config.lora_r}: this Space trains LoRA ranks up to {limits.lora_r}: lower it.")
     probes = len(config.probe_list())
     if limits.probe_prompts and probes > limits.probe_prompts:
         raise ValueError(

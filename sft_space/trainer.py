@@ -95,6 +95,7 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
             status,
             backup,
         )
+    check_rows_kept(trainer, config, len(train_dataset), len(eval_dataset), status)
     add_probes(trainer, config, splits, run_dir, status, stop)
     record_distributed_setup(status)
     describe_run(trainer, config, folder, splits, plan, token_setup, status)
@@ -169,6 +170,26 @@ def training_datasets(config: RunConfig, tokenizer, splits):
 
     train_rows, validation_rows = trainer_rows(config, tokenizer, splits)
     return Dataset.from_list(train_rows), Dataset.from_list(validation_rows)
+
+
+def check_rows_kept(trainer, config: RunConfig, train_rows: int, validation_rows: int, status: dict) -> None:
+    """TRL drops a row whose answer truncation to max_length cut off entirely (its prompt alone fills it): say how
+    many, and refuse a run left with no training rows before it starts (else the sampler fails with num_samples=0)."""
+    kept = {"training": len(trainer.train_dataset), "validation": len(trainer.eval_dataset or [])}
+    before = {"training": train_rows, "validation": validation_rows}
+    dropped = {name: before[name] - kept[name] for name in kept if before[name] > kept[name]}
+    if not dropped:
+        return
+    why = f"their prompt alone fills max_length ({config.max_length} tokens), so no answer token is left to learn"
+    if kept["training"] == 0 or (before["validation"] and kept["validation"] == 0):
+        empty = "training" if kept["training"] == 0 else "validation"
+        raise ValueError(
+            f"All {before[empty]} {empty} rows were left out: {why}. Raise max_length (the Data tab's 'What the "
+            "model sees' shows each row's length in tokens) or shorten the prompts."
+        )
+    note = "; ".join(f"{count} of {before[name]} {name} rows left out" for name, count in dropped.items())
+    status["rows_left_out"] = f"{note}: {why}"
+    log.warning("data: %s", status["rows_left_out"])
 
 
 def prepare_model(config: RunConfig, folder: Path, facts, plan: DevicePlan, tokenizer, token_setup):

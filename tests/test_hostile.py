@@ -53,6 +53,7 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
         "EVAL_ROWS": "50",
         "CHAT_TOKENS_PER_HOUR": "8",
         "MAX_NEW_TOKENS": "300",
+        "LORA_R": "64",
     }.items():
         monkeypatch.setenv("SFT_SPACE_" + name, value)
     first, script = Client(app_url, verbose=False), Client(app_url, verbose=False)
@@ -65,6 +66,8 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
     with pytest.raises(Exception, match=r"B parameters; this Space trains models up to 1e-06B"):
         first.predict(**app_settings(tiny_model, 10), api_name="/start_run")
     monkeypatch.delenv("SFT_SPACE_MODEL_BILLIONS")
+    with pytest.raises(Exception, match="lora_r 1024: this Space trains LoRA ranks up to 64"):
+        first.predict(**app_settings(tiny_model, 10, lora_r=1024), api_name="/start_run")
     assert not [r for r in runs.list_runs(None) if r["state"] in runs.ACTIVE_STATES]  # nothing was queued
 
     # a run of many steps: the 15-second budget stops it and saves the adapter

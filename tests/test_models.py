@@ -57,6 +57,15 @@ def hub(models):
         pickled = {k: v for k, v in llama.items() if not k.endswith(".safetensors")}
         pickled["pytorch_model.bin"] = b"not really a pickle"
         server.add_repo("acme/pickle-only", pickled, kind="model")
+        lying = dict(llama)  # the tiny weights' header, and a config that builds TinyLlama's 1.1B parameters
+        lying["config.json"] = json.dumps(
+            {
+                **json.loads(llama["config.json"]),
+                **dict(vocab_size=32000, hidden_size=2048, num_hidden_layers=22, intermediate_size=5632),
+                **dict(num_attention_heads=32, num_key_value_heads=4, head_dim=64, tie_word_embeddings=False),
+            }
+        ).encode()
+        server.add_repo("acme/lying-header", lying, kind="model")
         yield server
 
 
@@ -341,3 +350,20 @@ def test_tokenizer_of_a_hub_model_comes_without_its_weights(online):
     tokenizer, setup = prepare_tokenizer(resolve_tokenizer("acme/tiny-qwen-base"))
     assert setup.chatml_added and "<|im_start|>" in tokenizer.get_vocab()
     assert "model.safetensors" not in online.downloads and "tokenizer.json" in online.downloads
+
+
+def test_a_weights_header_that_lists_few_parameters_cannot_pass_the_size_cap(online):
+    """A repo whose safetensors header lists a few thousand parameters while config.json builds 1.1B (from_pretrained
+    would initialise the rest) is counted by its config: refused under a CPU Space's 0.5B cap, before any download."""
+    from sft_space import limits
+
+    facts = model_facts("acme/lying-header")
+    assert facts.header_parameters < 100_000
+    assert 1.05e9 < facts.parameters < 1.15e9
+    with pytest.raises(
+        ValueError, match=r"acme/lying-header has 1\.1B parameters; this Space trains models up to 0\.5B"
+    ):
+        limits.check_run(RunConfig(model="acme/lying-header", max_steps=1), facts.parameters, limits.CPU_SPACE)
+    honest = model_facts("acme/tiny-llama-chat")  # an honest header: the count it always had
+    assert honest.parameters == honest.header_parameters
+    assert not [name for name in online.downloads if name.endswith(".safetensors")]

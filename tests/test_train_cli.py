@@ -179,3 +179,22 @@ def test_train_for_minutes_ends_the_schedule_when_the_time_is_up(tiny_model, tmp
     assert 0 < top < len(rates) - 1 and rates[0] < peak  # up during the warm-up, then down
     assert all(b <= a for a, b in zip(rates[top:], rates[top + 1 :])) and rates[-1] < 0.15 * peak
     assert metrics[-1]["step"] == ended and any(m.get("step") == ended and "eval_loss" in m for m in metrics)
+
+
+def test_rows_whose_prompt_fills_max_length_are_named_not_a_sampler_error(tiny_model, tmp_path):
+    """Every prompt longer than max_length: TRL drops each row (no answer token is left), and the run fails before
+    training with what to change, in one line and in status.json, instead of 'num_samples=0'."""
+    long_prompt = " ".join(["word"] * 100)
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"prompt": long_prompt, "completion": f"ok {i}"}) + "\n" for i in range(12)))
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--model", str(tiny_model), "--dataset", str(data), "--max_length", "32", "--max_steps", "2",
+        "--output_dir", str(run_dir),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "num_samples" not in result.stderr
+    assert "rows were left out: their prompt alone fills max_length (32 tokens)" in result.stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "Raise max_length" in status["error"]
+    assert not (run_dir / "adapter").exists()

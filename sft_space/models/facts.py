@@ -83,6 +83,12 @@ class ModelFacts:
 
     @property
     def parameters(self) -> int:
+        """The larger of the weights' headers' count and the count config.json describes: a header can list a
+        few tensors while the config builds a billion parameters (from_pretrained initialises what is missing)."""
+        return max(self.header_parameters, config_parameters(self.text))
+
+    @property
+    def header_parameters(self) -> int:
         total = 0
         for _, shape in self.tensors.values():
             count = 1
@@ -162,6 +168,34 @@ class ModelFacts:
             else "no chat template: gets ChatML (<|im_start|>/<|im_end|> added and trained)"
         )
         return ", ".join(parts)
+
+
+def _positive(config: dict, *names: str) -> int:
+    for name in names:
+        value = config.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def config_parameters(config: dict) -> int:
+    """The parameters a decoder-only transformer's config describes (embeddings, attention, MLP, its experts,
+    an untied head; norms and biases left out): 0 where the config does not say enough."""
+    hidden = _positive(config, "hidden_size", "n_embd", "d_model")
+    layers = _positive(config, "num_hidden_layers", "n_layer", "num_layers")
+    vocab = _positive(config, "vocab_size")
+    if not (hidden and layers and vocab):
+        return 0
+    heads = _positive(config, "num_attention_heads", "n_head") or 1
+    head_dim = _positive(config, "head_dim") or hidden // heads
+    kv_heads = _positive(config, "num_key_value_heads") or heads
+    intermediate = _positive(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    experts = _positive(config, "num_local_experts", "num_experts", "n_routed_experts") or 1
+    expert_size = _positive(config, "moe_intermediate_size") or intermediate
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    mlp = 3 * hidden * (expert_size * experts if experts > 1 else intermediate)
+    head = 0 if config.get("tie_word_embeddings", True) else vocab * hidden
+    return vocab * hidden + layers * (attention + mlp) + head
 
 
 def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:

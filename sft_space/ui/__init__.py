@@ -11,11 +11,13 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from .. import chat as chat_model
 from .. import hardware, rundir, runs
 from ..hub import on_a_space
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
+from .uploads import UploadGuard
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
 
@@ -126,4 +128,6 @@ def launch_kwargs() -> dict:
         # Gradio's run history would keep every input of each call in the visitor's browser, the pasted Hub
         # token included: off (it also deletes what an earlier version of the page saved there)
         run_history=False,
+        # how many files, and bytes, one upload request may carry (Gradio's max_file_size caps one file)
+        app_kwargs={"middleware": [Middleware(UploadGuard)]},
     )
