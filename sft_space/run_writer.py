@@ -38,15 +38,27 @@ def append_metric(run_dir, record: dict) -> None:
         rundir.append_metric(run_dir, record)
 
 
+class StopBeforeTraining(BaseException):
+    """Raised by the stop signal while the run is still loading, tokenising or rendering templates: there is no
+    step to finish and nothing to save, so whatever Python code runs is interrupted at once (a BaseException, so
+    no library's `except Exception` swallows it). Work stuck in native code is ended by the app (runs.py)."""
+
+
 class StopRequested:
-    """Set by SIGTERM/SIGINT; the trainer stops after the current step and saves the adapter."""
+    """Set by SIGTERM/SIGINT; during training the trainer stops after the current step and saves the adapter,
+    before it (`training` still False) the process stops at once (StopBeforeTraining)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.training = False  # set just before the first step: from then on a stop finishes the step and saves
         self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
         self.budget_spent: str | None = None  # set when the run's time budget ran out: why it stopped
 
     def __call__(self, signum, frame) -> None:
+        if not self.training and not self.requested:  # once: a second signal must not interrupt the way out
+            self.requested = True
+            log.info("Stop requested (signal %s) before training began: stopping now.", signum)
+            raise StopBeforeTraining()
         if not self.requested:
             log.info("Stop requested (signal %s): finishing the current step, then saving the adapter.", signum)
         self.requested = True

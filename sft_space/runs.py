@@ -33,6 +33,7 @@ from .models import check_model_choice, model_max_length
 from .process import pid_alive, start_time
 from .rundir import (
     QUEUE_LOCK,
+    cancel_requested,
     clear_cancel,
     has_adapter,
     is_run,
@@ -58,8 +59,13 @@ from .rundir import (
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
 STOP_GRACE_SECONDS = 120  # a step on CPU plus saving the adapter; then the process is killed
+# Before the first step a stop ends the process at once (run_writer.StopBeforeTraining); one that has not ended
+# in this time is stuck in native code (a tokenizer, a template engine) and is killed.
+LOADING_GRACE_SECONDS = 15
+TRAINING_PHASES = ("training", "saving adapter")  # where a stop finishes the step and saves
 
 _children: dict[str, subprocess.Popen] = {}  # processes started by this app, so they can be reaped
+_stop_sent: dict[str, float] = {}  # run id -> when this app asked its process to stop (SIGTERM)
 _thread_lock = threading.Lock()
 
 
@@ -151,6 +157,7 @@ def start_queue_worker(interval: float = 2.0) -> threading.Thread:
         cleaned = 0.0
         while True:
             try:
+                enforce_deadlines()
                 advance_queue()
                 if time.time() - cleaned > CLEAN_UP_EVERY_SECONDS:
                     cleaned = time.time()
@@ -368,16 +375,76 @@ def _launch(run_id: str, arguments: list[str]) -> None:
     write_status(run_dir, launched_at=time.time(), pid=proc.pid, pid_started=start_time(proc.pid))
 
 
-def _signal_stop(run: str | Path, status: dict) -> None:
-    """SIGTERM the run's own training process, and only while it is the process recorded for the run."""
+def _signal(run: str | Path, status: dict, signum: int) -> bool:
+    """Send `signum` to the run's own training process group, only while it is the process recorded for the run
+    (its own session: a push process it started goes too). False when there is no such process."""
     child = _children.get(run_path(run).name)
-    if child is not None:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-        return
-    if pid_alive(status.get("pid"), status.get("pid_started")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(status["pid"], signal.SIGTERM)
+    pid = child.pid if child is not None else status.get("pid")
+    alive = child.poll() is None if child is not None else pid_alive(pid, status.get("pid_started"))
+    if not alive:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum) if child is not None or _leads_group(pid) else os.kill(pid, signum)
+    return True
+
+
+def _leads_group(pid: int) -> bool:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        return os.getpgid(pid) == pid
+    return False
+
+
+def _signal_stop(run: str | Path, status: dict) -> None:
+    """SIGTERM the run's own training process; enforce_deadlines kills it if it does not end in its grace."""
+    if _signal(run, status, signal.SIGTERM):
+        _stop_sent.setdefault(run_path(run).name, time.time())
+
+
+def stop_grace(status: dict) -> float:
+    """How long a process may take to end after SIGTERM: a step and a save while training, little before."""
+    return STOP_GRACE_SECONDS if status.get("phase") in TRAINING_PHASES else LOADING_GRACE_SECONDS
+
+
+def enforce_deadlines(now: float | None = None) -> list[str]:
+    """Stop, Cancel and the host's time limit reach a training process in any phase (the queue worker calls this
+    every tick): a run past its time budget that has not begun training gets SIGTERM (in training the trainer
+    keeps its own budget), and a process still alive its grace after SIGTERM is killed, its run marked with what
+    happened, so the queue moves on. Returns the runs killed."""
+    now = now or time.time()
+    killed = []
+    for run_dir in list_run_dirs():
+        status = read_status(run_dir)
+        run_id = run_dir.name
+        if status.get("state") not in ("running", "stopping") or not status.get("launched_at"):
+            _stop_sent.pop(run_id, None)
+            continue
+        budget = status.get("time_budget_seconds")
+        training = status.get("phase") in TRAINING_PHASES
+        over = budget and now - status["launched_at"] > budget + (STOP_GRACE_SECONDS if training else 0)
+        if over and run_id not in _stop_sent:
+            write_status(run_dir, stop_reason=f"the time budget of {budget / 60:g} min was spent before training")
+            _signal_stop(run_dir, status)
+            continue
+        asked = _stop_sent.get(run_id)
+        if asked is None or now - asked < stop_grace(status):
+            continue
+        if _signal(run_dir, status, signal.SIGKILL):
+            child = _children.get(run_id)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=10)
+            state = "cancelled" if cancel_requested(run_dir) else "stopped"
+            write_status(
+                run_dir,
+                state=state,
+                ended_at=time.time(),
+                note=f"{state}: the training process did not end within {stop_grace(status):g} s of the stop "
+                f"(it was {status.get('phase') or 'starting'}) and was ended; "
+                + ("resume from its last checkpoint" if last_complete_checkpoint(run_dir) else "no adapter"),
+            )
+            killed.append(run_id)
+        _stop_sent.pop(run_id, None)
+    return killed
 
 
 def stop_run(run: str | Path, owner: str | None = None) -> dict:
@@ -419,6 +486,7 @@ def wait_for(run: str | Path, states=FINAL_STATES, timeout: float = STOP_GRACE_S
     """Block until the run reaches one of `states`, moving the queue along meanwhile."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        enforce_deadlines()
         advance_queue()
         status = refresh(run)
         if status.get("state") in states:

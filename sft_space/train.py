@@ -29,7 +29,7 @@ from .backup import Backup
 from .config import ALL_PRESETS, RunConfig, coerce, fields_by_name
 from .models import device_name, model_max_length
 from .process import pid_alive, start_time
-from .run_writer import IS_MAIN_PROCESS, StopRequested, log, write_status
+from .run_writer import IS_MAIN_PROCESS, StopBeforeTraining, StopRequested, log, write_status
 from .rundir import (
     STATUS,
     cancel_requested,
@@ -209,6 +209,9 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             from .callbacks import use_timed_schedule
 
             use_timed_schedule(trainer, config, status)  # train_minutes: the learning rate follows the clock
+            stop.training = True  # from here a stop finishes the current step and saves
+            if stop.requested:
+                return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             status["peak_memory"] = peak_memory()
             if stop.diverged:
@@ -222,6 +225,10 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
                 save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
             note = f"{stop.budget_spent}: resume the run to train further" if stop.budget_spent else None
             return finish(run_dir, status, state, started, note=note)
+        except StopBeforeTraining:  # Stop, Cancel or the host's time limit while loading: nothing to save
+            state = "cancelled" if cancel_requested(run_dir) else "stopped"
+            why = rundir.read_status(run_dir).get("stop_reason") or f"{state} before training began"
+            return finish(run_dir, status, state, started, note=f"{why} (while {status.get('phase')}); no adapter")
         except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
             log_traceback()
             code = fail(run_dir, config, status, started, error)
