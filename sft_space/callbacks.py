@@ -18,7 +18,6 @@ from . import estimates, rundir
 from .chat import generate_batch
 from .run_writer import (
     END_CHECK_MAX_NEW_TOKENS,
-    INJECT_DISK_FULL_AT_SAVE,
     INJECT_NAN_AFTER_STEP,
     INJECT_OOM_AT_STEP,
     IS_MAIN_PROCESS,
@@ -29,16 +28,6 @@ from .run_writer import (
     write_status,
 )
 from .rundir import cancel_requested
-
-
-def inject_disk_full(folder: Path) -> None:
-    """Tests only: leave what a save cut short by a full disk leaves (a checkpoint without its mark, a temp file
-    of a JSON write), then fail as the write did."""
-    import errno
-
-    (folder / "optimizer.pt").write_bytes(b"half")
-    (folder.parent.parent / ".status.json.injected.tmp").write_text("{")
-    raise OSError(errno.ENOSPC, "No space left on device", str(folder / "optimizer.pt"))
 
 
 class RunDirCallback(TrainerCallback):
@@ -140,8 +129,6 @@ class RunDirCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if INJECT_DISK_FULL_AT_SAVE and state.global_step >= INJECT_DISK_FULL_AT_SAVE:
-            inject_disk_full(folder)
         if folder.is_dir():
             if IS_MAIN_PROCESS:
                 rundir.mark_checkpoint_complete(folder, state.global_step)

@@ -17,8 +17,6 @@ log = logging.getLogger("sft_space.train")  # one log for the whole training pro
 INJECT_OOM_AT_STEP = int(os.environ.get("SFT_SPACE_INJECT_OOM_AT_STEP", "0"))  # tests only: fail like an OOM
 # tests only: a LoRA weight becomes NaN after this step, as when a learning rate far too high overflows
 INJECT_NAN_AFTER_STEP = int(os.environ.get("SFT_SPACE_INJECT_NAN_AFTER_STEP", "0"))
-# tests only: the checkpoint save at this step fails half-written, as on a full disk (ENOSPC)
-INJECT_DISK_FULL_AT_SAVE = int(os.environ.get("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE", "0"))
 DEFAULT_PROBES = 3  # validation prompts watched during training when the user pins none
 # Short, but room for the longest json-extract answer (57 tokens with a long name): a reply cut short would be
 # generated again, longer, by the end-of-turn check. A probe shows behaviour, it is no evaluation.

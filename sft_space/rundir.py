@@ -30,6 +30,7 @@ torch nor transformers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -150,11 +151,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
     # unique per writer: the app's threads (queue worker, page polls) may write the same file at once
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk mid-write: no temp file is left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rewrite_in_place(path: Path, data: Any) -> None:
+    """The last resort of a status write on a full disk: the file's own blocks are reused (truncate, then write),
+    where a temp file beside it found no room; compact JSON, so it needs no more room than before."""
+    text = json.dumps(data, separators=(",", ":")).encode()
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict:
@@ -223,7 +239,12 @@ def write_status(run: str | Path, **fields: Any) -> dict:
         if current.get("owner") and fields.get("owner", current["owner"]) != current["owner"]:
             raise PermissionError("A run's owner is written once and never changes.")
         status = {**current, **fields}
-        write_json_atomic(path, status)
+        try:
+            write_json_atomic(path, status)
+        except OSError as error:
+            if error.errno != errno.ENOSPC or not path.is_file():
+                raise
+            _rewrite_in_place(path, status)
     return status
 
 

@@ -13,6 +13,7 @@ headless command line for people who don't want the UI. No Gradio here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -159,6 +160,7 @@ def setup_logging(run_dir: Path) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
     )
+    logging.raiseExceptions = False  # a log line the full disk refused is lost, not a traceback on the terminal
 
 
 # -------------------------------------------------------------- training
@@ -231,7 +233,11 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             return finish(run_dir, status, state, started, note=f"{why} (while {status.get('phase')}); no adapter")
         except Exception as error:  # any failure becomes a readable status; the traceback stays in the log
             log_traceback()
-            code = fail(run_dir, config, status, started, error)
+            try:
+                code = fail(run_dir, config, status, started, error)
+            except OSError as again:  # the disk refused even the failure's status: one line, no traceback
+                print(f"error: {error}; and the status could not be written: {again}", file=sys.stderr)
+                return 1
             if not os.environ.get("SFT_SPACE_LOG_CAPTURED"):  # on a terminal: one line; the log has the rest
                 print(
                     "error: " + " ".join(str(rundir.read_status(run_dir).get("error") or error).split()),
@@ -299,7 +305,7 @@ def fail(run_dir: Path, config: RunConfig, status: dict, started: float, error: 
         )
         finish(run_dir, status, "failed", started, error=message)
         return 1
-    if is_disk_full(error):
+    if is_disk_full(error, run_dir):
         finish(run_dir, status, "failed", started, error=disk_full_message(run_dir, config))
         return 1
     if isinstance(error, (ValueError, FileNotFoundError)) and status.get("phase") != "training":
@@ -327,10 +333,23 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def is_disk_full(error: BaseException) -> bool:
-    while error is not None:  # libraries wrap the OSError (safetensors, torch.save)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in str(error):
+# What a write cut short says where no errno reaches Python: torch.save's C++ stream writer ("basic_ios::clear:
+# iostream error", "unexpected pos ..."), safetensors' serializer.
+WRITE_FAILURES = ("iostream error", "unexpected pos", "PytorchStreamWriter failed", "file write failed", "serializ")
+LOW_DISK_BYTES = 256 * 2**20  # a failed write with less than this free is taken for a full disk
+
+
+def is_disk_full(error: BaseException, where: Path | None = None) -> bool:
+    """A full disk: ENOSPC anywhere in the chain (libraries wrap the OSError), or a write failure without an errno
+    (torch.save raises RuntimeError) while the run's drive has next to nothing free."""
+    while error is not None:
+        text = str(error)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in text:
             return True
+        if where is not None and any(words in text for words in WRITE_FAILURES):
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(where).free < LOW_DISK_BYTES:
+                    return True
         error = error.__cause__ or error.__context__
     return False
 

@@ -1,9 +1,12 @@
 """Runs that survive: kill -9 then resume, NaN loss stops the run, out of memory offers a smaller batch."""
 
+import contextlib
 import json
 import math
 import os
 import signal
+import subprocess
+import threading
 
 import pytest
 
@@ -94,25 +97,65 @@ def test_out_of_memory_offers_half_batch_twice_accumulation(tiny_model, sft_home
     assert retry.learning_rate == rundir.read_config(run_id).learning_rate
 
 
-def test_a_full_disk_during_a_save_fails_the_run_with_what_to_do(tiny_model, sft_home, monkeypatch):
-    # A full filesystem cannot be mounted here without privileges, so the save at step 10 is cut short through a
-    # test hook: it leaves a checkpoint without its completion mark and a temp JSON file, then raises ENOSPC the way
-    # the write does. Everything after it (the message, the clean-up, the resume point) is the real code path.
-    monkeypatch.setenv("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE", "10")
-    run_id = runs.start_run(tiny(tiny_model, max_steps=30, save_steps=5))
-    status = runs.wait_for(run_id, timeout=180)
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 6 MB filesystem (tmpfs, mounted as root), unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs was refused here ({mounted.stderr.decode().strip()}): the test needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
 
-    assert status["state"] == "failed", status
+
+def fill_after_checkpoint(run_dir, disk, step: int, leave: int) -> threading.Thread:
+    """Once checkpoint-`step` is complete, fill the disk with a file until the kernel says no, then give back
+    `leave` bytes: room for the next checkpoint's adapter and tokenizer, not for its optimizer state."""
+
+    def fill():
+        mark = run_dir / "checkpoints" / f"checkpoint-{step}" / rundir.CHECKPOINT_MARK
+        wait_until(mark.is_file, timeout=120, poll=0.05, what="the first checkpoint")
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_disk_that_really_fills_during_a_save_fails_the_run_with_what_to_do(tiny_model, small_disk):
+    """A real full filesystem under the run: torch.save raises RuntimeError ('iostream error'), not ENOSPC. The run
+    fails with the disk-full message (free space, what to do, the checkpoint to resume from), the half-written
+    checkpoint and temp files are gone, the terminal gets one line, and after space is freed it resumes."""
+    run_dir = small_disk / "run"
+    flags = [
+        "--model", str(tiny_model), "--dataset", "demo:json-extract", "--per_device_train_batch_size", "2",
+        "--max_length", "128", "--logging_steps", "1", "--eval_steps", "1000", "--eval_max_rows", "4",
+        "--save_steps", "5", "--max_steps", "30", "--output_dir", str(run_dir),
+    ]  # fmt: skip
+    filler = fill_after_checkpoint(run_dir, small_disk, 5, leave=120 * 1024)
+    result = run_cli(*flags, timeout=300)
+    filler.join(timeout=5)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert result.returncode == 1 and status["state"] == "failed", (status, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: The disk is full (")
     error = status["error"]
     assert error.startswith("The disk is full (") and "MB free now" in error, error
     assert "save_total_limit" in error and "resume from checkpoint-5 (step 5)" in error, error
-    run_dir = rundir.run_path(run_id)
-    assert [p.name for p in rundir.checkpoints_dir(run_id).glob("checkpoint-*")] == ["checkpoint-5"]  # partial gone
-    assert rundir.last_complete_checkpoint(run_id).name == "checkpoint-5"
-    assert not list(run_dir.glob(".*.tmp"))
-    assert "No space left on device" in rundir.log_path(run_id).read_text()  # the traceback stays in the log
+    assert [p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-5"]  # partial gone
+    assert rundir.last_complete_checkpoint(run_dir).name == "checkpoint-5"
+    assert not list(run_dir.glob(".*.tmp")) and not (run_dir / "adapter").exists()
+    log = result.stdout + (run_dir / "train.log").read_text(errors="replace")
+    assert "iostream error" in log or "unexpected pos" in log, log[-3000:]  # torch.save's own words
 
-    monkeypatch.delenv("SFT_SPACE_INJECT_DISK_FULL_AT_SAVE")
-    runs.resume_run(run_id)  # after freeing space: the run goes on from the point the message named
-    status = runs.wait_for(run_id, timeout=180)
-    assert status["state"] == "completed" and status["resumed_from"] == 5, status
+    (small_disk / "filler").unlink()  # space freed: the run goes on from the point the message named
+    resumed = run_cli("--resume", str(run_dir), timeout=300)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert resumed.returncode == 0 and status["state"] == "completed" and status["resumed_from"] == 5, status
+    assert status["step"] == 30
