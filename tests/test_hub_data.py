@@ -4,6 +4,7 @@ import io
 import json
 import time
 
+import httpx
 import pytest
 
 from sft_space.config import RunConfig
@@ -181,3 +182,53 @@ def test_a_space_never_reads_the_hub_with_its_owners_token(online, monkeypatch):
         load_dataset_source("acme/gated")
     assert online.tokens[seen:] and owner not in online.tokens[seen:]
     assert "HF_TOKEN" not in training_env() and "HUGGING_FACE_HUB_TOKEN" not in training_env()
+
+
+OWNER = "hf_spaceOWNERsecretToken000000000"
+OAUTH = {
+    "OAUTH_CLIENT_ID": "client-id",
+    "OAUTH_CLIENT_SECRET": "client-secret",
+    "OPENID_PROVIDER_URL": "http://127.0.0.1:9/openid",  # nothing listens: the sign-in itself is never walked here
+    "OAUTH_SCOPES": "openid profile",
+}
+
+
+@pytest.mark.parametrize("configuration", ["SPACE_ID without SYSTEM=spaces", "a Space with OAuth"])
+def test_no_visitor_becomes_the_owner_and_the_owners_token_never_leaves(online, monkeypatch, configuration):
+    """A copy of the Space run elsewhere (SPACE_ID set, the owner's HF_TOKEN on the machine, no Space OAuth): Gradio
+    would mock Sign-in with the machine's token, so a stranger pressing it became the owner's hf: identity and
+    Gradio asked the Hub who the owner is at start-up. Sign-in exists only with the Space's real OAuth; in both
+    configurations the test Hub never sees the owner's token, whatever a visitor does."""
+    from gradio_client import Client
+
+    online.users[OWNER] = "owner"
+    monkeypatch.setenv("HF_TOKEN", OWNER)
+    monkeypatch.setenv("SPACE_ID", "owner/sft-space")
+    if configuration == "a Space with OAuth":
+        monkeypatch.setenv("SYSTEM", "spaces")
+        import gradio.oauth
+
+        for name, value in OAUTH.items():
+            monkeypatch.setenv(name, value)
+            if hasattr(gradio.oauth, name):  # read once when gradio is imported (before the Space's are set here)
+                monkeypatch.setattr(gradio.oauth, name, value)
+    else:
+        monkeypatch.delenv("SYSTEM", raising=False)
+    seen = len(online.tokens)
+    with launched_app() as url:
+        page = httpx.get(url).text
+        login = httpx.get(f"{url}login/huggingface", follow_redirects=False)
+        callback = httpx.get(f"{url}login/callback", follow_redirects=False)
+        client = Client(url, verbose=False)
+        client.predict(dataset="acme/multi", dataset_config="en", api_name="/preview_dataset")
+        with pytest.raises(Exception, match="is gated"):
+            client.predict(dataset="acme/gated", api_name="/preview_dataset")
+        key = client.predict(api_name="/run_status")
+    if configuration == "a Space with OAuth":
+        assert '"login"' in page  # the button, with real OAuth routes: the login goes to the provider
+        assert login.status_code in (302, 307, 500) and "mock" not in login.headers.get("location", "")
+    else:
+        assert '"login"' not in page
+        assert login.status_code == 404 and callback.status_code == 404  # no mocked sign-in to take
+    assert "hf:owner" not in str(key)
+    assert online.tokens[seen:] and OWNER not in online.tokens[seen:]

@@ -36,10 +36,9 @@ CSS = """
 
 
 def sign_in_available() -> bool:
-    """The Sign-in button works on a Space (OAuth). Elsewhere Gradio would mock it by asking the Hub who the
-    machine's token belongs to while the page is built, which fails (and stops the app) without a network; there
-    the Publish tab's token field, or HF_TOKEN, is the way in."""
-    return on_a_space()
+    """The Sign-in button only where the Space's real OAuth is configured (visitor.real_oauth). Anywhere else
+    Gradio mocks sign-in with the machine's own token: every stranger pressing it would become the owner."""
+    return visitor.real_oauth()
 
 
 def build_app() -> gr.Blocks:

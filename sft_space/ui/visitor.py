@@ -60,12 +60,22 @@ def verified_key(signed_id) -> str | None:
     return None
 
 
+OAUTH_VARIABLES = ("SPACE_ID", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OPENID_PROVIDER_URL")
+
+
+def real_oauth() -> bool:
+    """Sign in with Hugging Face is real only on a Space with OAuth configured (SYSTEM=spaces and the variables the
+    Space gets from `hf_oauth: true`). Elsewhere Gradio's sign-in is a mock that hands every visitor the machine's
+    own Hub identity (and asks the Hub who it is, with the machine's token): no Sign-in button, no hf: identity."""
+    return os.environ.get("SYSTEM") == "spaces" and all(os.environ.get(name) for name in OAUTH_VARIABLES)
+
+
 def identify(browser_id: str | None, profile: gr.OAuthProfile | None = None):
     """(visitor key for this session, signed id to keep in the browser)."""
     key = verified_key(browser_id)
     if key is None:
         key, browser_id = new_visitor()
-    if profile is not None and getattr(profile, "username", None):
+    if profile is not None and getattr(profile, "username", None) and real_oauth():
         return f"hf:{profile.username}", browser_id
     return key, browser_id
 
