@@ -13,9 +13,12 @@ from collections import Counter
 
 import regex
 
+from .sandbox import bounded_regex
+
 EVAL_MAX_NEW_TOKENS = 96  # a json-extract answer is about 50 tokens; room for a wrong, longer one
 JSON_SHARE_FOR_SCHEMA = 0.9  # answers that must be JSON objects before a schema check is chosen
 ENUM_MAX_VALUES = 12  # a string field with at most this many distinct values (each seen 3+ times) is an enum
+MAX_PATTERN_CHARACTERS = 500
 SCORERS = ["auto", "json-schema", "valid-json", "regex", "exact", "none"]
 REGEX_TIMEOUT_SECONDS = 0.5  # per reply: a pattern that backtracks for longer is refused, not waited on
 
@@ -120,6 +123,9 @@ def choose_scorer(train_answers: list[str], kind: str = "auto", pattern: str = "
     if kind == "regex":
         if not pattern:
             raise ValueError("The regex check needs a pattern, e.g. ^\\{.*\\}$ for one-line JSON.")
+        if len(pattern) > MAX_PATTERN_CHARACTERS:
+            raise ValueError(f"The pattern has {len(pattern):,} characters; at most {MAX_PATTERN_CHARACTERS} here.")
+        bounded_regex(pattern)  # compiled first in a bounded process: ((a{1000}){1000}){1000} needs gigabytes
         try:
             regex.compile(pattern)
         except regex.error as error:

@@ -1,12 +1,20 @@
 """A stranger's work in the shared app process stays bounded ([hardening]): uploads per request, regexes, templates,
 rows read from an upload, previews; each against the launched app, with the public host's limits in force."""
 
+import gc
+import json
 import os
+import re
+import shutil
+from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
 
-from helpers import launched_app
+from sft_space import rundir
+
+from helpers import TINY_FAST, launched_app, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +48,165 @@ def test_one_upload_request_carries_one_file_of_the_capped_size(app_url, public,
     assert one.status_code == 200, one.text
     (path,) = one.json()
     assert os.path.getsize(path) == len(part)
+
+
+def resident_mb(field: str) -> float:
+    return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0]) / 1024
+
+
+def peak_growth_mb(action) -> float:
+    """How far the app process's resident memory (the launched app runs in this process) rose above where it
+    was while `action` ran: the peak (VmHWM) is reset first, through /proc/self/clear_refs."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = resident_mb("VmRSS")
+    action()
+    return resident_mb("VmHWM") - before
+
+
+def refused(call, match: str):
+    def action():
+        with pytest.raises(Exception, match=match):
+            call()
+
+    return action
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model):
+    """A finished command-line run in the runs folder (no owner: everyone's on a private machine)."""
+    run_dir = rundir.runs_root() / "20990101-000000-hardening"
+    result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(run_dir), *TINY_FAST)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir.name
+
+
+def test_a_regex_that_needs_hundreds_of_megabytes_is_refused_before_the_app_compiles_it(client, finished_run):
+    """((a{100}){100}){100}: 20 characters, +420 MB in the app when compiled there (the 23-character variant
+    +9 GB). It is compiled first in a bounded child process and refused with the reason."""
+    growth = peak_growth_mb(
+        refused(
+            lambda: client.predict(
+                run_id=finished_run, count=2, scorer="regex", pattern="((a{100}){100}){100}", api_name="/evaluate"
+            ),
+            r"The pattern '\(\(a\{100\}\)\{100\}\)\{100\}' was refused: it needs more than 256 MB to check",
+        )
+    )
+    assert growth < 60, growth
+    with pytest.raises(Exception, match="The pattern has 501 characters; at most 500"):
+        client.predict(run_id=finished_run, count=2, scorer="regex", pattern="a" * 501, api_name="/evaluate")
+
+
+def preview(client, **fields):
+    return client.predict(**{"dataset": "demo:json-extract", **fields}, api_name="/preview_dataset")
+
+
+def test_a_template_repeating_a_column_thousands_of_times_is_refused(client):
+    """{messages} 4,000 times (40,000 characters) built every row 4,000 times over: +1.4 GB in the app."""
+    growth = peak_growth_mb(
+        refused(
+            lambda: preview(client, data_format="template", text_template="{messages}" * 4000),
+            "The template has 40,000 characters; at most 2,000",
+        )
+    )
+    assert growth < 30, growth
+    with pytest.raises(Exception, match="The template has 21 placeholders; at most 20"):
+        preview(client, data_format="template", text_template="{messages} " * 21)
+
+
+def test_rows_past_the_cap_are_never_read(client, tmp_path, monkeypatch):
+    """A 10 MB CSV of 5,000,000 one-letter rows (+2 GB in the app, and 500,000 validation rows shown despite the
+    20,000-row cap) and a 53 KB parquet file of 20,000,000 rows (+7.9 GB, 162 s): read row by row up to the cap
+    (twice the training rows, room for validation), the rest of the file never decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("SFT_SPACE_DATASET_ROWS", "20000")
+    lines = tmp_path / "lines.csv"
+    lines.write_text("text\n" + "a\n" * 5_000_000)
+    packed = tmp_path / "packed.parquet"
+    pq.write_table(pa.table({"text": pa.array(["b"] * 20_000_000)}), packed, row_group_size=20_000_000)
+    gc.collect()
+    for path in (lines, packed):
+        shown = []
+        growth = peak_growth_mb(lambda: shown.append(preview(client, dataset=str(path))))  # noqa: B023
+        counts = shown[0][0]
+        assert "the first 40,000 rows read (this Space's limit per dataset)" in counts, counts
+        train, validation = (int(n.replace(",", "")) for n in re.findall(r"\*\*([\d,]+)\*\* \w+ rows", counts))
+        assert train <= 20000 and validation <= 20000, counts
+        assert growth < 150, (path.name, growth)
+
+
+def test_a_huge_row_never_reaches_the_page(client, tmp_path):
+    """A JSONL row of 40 MB went whole to the page; now a row is at most 1,000,000 characters, and a preview cell
+    shows at most 2,000 of a long one."""
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text(json.dumps({"prompt": "x" * 40_000_000, "completion": "y"}) + "\n")
+    growth = peak_growth_mb(
+        refused(lambda: preview(client, dataset=str(huge)), "huge.jsonl line 1 is longer than 1,000,000 characters")
+    )
+    assert growth < 60, growth
+    long = tmp_path / "long.jsonl"
+    long.write_text(
+        "".join(json.dumps({"prompt": f"{i} " + "z" * 100_000, "completion": "ok"}) + "\n" for i in range(5))
+    )
+    table = preview(client, dataset=str(long))[1]
+    cell = table["data"][0][1]
+    assert len(cell) < 2_100 and cell.endswith("more characters)"), cell[-60:]
+
+
+@pytest.fixture(scope="module")
+def costly_models(tiny_model, tmp_path_factory):
+    """The tiny model with a chat template that loops 10^8 times, one that builds a 400 MB string, and a tokenizer
+    whose split pattern backtracks on long runs of a letter (the Rust tokenizer panics)."""
+    root = tmp_path_factory.mktemp("costly")
+    template = (tiny_model / "chat_template.jinja").read_text()
+    made = {}
+    for name, prefix in {
+        "looping": "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+        "huge": "{% set x = 'a' * 400000000 %}{{ x }}",
+        "panicking": "",
+    }.items():
+        folder = root / name
+        shutil.copytree(tiny_model, folder)
+        (folder / "chat_template.jinja").write_text(prefix + template)
+        made[name] = folder
+    tokenizer = json.loads((made["panicking"] / "tokenizer.json").read_text())
+    split = {"type": "Split", "pattern": {"Regex": "(a|aa)+$"}, "behavior": "Isolated", "invert": False}
+    tokenizer["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, tokenizer["pre_tokenizer"]]}
+    (made["panicking"] / "tokenizer.json").write_text(json.dumps(tokenizer))
+    return made
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("looping", r"its chat template took [\d.]+ s of CPU to render one short conversation"),
+        ("huge", "it needs more than 768 MB to check"),
+        ("panicking", "PanicException"),
+    ],
+)
+def test_a_costly_chat_template_or_tokenizer_is_refused_before_the_app_runs_it(client, costly_models, name, reason):
+    """'What the model sees' renders the model's chat template in the app: a loop of 10^8 iterations held it 34 s,
+    a 400 MB string +1.3 GB, a panicking tokenizer never answered. Each is tried in a bounded child first."""
+    growth = peak_growth_mb(
+        refused(
+            lambda: client.predict(
+                dataset="demo:json-extract",
+                model=str(costly_models[name]),
+                row_number=0,
+                answers_only=True,
+                max_length=128,
+                batch_size=2,
+                packing=False,
+                api_name="/what_the_model_sees",
+            ),  # fmt: skip
+            "This model's tokenizer or chat template was refused: " + reason,
+        )
+    )
+    assert growth < 60, growth

@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROLES = ("system", "user", "assistant")
 UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+MAX_TEMPLATE_CHARACTERS = 2_000  # a user's text template
+MAX_TEMPLATE_FIELDS = 20  # placeholders in it
 
 # Formats a user brings, in the order they are recognised, and what each needs in a row.
 FORMATS = {
@@ -56,45 +58,125 @@ SHAREGPT_ROLES = {
 }
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a .jsonl, .json (a list), .csv or .parquet file; a bad JSON line is named by its number."""
+# A row or cell of an uploaded or Hub file, at most: far past any max_length (a 40 MB row once went whole to the
+# page), and a bound on what one row costs the app.
+MAX_ROW_CHARACTERS = 1_000_000
+MAX_JSON_FILE_BYTES = 20 * 2**20  # a .json list is parsed whole; larger files must be .jsonl (read line by line)
+MAX_ROW_GROUP_BYTES = 256 * 2**20  # a parquet row group is decoded at once: a tiny file may expand to gigabytes
+
+
+def _too_long(name: str, where: str) -> ValueError:
+    return ValueError(
+        f"{name} {where} is longer than {MAX_ROW_CHARACTERS:,} characters: far more than a model trains on. "
+        "Shorten or split it."
+    )
+
+
+def _checked(row, name: str, number: int):
+    """A row whose text is not absurdly long (strings counted inside lists and dicts too)."""
+    size, stack = 0, [row]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, dict):
+            stack += value.values()
+        elif isinstance(value, (list, tuple)):
+            stack += value
+        if size > MAX_ROW_CHARACTERS:
+            raise _too_long(name, f"row {number}")
+    return row
+
+
+def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
+    """Rows of a .jsonl, .json (a list), .csv or .parquet file; a bad JSON line is named by its number.
+
+    max_rows: read at most this many rows and one more (so a caller can say the file holds more), streaming: a
+    CSV or JSONL file is read line by line and a parquet file by batches, stopping there before the rest of the
+    file is decoded. Each row is at most MAX_ROW_CHARACTERS of text."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract."
         )
+    wanted = None if max_rows is None else max_rows + 1
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+        return _csv_rows(path, wanted)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise ValueError(f"{path.name} is not a readable parquet file ({error}).") from None
-    text = path.read_text(encoding="utf-8")
+        return _parquet_rows(path, wanted)
     if path.suffix == ".json":
+        if path.stat().st_size > MAX_JSON_FILE_BYTES:
+            raise ValueError(
+                f"{path.name} is {path.stat().st_size / 2**20:,.0f} MB: a .json file is read whole, up to "
+                f"{MAX_JSON_FILE_BYTES / 2**20:.0f} MB; save larger data as .jsonl (one row per line)."
+            )
         try:
-            rows = json.loads(text)
+            rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path.name} is not valid JSON (line {error.lineno}: {error.msg}).") from None
         if isinstance(rows, dict) and len(rows) == 1 and isinstance(next(iter(rows.values())), list):
             rows = next(iter(rows.values()))  # {"train": [...]} or {"data": [...]}
         if not isinstance(rows, list):
             raise ValueError(f"{path.name} must hold a JSON list of rows, one object per example.")
-        return rows
+        rows = rows[:wanted] if wanted else rows
+        return [_checked(row, path.name, number) for number, row in enumerate(rows, start=1)]
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line."
-            ) from None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(iter(lambda: f.readline(MAX_ROW_CHARACTERS + 1), ""), start=1):
+            if len(line) > MAX_ROW_CHARACTERS:
+                raise _too_long(path.name, f"line {number}")
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line."
+                ) from None
+            if wanted and len(rows) >= wanted:
+                break
     return rows
+
+
+def _csv_rows(path: Path, wanted: int | None) -> list[dict]:
+    csv.field_size_limit(MAX_ROW_CHARACTERS)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                rows.append(_checked(dict(row), path.name, reader.line_num))
+                if wanted and len(rows) >= wanted:
+                    break
+        except csv.Error as error:
+            raise ValueError(f"{path.name} line {reader.line_num}: {error}.") from None
+    return rows
+
+
+def _parquet_rows(path: Path, wanted: int | None) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        for index in range(file.metadata.num_row_groups):
+            group = file.metadata.row_group(index)
+            if group.total_byte_size > MAX_ROW_GROUP_BYTES:
+                raise ValueError(
+                    f"{path.name}: row group {index} holds {group.num_rows:,} rows taking "
+                    f"{group.total_byte_size / 2**20:,.0f} MB once decoded (at most "
+                    f"{MAX_ROW_GROUP_BYTES / 2**20:.0f} MB here): write it with smaller row groups."
+                )
+        rows: list[dict] = []
+        for batch in file.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                rows.append(_checked(row, path.name, len(rows) + 1))
+                if wanted and len(rows) >= wanted:
+                    return rows
+        return rows
+    except ValueError:
+        raise
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise ValueError(f"{path.name} is not a readable parquet file ({error}).") from None
 
 
 def detect_format(rows: list[dict]) -> str:
@@ -125,6 +207,8 @@ def _text(value) -> str:
 def template_fields(template: str) -> list[str]:
     """The column names a template's {placeholders} name. Only bare names: a format width (`{text:x>50000000}`
     would build 50 MB rows), a conversion or an attribute or index lookup is refused."""
+    if len(template) > MAX_TEMPLATE_CHARACTERS:
+        raise ValueError(f"The template has {len(template):,} characters; at most {MAX_TEMPLATE_CHARACTERS:,}.")
     names = []
     for _, name, spec, conversion in string.Formatter().parse(template):
         if name is None:
@@ -136,6 +220,8 @@ def template_fields(template: str) -> list[str]:
                 "with no format, conversion, attribute or index."
             )
         names.append(name)
+    if len(names) > MAX_TEMPLATE_FIELDS:  # each placeholder copies a whole cell into every row
+        raise ValueError(f"The template has {len(names)} placeholders; at most {MAX_TEMPLATE_FIELDS}.")
     return names
 
 

@@ -137,7 +137,7 @@ def hub_splits(
 
 
 def load_hub_rows(
-    repo_id: str, config: str = "", revision: str = "", split: str = ""
+    repo_id: str, config: str = "", revision: str = "", split: str = "", max_rows: int | None = None
 ) -> tuple[list[dict], list[dict] | None, list[str], str | None]:
     """(training rows, the dataset's own validation rows or None, notes, the commit sha they were read at).
 
@@ -159,7 +159,9 @@ def load_hub_rows(
                 token=read_token(),
                 cache_dir=str(home() / "hub"),
             )
-            rows += read_rows(Path(local))
+            rows += read_rows(Path(local), max_rows and max_rows - len(rows))
+            if max_rows and len(rows) > max_rows:  # this host's limit: the rest of the files stay unread
+                return rows[: max_rows + 1]
         return rows
 
     own = next((s for s in ("validation", "test") if s in splits and s != split), None)

@@ -78,6 +78,7 @@ def load_dataset_source(
     mapping: dict | None = None,
     template: str = "",
     preview: bool = False,
+    max_rows: int | None = None,
 ) -> DatasetSplits:
     """Load `demo:NAME`, a Hub dataset `owner/name` or a local file, in any known format.
 
@@ -106,7 +107,7 @@ def load_dataset_source(
             + ", read without downloading the dataset"
         )
     elif is_hub_id(source):
-        train, validation, notes, commit = load_hub_rows(source, hub_config, revision, hub_split)
+        train, validation, notes, commit = load_hub_rows(source, hub_config, revision, hub_split, max_rows)
         own_split = validation is not None
         validation = validation or []
     else:
@@ -117,7 +118,10 @@ def load_dataset_source(
                 f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
                 "demo:pirate-chat or the path of your own file."
             )
-        train, validation = read_rows(path), []
+        train, validation = read_rows(path, max_rows), []
+    if max_rows and len(train) > max_rows:  # read_rows stopped one row past the limit: the file holds more
+        notes.append(f"the first {max_rows:,} rows read (this Space's limit per dataset)")
+        train = train[:max_rows]
     if data_format != "auto" and data_format not in FORMATS:
         raise ValueError(f"Unknown format {data_format!r}: choose auto or one of {', '.join(FORMATS)}.")
     kind = detect_format(train) if data_format == "auto" else data_format
@@ -191,6 +195,7 @@ def load_for_run(config, preview: bool = False, revision: str | None = None) -> 
         template=config.text_template,
         mapping={"prompt": config.prompt_column, "response": config.response_column, "system": config.system_column},
         preview=preview,
+        max_rows=current_limits().dataset_rows and current_limits().dataset_rows * 2,  # room for validation rows
     )
     cap = current_limits().dataset_rows
     if cap and len(splits.train) > cap and not splits.preview:

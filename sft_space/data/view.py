@@ -25,8 +25,18 @@ def preview_table(rows: list[dict], count: int = 5) -> list[list[str]]:
         ]
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         user = next((m["content"] for m in messages if m["role"] == "user"), "")
-        table.append([system, user, messages[-1]["content"], str(sum(m["role"] == "user" for m in messages))])
+        cells = [system, user, messages[-1]["content"], str(sum(m["role"] == "user" for m in messages))]
+        table.append([_shortened(str(cell)) for cell in cells])
     return table
+
+
+PREVIEW_CELL_CHARACTERS = 2_000  # what a preview cell shows of a long text
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= PREVIEW_CELL_CHARACTERS:
+        return text
+    return text[:PREVIEW_CELL_CHARACTERS] + f" … ({len(text) - PREVIEW_CELL_CHARACTERS:,} more characters)"
 
 
 def token_labels(tokenizer, row: dict, answers_only: bool) -> tuple[list[int], list[bool]]:

@@ -82,6 +82,12 @@ def prepare_tokenizer(folder: Path):
 
 
 def load_tokenizer(folder: Path):
+    """The tokenizer of a model or adapter folder, for the app's own work (chat, Evaluate, the Data tab, exports):
+    its tokenizer and chat template were first tried in a bounded process (sandbox), so a template that loops or
+    a split pattern that panics is refused with the reason instead of stalling the app for everyone."""
+    from ..sandbox import bounded_tokenizer
+
+    bounded_tokenizer(folder)
     return prepare_tokenizer(folder)[0]
 
 

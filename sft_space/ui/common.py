@@ -46,6 +46,13 @@ def shown_as_error(scrub: Callable[[str], str] | None = None, errors: tuple = EN
         yield
     except errors as error:
         raise gr.Error(message(error, scrub), print_exception=False) from None
+    except BaseException as error:  # a Rust tokenizer's panic is a BaseException: the request must still answer
+        if type(error).__name__ != "PanicException":
+            raise
+        raise gr.Error(
+            f"The model's tokenizer crashed on this text ({str(error).splitlines()[0][:200]}): pick another model.",
+            print_exception=False,
+        ) from None
 
 
 def owned(run_id: str | None, visitor: str | None, action: str) -> dict:
