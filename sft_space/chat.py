@@ -429,29 +429,45 @@ def generate_many(
 ) -> list[dict]:
     """Greedy replies to many conversations, `batch_size` at a time (prompts of similar length together, so
     little padding), in the given order: [{"text", "ended_turn"}]. Evaluations of any number of rows use it;
-    progress(done, total) after each batch. The model is held per batch, so chat replies can come between."""
-    return on_generation_thread(
-        _generate_many, loaded, conversations, use_adapter, max_new_tokens, max(1, batch_size), progress
-    )
-
-
-def _generate_many(loaded, conversations, use_adapter, max_new_tokens, batch_size, progress) -> list[dict]:
-    lengths = [
-        len(loaded.tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"])
-        for c in conversations
-    ]
+    progress(done, total) after each batch. Each batch is its own turn on the generation thread, and a batch holds
+    at most BATCH_PROMPT_TOKENS of padded prompt (long prompts go one at a time), so another visitor's chat reply
+    waits for one batch, never for a whole evaluation."""
+    lengths = [prompt_tokens(loaded.tokenizer, c) for c in conversations]
     order = sorted(range(len(conversations)), key=lambda i: lengths[i])
     results: list[dict | None] = [None] * len(conversations)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        with answering_as(loaded, use_adapter):
-            texts, ends = generate_batch(
-                loaded.model, loaded.tokenizer, [conversations[i] for i in chunk], max_new_tokens, with_ends=True
-            )
+    done = 0
+    for chunk in token_batches(order, lengths, max(1, batch_size)):
+        texts, ends = on_generation_thread(_generate_chunk, loaded, [conversations[i] for i in chunk], use_adapter,
+                                           max_new_tokens)  # fmt: skip
         for i, text, ended in zip(chunk, texts, ends):
             results[i] = {"text": text, "ended_turn": ended}
-        progress(min(start + batch_size, len(order)), len(order))
+        done += len(chunk)
+        progress(done, len(order))
     return results
+
+
+BATCH_PROMPT_TOKENS = 4096  # rows x longest prompt of one batch of generate_many
+
+
+def prompt_tokens(tokenizer, conversation: list[dict]) -> int:
+    return len(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+
+def token_batches(order: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
+    """`order` (shortest prompt first) cut into batches of at most batch_size rows and BATCH_PROMPT_TOKENS of
+    padded prompt."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and lengths[i] * (len(batches[-1]) + 1) <= BATCH_PROMPT_TOKENS:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _generate_chunk(loaded, conversations, use_adapter, max_new_tokens):
+    with answering_as(loaded, use_adapter):
+        return generate_batch(loaded.model, loaded.tokenizer, conversations, max_new_tokens, with_ends=True)
 
 
 def generate_once(

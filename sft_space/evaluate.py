@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import Progress
+from .limits import current as current_limits
 from .rundir import EVAL, read_config, read_status, run_path, write_eval
 from .scorers import EVAL_MAX_NEW_TOKENS, SCORERS, choose_scorer, score_replies
 
@@ -25,20 +26,28 @@ DEFAULT_LOSS_ROWS = 60  # held-out rows for loss / perplexity; enough for a stab
 
 
 # ------------------------------------------------------------------ loss
+LOSS_ROWS_PER_TURN = 4  # held-out rows scored per turn on the generation thread (chat replies come between turns)
+
+
 def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool = True) -> dict:
-    """Mean token loss (and perplexity) on held-out conversations: answers only, as in training."""
+    """Mean token loss (and perplexity) on held-out conversations: answers only, as in training. A few rows per
+    turn on the generation thread, so another visitor's reply never waits for the whole set."""
     from .chat import on_generation_thread
 
-    return on_generation_thread(_heldout_loss, loaded, rows, use_adapter, answers_only)
+    total, tokens = 0.0, 0
+    for start in range(0, len(rows), LOSS_ROWS_PER_TURN):
+        part = rows[start : start + LOSS_ROWS_PER_TURN]
+        part_total, part_tokens = on_generation_thread(_heldout_loss, loaded, part, use_adapter, answers_only)
+        total, tokens = total + part_total, tokens + part_tokens
+    mean = total / max(tokens, 1)
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50)), "tokens": tokens, "rows": len(rows)}
 
 
-def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool) -> dict:
+def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool) -> tuple[float, int]:
     from .chat import answering_as
 
     with answering_as(loaded, use_adapter):
-        total, tokens = answer_loss(loaded.model, loaded.tokenizer, rows, answers_only)
-    mean = total / max(tokens, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50)), "tokens": tokens, "rows": len(rows)}
+        return answer_loss(loaded.model, loaded.tokenizer, rows, answers_only)
 
 
 def answer_loss(model, tokenizer, rows: list[dict], answers_only: bool = True) -> tuple[float, int]:
@@ -69,6 +78,20 @@ def answer_loss(model, tokenizer, rows: list[dict], answers_only: bool = True) -
     return total, tokens
 
 
+def within_prompt_cap(tokenizer, rows: list[dict]) -> tuple[list[dict], str | None]:
+    """The held-out rows this host scores: on a public host a conversation longer than eval_prompt_tokens is left
+    out (a few 3,000-token prompts once held a 2-core CPU's model for 13 minutes); (rows, what was left out)."""
+    cap = current_limits().eval_prompt_tokens
+    if not cap:
+        return rows, None
+    kept = [r for r in rows if len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) <= cap]
+    if len(kept) == len(rows):
+        return rows, None
+    if not kept:
+        raise ValueError(f"Every held-out row is longer than {cap:,} tokens, the most this Space evaluates.")
+    return kept, f"{len(rows) - len(kept)} held-out rows longer than {cap:,} tokens were left out (this Space's limit)"
+
+
 # ------------------------------------------------------------ the report
 def evaluate_run(
     run: str | Path,
@@ -90,12 +113,14 @@ def evaluate_run(
     progress(0.02, "Loading base model + adapter")
     loaded = load_chat_model(run)
     held, held_name = splits.held_out()
+    held, left_out = within_prompt_cap(loaded.tokenizer, held)
     result: dict = {
         "run": run_path(run).name,
         "dataset": config.dataset,
         "scorer": scorer,
         "created_at": time.time(),
         "held_out": held_name,
+        **({"left_out": left_out} if left_out else {}),
     }
     loss_set = held[:loss_rows]
     format_set = held[-count:] if count else []

@@ -38,6 +38,7 @@ class Limits:
     probe_prompts: int | None  # prompts answered at every evaluation
     max_new_tokens: int | None  # one reply, in chat, probes and Evaluate
     eval_rows: int | None  # rows one Evaluate or prompting comparison scores
+    eval_prompt_tokens: int | None  # a held-out conversation Evaluate scores (longer ones are left out, and said)
     chat_tokens_per_hour: int | None  # generated in chat, per visitor, over the last hour
     keep_days: float | None  # finished runs, uploads and unused downloaded models older than this are removed
     lora_r: int | None  # the LoRA rank of one run (a rank of 1024 on a small CPU multiplies its step time)
@@ -64,6 +65,7 @@ CPU_SPACE = Limits(
     probe_prompts=5,
     max_new_tokens=512,
     eval_rows=200,
+    eval_prompt_tokens=1_024,
     chat_tokens_per_hour=6_000,  # about 8 minutes of replies at the CPU's 13 tokens/s
     keep_days=3,
     lora_r=64,
@@ -79,6 +81,7 @@ GPU_SPACE = dataclasses.replace(
     dataset_rows=200_000,
     upload_mb=200,
     eval_rows=1_000,
+    eval_prompt_tokens=8_192,
     chat_tokens_per_hour=60_000,
     keep_days=7,
     lora_r=256,

@@ -228,3 +228,44 @@ def test_many_replies_in_batches_keep_their_order_and_match_one_at_a_time(traine
         assert [m["ended_turn"] for m in many] == [o["ended_turn"] for o in ones]
     finally:
         unload()
+
+
+def test_another_visitors_reply_comes_between_the_batches_of_an_evaluation(trained_run):
+    """Evaluate's replies and held-out loss take the model a batch (or a few rows) at a time, each its own turn on
+    the generation thread: a chat reply asked for during an evaluation is answered before the evaluation ends (it
+    waited for the whole evaluation of a model before: 454 s behind four long prompts)."""
+    import threading
+
+    from sft_space.chat import BATCH_PROMPT_TOKENS, generate_many, reply, token_batches
+    from sft_space.evaluate import heldout_loss
+
+    loaded = load_chat_model(trained_run)
+    try:
+        prompts = [[{"role": "user", "content": f"Table for {n} at 7pm, I'm Ann"}] for n in range(40)]
+        answered_at: list[int] = []
+        seen: list[int] = []
+        chat = threading.Thread(
+            target=lambda: (
+                reply(loaded, [{"role": "user", "content": "hi"}], max_new_tokens=4),
+                answered_at.append(len(seen)),
+            )
+        )
+
+        def progress(done: int, total: int) -> None:
+            seen.append(done)
+            if len(seen) == 1:
+                chat.start()  # another visitor asks while the evaluation goes on
+
+        generate_many(loaded, prompts, True, 6, batch_size=4, progress=progress)
+        chat.join()
+        assert len(seen) == 10 and answered_at and answered_at[0] < 10, (seen, answered_at)
+        rows = [{"messages": p + [{"role": "assistant", "content": "ok"}]} for p in prompts[:12]]
+        whole = heldout_loss(loaded, rows, True)
+        parts = [heldout_loss(loaded, rows[i : i + 1], True) for i in range(12)]
+        total = sum(p["loss"] * p["tokens"] for p in parts)
+        assert abs(whole["loss"] - total / whole["tokens"]) < 1e-4 and whole["rows"] == 12
+    finally:
+        unload()
+    # long prompts go one at a time: a batch holds at most BATCH_PROMPT_TOKENS of padded prompt
+    assert BATCH_PROMPT_TOKENS == 4096 and token_batches([0, 1, 2, 3], [10, 20, 3000, 3000], 16) == [[0, 1], [2], [3]]
+    assert token_batches([0, 1, 2], [10, 10, 10], 2) == [[0, 1], [2]]

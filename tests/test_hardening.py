@@ -210,3 +210,21 @@ def test_a_costly_chat_template_or_tokenizer_is_refused_before_the_app_runs_it(c
         )
     )
     assert growth < 60, growth
+
+
+def test_evaluate_leaves_out_held_out_rows_longer_than_the_hosts_cap(client, finished_run, tiny_model, monkeypatch):
+    """A public host scores held-out conversations up to eval_prompt_tokens (CPU Space: 1,024) and says how many it
+    left out; here the cap is set between the demo rows' lengths."""
+    from transformers import AutoTokenizer
+
+    from sft_space.data import load_for_run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    held, _ = load_for_run(rundir.read_config(finished_run)).held_out()
+    lengths = sorted(len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in held)
+    cap = lengths[len(lengths) // 2]
+    monkeypatch.setenv("SFT_SPACE_EVAL_PROMPT_TOKENS", str(cap))
+    about, table, _ = client.predict(run_id=finished_run, count=2, scorer="auto", pattern="", api_name="/evaluate")
+    left = sum(n > cap for n in lengths)
+    assert f"{left} held-out rows longer than {cap:,} tokens were left out (this Space's limit)" in about, about
+    assert table["data"]

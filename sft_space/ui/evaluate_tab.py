@@ -43,6 +43,7 @@ def show(result: dict | None):
     text = (
         f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} {held}; "
         f"{count} held-out prompts answered greedily by each model, {about}."
+        + (f" {result['left_out']}." if result.get("left_out") else "")
     )
     failures = result["tuned"].get("format", {}).get("failures", [])
     return text, summary_rows(result), [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
