@@ -6,6 +6,7 @@ python app.py --public   hosted for strangers as on a Space: confined paths, quo
 
 import os
 import sys
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 if os.path.isdir("/data") and os.access("/data", os.W_OK):  # a Space's persistent storage: Hub caches too
@@ -14,12 +15,15 @@ if "--public" in sys.argv[1:]:
     os.environ["SFT_SPACE_PUBLIC"] = "1"
 
 from sft_space import runs  # noqa: E402
+from sft_space.bundled import ensure_bundled_model  # noqa: E402
 from sft_space.ui import build_app, launch_kwargs  # noqa: E402
 
 demo = build_app()
 
 if __name__ == "__main__":
     runs.start_queue_worker()  # starts queued runs as the device frees up
+    # the bundled model is converted now, once, not inside a visitor's first Quick demo (its minutes are training)
+    threading.Thread(target=ensure_bundled_model, name="sft-space-convert", daemon=True).start()
     demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

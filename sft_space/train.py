@@ -226,7 +226,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             if IS_MAIN_PROCESS:
                 save_adapter(trainer.model, tokenizer, rundir.adapter_dir(run_dir))
             note = f"{stop.budget_spent}: resume the run to train further" if stop.budget_spent else None
-            return finish(run_dir, status, state, started, note=note)
+            return finish(run_dir, status, state, started, note=note or fewer_steps_than_planned(config, status))
         except StopBeforeTraining:  # Stop, Cancel or the host's time limit while loading: nothing to save
             state = "cancelled" if cancel_requested(run_dir) else "stopped"
             why = rundir.read_status(run_dir).get("stop_reason") or f"{state} before training began"
@@ -258,6 +258,7 @@ def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> None:
         return
     seconds = config.train_minutes * 60
     host = status.get("time_budget_seconds")
+    status["host_time_budget_seconds"] = host
     status["time_budget_seconds"] = min(seconds, host) if host else seconds
     if resuming:
         return
@@ -274,6 +275,28 @@ def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> None:
         pace["seconds_per_step"],
         pace["run_id"],
     )
+
+
+def fewer_steps_than_planned(config: RunConfig, status: dict) -> str | None:
+    """A timed run that trained far fewer steps than its minutes promised says so, and why: a start-up that ate a
+    large share of the minutes, or a machine busier than when this model's pace was measured."""
+    if not config.train_minutes or status.get("resumed_from"):
+        return None
+    budget = status.get("time_budget_seconds") or config.train_minutes * 60
+    startup = status.get("startup_seconds") or 0.0
+    trained = status.get("step") or 0
+    plan = (status.get("minutes_plan") or {}).get("steps")
+    reasons = []
+    if startup > 0.3 * budget:
+        reasons.append(f"start-up took {startup:.0f} s of the {budget / 60:g} min")
+    if plan and trained < 0.5 * plan:
+        reasons.append(
+            f"about {plan} steps fit at this model's pace measured earlier here: the machine was busier this time "
+            "(other work shared the CPU)"
+        )
+    if not reasons:
+        return None
+    return f"trained {trained} steps in {config.train_minutes:g} min: " + "; ".join(reasons)
 
 
 def log_traceback() -> None:

@@ -6,6 +6,8 @@ import math
 import pytest
 from safetensors.torch import load_file
 
+from sft_space.config import RunConfig
+
 from helpers import TINY_FAST, run_cli
 
 
@@ -198,3 +200,37 @@ def test_rows_whose_prompt_fills_max_length_are_named_not_a_sampler_error(tiny_m
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "Raise max_length" in status["error"]
     assert not (run_dir / "adapter").exists()
+
+
+def test_a_timed_run_that_trained_far_fewer_steps_than_planned_says_why(tiny_model, tmp_path):
+    """A Quick demo once 'completed' after 4 of ~120 steps with nothing said. Here the pace this machine measured
+    earlier (a finished run of the same model: 1 ms a step) promises thousands of steps in 0.25 min; the run trains
+    far fewer, and its note says so and why."""
+    import shutil
+
+    from sft_space import estimates, rundir
+    from sft_space.models import device_name
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)  # a model of its own: no other test's pace applies
+    earlier = rundir.runs_root() / "20990101-000000-stale-pace"
+    earlier.mkdir(parents=True)
+    rundir.write_config(
+        earlier, RunConfig(model=str(model), dataset="demo:json-extract", per_device_train_batch_size=2)
+    )
+    rundir.write_status(
+        earlier, state="completed", device_name=device_name(), steps_measured=estimates.PACE_MIN_STEPS,
+        seconds_per_step=0.001, startup_seconds=1.0, finish_seconds=0.1,
+    )  # fmt: skip
+    run_dir = tmp_path / "timed"
+    result = run_cli(
+        "--model", str(model), "--output_dir", str(run_dir), *TINY_FAST, "--eval_steps", "1000", "--save_steps",
+        "1000", "--max_steps", "-1", "--num_train_epochs", "100", "--train_minutes", "0.25",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    plan = status["minutes_plan"]["steps"]
+    assert status["state"] == "completed" and status["step"] < plan / 2, (status["step"], plan)
+    assert status["note"].startswith(f"trained {status['step']} steps in 0.25 min: about {plan} steps fit"), status
+    assert "the machine was busier this time" in status["note"]
+    shutil.rmtree(earlier)
