@@ -16,12 +16,15 @@ from hub_server import HubServer
 
 TOKEN = "hf_aliceBACKUPtoken0123456789abcdef"  # fake, known: grepped for afterwards
 REPO = "alice/sft-space-runs"
+HUB_MODEL = "acme/tiny-backup"
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(model):
     with HubServer() as hub_server:
         hub_server.users.update({TOKEN: "alice"})
+        # the tiny model as a Hub model: what a restored run may name (a server folder is refused)
+        hub_server.add_repo(HUB_MODEL, {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}, kind="model")
         yield hub_server
 
 
@@ -98,7 +101,7 @@ def test_checkpoints_are_pushed_as_they_are_saved_and_failures_retried(online, m
 
 def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_path):
     run_id = runs.start_run(
-        config(model, max_steps=30), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
+        config(HUB_MODEL, max_steps=30), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
     )
     wait_until(
         lambda: (rundir.read_status(run_id).get("backup") or {}).get("step", 0) >= 10, timeout=240, what="2 pushes"
@@ -119,7 +122,7 @@ def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_pa
     listed = table.to_dict("records")
     mine = next(r for r in listed if r["run"] == run_id)
     pushed = mine["checkpoint on the Hub"]
-    assert pushed >= 10 and mine["state"] == "running" and mine["model"] == str(model)
+    assert pushed >= 10 and mine["state"] == "running" and mine["model"] == HUB_MODEL
     assert run_id in offered.choices[0] and "not on this Space's disk" in note
     assert backup.list_backups(TOKEN, "bob") == []  # nobody else's repo, nothing listed
 

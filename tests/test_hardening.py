@@ -83,7 +83,8 @@ def finished_run(tiny_model):
     run_dir = rundir.runs_root() / "20990101-000000-hardening"
     result = run_cli("--model", str(tiny_model), "--max_steps", "2", "--output_dir", str(run_dir), *TINY_FAST)
     assert result.returncode == 0, result.stderr[-2000:]
-    return run_dir.name
+    yield run_dir.name
+    shutil.rmtree(run_dir, ignore_errors=True)  # later tests' pages show the suite's shared runs folder
 
 
 def test_a_regex_that_needs_hundreds_of_megabytes_is_refused_before_the_app_compiles_it(client, finished_run):

@@ -27,6 +27,16 @@ def looping_model(tiny_model, tmp_path_factory):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def leaves_no_runs(sft_home):
+    """The runs these tests start go when they end: later tests' pages show the suite's shared runs folder."""
+    before = set(rundir.list_run_dirs())
+    yield
+    for run_dir in set(rundir.list_run_dirs()) - before:
+        runs.wait_for(run_dir.name, timeout=60)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def config(model, **changes) -> RunConfig:
     settings = dict(
         model=str(model), dataset="demo:json-extract", max_steps=3, per_device_train_batch_size=2, max_length=128,

@@ -223,14 +223,16 @@ def test_a_timed_run_that_trained_far_fewer_steps_than_planned_says_why(tiny_mod
         seconds_per_step=0.001, startup_seconds=1.0, finish_seconds=0.1,
     )  # fmt: skip
     run_dir = tmp_path / "timed"
-    result = run_cli(
-        "--model", str(model), "--output_dir", str(run_dir), *TINY_FAST, "--eval_steps", "1000", "--save_steps",
-        "1000", "--max_steps", "-1", "--num_train_epochs", "100", "--train_minutes", "0.25",
-    )  # fmt: skip
+    try:
+        result = run_cli(
+            "--model", str(model), "--output_dir", str(run_dir), *TINY_FAST, "--eval_steps", "1000", "--save_steps",
+            "1000", "--max_steps", "-1", "--num_train_epochs", "100", "--train_minutes", "0.25",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(earlier)
     assert result.returncode == 0, result.stderr[-3000:]
     status = json.loads((run_dir / "status.json").read_text())
     plan = status["minutes_plan"]["steps"]
     assert status["state"] == "completed" and status["step"] < plan / 2, (status["step"], plan)
     assert status["note"].startswith(f"trained {status['step']} steps in 0.25 min: about {plan} steps fit"), status
     assert "the machine was busier this time" in status["note"]
-    shutil.rmtree(earlier)

@@ -86,11 +86,15 @@ def test_start_refuses_when_the_disk_is_too_full(tiny_model, sft_home, monkeypat
         runs.start_run(RunConfig(**app_settings(tiny_model, 3)))
 
 
-def test_signed_in_visitors_are_keyed_by_hub_username():
+def test_signed_in_visitors_are_keyed_by_hub_username(monkeypatch):
     import gradio as gr
     from gradio import utils
 
-    from sft_space.ui.visitor import identify
+    from sft_space.ui.visitor import OAUTH_VARIABLES, identify
+
+    monkeypatch.setenv("SYSTEM", "spaces")  # a Space with OAuth configured (hf_oauth: true)
+    for name in OAUTH_VARIABLES:
+        monkeypatch.setenv(name, "set")
 
     # gradio injects the signed-in profile by this annotation (no Hub sign-in is possible offline)
     assert utils.get_type_hints(identify)["profile"] == (gr.OAuthProfile | None)
@@ -99,6 +103,8 @@ def test_signed_in_visitors_are_keyed_by_hub_username():
     assert key.startswith("browser:") and kept.startswith(key + ".")  # the browser keeps it signed
     assert identify(kept, profile) == ("hf:alice", kept)
     assert identify(kept, None) == (key, kept)  # a refresh is the same visitor
+    monkeypatch.delenv("SYSTEM")  # no real OAuth (a copy run elsewhere): a profile is Gradio's mock, never trusted
+    assert identify(kept, profile) == (key, kept)
 
 
 def test_a_visitor_id_the_server_did_not_sign_is_replaced():
