@@ -47,32 +47,74 @@ def summary(latencies: list[float]) -> dict:
     }
 
 
-def visitors_phase(url: str, visitors: int, rounds: int) -> dict:
+def visitors_phase(url: str, visitors: int, rounds: int, light: bool = False) -> dict:
+    """The visitors' clients run in a process of their own, as browsers are elsewhere: their own work (HTTP, the
+    event stream, JSON) must not take the app process's interpreter."""
+    import multiprocessing
+    import resource
+
+    server_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result, client_cpu = pool.apply(visit_all, (url, visitors, rounds, light))
+    server = resource.getrusage(resource.RUSAGE_SELF)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["app_cpu_s"] = round(server.ru_utime + server.ru_stime - server_before.ru_utime - server_before.ru_stime, 1)
+    result["clients_cpu_s"] = round(client_cpu, 1)
+    return result
+
+
+# Each endpoint's inputs in order (the page's defaults), for the light client.
+CALLS = {
+    "preview": ("preview_dataset", ["demo:json-extract", "auto", "", "", "", 0.1, "", "", "", ""]),
+    "check_model": ("check_model", ["bundled", 2, 1, 256, 16, "all-linear", "auto", "auto", "none"]),
+    "run_status": ("run_status", []),
+}
+
+
+def http_call(http, url: str, api: str, data: list) -> None:
+    """One call through Gradio's HTTP API (POST the inputs, read the event stream to its end), as light as a
+    browser's: gradio_client's own work per call is about three times the app's."""
+    event = http.post(f"{url}gradio_api/call/{api}", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"{url}gradio_api/call/{api}/{event}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: error"):
+                raise RuntimeError(f"{api} failed")
+
+
+def visit_all(url: str, visitors: int, rounds: int, light: bool = False) -> tuple[dict, float]:
+    """(latencies, this client process's CPU seconds). light: plain HTTP calls instead of gradio_client."""
+    import resource
+
+    import httpx
     from gradio_client import Client
 
-    clients = [Client(url, verbose=False) for _ in range(visitors)]
     latencies: dict[str, list[float]] = {"preview": [], "check_model": [], "run_status": []}
     lock = threading.Lock()
 
-    def visit(client) -> None:
+    def visit(_: int) -> None:
+        client = None if light else Client(url, verbose=False)
+        http = httpx.Client(timeout=120) if light else None
         for _ in range(rounds):
-            for name, call in (
-                ("preview", lambda: client.predict(dataset="demo:json-extract", api_name="/preview_dataset")),
-                ("check_model", lambda: client.predict(model="bundled", api_name="/check_model")),
-                ("run_status", lambda: client.predict(api_name="/run_status")),
-            ):
+            for name, (api, data) in CALLS.items():
                 started = time.perf_counter()
-                call()
+                if light:
+                    http_call(http, url, api, data)
+                else:
+                    client.predict(*data, api_name="/" + api)
                 with lock:
                     latencies[name].append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=visit, args=(c,)) for c in clients]
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(visitors)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     every = [x for values in latencies.values() for x in values]
-    return {"all": summary(every), **{name: summary(values) for name, values in latencies.items()}}
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {"all": summary(every), **{name: summary(values) for name, values in latencies.items()}}, (
+        used.ru_utime + used.ru_stime
+    )
 
 
 def attacks(workdir: Path, run_id: str, looping_model: Path) -> list[tuple[str, dict]]:
@@ -143,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--idle-only", action="store_true", help="only the first phase (quick comparisons)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sft-load-"))
     os.environ.setdefault("SFT_SPACE_HOME", str(workdir / "home"))
@@ -182,7 +225,12 @@ def main() -> None:
     }
     print(f"idle: {args.visitors} visitors x {args.rounds} rounds", flush=True)
     results["idle"] = visitors_phase(url, args.visitors, args.rounds)
-    print(json.dumps(results["idle"]["all"]), flush=True)
+    print(json.dumps(results["idle"]), flush=True)
+    results["idle_http"] = visitors_phase(url, args.visitors, args.rounds, light=True)
+    print("plain HTTP clients:", json.dumps(results["idle_http"]), flush=True)
+    if args.idle_only:
+        demo.close()
+        return
 
     run_id = runs.start_run(RunConfig(model="bundled", dataset="demo:json-extract", max_steps=5000, save_steps=1000,
                                       eval_steps=1000, per_device_train_batch_size=2))  # fmt: skip
@@ -190,14 +238,16 @@ def main() -> None:
         time.sleep(1)
     time.sleep(10)  # past the first steps
     print("training: the same while the bundled model trains", flush=True)
+    results["training_http"] = visitors_phase(url, args.visitors, args.rounds, light=True)
+    print("plain HTTP clients:", json.dumps(results["training_http"]), flush=True)
     results["training"] = visitors_phase(url, args.visitors, args.rounds)
     results["training"]["steps_meanwhile"] = rundir.read_status(run_id).get("step")
-    print(json.dumps(results["training"]["all"]), flush=True)
+    print(json.dumps(results["training"]), flush=True)
 
-    runs.cancel_run(run_id)
-    runs.wait_for(run_id, timeout=300)
     # the attacks name files on this machine (a visitor's uploads would be the same files); the CPU Space's limits
     os.environ["SFT_SPACE_PUBLIC"] = "0"
+    runs.cancel_run(run_id)  # the machine's own run (no owner): cancelled as its owner
+    runs.wait_for(run_id, timeout=300)
     for name, value in {
         "DATASET_ROWS": "20000",
         "UPLOAD_MB": "50",
