@@ -432,7 +432,9 @@ def generate_many(
     progress(done, total) after each batch. Each batch is its own turn on the generation thread, and a batch holds
     at most BATCH_PROMPT_TOKENS of padded prompt (long prompts go one at a time), so another visitor's chat reply
     waits for one batch, never for a whole evaluation."""
-    lengths = [prompt_tokens(loaded.tokenizer, c) for c in conversations]
+    # on the generation thread, as every use of the tokenizer: a padded batch there and an unpadded call elsewhere
+    # share the fast tokenizer's padding setting (a batch once came out unpadded: "Unable to create tensor")
+    lengths = on_generation_thread(lambda: [prompt_tokens(loaded.tokenizer, c) for c in conversations])
     order = sorted(range(len(conversations)), key=lambda i: lengths[i])
     results: list[dict | None] = [None] * len(conversations)
     done = 0

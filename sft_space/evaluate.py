@@ -102,7 +102,7 @@ def evaluate_run(
     progress: Progress = lambda f, m: None,
 ) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
-    from .chat import generate_many, load_chat_model
+    from .chat import generate_many, load_chat_model, on_generation_thread
     from .data import load_for_run, prompt_messages, reference_answer
 
     config = read_config(run)
@@ -113,7 +113,7 @@ def evaluate_run(
     progress(0.02, "Loading base model + adapter")
     loaded = load_chat_model(run)
     held, held_name = splits.held_out()
-    held, left_out = within_prompt_cap(loaded.tokenizer, held)
+    held, left_out = on_generation_thread(within_prompt_cap, loaded.tokenizer, held)  # the tokenizer's thread
     result: dict = {
         "run": run_path(run).name,
         "dataset": config.dataset,

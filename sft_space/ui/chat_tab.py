@@ -60,7 +60,7 @@ def respond(
     visitor: str | None = None,
 ):
     """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
-    from ..chat import load_chat_model, stream_reply
+    from ..chat import load_chat_model, on_generation_thread, stream_reply
 
     if not message or not message.strip():
         raise gr.Error("Type a message first.", print_exception=False)
@@ -104,7 +104,9 @@ def respond(
                 yield "", tuned, base
     finally:  # a reply cut short by Stop still counts what it generated
         replies = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
-        limits.chat_budget.settle(booking, len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
+        # counted on the generation thread: the tokenizer's padding setting is shared with the batches there
+        spent = on_generation_thread(lambda: len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
+        limits.chat_budget.settle(booking, spent)
 
 
 def check_chat_size(message: str, tuned_history, base_history, system_prompt: str) -> None:
