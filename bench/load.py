@@ -234,14 +234,14 @@ def main() -> None:
 
     run_id = runs.start_run(RunConfig(model="bundled", dataset="demo:json-extract", max_steps=5000, save_steps=1000,
                                       eval_steps=1000, per_device_train_batch_size=2))  # fmt: skip
-    while rundir.read_status(run_id).get("phase") != "training":
+    while (rundir.read_status(run_id).get("step") or 0) < 3:  # past the base model's probe replies: training
         time.sleep(1)
-    time.sleep(10)  # past the first steps
+    step_before = rundir.read_status(run_id)["step"]
     print("training: the same while the bundled model trains", flush=True)
     results["training_http"] = visitors_phase(url, args.visitors, args.rounds, light=True)
     print("plain HTTP clients:", json.dumps(results["training_http"]), flush=True)
     results["training"] = visitors_phase(url, args.visitors, args.rounds)
-    results["training"]["steps_meanwhile"] = rundir.read_status(run_id).get("step")
+    results["training"]["steps_meanwhile"] = rundir.read_status(run_id)["step"] - step_before
     print(json.dumps(results["training"]), flush=True)
 
     # the attacks name files on this machine (a visitor's uploads would be the same files); the CPU Space's limits

@@ -17,6 +17,10 @@ __version__ = "0.1.0"
 # process then trains on one thread less (written by chat, read by callbacks).
 GENERATING_MARK = "generating"
 GENERATING_MARK_FRESH_SECONDS = 600  # an older mark was left by an app that died mid-reply: ignored
+# Touched while the page serves many requests at once beside a run training on the CPU (ui.busy.BusyMark): the
+# training process trains on one thread less while it is this fresh, so twenty visitors are answered promptly.
+SERVING_MARK = "serving"
+SERVING_MARK_FRESH_SECONDS = 3
 
 
 def home() -> Path:

@@ -67,19 +67,24 @@ class RunDirCallback(TrainerCallback):
         write_status(self.run_dir, **self.status)
 
     def _share_the_cpu(self) -> None:
-        """One thread less while the app generates beside this run on the CPU (its GENERATING_MARK), all of them
-        otherwise: the two never share a core (sharing, each ran at a third to a half of its speed)."""
+        """One thread less while the app generates beside this run on the CPU (its GENERATING_MARK) or serves a
+        crowd of requests (SERVING_MARK), all of them otherwise: the two never share a core (sharing, each ran at a
+        third to a half of its speed)."""
         import torch
 
-        from . import GENERATING_MARK, GENERATING_MARK_FRESH_SECONDS, home
+        from . import GENERATING_MARK, GENERATING_MARK_FRESH_SECONDS, SERVING_MARK, SERVING_MARK_FRESH_SECONDS, home
 
         if self.cpu_threads is None:
             return
-        try:
-            generating = time.time() - (home() / GENERATING_MARK).stat().st_mtime < GENERATING_MARK_FRESH_SECONDS
-        except OSError:
-            generating = False
-        wanted = max(1, self.cpu_threads - 1) if generating else self.cpu_threads
+
+        def fresh(mark: str, seconds: float) -> bool:
+            try:
+                return time.time() - (home() / mark).stat().st_mtime < seconds
+            except OSError:
+                return False
+
+        busy = fresh(GENERATING_MARK, GENERATING_MARK_FRESH_SECONDS) or fresh(SERVING_MARK, SERVING_MARK_FRESH_SECONDS)
+        wanted = max(1, self.cpu_threads - 1) if busy else self.cpu_threads
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 

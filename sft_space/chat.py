@@ -337,13 +337,15 @@ def stream_reply(
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("The conversation must end with a user message.")
     settings = {**loaded.config.to_generation_kwargs(), **generation}
-    inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
+            # tokenised here, on the generation thread: an unpadded call anywhere else could change the fast
+            # tokenizer's padding setting while an evaluation batch there is being padded
+            inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
             with answering_as(loaded, use_adapter), torch.inference_mode():
                 if seed is not None:
                     torch.manual_seed(seed)

@@ -269,3 +269,38 @@ def test_another_visitors_reply_comes_between_the_batches_of_an_evaluation(train
     # long prompts go one at a time: a batch holds at most BATCH_PROMPT_TOKENS of padded prompt
     assert BATCH_PROMPT_TOKENS == 4096 and token_batches([0, 1, 2, 3], [10, 20, 3000, 3000], 16) == [[0, 1], [2], [3]]
     assert token_batches([0, 1, 2], [10, 10, 10], 2) == [[0, 1], [2]]
+
+
+def test_replies_asked_during_an_evaluation_never_unpad_its_batches(trained_run):
+    """Every use of the tokenizer runs on the generation thread: a reply tokenised elsewhere while an evaluation
+    batch was being padded switched the fast tokenizer's padding off under it ('Unable to create tensor', seen by
+    bench/load.py as a failed Evaluate beside a visitor's chat)."""
+    import threading
+
+    from sft_space.chat import generate_many, reply
+
+    loaded = load_chat_model(trained_run)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def chatter() -> None:
+        while not stop.is_set():
+            try:
+                reply(loaded, [{"role": "user", "content": "hi " * (1 + len(errors))}], max_new_tokens=1)
+            except BaseException as error:  # noqa: BLE001 (recorded for the assertion)
+                errors.append(error)
+
+    threads = [threading.Thread(target=chatter) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        prompts = [[{"role": "user", "content": "Table for two " * (1 + n % 7)}] for n in range(64)]
+        for _ in range(3):
+            answers = generate_many(loaded, prompts, True, 1, batch_size=8)
+            assert len(answers) == 64
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        unload()
+    assert not errors, errors[:1]

@@ -14,7 +14,7 @@ from gradio_client import Client
 
 from sft_space import rundir
 
-from helpers import TINY_FAST, launched_app, run_cli
+from helpers import TINY_FAST, launched_app, run_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +229,48 @@ def test_evaluate_leaves_out_held_out_rows_longer_than_the_hosts_cap(client, fin
     left = sum(n > cap for n in lengths)
     assert f"{left} held-out rows longer than {cap:,} tokens were left out (this Space's limit)" in about, about
     assert table["data"]
+
+
+def test_a_crowd_of_requests_beside_a_cpu_run_takes_a_thread_from_training(app_url, sft_home):
+    """Twenty visitors' requests beside a run training on the CPU (both cores) waited on half a core: while the page
+    serves a crowd (8 requests in flight: here held open by Gradio's heartbeat streams) it marks itself busy, and
+    the training process trains on one thread less while the mark is fresh. One request is no crowd."""
+    import contextlib
+    import subprocess
+    import sys
+
+    import torch
+
+    from sft_space import SERVING_MARK, home, runs
+    from sft_space.callbacks import RunDirCallback
+    from sft_space.run_writer import StopRequested
+    from sft_space.ui.busy import BUSY_REQUESTS
+
+    # stands in for a training process this app started (a real one would take both cores for the test's length)
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    runs._children["20990101-000000-stand-in"] = stand_in
+    mark = home() / SERVING_MARK
+    mark.unlink(missing_ok=True)
+    try:
+        assert httpx.get(f"{app_url}gradio_api/app_id").status_code == 200
+        assert not mark.exists()
+        with httpx.Client(timeout=30) as http, contextlib.ExitStack() as streams:
+            for i in range(BUSY_REQUESTS):
+                streams.enter_context(http.stream("GET", f"{app_url}gradio_api/heartbeat/crowd{i}"))
+            wait_until(mark.exists, timeout=10, what="the busy mark")
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        del runs._children["20990101-000000-stand-in"]
+    before = torch.get_num_threads()
+    callback = RunDirCallback(sft_home, {"started_at": 0.0}, StopRequested())
+    callback.cpu_threads = 2
+    try:
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 1  # the mark is fresh
+        os.utime(mark, (mark.stat().st_atime - 10, mark.stat().st_mtime - 10))
+        callback._share_the_cpu()
+        assert torch.get_num_threads() == 2  # the crowd left: all threads again
+    finally:
+        torch.set_num_threads(before)
+        mark.unlink(missing_ok=True)

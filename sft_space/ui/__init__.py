@@ -17,6 +17,7 @@ from .. import chat as chat_model
 from .. import hardware, rundir, runs
 from ..hub import on_a_space
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
+from .busy import BusyMark
 from .uploads import UploadGuard
 
 POLL_SECONDS = 2.0  # often enough to feel live, rare enough to cost nothing
@@ -127,6 +128,7 @@ def launch_kwargs() -> dict:
         # Gradio's run history would keep every input of each call in the visitor's browser, the pasted Hub
         # token included: off (it also deletes what an earlier version of the page saved there)
         run_history=False,
-        # how many files, and bytes, one upload request may carry (Gradio's max_file_size caps one file)
-        app_kwargs={"middleware": [Middleware(UploadGuard)]},
+        # how many files, and bytes, one upload request may carry (Gradio's max_file_size caps one file); a crowd
+        # of requests beside a run training on the CPU takes a thread from training (busy.BusyMark)
+        app_kwargs={"middleware": [Middleware(UploadGuard), Middleware(BusyMark)]},
     )
