@@ -217,6 +217,20 @@ RESTORED_FIELDS = {
 RESTORED_STATES = ("completed", "stopped", "cancelled", "failed", "interrupted")
 
 
+def check_adapter_configs(source: Path, config) -> None:
+    """Every adapter_config.json a backup carries (the adapter's, the checkpoint's) is the LoRA its settings describe:
+    a planted rank of millions would be loaded by chat and Evaluate in the app."""
+    for path in source.rglob("adapter_config.json"):
+        adapter = rundir.read_json(path)
+        found = (adapter.get("peft_type"), adapter.get("r"), adapter.get("lora_alpha"))
+        patterns = adapter.get("rank_pattern") or adapter.get("alpha_pattern")  # per-layer ranks: never ours
+        if found != ("LORA", config.lora_r, config.lora_alpha) or patterns:
+            raise ValueError(
+                f"its {path.parent.name}/adapter_config.json describes {found}, not the LoRA of its settings "
+                f"(LORA, r {config.lora_r}, alpha {config.lora_alpha})."
+            )
+
+
 def restore(run_id: str, token: str, username: str) -> Path:
     """Bring a backed-up run into the runs folder, owned by `hf:<username>`: its files, its checkpoint as
     checkpoints/checkpoint-N, its adapter. The files come from outside, so they are checked: the size, a
@@ -224,8 +238,10 @@ def restore(run_id: str, token: str, username: str) -> Path:
     disk is left as it is."""
     from huggingface_hub import HfApi, snapshot_download
 
+    from . import limits
     from .choices import allowed_dataset, allowed_model
     from .config import RunConfig
+    from .models import check_model_choice
 
     if not isinstance(run_id, str) or not rundir.RUN_ID.match(run_id):
         raise ValueError(f"There is no backed-up run {str(run_id)[:80]}.")
@@ -234,7 +250,9 @@ def restore(run_id: str, token: str, username: str) -> Path:
         raise RuntimeError(f"Run {run_id} is already on this Space: open it on the Runs tab.")
     repo_id = repo_for(username)
     api = HfApi(endpoint=hub_endpoint(), token=token)
-    size = sum(getattr(f, "size", 0) or 0 for f in api.list_repo_tree(repo_id, path_in_repo=run_id, recursive=True))
+    commit = api.repo_info(repo_id).sha  # sized and downloaded at one commit: a push between cannot grow it
+    tree = api.list_repo_tree(repo_id, path_in_repo=run_id, recursive=True, revision=commit)
+    size = sum(getattr(f, "size", 0) or 0 for f in tree)
     if size > MAX_RESTORE_BYTES:
         raise ValueError(f"{run_id} in {repo_id} holds {size / 2**30:.1f} GB: more than a run's backup, not restored.")
     cache = Path(tempfile.mkdtemp(prefix="sft-space-restore-"))
@@ -242,7 +260,7 @@ def restore(run_id: str, token: str, username: str) -> Path:
     try:
         download = Path(
             snapshot_download(repo_id, allow_patterns=[f"{run_id}/*"], token=token, endpoint=hub_endpoint(),
-                              cache_dir=str(cache))
+                              cache_dir=str(cache), revision=commit)
         )  # fmt: skip
         source = download / run_id
         if not (source / rundir.CONFIG).is_file():
@@ -252,9 +270,13 @@ def restore(run_id: str, token: str, username: str) -> Path:
             config.validate()
         except (ValueError, TypeError) as error:
             raise ValueError(f"{run_id} in {repo_id} has settings that are not valid: {error}") from None
-        try:  # a visitor's choices, as a fresh Start checks them: no server file or folder comes back with a run
+        try:  # a visitor's choices and this host's limits, as a fresh Start checks them: no server file or folder
+            # comes back with a run, nor a model or adapter bigger than this host loads for chat and Evaluate
             allowed_dataset(config.dataset)
             allowed_model(config.model)
+            facts = check_model_choice(config)
+            limits.check_run(config, facts.parameters)
+            check_adapter_configs(source, config)
         except ValueError as error:
             raise ValueError(f"{run_id} in {repo_id} was not restored: {error}") from None
         shutil.rmtree(staging, ignore_errors=True)

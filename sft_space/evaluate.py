@@ -78,18 +78,21 @@ def answer_loss(model, tokenizer, rows: list[dict], answers_only: bool = True) -
     return total, tokens
 
 
-def within_prompt_cap(tokenizer, rows: list[dict]) -> tuple[list[dict], str | None]:
+def within_prompt_cap(tokenizer, rows: list[dict]) -> tuple[list[dict], int]:
     """The held-out rows this host scores: on a public host a conversation longer than eval_prompt_tokens is left
-    out (a few 3,000-token prompts once held a 2-core CPU's model for 13 minutes); (rows, what was left out)."""
+    out (a few 3,000-token prompts once held a 2-core CPU's model for 13 minutes); (rows, how many were left out).
+    A row far longer in characters than the cap allows is left out before it is tokenised."""
     cap = current_limits().eval_prompt_tokens
-    if not cap:
-        return rows, None
-    kept = [r for r in rows if len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) <= cap]
-    if len(kept) == len(rows):
-        return rows, None
+    if not cap or not rows:
+        return rows, 0
+    kept = [
+        r for r in rows
+        if sum(len(str(m.get("content", ""))) for m in r["messages"]) <= cap * 16
+        and len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) <= cap
+    ]  # fmt: skip
     if not kept:
         raise ValueError(f"Every held-out row is longer than {cap:,} tokens, the most this Space evaluates.")
-    return kept, f"{len(rows) - len(kept)} held-out rows longer than {cap:,} tokens were left out (this Space's limit)"
+    return kept, len(rows) - len(kept)
 
 
 # ------------------------------------------------------------ the report
@@ -113,7 +116,15 @@ def evaluate_run(
     progress(0.02, "Loading base model + adapter")
     loaded = load_chat_model(run)
     held, held_name = splits.held_out()
-    held, left_out = on_generation_thread(within_prompt_cap, loaded.tokenizer, held)  # the tokenizer's thread
+    # the rows scored, each capped on a public host (on the tokenizer's thread); never every held-out row
+    loss_set, loss_left = on_generation_thread(within_prompt_cap, loaded.tokenizer, held[:loss_rows])
+    format_set, format_left = on_generation_thread(within_prompt_cap, loaded.tokenizer, held[-count:] if count else [])
+    left_out = (
+        f"{loss_left + format_left} held-out rows longer than {current_limits().eval_prompt_tokens:,} tokens were "
+        "left out (this Space's limit)"
+        if loss_left + format_left
+        else None
+    )
     result: dict = {
         "run": run_path(run).name,
         "dataset": config.dataset,
@@ -122,8 +133,6 @@ def evaluate_run(
         "held_out": held_name,
         **({"left_out": left_out} if left_out else {}),
     }
-    loss_set = held[:loss_rows]
-    format_set = held[-count:] if count else []
     prompts = [prompt_messages(r) for r in format_set]
     references = [reference_answer(r) for r in format_set]
     for index, name in enumerate(("base", "tuned")):

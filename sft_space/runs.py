@@ -65,7 +65,7 @@ LOADING_GRACE_SECONDS = 15
 TRAINING_PHASES = ("training", "saving adapter")  # where a stop finishes the step and saves
 
 _children: dict[str, subprocess.Popen] = {}  # processes started by this app, so they can be reaped
-_stop_sent: dict[str, float] = {}  # run id -> when this app asked its process to stop (SIGTERM)
+_stop_sent: dict[tuple, float] = {}  # (run id, its process's start) -> when this app asked it to stop (SIGTERM)
 _thread_lock = threading.Lock()
 
 
@@ -158,6 +158,9 @@ def start_queue_worker(interval: float = 2.0) -> threading.Thread:
         while True:
             try:
                 enforce_deadlines()
+            except Exception:  # a run it cannot mark (a full disk) must not hold the queue
+                logging.getLogger(__name__).exception("deadlines")
+            try:
                 advance_queue()
                 if time.time() - cleaned > CLEAN_UP_EVERY_SECONDS:
                     cleaned = time.time()
@@ -397,7 +400,7 @@ def _leads_group(pid: int) -> bool:
 def _signal_stop(run: str | Path, status: dict) -> None:
     """SIGTERM the run's own training process; enforce_deadlines kills it if it does not end in its grace."""
     if _signal(run, status, signal.SIGTERM):
-        _stop_sent.setdefault(run_path(run).name, time.time())
+        _stop_sent.setdefault((run_path(run).name, status.get("pid_started")), time.time())
 
 
 def stop_grace(status: dict) -> float:
@@ -415,17 +418,25 @@ def enforce_deadlines(now: float | None = None) -> list[str]:
     for run_dir in list_run_dirs():
         status = read_status(run_dir)
         run_id = run_dir.name
+        key = (run_id, status.get("pid_started"))  # a resumed run's new process is not the one asked to stop
         if status.get("state") not in ("running", "stopping") or not status.get("launched_at"):
-            _stop_sent.pop(run_id, None)
+            for old in [k for k in _stop_sent if k[0] == run_id]:
+                _stop_sent.pop(old, None)
             continue
-        budget = status.get("time_budget_seconds")
+        # before training the host's own limit counts (train.fit_to_minutes keeps it): a timed run's minutes are
+        # its training, not its model's download
+        budget = (
+            status["host_time_budget_seconds"]
+            if "host_time_budget_seconds" in status
+            else (status.get("time_budget_seconds"))
+        )
         training = status.get("phase") in TRAINING_PHASES
         over = budget and now - status["launched_at"] > budget + (STOP_GRACE_SECONDS if training else 0)
-        if over and run_id not in _stop_sent:
+        if over and key not in _stop_sent:
             write_status(run_dir, stop_reason=f"the time budget of {budget / 60:g} min was spent before training")
             _signal_stop(run_dir, status)
             continue
-        asked = _stop_sent.get(run_id)
+        asked = _stop_sent.get(key)
         if asked is None or now - asked < stop_grace(status):
             continue
         if _signal(run_dir, status, signal.SIGKILL):
@@ -443,7 +454,7 @@ def enforce_deadlines(now: float | None = None) -> list[str]:
                 + ("resume from its last checkpoint" if last_complete_checkpoint(run_dir) else "no adapter"),
             )
             killed.append(run_id)
-        _stop_sent.pop(run_id, None)
+        _stop_sent.pop(key, None)
     return killed
 
 

@@ -41,17 +41,17 @@ class TooCostly(ValueError):
     """The work hit its time or memory limit, or failed in the child: the message says which and why."""
 
 
-def _limit(memory_mb: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        os.nice(5)  # below the app's own threads
-
-    return apply
+def _limit(memory_mb: int) -> None:
+    """Called first thing in the child (a preexec_fn could deadlock a forked copy of this threaded app)."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.nice(5)  # below the app's own threads
 
 
+CACHED = 256  # results (and refusals) remembered, newest kept
 _cache: dict[tuple, object] = {}
 _cache_lock = threading.Lock()
+_running = threading.BoundedSemaphore(2)  # checks at once: a stranger repeating one cannot fill the machine
 
 
 def bounded_tokenizer(folder: Path) -> None:
@@ -71,18 +71,36 @@ def run_bounded(job: str, argument, what: str):
     key = (job, json.dumps(argument, sort_keys=True))
     with _cache_lock:
         if key in _cache:
-            return _cache[key]
+            return _remembered(_cache[key])
+    with _running:
+        try:
+            result = _run(job, argument, what)
+        except TooCostly as refusal:
+            result = refusal
+    with _cache_lock:
+        _cache[key] = result
+        while len(_cache) > CACHED:
+            _cache.pop(next(iter(_cache)))
+    return _remembered(result)
+
+
+def _remembered(result):
+    if isinstance(result, TooCostly):
+        raise TooCostly(str(result))
+    return result
+
+
+def _run(job: str, argument, what: str):
     seconds, memory_mb = BUDGETS[job]
     env = {name: os.environ[name] for name in ENVIRONMENT if name in os.environ}
     env.update(PYTHONDONTWRITEBYTECODE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "sft_space.sandbox", job],
+            [sys.executable, "-m", "sft_space.sandbox", job, str(memory_mb)],
             input=json.dumps(argument),
             capture_output=True,
             text=True,
             timeout=seconds,
-            preexec_fn=_limit(memory_mb),
             cwd=str(Path(__file__).resolve().parent.parent),
             env=env,
         )
@@ -96,8 +114,6 @@ def run_bounded(job: str, argument, what: str):
     if done.returncode != 0 or "ok" not in result:
         reason = result.get("error") or _crash(done.stderr, memory_mb)
         raise TooCostly(f"{what} was refused: {reason}")
-    with _cache_lock:
-        _cache[key] = result["ok"]
     return result["ok"]
 
 
@@ -128,6 +144,8 @@ def _templates(folder: Path) -> list[str]:
         templates.append(jinja.read_text(encoding="utf-8"))
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    for extra in sorted((folder / "additional_chat_templates").glob("*.jinja")):  # named templates transformers loads
+        templates.append(extra.read_text(encoding="utf-8"))
     found = config.get("chat_template")
     if isinstance(found, str):
         templates.append(found)
@@ -139,7 +157,8 @@ def _templates(folder: Path) -> list[str]:
 def tokenizer_stamp(folder: Path) -> dict:
     """check_tokenizer's argument: the folder, and the size and time of its tokenizer files (a changed file is
     checked again)."""
-    files = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+    files = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+    files += [f"additional_chat_templates/{p.name}" for p in sorted((folder / "additional_chat_templates").glob("*"))]
     stamps = [[name, (folder / name).stat().st_size, (folder / name).stat().st_mtime] for name in files
               if (folder / name).is_file()]  # fmt: skip
     return {"folder": str(folder), "files": stamps}
@@ -187,6 +206,7 @@ JOBS = {"compile_regex": compile_regex, "check_tokenizer": check_tokenizer}
 
 
 def main() -> int:
+    _limit(int(sys.argv[2]))
     job = JOBS[sys.argv[1]]
     try:
         result = {"ok": job(json.loads(sys.stdin.read()))}

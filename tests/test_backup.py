@@ -197,7 +197,7 @@ def test_a_crafted_backup_is_checked_before_it_joins_the_runs(online, model):
     assert estimates.measured_pace("bundled") is None  # nothing measured here: the planted pace was dropped
 
 
-def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model):
+def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model, monkeypatch):
     """A backup's config.json naming a file or a folder of the server (a dataset read by Evaluate and the
     Reproduce zip, a base model loaded by chat) is refused with the reason, and nothing joins the runs."""
     import json
@@ -215,6 +215,12 @@ def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model)
             "20990102-000001-dir/status.json": "{}",
             "20990102-000002-ok/config.json": json.dumps(good),
             "20990102-000002-ok/status.json": "{}",
+            # an adapter of rank 4,000,000 behind settings of rank 16: chat and Evaluate would load it in the app
+            "20990102-000003-rank/config.json": json.dumps(good),
+            "20990102-000003-rank/adapter/adapter_config.json": json.dumps(
+                {"peft_type": "LORA", "r": 4_000_000, "lora_alpha": 32, "target_modules": "all-linear"}
+            ),
+            "20990102-000004-big/config.json": json.dumps({**good, "lora_r": 1024, "lora_alpha": 2048}),
         },
         kind="model",
         private=True,
@@ -224,7 +230,12 @@ def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model)
         backup.restore("20990102-000000-file", MALLORY, "mallory")
     with pytest.raises(ValueError, match="was not restored: On this Space the base model is the bundled one"):
         backup.restore("20990102-000001-dir", MALLORY, "mallory")
+    with pytest.raises(ValueError, match=r"adapter/adapter_config.json describes \('LORA', 4000000, 32\)"):
+        backup.restore("20990102-000003-rank", MALLORY, "mallory")
+    monkeypatch.setenv("SFT_SPACE_LORA_R", "64")  # this host's limits hold for a restored run as for a Start
+    with pytest.raises(ValueError, match="lora_r 1024: this Space trains LoRA ranks up to 64"):
+        backup.restore("20990102-000004-big", MALLORY, "mallory")
     assert backup.restore("20990102-000002-ok", MALLORY, "mallory").name == "20990102-000002-ok"
     names = {p.name for p in rundir.runs_root().iterdir()}
-    assert "20990102-000000-file" not in names and "20990102-000001-dir" not in names
+    assert not {"20990102-000000-file", "20990102-000001-dir", "20990102-000003-rank", "20990102-000004-big"} & names
     assert not [n for n in names if n.endswith(".restoring")]

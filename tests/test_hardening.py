@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -143,6 +145,21 @@ def test_rows_past_the_cap_are_never_read(client, tmp_path, monkeypatch):
         assert growth < 150, (path.name, growth)
 
 
+def test_a_few_kilobytes_of_parquet_that_decode_to_gigabytes_are_refused(client, tmp_path):
+    """120 rows of a million characters each compress to kilobytes; read into the app they were 120 MB and more (40
+    GB at the row cap). The rows of one file may hold 100,000,000 characters together: refused before that."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"text": pa.array(["x" * 999_000] * 120)}), bomb, compression="zstd")
+    assert bomb.stat().st_size < 200_000
+    growth = peak_growth_mb(
+        refused(lambda: preview(client, dataset=str(bomb)), "bomb.parquet holds more than 100,000,000 characters")
+    )
+    assert growth < 300, growth
+
+
 def test_a_huge_row_never_reaches_the_page(client, tmp_path):
     """A JSONL row of 40 MB went whole to the page; now a row is at most 1,000,000 characters, and a preview cell
     shows at most 2,000 of a long one."""
@@ -222,7 +239,10 @@ def test_evaluate_leaves_out_held_out_rows_longer_than_the_hosts_cap(client, fin
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     held, _ = load_for_run(rundir.read_config(finished_run)).held_out()
-    lengths = sorted(len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in held)
+    from sft_space.evaluate import DEFAULT_LOSS_ROWS
+
+    scored = held[:DEFAULT_LOSS_ROWS] + held[-2:]  # the loss rows and the 2 prompts answered: no other row is read
+    lengths = sorted(len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in scored)
     cap = lengths[len(lengths) // 2]
     monkeypatch.setenv("SFT_SPACE_EVAL_PROMPT_TOKENS", str(cap))
     about, table, _ = client.predict(run_id=finished_run, count=2, scorer="auto", pattern="", api_name="/evaluate")
@@ -233,8 +253,9 @@ def test_evaluate_leaves_out_held_out_rows_longer_than_the_hosts_cap(client, fin
 
 def test_a_crowd_of_requests_beside_a_cpu_run_takes_a_thread_from_training(app_url, sft_home):
     """Twenty visitors' requests beside a run training on the CPU (both cores) waited on half a core: while the page
-    serves a crowd (8 requests in flight: here held open by Gradio's heartbeat streams) it marks itself busy, and
-    the training process trains on one thread less while the mark is fresh. One request is no crowd."""
+    serves a crowd (8 requests in flight: here API calls whose bodies arrive slowly) it marks itself busy, and the
+    training process trains on one thread less while the mark is fresh. One request is no crowd, and neither are
+    the heartbeat streams every open page holds."""
     import contextlib
     import subprocess
     import sys
@@ -253,11 +274,30 @@ def test_a_crowd_of_requests_beside_a_cpu_run_takes_a_thread_from_training(app_u
     mark.unlink(missing_ok=True)
     try:
         assert httpx.get(f"{app_url}gradio_api/app_id").status_code == 200
-        assert not mark.exists()
         with httpx.Client(timeout=30) as http, contextlib.ExitStack() as streams:
-            for i in range(BUSY_REQUESTS):
-                streams.enter_context(http.stream("GET", f"{app_url}gradio_api/heartbeat/crowd{i}"))
+            for i in range(BUSY_REQUESTS + 2):  # idle pages: their heartbeats are waiting, not work
+                streams.enter_context(http.stream("GET", f"{app_url}gradio_api/heartbeat/idle{i}"))
+            time.sleep(1.5)
+            assert not mark.exists()
+        release = threading.Event()
+
+        def slow_body():
+            yield b'{"data": ['
+            release.wait(10)
+            yield b"]}"
+
+        crowd = [
+            threading.Thread(target=lambda: httpx.post(f"{app_url}gradio_api/call/run_status", content=slow_body()))
+            for _ in range(BUSY_REQUESTS)
+        ]
+        for visitor in crowd:
+            visitor.start()
+        try:
             wait_until(mark.exists, timeout=10, what="the busy mark")
+        finally:
+            release.set()
+            for visitor in crowd:
+                visitor.join()
     finally:
         stand_in.kill()
         stand_in.wait()

@@ -63,6 +63,10 @@ SHAREGPT_ROLES = {
 MAX_ROW_CHARACTERS = 1_000_000
 MAX_JSON_FILE_BYTES = 20 * 2**20  # a .json list is parsed whole; larger files must be .jsonl (read line by line)
 MAX_ROW_GROUP_BYTES = 256 * 2**20  # a parquet row group is decoded at once: a tiny file may expand to gigabytes
+# Text all the rows of one file may hold together, read into the app: a few KB of compressed parquet can decode to
+# 40,000 rows of a million characters each.
+MAX_FILE_CHARACTERS = 100_000_000
+PARQUET_BATCH_ROWS = 64
 
 
 def _too_long(name: str, where: str) -> ValueError:
@@ -72,8 +76,23 @@ def _too_long(name: str, where: str) -> ValueError:
     )
 
 
-def _checked(row, name: str, number: int):
-    """A row whose text is not absurdly long (strings counted inside lists and dicts too)."""
+class _Budget:
+    """The characters left for the rest of one file's rows."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.left = name, MAX_FILE_CHARACTERS
+
+    def spend(self, characters: int) -> None:
+        self.left -= characters
+        if self.left < 0:
+            raise ValueError(
+                f"{self.name} holds more than {MAX_FILE_CHARACTERS:,} characters of text in the rows read: far more "
+                "than a run here trains on. Use fewer or shorter rows."
+            )
+
+
+def _checked(row, name: str, number: int, budget: _Budget | None = None):
+    """A row whose text is not absurdly long (strings counted inside lists and dicts too), charged to `budget`."""
     size, stack = 0, [row]
     while stack:
         value = stack.pop()
@@ -85,6 +104,8 @@ def _checked(row, name: str, number: int):
             stack += value
         if size > MAX_ROW_CHARACTERS:
             raise _too_long(name, f"row {number}")
+    if budget is not None:
+        budget.spend(size)
     return row
 
 
@@ -121,10 +142,12 @@ def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
         rows = rows[:wanted] if wanted else rows
         return [_checked(row, path.name, number) for number, row in enumerate(rows, start=1)]
     rows = []
+    budget = _Budget(path.name)
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(iter(lambda: f.readline(MAX_ROW_CHARACTERS + 1), ""), start=1):
             if len(line) > MAX_ROW_CHARACTERS:
                 raise _too_long(path.name, f"line {number}")
+            budget.spend(len(line))
             if not line.strip():
                 continue
             try:
@@ -141,11 +164,12 @@ def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
 def _csv_rows(path: Path, wanted: int | None) -> list[dict]:
     csv.field_size_limit(MAX_ROW_CHARACTERS)
     rows = []
+    budget = _Budget(path.name)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         try:
             for row in reader:
-                rows.append(_checked(dict(row), path.name, reader.line_num))
+                rows.append(_checked(dict(row), path.name, reader.line_num, budget))
                 if wanted and len(rows) >= wanted:
                     break
         except csv.Error as error:
@@ -167,7 +191,9 @@ def _parquet_rows(path: Path, wanted: int | None) -> list[dict]:
                     f"{MAX_ROW_GROUP_BYTES / 2**20:.0f} MB here): write it with smaller row groups."
                 )
         rows: list[dict] = []
-        for batch in file.iter_batches(batch_size=1024):
+        budget = _Budget(path.name)
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            budget.spend(batch.nbytes)  # charged before its rows become Python objects
             for row in batch.to_pylist():
                 rows.append(_checked(row, path.name, len(rows) + 1))
                 if wanted and len(rows) >= wanted:

@@ -36,12 +36,16 @@ PREVIEW_ROWS = 50  # rows a Hub preview reads
 PREVIEW_BYTES = 512 * 1024  # bytes of a jsonl/csv file a Hub preview reads
 
 
+def _exists(name: str) -> bool:
+    """A local path of that name exists (a name too long for the file system is none)."""
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
 def is_hub_id(source: str) -> bool:
-    return (
-        bool(HUB_ID.match(source))
-        and not Path(source).expanduser().exists()
-        and Path(source).suffix not in UPLOAD_SUFFIXES
-    )
+    return bool(HUB_ID.match(source)) and not _exists(source) and Path(source).suffix not in UPLOAD_SUFFIXES
 
 
 def split_of(path: str) -> str | None:

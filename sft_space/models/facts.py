@@ -52,9 +52,17 @@ def model_label(choice: str) -> str:
     return BUNDLED_NAME if choice == BUNDLED_MODEL else choice
 
 
+def _exists(name: str) -> bool:
+    """A local path of that name exists (a name too long for the file system is none)."""
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
 def is_hub_model_id(choice: str) -> bool:
     choice = choice.strip()
-    return bool(HUB_ID.match(choice)) and not Path(choice).expanduser().exists()
+    return bool(HUB_ID.match(choice)) and not _exists(choice)
 
 
 def hub_model_id(choice: str) -> str | None:

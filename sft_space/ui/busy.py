@@ -11,6 +11,8 @@ import time
 from .. import SERVING_MARK, home, runs
 
 BUSY_REQUESTS = 8  # HTTP requests in flight at once that make the page "busy"
+# long-lived streams every open page holds (heartbeat, event streams) and uploads: waiting, not work
+NOT_WORK = ("/heartbeat/", "/queue/data", "/upload", "/dev/reload")
 TOUCH_EVERY_SECONDS = 1.0
 
 
@@ -21,7 +23,13 @@ class BusyMark:
         self.touched = 0.0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or any(part in path for part in NOT_WORK)
+            or "/call/" in path
+            and (scope.get("method") == "GET")
+        ):  # an event's result stream (GET .../call/<api>/<event>) waits for work counted by its POST
             return await self.app(scope, receive, send)
         self.in_flight += 1
         try:

@@ -76,7 +76,14 @@ def keep_upload(file_path: str | None):
     source = Path(file_path)
     if source.suffix.lower() not in UPLOAD_SUFFIXES:
         raise gr.Error(f"{source.name}: upload a {', '.join(UPLOAD_SUFFIXES)} file.", print_exception=False)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    if source.stat().st_size > max_upload_mb() * 2**20:  # a file input can name a URL Gradio fetched unchecked
+        raise gr.Error(f"{source.name} is larger than {max_upload_mb():g} MB, the most this Space reads.",
+                       print_exception=False)  # fmt: skip
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()[:12]
     target = uploads_dir() / f"{digest}-{source.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)

@@ -16,14 +16,18 @@ def upload_caps() -> tuple[int | None, int | None]:
     """(files per request, bytes per request) on this host; None = no cap."""
     quota = limits.current()
     files = quota.upload_files
-    size = int(quota.upload_mb * 1e6) * (files or 1) + OVERHEAD_BYTES if quota.upload_mb and files else None
+    size = int(quota.upload_mb * 2**20) * (files or 1) + OVERHEAD_BYTES if quota.upload_mb and files else None
     return files, size
 
 
 def _boundary(scope) -> bytes | None:
+    """The multipart boundary as the parser behind Gradio's upload route reads it (python_multipart)."""
+    from python_multipart.multipart import parse_options_header
+
     for key, value in scope.get("headers", []):
-        if key == b"content-type" and b"boundary=" in value:
-            return b"--" + value.split(b"boundary=", 1)[1].split(b";")[0].strip(b'"')
+        if key == b"content-type":
+            boundary = parse_options_header(value)[1].get(b"boundary")
+            return b"--" + boundary if boundary else None
     return None
 
 
@@ -51,7 +55,9 @@ class UploadGuard:
         if files is None and size is None:
             return await self.app(scope, receive, send)
         declared = _declared_length(scope)
-        too_big = f"An upload request may carry at most {files} file(s) and {(size or 0) / 1e6:,.0f} MB on this Space."
+        too_big = (
+            f"An upload request may carry at most {files} file(s) and {(size or 0) / 2**20:,.0f} MB on this Space."
+        )
         if size is not None and declared is not None and declared > size:
             return await _refuse(send, too_big)
         boundary = _boundary(scope)
