@@ -425,15 +425,12 @@ def enforce_deadlines(now: float | None = None) -> list[str]:
             continue
         # before training the host's own limit counts (train.fit_to_minutes keeps it): a timed run's minutes are
         # its training, not its model's download
-        budget = (
-            status["host_time_budget_seconds"]
-            if "host_time_budget_seconds" in status
-            else (status.get("time_budget_seconds"))
-        )
+        budget = status.get("host_time_budget_seconds", status.get("time_budget_seconds"))
         training = status.get("phase") in TRAINING_PHASES
         over = budget and now - status["launched_at"] > budget + (STOP_GRACE_SECONDS if training else 0)
         if over and key not in _stop_sent:
-            write_status(run_dir, stop_reason=f"the time budget of {budget / 60:g} min was spent before training")
+            when = "in a step that did not end" if training else "before training"
+            write_status(run_dir, stop_reason=f"the time budget of {budget / 60:g} min was spent {when}")
             _signal_stop(run_dir, status)
             continue
         asked = _stop_sent.get(key)

@@ -38,7 +38,12 @@ SAMPLE = [
 
 
 class TooCostly(ValueError):
-    """The work hit its time or memory limit, or failed in the child: the message says which and why."""
+    """The work hit its time or memory limit, or failed in the child: the message says which and why. transient:
+    it ran out of wall time (which a busy machine can cause), not of memory or CPU time."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def _limit(memory_mb: int) -> None:
@@ -76,6 +81,8 @@ def run_bounded(job: str, argument, what: str):
         try:
             result = _run(job, argument, what)
         except TooCostly as refusal:
+            if refusal.transient:  # out of wall time: a busy machine may say otherwise later, so not remembered
+                raise
             result = refusal
     with _cache_lock:
         _cache[key] = result
@@ -105,7 +112,9 @@ def _run(job: str, argument, what: str):
             env=env,
         )
     except subprocess.TimeoutExpired:
-        raise TooCostly(f"{what} took longer than {seconds:g} s to check, so it is refused on this host.") from None
+        raise TooCostly(
+            f"{what} took longer than {seconds:g} s to check, so it is refused on this host.", transient=True
+        ) from None
     lines = done.stdout.strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else {}
