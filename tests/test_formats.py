@@ -252,3 +252,15 @@ def test_what_the_model_sees_trains_the_answer_and_its_end_of_turn(tiny_model):
     assert stats["truncated_share"] == 1.0 and stats["answer_lost_share"] == 1.0
     roomy = length_stats(tokenizer, [row] * 4, answers_only=True, max_length=512, batch_size=2)
     assert roomy["truncated_share"] == 0.0 and roomy["padding_efficiency"] == 1.0
+
+
+def test_upper_case_suffixes_and_deeply_nested_rows(tmp_path):
+    """DATA.JSONL reads as data.jsonl (the Data tab accepts it); a row nested thousands of levels deep is a clear
+    refusal naming its line, not a RecursionError."""
+    upper = tmp_path / "DATA.JSONL"
+    upper.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(4)))
+    assert len(load_dataset_source(str(upper)).train) == 3  # one of the four held out for validation
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match="nested.jsonl line 2 nests its values too deeply to be a row"):
+        load_dataset_source(str(nested))

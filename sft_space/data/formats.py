@@ -121,11 +121,12 @@ def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
             f"Dataset file {path} does not exist: check the path, or pick a demo set such as demo:json-extract."
         )
     wanted = None if max_rows is None else max_rows + 1
-    if path.suffix == ".csv":
+    suffix = path.suffix.lower()  # data.JSONL as data.jsonl, as the Data tab accepts it
+    if suffix == ".csv":
         return _csv_rows(path, wanted)
-    if path.suffix == ".parquet":
+    if suffix == ".parquet":
         return _parquet_rows(path, wanted)
-    if path.suffix == ".json":
+    if suffix == ".json":
         if path.stat().st_size > MAX_JSON_FILE_BYTES:
             raise ValueError(
                 f"{path.name} is {path.stat().st_size / 2**20:,.0f} MB: a .json file is read whole, up to "
@@ -135,6 +136,8 @@ def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path.name} is not valid JSON (line {error.lineno}: {error.msg}).") from None
+        except RecursionError:
+            raise ValueError(f"{path.name} nests its values too deeply to be rows of a dataset.") from None
         if isinstance(rows, dict) and len(rows) == 1 and isinstance(next(iter(rows.values())), list):
             rows = next(iter(rows.values()))  # {"train": [...]} or {"data": [...]}
         if not isinstance(rows, list):
@@ -152,6 +155,8 @@ def read_rows(path: Path, max_rows: int | None = None) -> list[dict]:
                 continue
             try:
                 rows.append(json.loads(line))
+            except RecursionError:
+                raise ValueError(f"{path.name} line {number} nests its values too deeply to be a row.") from None
             except json.JSONDecodeError as error:
                 raise ValueError(
                     f"{path.name} line {number} is not valid JSON ({error.msg}): fix or remove that line."

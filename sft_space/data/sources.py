@@ -113,7 +113,7 @@ def load_dataset_source(
     else:
         own_split = False
         path = Path(source).expanduser()
-        if path.suffix not in UPLOAD_SUFFIXES:
+        if path.suffix.lower() not in UPLOAD_SUFFIXES:
             raise ValueError(
                 f"{source!r} is not a demo set or a {'/'.join(UPLOAD_SUFFIXES)} file: use demo:json-extract, "
                 "demo:pirate-chat or the path of your own file."
