@@ -278,6 +278,7 @@ def start_run(
             run_id=run_id,
             planned_steps=planned,
             time_budget_seconds=time_budget(quota, owner),
+            host_time_budget_seconds=time_budget(quota, owner),  # the host's alone (train_minutes may lower the other)
         )
     advance_queue()
     return run_id
@@ -312,10 +313,12 @@ def resume_run(
             run,
             state="queued",
             time_budget_seconds=time_budget(quota, owner),
+            host_time_budget_seconds=time_budget(quota, owner),
             queued_at=time.time(),
             launched_at=None,
             resume=True,
             error=None,
+            stop_reason=None,  # the last process's, if the app stopped it
             pid=None,
             pid_started=None,
         )
@@ -423,9 +426,9 @@ def enforce_deadlines(now: float | None = None) -> list[str]:
             for old in [k for k in _stop_sent if k[0] == run_id]:
                 _stop_sent.pop(old, None)
             continue
-        # before training the host's own limit counts (train.fit_to_minutes keeps it): a timed run's minutes are
-        # its training, not its model's download
-        budget = status.get("host_time_budget_seconds", status.get("time_budget_seconds"))
+        # the host's own limit (written with the run, kept by train.fit_to_minutes): a timed run's minutes are its
+        # training, which the trainer ends itself, not its model's download
+        budget = status.get("host_time_budget_seconds")
         training = status.get("phase") in TRAINING_PHASES
         over = budget and now - status["launched_at"] > budget + (STOP_GRACE_SECONDS if training else 0)
         if over and key not in _stop_sent:
