@@ -14,6 +14,9 @@ if os.path.isdir("/data") and os.access("/data", os.W_OK):  # a Space's persiste
 if "--public" in sys.argv[1:]:
     os.environ["SFT_SPACE_PUBLIC"] = "1"
 
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
+    import spaces  # noqa: F401  (ZeroGPU: before anything touches CUDA; it patches torch for its GPU slots)
+
 from sft_space import runs  # noqa: E402
 from sft_space.bundled import ensure_bundled_model  # noqa: E402
 from sft_space.ui import build_app, launch_kwargs  # noqa: E402

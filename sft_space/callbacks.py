@@ -194,6 +194,48 @@ class RunDirCallback(TrainerCallback):
         )
 
 
+class SlotCallback(TrainerCallback):
+    """A run trained in GPU slots (slots.py): saves a checkpoint every `save_every` seconds (a slot ended at its
+    duration loses no more), and before the slot's deadline saves and ends this slot's share of the run (the next
+    slot resumes from that checkpoint); Stop and Cancel reach it through files in the run directory."""
+
+    def __init__(self, run_dir: Path, status: dict, stop: StopRequested, deadline: float, save_every: float) -> None:
+        self.run_dir, self.status, self.stop = run_dir, status, stop
+        self.deadline, self.save_every = deadline, save_every
+        self.began = self.last_save = time.time()
+        self.steps = 0
+        self.save_started: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if not self.stop.requested and (rundir.stop_requested(self.run_dir) or cancel_requested(self.run_dir)):
+            log.info("Stop requested from the page: finishing this step, then saving.")
+            self.stop.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        self.steps += 1
+        if self.stop.requested or state.global_step >= state.max_steps:
+            return control
+        pace = (now - self.began) / self.steps
+        save = float(self.status.get("save_seconds") or 1.0)
+        if now + 2 * pace + 2 * save + 3.0 >= self.deadline:
+            self.stop.slot_over = True
+            control.should_save = control.should_training_stop = True
+            log.info("GPU slot nearly over at step %d: saving; the next slot continues from here", state.global_step)
+        elif now - self.last_save >= self.save_every:
+            control.should_save = True
+        if control.should_save:
+            self.save_started = now
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        now = time.time()
+        if self.save_started is not None:
+            self.status["save_seconds"] = round(now - self.save_started, 2)
+            self.save_started = None
+        self.last_save = now
+
+
 def _base_replies_key(model, tokenizer, probes: list[list[dict]], max_new_tokens: int) -> str | None:
     """What the base model's greedy probe replies depend on: its weight files (path, size, time), the chat
     template, the prompts, the reply length, the weights' dtype and the library versions. None when the weights
@@ -313,7 +355,7 @@ class ProbeCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         """The end-of-turn check: does the tuned model self.stop by itself on the probe prompts?"""
-        if self.stop.diverged or cancel_requested(self.run_dir):
+        if self.stop.diverged or cancel_requested(self.run_dir) or self.stop.slot_over:  # (a slot's end: not yet)
             return
         if self.base_pending:  # no loss was logged (fewer steps than logging_steps)
             self.base_pending = False

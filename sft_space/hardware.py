@@ -1,5 +1,5 @@
 """What this machine is, told truthfully on the page: CPU cores and memory, each CUDA card (name, memory, bf16),
-Apple MPS, ZeroGPU (a Space whose GPU comes in short slots: no training run fits), and whether the disk
+Apple MPS, ZeroGPU (a Space whose GPU comes in short slots: runs train slot by slot, slots.py), and whether the disk
 survives a restart (a Space's persistent storage at /data, or none). Found without importing torch.
 """
 
@@ -40,7 +40,7 @@ class Hardware:
         """One line for the header, e.g. 'NVIDIA A10G 24 GB (bf16) · 8 vCPU · 30 GB RAM'."""
         cpu = f"{self.cpu_cores} vCPU · {self.memory_gib:.0f} GB RAM"
         if self.zerogpu:
-            return f"ZeroGPU (GPU in short slots: chat yes, training no) · {cpu}"
+            return f"ZeroGPU (a GPU lent in slots: runs train slot by slot on your GPU quota) · {cpu}"
         if self.gpus:
             names: dict[str, int] = {}
             for gpu in self.gpus:
@@ -104,16 +104,17 @@ def on_zerogpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
-def gpu_slot(function):
-    """On ZeroGPU with the `spaces` package: the handler gets a GPU slot for each call (spaces.GPU), which is how
-    chat and evaluation use the card there; elsewhere the handler as it is."""
+def gpu_slot(function, duration=None):
+    """On ZeroGPU with the `spaces` package: the handler gets a GPU slot for each call (spaces.GPU, `duration` in
+    seconds or a function of the call's arguments; the package's default otherwise), which is how chat,
+    evaluation and training (slots.py) use the card there; elsewhere the handler as it is."""
     if not on_zerogpu():
         return function
     try:
         import spaces
     except ImportError:
         return function
-    return spaces.GPU(function)
+    return spaces.GPU(function, duration=duration) if duration is not None else spaces.GPU(function)
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,8 +151,9 @@ def storage_note() -> str | None:
     )
 
 
-ZEROGPU_REFUSAL = (
-    "This Space runs on ZeroGPU, which lends a GPU in slots of a few minutes: a training run cannot hold one. "
-    "Duplicate this Space onto a GPU (an L4 or A10G trains the presets in minutes) or run it on your laptop; "
-    "chat and evaluation of finished runs work here."
+ZEROGPU_NOTE = (
+    "This Space runs on ZeroGPU: a GPU is lent for one call at a time, on each visitor's own daily GPU quota. A run "
+    "trains in GPU slots of up to a few minutes, one after another while this page is open, continuing from its "
+    "last checkpoint each time; if the quota runs out the run pauses and Resume continues it. Sign in for a larger "
+    "quota."
 )

@@ -51,6 +51,7 @@ class StopRequested:
         self.training = False  # set just before the first step: from then on a stop finishes the step and saves
         self.diverged: str | None = None  # set when the loss became NaN/inf: the message for the user
         self.budget_spent: str | None = None  # set when the run's time budget ran out: why it stopped
+        self.slot_over = False  # set when a GPU slot's time is nearly up (slots.py): saved, the next slot goes on
 
     def __call__(self, signum, frame) -> None:
         if not self.training and not self.requested:  # once: a second signal must not interrupt the way out

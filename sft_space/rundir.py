@@ -62,6 +62,7 @@ GGUF_REPORT = "gguf.json"  # in it: files, sizes, times and how the files answer
 MODELFILE = "Modelfile"  # in it: Ollama's recipe for the exported file
 CHECKPOINT_MARK = "sft_space_complete.json"  # written into a checkpoint once it is fully saved
 CANCEL_MARK = "cancel_requested"  # present when a stop should discard the adapter
+STOP_MARK = "stop_requested"  # a run trained in GPU slots (ZeroGPU): Stop asks its slot through this file
 STATUS_LOCK = ".status.lock"
 QUEUE_LOCK = ".queue.lock"  # in the runs folder: one scheduler decision at a time
 
@@ -345,6 +346,19 @@ def clear_cancel(run: str | Path) -> None:
 
 def cancel_requested(run: str | Path) -> bool:
     return (run_path(run) / CANCEL_MARK).exists()
+
+
+def request_stop(run: str | Path) -> None:
+    """Stop & save for a run trained in GPU slots: no process of the app to signal, its slot reads this file."""
+    (run_path(run) / STOP_MARK).touch()
+
+
+def clear_stop(run: str | Path) -> None:
+    (run_path(run) / STOP_MARK).unlink(missing_ok=True)
+
+
+def stop_requested(run: str | Path) -> bool:
+    return (run_path(run) / STOP_MARK).exists()
 
 
 # ------------------------------------------------------- results of a run

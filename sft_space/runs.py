@@ -23,11 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from . import estimates, limits
+from . import estimates, limits, slots
 from .backup import REPO_VARIABLE as BACKUP_REPO_VARIABLE
 from .cleanup import clean_up
 from .config import RunConfig
-from .hardware import ZEROGPU_REFUSAL, device_kind, on_zerogpu
+from .hardware import device_kind, on_zerogpu
 from .hub import on_a_space, public
 from .models import check_model_choice, model_max_length
 from .process import pid_alive, start_time
@@ -35,6 +35,7 @@ from .rundir import (
     QUEUE_LOCK,
     cancel_requested,
     clear_cancel,
+    clear_stop,
     has_adapter,
     is_run,
     is_run_id,
@@ -48,6 +49,7 @@ from .rundir import (
     read_owner,
     read_status,
     request_cancel,
+    request_stop,
     run_path,
     runs_root,
     visible_to,
@@ -71,7 +73,10 @@ _thread_lock = threading.Lock()
 
 # ------------------------------------------------------------- processes
 def process_alive(run: str | Path, status: dict) -> bool:
-    """Is the run's training process still there? Our own children are polled (which also reaps them)."""
+    """Is the run's training process still there? Our own children are polled (which also reaps them). A run
+    trained in GPU slots has no process of its own between slots: a page of this app drives it (slots.driven)."""
+    if slots.is_slot_run(status):
+        return slots.driven(run_path(run).name)
     child = _children.get(run_path(run).name)
     if child is not None:
         return child.poll() is None
@@ -90,6 +95,13 @@ def refresh(run: str | Path) -> dict:
         return status
     if status.get("state") in ACTIVE_STATES and not process_alive(run, status):
         status = read_status(run)  # it may have written its final state just before exiting
+    if status.get("state") in ACTIVE_STATES and slots.is_slot_run(status) and not process_alive(run, status):
+        return slots.end_between_slots(  # no slot runs now and no page asks for the next: paused, not lost
+            run_path(run),
+            "stopped",
+            note="paused between GPU slots (the page asking for them was closed, or the app restarted); Resume "
+            f"continues from step {status.get('last_checkpoint') or 0}",
+        )
     if status.get("state") in ACTIVE_STATES and not process_alive(run, status):
         status = write_status(
             run,
@@ -250,8 +262,11 @@ def start_run(
     """Validate, check the disk, the visitor's share and this host's limits, write the run directory and queue the
     run; return its id. hub_token: the signed-in visitor's own token, handed to the training process in its
     environment only (their Hub reads; with backup_repo, checkpoints pushed there: see backup)."""
-    if on_zerogpu():
-        raise RuntimeError(ZEROGPU_REFUSAL)
+    if on_zerogpu() and config.train_minutes:
+        raise ValueError(
+            "On ZeroGPU a run trains in GPU slots, so its length is counted in steps, not minutes: clear "
+            "train_minutes and set max_steps or num_train_epochs (the '(GPU slots)' presets do)."
+        )
     quota = limits.current()
     check_fair_share(owner, address, quota)
     facts = check_model_choice(config)  # refusals (missing, gated, pickle-only, custom code) before anything is queued
@@ -270,6 +285,20 @@ def start_run(
         write_owner(run_dir, owner, address)
         # written before any process starts; from then on only the training process writes status.json
         now = time.time()
+        if on_zerogpu():  # no process of its own: the visitor's page asks for its GPU slots (slots.drive)
+            write_status(
+                run_dir,
+                state="running",
+                phase="waiting for a GPU slot",
+                created_at=now,
+                launched_at=now,
+                run_id=run_id,
+                planned_steps=planned,
+                max_steps=planned,
+                gpu_slots=True,
+                slot_requested_at=now,
+            )
+            return run_id
         write_status(
             run_dir,
             state="queued",
@@ -297,7 +326,7 @@ def resume_run(
         raise RuntimeError("This run is still going: there is nothing to resume.")
     if status.get("state") == "completed":
         raise RuntimeError("This run completed: start a new run to train further.")
-    if last_complete_checkpoint(run) is None:
+    if last_complete_checkpoint(run) is None and not slots.is_slot_run(status):
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
     quota = limits.current()
     config = read_config(run)
@@ -309,6 +338,20 @@ def resume_run(
     with _queue_lock():
         check_fair_share(owner, address, quota)
         _hand_token(run_path(run).name, hub_token, backup_repo)
+        if slots.is_slot_run(status):  # its page drives the slots again from the last checkpoint
+            clear_stop(run), clear_cancel(run)
+            write_status(
+                run,
+                state="running",
+                phase="waiting for a GPU slot",
+                launched_at=time.time(),
+                slot_requested_at=time.time(),
+                resume=True,
+                error=None,
+                note=None,
+                ended_at=None,
+            )
+            return run_path(run).name
         write_status(
             run,
             state="queued",
@@ -358,6 +401,16 @@ def training_env(run_id: str | None = None) -> dict[str, str]:
             env.pop(name, None)
     env.update(_tokens.pop(run_id, {}) if run_id else {})
     return env
+
+
+def slot_environment(run_id: str) -> dict:
+    """What a GPU slot of this run sets and removes in its worker's environment (slots.run_slot): like
+    training_env, the owner's token stays out on a public host and the visitor's own goes in. Taken once per
+    driver: the token then lives in that request's memory until the run's slots end."""
+    handed = _tokens.pop(run_id, {})
+    handed.pop(BACKUP_REPO_VARIABLE, None)  # backups are pushed by the training process; slots have none yet
+    unset = [*OWNER_TOKEN_VARIABLES, "SFT_SPACE_SECRET", BACKUP_REPO_VARIABLE] if public() else ["SFT_SPACE_SECRET"]
+    return {"unset": [name for name in unset if name not in handed], "set": handed}
 
 
 def _launch(run_id: str, arguments: list[str]) -> None:
@@ -421,6 +474,8 @@ def enforce_deadlines(now: float | None = None) -> list[str]:
     for run_dir in list_run_dirs():
         status = read_status(run_dir)
         run_id = run_dir.name
+        if slots.is_slot_run(status):  # its slots end at their own duration; no process of the app to signal
+            continue
         key = (run_id, status.get("pid_started"))  # a resumed run's new process is not the one asked to stop
         if status.get("state") not in ("running", "stopping") or not status.get("launched_at"):
             for old in [k for k in _stop_sent if k[0] == run_id]:
@@ -463,7 +518,11 @@ def stop_run(run: str | Path, owner: str | None = None) -> dict:
     status = check_owner(run, owner)
     if is_waiting(status):
         return cancel_run(run, owner)
-    if status.get("state") in ACTIVE_STATES:
+    if status.get("state") in ACTIVE_STATES and slots.is_slot_run(status):
+        request_stop(run)  # the slot training now saves after its step; the driver asks for no other
+        if not slots.driven(run_path(run).name):
+            slots.end_between_slots(run_path(run), "stopped")
+    elif status.get("state") in ACTIVE_STATES:
         _signal_stop(run, status)
     return refresh(run)
 
@@ -479,7 +538,10 @@ def cancel_run(run: str | Path, owner: str | None = None) -> dict:
             )
     if status.get("state") in ACTIVE_STATES:
         request_cancel(run)
-        _signal_stop(run, status)
+        if not slots.is_slot_run(status):
+            _signal_stop(run, status)
+        elif not slots.driven(run_path(run).name):
+            slots.end_between_slots(run_path(run), "cancelled", note="cancelled between GPU slots")
     return refresh(run)
 
 

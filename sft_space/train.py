@@ -164,7 +164,44 @@ def setup_logging(run_dir: Path) -> None:
 
 
 # -------------------------------------------------------------- training
-def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Path | None = None) -> int:
+def train_slot(run_dir: Path, deadline: float, save_every: float) -> dict:
+    """One GPU slot of a run (slots.run_slot, in the spaces.GPU worker): from the last complete checkpoint (none:
+    the start) until shortly before `deadline`, saving every `save_every` seconds. No signal handlers (the worker
+    runs this in a thread); the log goes to the run's train.log for this slot only. Returns where the run stands."""
+    handler = logging.FileHandler(rundir.log_path(run_dir), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    # what the Trainer prints (its log lines, warnings) goes to the run's log too, as a training process's does
+    with open(rundir.log_path(run_dir), "a", encoding="utf-8") as printed:
+        try:
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+                config = RunConfig.from_dict(read_config_dict(run_dir))
+                stop = StopRequested()
+                stop.training = True  # no signal reaches a slot; a stop arrives as a file (callbacks.SlotCallback)
+                checkpoint = last_complete_checkpoint(run_dir)
+                code = train(config, run_dir, stop, checkpoint, slot=(deadline, save_every))
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+    status = rundir.read_status(run_dir)
+    return {
+        "code": code,
+        "state": status.get("state"),
+        "step": status.get("step"),
+        "max_steps": status.get("max_steps"),
+    }
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path,
+    stop: StopRequested,
+    checkpoint: Path | None = None,
+    slot: tuple[float, float] | None = None,
+) -> int:
+    """The run from its start (or `checkpoint`) to its adapter and final status. slot: (deadline, save every
+    seconds) of a GPU slot (slots.py): training ends, saved, before the deadline and the run stays running."""
     started = time.time()
     status = dict(
         state="running",
@@ -211,6 +248,10 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
             from .callbacks import use_timed_schedule
 
             use_timed_schedule(trainer, config, status)  # train_minutes: the learning rate follows the clock
+            if slot is not None:
+                from .callbacks import SlotCallback
+
+                trainer.add_callback(SlotCallback(run_dir, status, stop, *slot))
             stop.training = True  # from here a stop finishes the current step and saves
             if stop.requested:
                 return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
@@ -220,6 +261,11 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequested, checkpoint: Pat
                 return finish(run_dir, status, "failed", started, error=stop.diverged)
             if stop.requested and cancel_requested(run_dir):
                 return finish(run_dir, status, "cancelled", started, note="cancelled: no adapter saved")
+            if stop.slot_over and not stop.requested:  # saved at the slot's end: the next slot goes on from here
+                status.update(phase="between GPU slots", eta_seconds=None, peak_memory=status["peak_memory"])
+                write_status(run_dir, **status)
+                log.info("GPU slot over at step %s of %s", status.get("step"), status.get("max_steps"))
+                return 0
             state = "stopped" if stop.requested else "completed"
             status["phase"] = "saving adapter"
             write_status(run_dir, **status)

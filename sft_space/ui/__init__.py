@@ -61,7 +61,7 @@ def build_app() -> gr.Blocks:
         note = hardware.storage_note()
         if note or hardware.on_zerogpu():
             gr.Markdown(
-                " ".join(n for n in (note, hardware.ZEROGPU_REFUSAL if hardware.on_zerogpu() else None) if n),
+                " ".join(n for n in (note, hardware.ZEROGPU_NOTE if hardware.on_zerogpu() else None) if n),
                 elem_id="storage-note",
             )
         current_run = gr.State(None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import runs
+from .. import runs, slots
 
 
 def format_duration(seconds: float | None) -> str:
@@ -28,6 +28,14 @@ def status_line(status: dict) -> str:
             parts.append(f"position {place[0]} of {place[1]} in the queue · estimated wait {wait}")
     if status.get("phase") and status.get("state") in runs.ACTIVE_STATES:
         parts.append(status["phase"])
+    if slots.is_slot_run(status) and status.get("slot"):  # 'slot 2 of about 3 · 41 s of GPU used'
+        planned = status.get("slots_planned")
+        shown = status["slot"] if status.get("state") in runs.ACTIVE_STATES else len(status.get("slot_log") or [])
+        about = f" of about {max(planned, shown)}" if planned and status.get("state") in runs.ACTIVE_STATES else ""
+        parts.append(
+            f"{'slot' if about or shown == 1 else 'slots'} {shown}{about} · {status.get('gpu_seconds') or 0:.0f} s "
+            "of GPU used"
+        )
     if status.get("max_steps"):
         parts.append(f"step {status.get('step', 0)}/{status['max_steps']}")
     if status.get("tokens_per_second"):

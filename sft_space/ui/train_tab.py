@@ -7,8 +7,8 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import backup, estimates, hardware, health, rundir, runs
-from ..config import DEFAULT_PRESET, GPU_PRESETS, preset_config, presets_for
+from .. import backup, estimates, hardware, health, rundir, runs, slots
+from ..config import DEFAULT_PRESET, GPU_PRESETS, default_preset, preset_config, presets_for
 from ..hub import on_a_space
 from ..models import CURATED_MODELS
 from . import text
@@ -119,7 +119,12 @@ def start(request: gr.Request, oauth_token: gr.OAuthToken | None, visitor: str |
             config, owner=visitor, address=address(request), **hub_handover(visitor, oauth_token, bool(back_up))
         )
     status = runs.refresh(run_id)
-    if runs.is_waiting(status):
+    if slots.is_slot_run(status):
+        gr.Info(
+            f"Run {run_id} created: it trains in GPU slots while this page stays open (each slot continues "
+            "from the last checkpoint). Closing the page pauses it; Resume continues."
+        )
+    elif runs.is_waiting(status):
         gr.Info(f"Run {run_id} is queued behind another training job; it starts by itself when the device is free.")
     else:
         gr.Info(f"Run {run_id} started. The chart updates every few seconds; you can leave this page and come back.")
@@ -137,6 +142,22 @@ def resume(
         runs.resume_run(run_id, visitor, address(request), **hub_handover(visitor, oauth_token, bool(back_up)))
     gr.Info(f"Resuming {run_id} from its last checkpoint; the chart continues where it left off.")
     return run_id, run_bar_text(run_id, runs.refresh(run_id))
+
+
+def drive_slots(run_id: str | None, visitor: str | None, slot_call=None):
+    """On ZeroGPU: ask for the run's GPU slots one after another while this page is open (slots.drive); each call
+    is made in this request, so it spends this visitor's GPU quota. Elsewhere, or for a run not in slots: nothing."""
+    if not hardware.on_zerogpu() or not run_id or slot_call is None:
+        yield gr.skip()
+        return
+    status = owned(run_id, visitor, "train")
+    if not slots.is_slot_run(status) or status.get("state") not in runs.ACTIVE_STATES:
+        yield gr.skip()
+        return
+    env = runs.slot_environment(run_id)
+    for status in slots.drive(run_id, slot_call, env):
+        yield run_bar_text(run_id, status)
+    yield run_bar_text(run_id, runs.refresh(run_id))
 
 
 def retry_smaller(request: gr.Request, run_id: str | None, visitor: str | None):
@@ -225,6 +246,9 @@ def preset_label(name: str, model: str | None, pace=UNREAD, device_kind: str | N
         fitted = estimates.steps_in(config, config.train_minutes * 60, pace) if pace is not None else None
         about = f" · about {fitted[0]} steps here" if fitted else ""
         return f"{name} · {config.train_minutes:g} min{about}"
+    if (device_kind or hardware.device_kind()) == "zerogpu":
+        steps = steps or estimates.planned_steps(config)
+        return f"{name} · {size}{f' ({steps} steps)' if steps else ''} · in GPU slots of up to {slots.slot_cap():.0f} s"
     if pace is None:  # nothing measured: a GPU preset's conservative estimate, else no number
         guess = estimates.conservative_gpu_seconds(config, curated_parameters(config.model)) if own_model else None
         if guess is None or (device_kind or hardware.device_kind()) != "cuda":
@@ -264,7 +288,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         with gr.Column(scale=1, min_width=320):
             preset = gr.Dropdown(
                 choices=[(preset_label(name, None), name) for name in presets_for(hardware.device_kind())],
-                value=DEFAULT_PRESET,
+                value=default_preset(hardware.device_kind()),
                 label="Preset",
                 elem_id="preset",
                 info="Fills every field below; change any of them after. Quick demo: the format and most "
@@ -288,7 +312,9 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
             widgets = build_groups(TRAIN_GROUPS)
             assert list(widgets) == TRAIN_FIELDS
-            for name, value in zip(TRAIN_FIELDS, apply_preset(DEFAULT_PRESET)[: len(TRAIN_FIELDS)]):
+            for name, value in zip(
+                TRAIN_FIELDS, apply_preset(default_preset(hardware.device_kind()))[: len(TRAIN_FIELDS)]
+            ):
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
@@ -326,7 +352,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     # input, not change: only a visitor's pick fills the fields (new duration labels must not reset their edits)
     dataset_boxes = [data_sources[SOURCE_FIELDS.index(name)] for name in ("dataset", "dataset_config")]
     preset.input(apply_preset, preset, [*widget_list, model, *dataset_boxes], api_name=False)
-    start_button.click(
+    started = start_button.click(
         named(
             start, ["visitor", "model", "back_up", *SOURCE_FIELDS, *TRAIN_FIELDS], with_request=True, with_oauth=True
         ),
@@ -334,9 +360,20 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         [current_run, run_bar, visitor],
         api_name="start_run",
     )
+    # ZeroGPU: the run's GPU slots, asked for by this page (its visitor's quota) after Start and Resume; each one a
+    # spaces.GPU call of slots.run_slot whose duration is the one the driver asks for
+    slot_call = hardware.gpu_slot(slots.run_slot, duration=slots.slot_duration) if hardware.on_zerogpu() else None
+
+    def train_in_gpu_slots(run_id: str | None, visitor_id: str | None):
+        yield from drive_slots(run_id, visitor_id, slot_call)
+
+    slot_driver = dict(concurrency_limit=None, show_progress="hidden")
+    started.success(train_in_gpu_slots, [current_run, visitor], run_bar, api_name="train_in_gpu_slots", **slot_driver)
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
-    resume_button.click(resume, [current_run, visitor, back_up], [current_run, run_bar], api_name="resume_run")
+    resume_button.click(resume, [current_run, visitor, back_up], [current_run, run_bar], api_name="resume_run").success(
+        train_in_gpu_slots, [current_run, visitor], run_bar, api_name=False, **slot_driver
+    )
     retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
     return preset, widgets, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)
