@@ -19,7 +19,7 @@ if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
 
 from sft_space import runs  # noqa: E402
 from sft_space.bundled import ensure_bundled_model  # noqa: E402
-from sft_space.ui import build_app, launch_kwargs  # noqa: E402
+from sft_space.ui import build_app, launch_kwargs, queue_kwargs  # noqa: E402
 
 demo = build_app()
 
@@ -27,7 +27,7 @@ if __name__ == "__main__":
     runs.start_queue_worker()  # starts queued runs as the device frees up
     # the bundled model is converted now, once, not inside a visitor's first Quick demo (its minutes are training)
     threading.Thread(target=ensure_bundled_model, name="sft-space-convert", daemon=True).start()
-    demo.queue(default_concurrency_limit=4).launch(
+    demo.queue(**queue_kwargs()).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         **launch_kwargs(),

@@ -202,7 +202,7 @@ def main() -> None:
 
     from sft_space import bundled, rundir, runs
     from sft_space.config import RunConfig
-    from sft_space.ui import build_app, launch_kwargs
+    from sft_space.ui import build_app, launch_kwargs, queue_kwargs
 
     from helpers import TINY_FAST, build_tiny_model, run_cli
 
@@ -220,7 +220,7 @@ def main() -> None:
 
     runs.start_queue_worker()
     demo = build_app()
-    demo.queue(default_concurrency_limit=4)  # as app.py
+    demo.queue(**queue_kwargs())  # as app.py
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

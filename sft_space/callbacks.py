@@ -205,6 +205,12 @@ class SlotCallback(TrainerCallback):
         self.began = self.last_save = time.time()
         self.steps = 0
         self.save_started: float | None = None
+        self.save_seconds = float(rundir.read_status(run_dir).get("save_seconds") or 0.5)  # the last slot's save
+        # kept free at the end for a step that runs long: 5% of the slot, 1 to 3 s
+        self.margin = min(3.0, max(1.0, 0.05 * (deadline - time.time())))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.began = self.last_save = time.time()  # the pace counts training steps, not the model's loading
 
     def on_step_begin(self, args, state, control, **kwargs):
         if not self.stop.requested and (rundir.stop_requested(self.run_dir) or cancel_requested(self.run_dir)):
@@ -217,8 +223,7 @@ class SlotCallback(TrainerCallback):
         if self.stop.requested or state.global_step >= state.max_steps:
             return control
         pace = (now - self.began) / self.steps
-        save = float(self.status.get("save_seconds") or 1.0)
-        if now + 2 * pace + 2 * save + 3.0 >= self.deadline:
+        if now + 2 * pace + 2 * self.save_seconds + self.margin >= self.deadline:
             self.stop.slot_over = True
             control.should_save = control.should_training_stop = True
             log.info("GPU slot nearly over at step %d: saving; the next slot continues from here", state.global_step)
@@ -231,7 +236,7 @@ class SlotCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         now = time.time()
         if self.save_started is not None:
-            self.status["save_seconds"] = round(now - self.save_started, 2)
+            self.save_seconds = self.status["save_seconds"] = round(now - self.save_started, 2)
             self.save_started = None
         self.last_save = now
 

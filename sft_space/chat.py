@@ -50,6 +50,7 @@ _lock = threading.Lock()  # one load at a time; generation itself runs per reque
 # the previous one and streamed at half speed (20 vs 38 tokens/s measured here), sometimes at a tenth.
 GENERATION_THREAD = "sft-space-generation"
 _executor = None
+_executor_pid = 0  # the process that made it: a process forked from this one (a ZeroGPU slot) makes its own
 _executor_lock = threading.Lock()
 
 
@@ -64,14 +65,17 @@ generation_threads: Callable[[], int | None] = _every_core
 
 def on_generation_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run `function` on the generation thread and wait for its result (directly when already there)."""
-    global _executor
+    global _executor, _executor_pid
+    import os
+
     if threading.current_thread().name.startswith(GENERATION_THREAD):
         return function(*args, **kwargs)
     with _executor_lock:
-        if _executor is None:
+        if _executor is None or _executor_pid != os.getpid():  # a forked child has the object, not its thread
             import concurrent.futures
 
             _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=GENERATION_THREAD)
+            _executor_pid = os.getpid()
     return _executor.submit(_with_threads, function, *args, **kwargs).result()
 
 

@@ -150,7 +150,7 @@ def next_slot_seconds(status: dict, limit: float | None = None) -> float:
 
 
 def save_margin(status: dict) -> float:
-    return END_MARGIN_SECONDS + 2 * float(status.get("save_seconds") or 1.0)
+    return END_MARGIN_SECONDS + 2 * float(status.get("save_seconds") or 0.5)
 
 
 def planned_slots(status: dict) -> int | None:

@@ -117,6 +117,13 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def queue_kwargs() -> dict:
+    """demo.queue()'s settings: four handlers of one kind at once, and room for 100 waiting events. Set explicitly:
+    on ZeroGPU (SPACES_ZERO_GPU=true) Gradio otherwise allows one waiting event for the whole Space, and a
+    second visitor's click (a tab's refresh, a preset) got "This application is currently busy"."""
+    return dict(default_concurrency_limit=4, max_size=100)
+
+
 def launch_kwargs() -> dict:
     # blocked_paths: no file of any run (configs, logs, owners, adapters, training rows) is served by URL; the
     # Publish tab hands out a copy of an export zip from a temporary folder instead.

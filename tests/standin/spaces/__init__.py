@@ -128,6 +128,7 @@ def _child(task, payload: bytes, conn, generator: bool) -> None:
     """The forked process: unpickle the arguments, run the task in a thread (as the real worker does), send back."""
     global _in_call
     _in_call = True
+    _close_inherited_sockets(conn)
 
     def send(kind: str, value=None) -> None:
         try:
@@ -158,6 +159,18 @@ def _child(task, payload: bytes, conn, generator: bool) -> None:
     worker.start()
     worker.join()
     conn.close()
+
+
+def _close_inherited_sockets(keep) -> None:
+    """As the real worker does first (worker_init): close the app's sockets this process inherited (the server's
+    connections), so nothing here can write to or shut down a visitor's connection."""
+    for entry in os.scandir("/proc/self/fd"):
+        try:
+            fd = int(entry.name)
+            if fd != keep.fileno() and os.readlink(entry.path).startswith("socket:"):
+                os.close(fd)
+        except (OSError, ValueError):
+            continue
 
 
 def _raise(value) -> None:

@@ -1,0 +1,180 @@
+"""A ZeroGPU page in a real headless Chromium: the app started as a Space would start it with SPACES_ZERO_GPU=true,
+its `spaces` package the stand-in (tests/standin: forked calls, durations, one card; no ZeroGPU scheduler can exist
+here). A visitor starts the Quick demo in GPU slots, watches the slots and one continuous curve while it trains,
+and chats with the result. Screenshots land in test-artifacts/zerogpu/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, wait_until
+from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_number, state_of
+
+ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "zerogpu"
+SETTINGS = {"max_steps": 160, "max_length": 128, "logging_steps": 2, "eval_steps": 80, "learning_rate": 0.005}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
+
+SERVER = """
+import os, sys
+import spaces  # first, as app.py does on ZeroGPU
+from sft_space import runs
+from sft_space.ui import build_app, launch_kwargs, queue_kwargs
+runs.start_queue_worker()
+demo = build_app()
+demo.queue(**queue_kwargs()).launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True,
+                                                **launch_kwargs())
+"""
+
+
+@pytest.fixture(scope="module")
+def zerogpu_page(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path_factory.mktemp("zerogpu-home")
+    model = build_tiny_model(tmp_path_factory.mktemp("zerogpu") / "tiny-llama", hidden_size=32, initializer_range=0.2)
+    calls = home / "calls.jsonl"
+    port = free_port()
+    env = {
+        **os.environ,
+        "SFT_SPACE_HOME": str(home),
+        "SPACES_ZERO_GPU": "true",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "standin"), str(ROOT)]),
+        "SFT_SPACE_SLOT_SECONDS": "8",  # short slots, so the run takes several
+        "SFT_SPACE_SLOT_SAVE_SECONDS": "3",
+        "SPACES_STANDIN_LOG": str(calls),
+    }
+    output = open(home / "server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    ARTIFACTS.mkdir(parents=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: _up(url) or server.poll() is not None, timeout=120, what="the ZeroGPU app to start")
+        assert server.poll() is None, (home / "server.log").read_text()[-3000:]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1050})
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on(
+                "response",
+                lambda r: problems.append(f"HTTP {r.status}: {r.url} {r.text()[:300]}") if r.status >= 400 else None,
+            )
+            page.goto(url)
+            page.wait_for_selector("text=SFT Space", timeout=30_000)
+            yield page, problems, home, model, calls
+            browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        output.close()
+
+
+def _up(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
+    page, problems, home, model, calls = zerogpu_page
+    assert "ZeroGPU" in page.locator("#hardware").inner_text()
+    assert "trains in GPU slots" in page.locator("#storage-note").inner_text()
+
+    page.get_by_role("tab", name="2 Model").click()
+    box = page.locator("#model input")
+    box.fill(str(model))
+    box.press("Enter")
+    page.get_by_role("tab", name="3 Train").click()
+    preset = page.locator("#preset input").input_value()
+    assert preset.startswith("Quick demo (GPU slots)") and "in GPU slots of up to 8 s" in preset, preset
+    for group in ("Batch", "Learning rate", "Monitoring", "Sequence"):
+        open_group(page, group)
+    for field, value in SETTINGS.items():
+        set_number(page, field, value)
+    page.locator("#start").click()
+    page.wait_for_function("() => /slot 1/.test(document.getElementById('run-bar').innerText)", timeout=60_000)
+    run_id = re.search(r"Run: (\S+)", state_of(page)).group(1)
+    run_dir = home / "runs" / run_id
+
+    # while it trains: the second slot is announced with the GPU seconds used, and the curve goes on across slots
+    wait_until(
+        lambda: re.search(r"slot 2 of about \d+ · \d+ s of GPU used", state_of(page)),
+        timeout=120,
+        poll=0.3,
+        what="the second slot in the run bar",
+    )
+    page.evaluate("() => document.querySelectorAll('.toast-close').forEach(button => button.click())")
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) >= 5 and "running" in state_of(page),
+        timeout=60,
+        poll=0.3,
+        what="the loss curve drawn during slot 2",
+    )
+    shot(page, "01-training-in-slots")
+    wait_until(lambda: "completed" in state_of(page), timeout=300, poll=1, what="the run to complete")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert len(status["slot_log"]) >= 2 and status["step"] == SETTINGS["max_steps"], status.get("slot_log")
+    steps = logged(run_dir, "loss")
+    assert steps == sorted(set(steps)) and steps[-1] == SETTINGS["max_steps"]  # one curve, each step once
+    wait_until(
+        lambda: points(page, "loss-chart", TRAIN_COLOUR) == len(steps),
+        timeout=20,
+        poll=0.5,
+        what="the chart to draw every logged step",
+    )
+    assert re.search(r"slots \d+ · \d+ s of GPU used", state_of(page)), state_of(page)
+    shot(page, "02-completed")
+    slots_called = [json.loads(line) for line in calls.read_text().splitlines() if "run_slot" in line]
+    assert len(slots_called) == len(status["slot_log"])  # one spaces.GPU call per slot
+
+    # chat with the result: each reply is a GPU call of its own (the stand-in forks it)
+    page.get_by_role("tab", name="4 Chat").click()
+    wait_until(lambda: page.locator("#chat-run input").input_value() == run_id, timeout=20, what="the chat's run")
+    page.locator("#chat-input textarea").fill("Table for two at 7pm on Friday, name Sam")
+    page.locator("#chat-send").click()
+    for chatbot in ("#chatbot", "#chatbot-base"):
+        wait_until(
+            lambda: (
+                page.locator(f"{chatbot} .message.bot").count() >= 1
+                and page.locator(f"{chatbot} .message.bot").last.inner_text().strip()
+            ),
+            timeout=120,
+            poll=0.5,
+            what=f"a reply in {chatbot}",
+        )
+    shot(page, "03-chat")
+    chats = wait_until(  # written by the stand-in once the reply's call has given the card back
+        lambda: [json.loads(line) for line in calls.read_text().splitlines() if '"respond"' in line],
+        timeout=30,
+        what="the chat's GPU call on record",
+    )
+    assert all(call["outcome"] == "ok" for call in chats), chats
+    assert not problems, problems
