@@ -98,7 +98,7 @@ def refresh(run: str | Path) -> dict:
     if status.get("state") in ACTIVE_STATES and slots.is_slot_run(status) and not process_alive(run, status):
         return slots.end_between_slots(  # no slot runs now and no page asks for the next: paused, not lost
             run_path(run),
-            "stopped",
+            "cancelled" if cancel_requested(run) else "stopped",
             note="paused between GPU slots (the page asking for them was closed, or the app restarted); Resume "
             f"continues from step {status.get('last_checkpoint') or 0}",
         )
@@ -520,7 +520,7 @@ def stop_run(run: str | Path, owner: str | None = None) -> dict:
         return cancel_run(run, owner)
     if status.get("state") in ACTIVE_STATES and slots.is_slot_run(status):
         request_stop(run)  # the slot training now saves after its step; the driver asks for no other
-        if not slots.driven(run_path(run).name):
+        if not slots.driving(run_path(run).name):
             slots.end_between_slots(run_path(run), "stopped")
     elif status.get("state") in ACTIVE_STATES:
         _signal_stop(run, status)
@@ -540,7 +540,7 @@ def cancel_run(run: str | Path, owner: str | None = None) -> dict:
         request_cancel(run)
         if not slots.is_slot_run(status):
             _signal_stop(run, status)
-        elif not slots.driven(run_path(run).name):
+        elif not slots.driving(run_path(run).name):
             slots.end_between_slots(run_path(run), "cancelled", note="cancelled between GPU slots")
     return refresh(run)
 

@@ -90,6 +90,12 @@ def slot_duration(run_dir: str, seconds: float, env: dict | None = None) -> floa
 
 
 # ------------------------------------------------------------------ the driver (the visitor's request)
+def driving(run_id: str) -> bool:
+    """Is a driver in this process asking for the run's slots now (a slot may be training)?"""
+    with _lock:
+        return run_id in _driving
+
+
 def driven(run_id: str) -> bool:
     """Is a page of this app driving the run's slots now (or about to: just started or resumed)?"""
     with _lock:

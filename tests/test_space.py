@@ -61,7 +61,7 @@ def test_a_gpu_space_lists_its_cards_and_offers_gpu_presets(gpu_space):
     assert preset[size] == 32  # a small model is launch-bound at small batches: the card gets a big one
 
 
-def test_zerogpu_says_no_training_before_start_and_offers_a_duplicate(monkeypatch, tiny_model):
+def test_zerogpu_trains_in_slots_says_so_and_offers_a_duplicate(monkeypatch, tiny_model):
     # the environment a Space sets (real OAuth routes, no mocked sign-in): its provider is never called here
     for name, value in dict(
         SYSTEM="spaces",
@@ -76,16 +76,26 @@ def test_zerogpu_says_no_training_before_start_and_offers_a_duplicate(monkeypatc
             monkeypatch.setattr(gradio_oauth, name, value, raising=False)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     found = hardware.detect()
-    assert found.kind == "zerogpu" and found.describe().startswith("ZeroGPU (GPU in short slots")
-    with pytest.raises(RuntimeError, match="ZeroGPU, which lends a GPU in slots of a few minutes.*Duplicate"):
-        runs.start_run(RunConfig(model=str(tiny_model), max_steps=2), owner="browser:x")
-    assert not runs.list_runs(None) or all(r["state"] not in runs.ACTIVE_STATES for r in runs.list_runs(None))
+    assert found.kind == "zerogpu" and found.describe().startswith("ZeroGPU (a GPU lent in slots")
+    assert presets_for("zerogpu")[:2] == ["Quick demo (GPU slots)", "Thorough demo (GPU slots)"]
+    assert all(not preset_config(name).train_minutes for name in presets_for("zerogpu"))
+    # a timed run cannot be cut into slots: refused before anything is written, with what to do instead
+    with pytest.raises(ValueError, match="counted in steps, not minutes.*max_steps"):
+        runs.start_run(RunConfig(model=str(tiny_model), train_minutes=3.0), owner="browser:x")
+    assert not runs.list_runs("browser:x")
+    # a run in steps is created for its page to drive, slot by slot; no training process is started for it
+    run_id = runs.start_run(RunConfig(model=str(tiny_model), max_steps=2, train_minutes=0), owner="browser:x")
+    status = runs.refresh(run_id)
+    assert status["gpu_slots"] and status["state"] == "running" and status["phase"] == "waiting for a GPU slot"
+    assert run_id not in runs._children
+    runs.cancel_run(run_id, "browser:x")  # no page drives it here: cancelled at once, between slots
+    assert runs.refresh(run_id)["state"] == "cancelled"
 
     from sft_space.ui import build_app
 
     page = build_app().config
     texts = [c.get("props", {}).get("value") for c in page["components"]]
-    assert any(isinstance(t, str) and "training run cannot hold one" in t for t in texts)
+    assert any(isinstance(t, str) and "A run trains in GPU slots" in t for t in texts)
     assert any(
         c.get("type") == "duplicatebutton" or c.get("props", {}).get("elem_id") == "duplicate"
         for c in page["components"]
@@ -128,18 +138,22 @@ def test_trackio_is_refused_clearly_when_missing_and_logs_the_run_when_present(m
 
 def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
     """With the `spaces` package (a stand-in here: it exists only on Spaces), chat, evaluation and the prompting
-    comparison are wrapped in spaces.GPU, so each call gets a slot; training stays refused."""
+    comparison are wrapped in spaces.GPU, so each call gets a slot; training asks for its slots one by one, each of
+    the duration the driver computes (slots.slot_duration: the seconds it passes)."""
     import sys
     import types
 
     wrapped = []
 
-    def gpu(function):
+    durations = {}
+
+    def gpu(function, duration=None):
         def slot(*args, **kwargs):
             return function(*args, **kwargs)
 
         slot.__wrapped__ = function
         wrapped.append(function.__name__)
+        durations[function.__name__] = duration
         return slot
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
@@ -149,4 +163,5 @@ def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
     from sft_space.ui import build_app
 
     build_app()
-    assert sorted(wrapped) == ["compare", "evaluate", "respond", "respond"]  # chat's Send and Enter
+    assert sorted(wrapped) == ["compare", "evaluate", "respond", "respond", "run_slot"]  # chat's Send and Enter
+    assert durations["run_slot"]("/runs/a", 95.0, {}) == 95.0

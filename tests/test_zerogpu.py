@@ -18,7 +18,7 @@ import pytest
 from helpers import ROOT, TINY_FAST, run_cli
 
 STANDIN = ROOT / "tests" / "standin"
-STEPS = 24
+STEPS = 60
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def zerogpu(monkeypatch, tmp_path):
 
     monkeypatch.setattr(spaces, "ZERO_GPU", True)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "7")
+    monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "4")
     monkeypatch.setenv("SFT_SPACE_SLOT_SAVE_SECONDS", "2")
     monkeypatch.setenv("SPACES_STANDIN_LOG", str(tmp_path / "calls.jsonl"))
     monkeypatch.delenv("SPACES_STANDIN_QUOTA_SECONDS", raising=False)
@@ -108,7 +108,7 @@ def test_a_run_across_slots_is_the_same_run_as_in_one_process(zerogpu, tiny_mode
     assert status["state"] == "completed", status
     assert status["step"] == STEPS and rundir.has_adapter(run_id)
     log = status["slot_log"]
-    assert len(log) >= 2, log  # the 7 s slots could not hold the whole run
+    assert len(log) >= 2, log  # the 4 s slots could not hold the whole run
     assert [entry["outcome"] for entry in log] == ["saved"] * (len(log) - 1) + ["completed"]
     assert [entry["from_step"] for entry in log[1:]] == [entry["to_step"] for entry in log[:-1]]  # no step lost
     assert status["gpu_seconds"] == pytest.approx(sum(entry["seconds"] for entry in log), abs=0.2)
@@ -159,7 +159,7 @@ def test_a_quota_error_pauses_the_run_and_resume_completes_it(zerogpu, tiny_mode
     from sft_space import rundir, runs
 
     spaces, calls = zerogpu
-    monkeypatch.setenv("SPACES_STANDIN_QUOTA_SECONDS", "10")  # one 7 s slot, then 3 s left: less than asked
+    monkeypatch.setenv("SPACES_STANDIN_QUOTA_SECONDS", "10")  # two 4 s slots, then 2 s left: less than asked
     run_id = runs.start_run(config_for(tiny_model, max_steps=200), owner=None)
     drive(spaces, run_id)
     paused = rundir.read_status(run_id)

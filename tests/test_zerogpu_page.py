@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_number, state_of
 
 from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, wait_until
-from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_number, state_of
 
 ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "zerogpu"
 SETTINGS = {"max_steps": 160, "max_length": 128, "logging_steps": 2, "eval_steps": 80, "learning_rate": 0.005}
