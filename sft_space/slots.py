@@ -208,7 +208,7 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                     kept = _checkpoint_step(run_dir)
                     message = " ".join(str(getattr(error, "message", "") or error).split())
                     if kind == "aborted":  # it held the card to its end; refusals (quota, no card) never began
-                        _record(run_dir, after, seconds, seconds, before, kept, kind, message)
+                        _record(run_dir, after, seconds, time.time() - began, before, kept, kind, message)
                     if kind == "quota":
                         left = quota_left(error)
                         if limit is None and left is not None and left >= MIN_SLOT_SECONDS and left < seconds:

@@ -239,6 +239,8 @@ def train(
             if stop.requested:
                 return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")
             status.update(phase="training", phase_progress=None, phase_eta=None)
+            if slot is not None and not checkpoint:  # a slot ended before its first save: its steps go again
+                forget_after(run_dir, 0)
             if checkpoint:
                 resumed_step = int(checkpoint.name.split("-")[-1])
                 forget_after(run_dir, resumed_step)

@@ -128,29 +128,30 @@ def test_a_run_across_slots_is_the_same_run_as_in_one_process(zerogpu, tiny_mode
     assert f"slots {len(log)}" in status_line(status) or len(log) == 1
 
 
-def test_a_slot_ended_at_its_duration_loses_only_the_steps_since_its_last_save(zerogpu, tiny_model):
-    """The first call asks for 30 s but the card is taken back after 4 (the stand-in kills its process, as the
+def test_a_slot_ended_at_its_duration_loses_only_the_steps_since_its_last_save(zerogpu, tiny_model, monkeypatch):
+    """The first call asks for 30 s but the card is taken back after 6 (the stand-in kills its process, as the
     real scheduler does): the run continues from its last checkpoint in the next slot and completes."""
     from sft_space import rundir, runs
 
     spaces, calls = zerogpu
-    durations = iter([4.0])
+    durations = iter([6.0])
+    monkeypatch.setenv("SFT_SPACE_SLOT_SAVE_SECONDS", "1")
 
     def duration(run_dir, seconds, env=None):
         return next(durations, seconds)
 
-    run_id = runs.start_run(config_for(tiny_model, max_steps=60), owner=None)
-    import os
-
-    os.environ["SFT_SPACE_SLOT_SECONDS"] = "30"  # what the run believes it has (monkeypatch restores it)
+    run_id = runs.start_run(config_for(tiny_model, max_steps=300), owner=None)
+    monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "30")  # what the run believes it has
     drive(spaces, run_id, duration)
     status = rundir.read_status(run_id)
     assert status["state"] == "completed", status
     first = status["slot_log"][0]
     assert first["outcome"] == "aborted" and "GPU task aborted" in first["message"], first
     kept = first["to_step"]  # the last complete checkpoint when the card was taken back
+    assert kept > 0, first  # saved every second: the slot had saved before it was ended
     assert status["slot_log"][1]["from_step"] == kept
-    assert_one_curve(metrics(run_id), 60)
+    assert first["seconds"] < 15  # about the 6 s it held the card (and its ending), not the 30 it asked for
+    assert_one_curve(metrics(run_id), 300)
     outcomes = [json.loads(line)["outcome"] for line in calls.read_text().splitlines()]
     assert outcomes[0] == "aborted" and outcomes[-1] == "ok"
 

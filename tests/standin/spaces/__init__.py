@@ -162,15 +162,19 @@ def _child(task, payload: bytes, conn, generator: bool) -> None:
 
 
 def _close_inherited_sockets(keep) -> None:
-    """As the real worker does first (worker_init): close the app's sockets this process inherited (the server's
-    connections), so nothing here can write to or shut down a visitor's connection."""
-    for entry in os.scandir("/proc/self/fd"):
+    """As the real worker does first (worker_init): let go of the app's sockets this process inherited (the
+    server's connections), so nothing here can write to or shut down a visitor's connection. Each is replaced by
+    /dev/null rather than closed, so its number is not handed to a file opened here and then closed under it when
+    the socket's Python object is collected."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for entry in list(os.scandir("/proc/self/fd")):
         try:
             fd = int(entry.name)
-            if fd != keep.fileno() and os.readlink(entry.path).startswith("socket:"):
-                os.close(fd)
+            if fd not in (keep.fileno(), null) and os.readlink(entry.path).startswith("socket:"):
+                os.dup2(null, fd)
         except (OSError, ValueError):
             continue
+    os.close(null)
 
 
 def _raise(value) -> None:
