@@ -79,9 +79,9 @@ def build_trainer(config: RunConfig, run_dir: Path, stop: StopRequested, status:
         folder = resolve_model(config.model, progress)
         exclude_model_fetch(config, status, time.time() - fetching)
         config, splits = load_data(config)
-        facts, plan = plan_device(config, folder)
         tokenizer, token_setup, every_answer = prepare_tokens(config, folder, status)
         train_dataset, eval_dataset = training_datasets(config, tokenizer, splits)
+        facts, plan = plan_device(config, folder, batch_length(config, tokenizer, train_dataset, status))
         model, peft_config = prepare_model(config, folder, facts, plan, tokenizer, token_setup)
         trainer = make_trainer(
             config,
@@ -131,8 +131,35 @@ def load_data(config: RunConfig):
     return config, splits
 
 
-def plan_device(config: RunConfig, folder: Path):
-    """The model's facts and where it trains: precision, gradient checkpointing, the memory estimate (logged)."""
+SAMPLED_ROWS = 256  # rows tokenised to learn the data's lengths for the memory estimate
+
+
+def batch_length(config: RunConfig, tokenizer, dataset, status: dict) -> float | None:
+    """The expected padded length of a batch (its longest row) from a sample of the training rows, for the memory
+    estimate: far below max_length on short data (json-extract: about 100 tokens against 512). None if unknown."""
+    from .models import expected_batch_length
+
+    try:
+        step = max(1, len(dataset) // SAMPLED_ROWS)
+        lengths = []
+        for row in dataset.select(range(0, len(dataset), step)):
+            if row.get("text") is not None:
+                lengths.append(len(tokenizer(row["text"])["input_ids"]))
+                continue
+            messages = row.get("messages") or [*(row.get("prompt") or []), *(row.get("completion") or [])]
+            ids = tokenizer.apply_chat_template(messages, tokenize=True)
+            lengths.append(len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+    except Exception as error:  # an estimate only: every row at max_length then
+        log.info("memory estimate: row lengths not measured (%s); counting every row at max_length", error)
+        return None
+    expected = expected_batch_length(lengths, config.per_device_train_batch_size, config.max_length)
+    status["expected_batch_length"] = round(expected, 1)
+    return expected
+
+
+def plan_device(config: RunConfig, folder: Path, sequence_length: float | None = None):
+    """The model's facts and where it trains: precision, gradient checkpointing, the memory estimate (logged), at
+    the data's expected batch length when known."""
     from .models import (
         check_quantization,
         check_target_modules,
@@ -150,9 +177,10 @@ def plan_device(config: RunConfig, folder: Path):
     precision = choose_precision(config.precision)
     device = detect_device()
     checkpointing = config.gradient_checkpointing == "on" or (
-        config.gradient_checkpointing == "auto" and needs_gradient_checkpointing(facts, config, device)
+        config.gradient_checkpointing == "auto"
+        and needs_gradient_checkpointing(facts, config, device, sequence_length=sequence_length)
     )
-    estimate = estimate_memory(facts, config, device, checkpointing, precision_name(precision))
+    estimate = estimate_memory(facts, config, device, checkpointing, precision_name(precision), sequence_length)
     log.info(
         "device: %s; precision %s; gradient checkpointing %s; memory estimate %.2f GiB (%s)",
         device.describe(),

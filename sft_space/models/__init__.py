@@ -40,7 +40,7 @@ from .facts import (
 )
 from .fetch import base_license, resolve_model, resolve_tokenizer
 from .load import check_model_choice, check_quantization, load_model
-from .memory import estimate_memory, fit_report, needs_gradient_checkpointing
+from .memory import estimate_memory, expected_batch_length, fit_report, largest_batch, needs_gradient_checkpointing
 from .tokens import (
     CHATML_TEMPLATE,
     end_of_turn_ids,
@@ -66,6 +66,8 @@ __all__ = [
     "device_name",
     "end_of_turn_ids",
     "estimate_memory",
+    "expected_batch_length",
+    "largest_batch",
     "expose_bias_on_token_wrappers",
     "fit_model_to_tokenizer",
     "fit_report",
