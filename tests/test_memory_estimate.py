@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import ROOT
 from sft_space.config import RunConfig
 from sft_space.models import Device, estimate_memory, expected_batch_length, fit_report, model_facts
+
+from helpers import ROOT
 
 GIB = 2**30
 RESULTS = sorted((ROOT / "bench" / "gpu" / "results").glob("*.json"))
