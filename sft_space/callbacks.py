@@ -186,12 +186,32 @@ class RunDirCallback(TrainerCallback):
             if key in logs and isinstance(logs[key], (int, float)):
                 value = float(logs[key])
                 record[key] = value if math.isfinite(value) else str(value)
+        record.update(gpu_metrics())
         append_metric(self.run_dir, record)
         log.info(
             "step %d: %s",
             state.global_step,
             {k: v for k, v in record.items() if k in ("loss", "eval_loss", "learning_rate")},
         )
+
+
+def gpu_metrics() -> dict:
+    """On a CUDA card: memory in use and its peak so far against the card's, in GiB, and the card's utilisation
+    in % (when the NVIDIA management library answers); nothing elsewhere. One point per log line, for the run
+    panel's GPU chart."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    gib = 2**30
+    found = {
+        "gpu_memory_gib": round(torch.cuda.memory_allocated() / gib, 3),
+        "gpu_peak_gib": round(torch.cuda.max_memory_allocated() / gib, 3),
+        "gpu_card_gib": round(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / gib, 2),
+    }
+    with contextlib.suppress(Exception):  # torch.cuda.utilization needs pynvml; a card without it has no %
+        found["gpu_utilization"] = float(torch.cuda.utilization())
+    return found
 
 
 class SlotCallback(TrainerCallback):

@@ -168,3 +168,45 @@ def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(tmp_path, mo
     assert poll(None, None, ["loss", "evil"])[-1] == ["loss"]
     with_points = loss_frame([{"step": 1, "loss": 2.5}])
     assert drawable(with_points, "loss") is with_points  # points build the chart whether it was built or not
+
+
+def test_the_run_panel_draws_gpu_memory_and_utilisation_when_a_card_logged_them(tmp_path, monkeypatch):
+    """On a CUDA card each log line carries the memory in use, its peak and the card's size, and the utilisation
+    (callbacks.gpu_metrics; no card here, so the lines are written as a card's run writes them): the panel's GPU
+    charts draw them, one series each; a CPU run's lines have none and the charts stay empty."""
+    from sft_space import rundir
+    from sft_space.config import RunConfig
+    from sft_space.ui.train_tab import poll
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    run_dir = rundir.runs_root() / "20990101-000000-gpu"
+    run_dir.mkdir(parents=True)
+    rundir.write_config(run_dir, RunConfig(max_steps=4))
+    rundir.write_status(run_dir, state="completed", step=4, max_steps=4)
+    for step in (2, 4):
+        rundir.append_metric(
+            run_dir,
+            {
+                "step": step,
+                "loss": 1.0 / step,
+                "gpu_memory_gib": 0.8,
+                "gpu_peak_gib": 0.9 + step / 10,
+                "gpu_card_gib": 79.2,
+                "gpu_utilization": 40.0 + step,
+            },
+        )
+    values = poll(run_dir.name, None, [])
+    memory, utilization = values[7], values[8]
+    drawn = memory.dropna(subset=["memory"])
+    assert sorted(set(drawn["series"])) == ["card", "in use", "peak"] and len(drawn) == 6
+    assert drawn[drawn.series == "peak"]["memory"].tolist() == [1.1, 1.3]
+    assert utilization["gpu_utilization"].tolist() == [42.0, 44.0]
+    assert {"gpu_memory", "gpu_utilization"} <= set(values[-1])
+
+    cpu_run = rundir.runs_root() / "20990101-000001-cpu"
+    cpu_run.mkdir()
+    rundir.write_config(cpu_run, RunConfig(max_steps=4))
+    rundir.write_status(cpu_run, state="completed", step=4, max_steps=4)
+    rundir.append_metric(cpu_run, {"step": 2, "loss": 0.5})
+    values = poll(cpu_run.name, None, [])
+    assert values[7] is None and values[8] is None  # nothing to draw: the plots stay unbuilt

@@ -20,7 +20,9 @@ from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_confi
 LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
 # every series the loss chart can have, so its colours are fixed from the empty start (see charts.py)
 LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
-CHARTS = ("loss", "learning_rate", "grad_norm")  # the run panel's plots, by their y column
+CHARTS = ("loss", "learning_rate", "grad_norm", "gpu_memory", "gpu_utilization")  # the run panel's plots
+GPU_SERIES = {"gpu_memory_gib": "in use", "gpu_peak_gib": "peak", "gpu_card_gib": "card"}
+GPU_COLOURS = {"in use": "#2563eb", "peak": "#dc2626", "card": "#6b7280"}
 
 
 def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
@@ -45,6 +47,17 @@ def series_frame(records: list[dict], key: str) -> pd.DataFrame:
     """One logged quantity (learning_rate, grad_norm) against step."""
     rows = [{"step": r["step"], key: r[key]} for r in records if finite(r.get(key))]
     return typed_frame(rows, {"step": "int64", key: "float64"})
+
+
+def gpu_memory_frame(records: list[dict]) -> pd.DataFrame:
+    """GPU memory in use, its peak so far and the card's size (GiB) against step: logged on a CUDA card only."""
+    rows = [
+        {"step": r["step"], "memory": r[key], "series": series}
+        for r in records
+        for key, series in GPU_SERIES.items()
+        if finite(r.get(key))
+    ]
+    return typed_frame(rows, {"step": "int64", "memory": "float64", "series": "str"}, ("series", GPU_COLOURS))
 
 
 def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
@@ -204,8 +217,11 @@ def poll(run_id: str | None, visitor: str | None, built=None):
         "loss": loss_frame(records, findings),
         "learning_rate": series_frame(records, "learning_rate"),
         "grad_norm": series_frame(records, "grad_norm"),
+        "gpu_memory": gpu_memory_frame(records),
+        "gpu_utilization": series_frame(records, "gpu_utilization"),
     }
-    values = {name: drawable(frame, name, name in built) for name, frame in frames.items()}
+    y = {"gpu_memory": "memory"}
+    values = {name: drawable(frame, y.get(name, name), name in built) for name, frame in frames.items()}
     return (
         run_id,
         run_bar_text(run_id, status),
@@ -214,6 +230,8 @@ def poll(run_id: str | None, visitor: str | None, built=None):
         health_text(findings),
         values["learning_rate"],
         values["grad_norm"],
+        values["gpu_memory"],
+        values["gpu_utilization"],
         probe_prompts_text(run_id),
         probe_table(run_id),
         sorted(name for name, value in values.items() if value is not None),
@@ -340,6 +358,29 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                     grad_chart = gr.LinePlot(
                         None, x="step", y="grad_norm", title="Gradient norm", height=220, elem_id="grad-chart"
                     )
+            # on a CUDA card (ZeroGPU slots included): memory against the card, and how busy it is, as the run trains
+            with gr.Accordion(
+                "GPU memory and utilisation", open=True, visible=hardware.device_kind() in ("cuda", "zerogpu")
+            ):
+                with gr.Row():
+                    gpu_chart = gr.LinePlot(
+                        None,
+                        x="step",
+                        y="memory",
+                        color="series",
+                        color_map=GPU_COLOURS,
+                        title="GPU memory (GiB): in use, peak, the card",
+                        height=220,
+                        elem_id="gpu-memory-chart",
+                    )
+                    utilization_chart = gr.LinePlot(
+                        None,
+                        x="step",
+                        y="gpu_utilization",
+                        title="GPU utilisation (%)",
+                        height=220,
+                        elem_id="gpu-utilization-chart",
+                    )
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
                 probes = gr.Dataframe(
@@ -376,4 +417,18 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     )
     retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
-    return preset, widgets, (progress, chart, health_box, lr_chart, grad_chart, probe_prompts, probes)
+    return (
+        preset,
+        widgets,
+        (
+            progress,
+            chart,
+            health_box,
+            lr_chart,
+            grad_chart,
+            gpu_chart,
+            utilization_chart,
+            probe_prompts,
+            probes,
+        ),
+    )
