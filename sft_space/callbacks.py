@@ -246,6 +246,7 @@ class SlotCallback(TrainerCallback):
         if now + 2 * pace + 2 * self.save_seconds + self.margin >= self.deadline:
             self.stop.slot_over = True
             control.should_save = control.should_training_stop = True
+            control.should_evaluate = False  # an evaluation due now would run before the save, past the margin
             log.info("GPU slot nearly over at step %d: saving; the next slot continues from here", state.global_step)
         elif now - self.last_save >= self.save_every:
             control.should_save = True

@@ -322,11 +322,12 @@ def resume_run(
 ) -> str:
     """Queue a stopped, failed or interrupted run to continue from its last complete checkpoint."""
     status = check_owner(run, owner)
-    if status.get("state") in ACTIVE_STATES:
+    if status.get("state") in ACTIVE_STATES or slots.driving(run_path(run).name):
         raise RuntimeError("This run is still going: there is nothing to resume.")
     if status.get("state") == "completed":
         raise RuntimeError("This run completed: start a new run to train further.")
-    if last_complete_checkpoint(run) is None and not slots.is_slot_run(status):
+    in_slots = on_zerogpu() or slots.is_slot_run(status)  # a run restored on ZeroGPU trains in slots there too
+    if last_complete_checkpoint(run) is None and not in_slots:
         raise RuntimeError("This run has no complete checkpoint yet (one is written every save_steps): start it again.")
     quota = limits.current()
     config = read_config(run)
@@ -338,10 +339,11 @@ def resume_run(
     with _queue_lock():
         check_fair_share(owner, address, quota)
         _hand_token(run_path(run).name, hub_token, backup_repo)
-        if slots.is_slot_run(status):  # its page drives the slots again from the last checkpoint
+        if in_slots:  # its page drives the slots again from the last checkpoint
             clear_stop(run), clear_cancel(run)
             write_status(
                 run,
+                gpu_slots=True,
                 state="running",
                 phase="waiting for a GPU slot",
                 launched_at=time.time(),

@@ -36,7 +36,9 @@ MIN_SLOT_SECONDS = 20  # below this a slot is mostly loading the model: the quot
 SAVE_EVERY_VARIABLE = "SFT_SPACE_SLOT_SAVE_SECONDS"
 SAVE_EVERY_SECONDS = 30  # a slot ended at its duration loses at most this much training
 END_MARGIN_SECONDS = 3.0  # kept free at a slot's end besides the last step and the save
-PICKUP_SECONDS = 60  # a run just started or resumed counts as driven for this long, until its page's driver begins
+PICKUP_SECONDS = 600  # a run just started or resumed counts as driven this long, while its page's driver waits its turn
+LEASE_GRACE_SECONDS = 60  # a slot's driver counts as alive until its slot's duration and this much more have passed
+DRIVERS = 16  # slot drivers at once (each holds one of Gradio's worker threads for its slot): the others wait
 FINAL = ("completed", "stopped", "cancelled", "failed", "interrupted")
 
 _driving: dict[str, float] = {}  # run id -> when this process began driving it
@@ -69,19 +71,56 @@ def run_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
     set ("set") and remove ("unset") for this slot only (the visitor's own Hub token, never the owner's); the
     worker may serve other visitors' calls afterwards, so everything is put back."""
     started = time.time()
+    if rundir.stop_requested(run_dir) or rundir.cancel_requested(run_dir):  # Stop came while it waited for a card
+        return {"state": "stopping", "step": rundir.read_status(run_dir).get("step"), "seconds": 0.0}
     env = env or {}
-    saved = dict(os.environ)
+    changed = {name: os.environ.get(name) for name in [*env.get("unset", []), *env.get("set", {})]}
     try:
         for name in env.get("unset", []):
             os.environ.pop(name, None)
         os.environ.update(env.get("set", {}))
+        _fresh_device_facts()
         from .train import train_slot
 
         outcome = train_slot(Path(run_dir), deadline=started + seconds, save_every=save_every())
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name, value in changed.items():  # only what this slot changed: the worker serves other calls next
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _release_device()
     return {**outcome, "seconds": round(time.time() - started, 2)}
+
+
+def _fresh_device_facts() -> None:
+    """A worker forked from the app inherits what the app cached about its device (the CPU): in a slot the device is
+    the lent card, for the run's pace records and peak memory too; a reused worker starts each slot's peak afresh."""
+    from .models import device
+
+    device.detect_device.cache_clear() if hasattr(device.detect_device, "cache_clear") else None
+    device.device_name.cache_clear() if hasattr(device.device_name, "cache_clear") else None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except Exception:  # noqa: BLE001 - a fact for the record only
+        pass
+
+
+def _release_device() -> None:
+    """What the slot's model held goes back before the call ends (a reused worker keeps its process)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def slot_duration(run_dir: str, seconds: float, env: dict | None = None) -> float:
@@ -91,16 +130,22 @@ def slot_duration(run_dir: str, seconds: float, env: dict | None = None) -> floa
 
 # ------------------------------------------------------------------ the driver (the visitor's request)
 def driving(run_id: str) -> bool:
-    """Is a driver in this process asking for the run's slots now (a slot may be training)?"""
+    """Is a driver in this process asking for the run's slots now, within its slot's lease (a call that outlived
+    its duration and a minute more is not coming back: ZeroGPU ends a slot at its duration)?"""
     with _lock:
-        return run_id in _driving
+        if run_id not in _driving:
+            return False
+    lease = rundir.read_status(run_id).get("slot_lease_until")
+    return lease is None or time.time() < lease
 
 
 def driven(run_id: str) -> bool:
-    """Is a page of this app driving the run's slots now (or about to: just started or resumed)?"""
+    """Is a page of this app driving the run's slots now (or about to: just started or resumed, its driver
+    waiting for its turn)?"""
     with _lock:
-        if run_id in _driving:
-            return True
+        registered = run_id in _driving
+    if registered:
+        return driving(run_id)
     asked = rundir.read_status(run_id).get("slot_requested_at") or 0
     return time.time() - asked < PICKUP_SECONDS
 
@@ -120,7 +165,6 @@ def _registered(run_id: str) -> Iterator[bool]:
 
 
 QUOTA_NUMBERS = re.compile(r"\((\d+)s requested vs\.? (\d+)s left\)")
-RETRY_IN = re.compile(r"(?:try again|retry) in ([0-9:. a-z]+?)(?:[.)]|$)", re.IGNORECASE)
 
 
 def classify(error: BaseException) -> str:
@@ -140,8 +184,19 @@ def classify(error: BaseException) -> str:
 
 
 def quota_left(error: BaseException) -> float | None:
+    """The seconds a quota error says are left, as a duration to ask for: ZeroGPU charges a call its duration times
+    the card's duration_factor (1.5 on an RTX Pro 6000; the `spaces` package's config)."""
     match = QUOTA_NUMBERS.search(str(getattr(error, "message", "") or error))
-    return float(match.group(2)) if match else None
+    return float(match.group(2)) / duration_factor() if match else None
+
+
+def duration_factor() -> float:
+    try:
+        from spaces.zero import config
+
+        return float(config.get_config().get("duration_factor") or 1.0)
+    except Exception:  # noqa: BLE001 - not on ZeroGPU, or another version of the package
+        return 1.0
 
 
 def next_slot_seconds(status: dict, limit: float | None = None) -> float:
@@ -178,7 +233,8 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
     with _registered(run_id) as mine:
         if not mine:
             return
-        aborted, limit = 0, None
+        prefetch(run_dir)
+        aborted, limit, allowed = 0, None, None  # limit: what the quota has left; allowed: the longest call allowed
         try:
             while True:
                 status = rundir.read_status(run_dir)
@@ -187,7 +243,7 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                 if rundir.cancel_requested(run_dir) or rundir.stop_requested(run_dir):
                     end_between_slots(run_dir, "cancelled" if rundir.cancel_requested(run_dir) else "stopped")
                     return
-                seconds = next_slot_seconds(status, limit)
+                seconds = next_slot_seconds(status, min((x for x in (limit, allowed) if x), default=None))
                 log = list(status.get("slot_log") or [])
                 rundir.write_status(
                     run_dir,
@@ -199,6 +255,9 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                     eta_seconds=None,
                 )
                 yield rundir.read_status(run_dir)
+                if rundir.cancel_requested(run_dir) or rundir.stop_requested(run_dir):  # pressed meanwhile
+                    continue
+                rundir.write_status(run_dir, slot_lease_until=time.time() + seconds + LEASE_GRACE_SECONDS)
                 began, before = time.time(), _checkpoint_step(run_dir)  # where this slot starts from
                 try:
                     outcome = call(str(run_dir), seconds, env or {})
@@ -220,6 +279,14 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                             note=f"paused: {message} Resume continues from step {kept} (no step lost)",
                         )
                         return
+                    if kind == "duration" and seconds / 2 >= MIN_SLOT_SECONDS:  # more than this visitor may ask
+                        allowed = seconds / 2
+                        rundir.write_status(
+                            run_dir,
+                            slot_note=f"a {seconds:g} s slot is more than ZeroGPU allows here: asking for "
+                            f"{allowed:g} s",
+                        )
+                        continue
                     if kind == "aborted":
                         aborted += 1
                         lost = max(0, (after.get("step") or 0) - kept)
@@ -243,7 +310,13 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                             run_dir, "stopped", note=f"paused: {message}; Resume continues from step {kept}"
                         )
                         return
-                    end_between_slots(run_dir, "failed", error=f"The GPU slot failed: {message}"[:500])
+                    # anything else the call raised is the platform's (training errors end the run inside the slot):
+                    # the connection closed while queueing, credits pending, an expired token, a 5xx
+                    end_between_slots(
+                        run_dir,
+                        "stopped",
+                        note=f"paused: the GPU slot could not run ({message[:300]}); Resume continues from step {kept}",
+                    )
                     return
                 aborted, limit = 0, None
                 after = rundir.read_status(run_dir)
@@ -267,6 +340,16 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                     note="paused: the page asking for its GPU slots was closed; Resume continues from step "
                     f"{status.get('last_checkpoint') or 0}",
                 )
+
+
+def prefetch(run_dir: Path) -> None:
+    """The run's model fetched (downloaded, converted) in the app before its first slot, not in the slot's time."""
+    from .models import resolve_model
+
+    try:
+        resolve_model(rundir.read_config(run_dir).model)
+    except Exception:  # noqa: BLE001 - the slot meets the same error and says it in the run's status
+        pass
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -310,10 +393,11 @@ def _record(
 def end_between_slots(run_dir: Path, state: str, note: str | None = None, error: str | None = None) -> dict:
     """End (or pause) a slot run while no slot runs: its state, and its last checkpoint's adapter as the run's
     adapter, so chat and Evaluate have what it learned so far (a cancelled run keeps none)."""
+    fields = dict(state=state, phase=None, ended_at=time.time(), eta_seconds=None, slot_requested_at=None)
+    rundir.write_status(run_dir, state=state)  # first: a driver starting meanwhile sees a final state
     rundir.clear_stop(run_dir)
     adapter = None if state == "cancelled" else adapter_from_checkpoint(run_dir)
     rundir.clear_cancel(run_dir)
-    fields = dict(state=state, phase=None, ended_at=time.time(), eta_seconds=None, slot_requested_at=None)
     if note:
         fields["note"] = note + ("" if adapter or state == "cancelled" else "; no checkpoint yet, so no adapter")
     if error:

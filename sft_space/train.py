@@ -254,6 +254,8 @@ def train(
                 from .callbacks import SlotCallback
 
                 trainer.add_callback(SlotCallback(run_dir, status, stop, *slot))
+                if trainer.args.save_total_limit == 1:  # rotating out the only complete checkpoint before the next
+                    trainer.args.save_total_limit = 2  # is marked: a slot ended then would restart from step 0
             stop.training = True  # from here a stop finishes the current step and saves
             if stop.requested:
                 return finish(run_dir, status, "stopped", started, note="stopped before training began; no adapter")

@@ -18,7 +18,7 @@ import pytest
 from helpers import ROOT, TINY_FAST, run_cli
 
 STANDIN = ROOT / "tests" / "standin"
-STEPS = 60
+STEPS = 120
 
 
 @pytest.fixture
@@ -118,8 +118,14 @@ def test_a_run_across_slots_is_the_same_run_as_in_one_process(zerogpu, tiny_mode
     assert_one_curve(records, STEPS)
     ours, theirs = losses(records), losses(expected)
     assert ours.keys() == theirs.keys()
+    # the same batches in the same order (another batch moves the loss by far more): equal up to float noise that
+    # grows across a resume (thread counts, reduction order)
     for step in ours:
-        assert ours[step] == pytest.approx(theirs[step], rel=1e-3, abs=1e-4), step
+        assert ours[step] == pytest.approx(theirs[step], rel=2e-2), step
+    assert sum(ours.values()) == pytest.approx(sum(theirs.values()), rel=5e-3)
+    # the data position: the tokens trained on by each step are the one-process run's, step for step
+    tokens = {r["step"]: r["tokens_seen"] for r in records if "loss" in r}
+    assert tokens == {r["step"]: r["tokens_seen"] for r in expected if "loss" in r}
     rates = {r["step"]: r["learning_rate"] for r in records if "learning_rate" in r}
     assert rates == pytest.approx({r["step"]: r["learning_rate"] for r in expected if "learning_rate" in r})
     # between slots the page said which slot, of about how many, and the GPU seconds used so far
@@ -236,8 +242,8 @@ except gr.Error as error:
 try:
     returns_a_lambda()
     raise SystemExit("a result that does not pickle should fail")
-except gr.Error as error:
-    assert "PicklingError" in error.message or "pickle" in error.message.lower()
+except gr.Error as error:  # a local function pickles with an AttributeError: the real worker dies of it
+    assert "GPU task aborted" in error.message
 os.environ["SPACES_STANDIN_QUOTA_SECONDS"] = "2"
 try:
     pid_and_forward()
@@ -259,3 +265,20 @@ def test_the_stand_in_keeps_the_spaces_contract(tmp_path):
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
         result.stdout[-2000:] + result.stderr[-3000:]
     )
+
+
+def test_a_slot_longer_than_zerogpu_allows_is_asked_again_shorter(zerogpu, tiny_model, monkeypatch):
+    """The host's cap is above what this visitor may ask ("ZeroGPU illegal duration"): the run asks for half,
+    then keeps to it, and completes; it does not fail."""
+    from sft_space import rundir, runs
+
+    spaces, calls = zerogpu
+    monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "50")
+    monkeypatch.setenv("SPACES_STANDIN_MAX_DURATION", "30")
+    run_id = runs.start_run(config_for(tiny_model, max_steps=20), owner=None)
+    drive(spaces, run_id)
+    status = rundir.read_status(run_id)
+    assert status["state"] == "completed", status
+    asked = [json.loads(line)["requested"] for line in calls.read_text().splitlines()]
+    assert asked and all(seconds <= 30 for seconds in asked), asked
+    assert "more than ZeroGPU allows here: asking for 25 s" in status["slot_note"]

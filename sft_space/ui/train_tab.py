@@ -160,11 +160,18 @@ def resume(
 def drive_slots(run_id: str | None, visitor: str | None, slot_call=None):
     """On ZeroGPU: ask for the run's GPU slots one after another while this page is open (slots.drive); each call
     is made in this request, so it spends this visitor's GPU quota. Elsewhere, or for a run not in slots: nothing."""
-    if not hardware.on_zerogpu() or not run_id or slot_call is None:
+    if not hardware.on_zerogpu() or not run_id:
         yield gr.skip()
         return
+    if slot_call is None:  # never train in the page's own process: without the package there is no slot
+        raise gr.Error(
+            "This ZeroGPU Space lacks the `spaces` package: no GPU slot can be asked for.", print_exception=False
+        )
     status = owned(run_id, visitor, "train")
     if not slots.is_slot_run(status) or status.get("state") not in runs.ACTIVE_STATES:
+        yield gr.skip()
+        return
+    if slots.driving(run_id):  # another tab of this visitor drives it already
         yield gr.skip()
         return
     env = runs.slot_environment(run_id)
@@ -404,18 +411,22 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     # ZeroGPU: the run's GPU slots, asked for by this page (its visitor's quota) after Start and Resume; each one a
     # spaces.GPU call of slots.run_slot whose duration is the one the driver asks for
     slot_call = hardware.gpu_slot(slots.run_slot, duration=slots.slot_duration) if hardware.on_zerogpu() else None
+    slot_call = None if slot_call is slots.run_slot else slot_call  # not wrapped: no `spaces` package
 
     def train_in_gpu_slots(run_id: str | None, visitor_id: str | None):
         yield from drive_slots(run_id, visitor_id, slot_call)
 
-    slot_driver = dict(concurrency_limit=None, show_progress="hidden")
+    # each driver holds a worker thread for its slots: a bounded number at once, the others wait their turn
+    slot_driver = dict(concurrency_limit=slots.DRIVERS, concurrency_id="gpu-slots", show_progress="hidden")
     started.success(train_in_gpu_slots, [current_run, visitor], run_bar, api_name="train_in_gpu_slots", **slot_driver)
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
     resume_button.click(resume, [current_run, visitor, back_up], [current_run, run_bar], api_name="resume_run").success(
         train_in_gpu_slots, [current_run, visitor], run_bar, api_name=False, **slot_driver
     )
-    retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run")
+    retry_button.click(retry_smaller, [current_run, visitor], [current_run, run_bar], api_name="retry_run").success(
+        train_in_gpu_slots, [current_run, visitor], run_bar, api_name=False, **slot_driver
+    )
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
     return (
         preset,

@@ -132,9 +132,12 @@ def _child(task, payload: bytes, conn, generator: bool) -> None:
 
     def send(kind: str, value=None) -> None:
         try:
-            conn.send_bytes(pickle.dumps((kind, value)))
-        except (pickle.PicklingError, TypeError, AttributeError) as error:
-            conn.send_bytes(pickle.dumps(("error", ("PicklingError", str(error), None))))
+            data = pickle.dumps((kind, value))
+        except pickle.PicklingError as error:  # the real worker reports this one...
+            data = pickle.dumps(("error", ("PicklingError", str(error), None)))
+        except Exception:  # noqa: BLE001 - ...and dies of any other (the caller gets "GPU task aborted")
+            os._exit(1)
+        conn.send_bytes(data)
 
     def failed(error: BaseException) -> None:
         import gradio as gr
@@ -152,7 +155,7 @@ def _child(task, payload: bytes, conn, generator: bool) -> None:
                 send("end")
             else:
                 send("ok", task(*args, **kwargs))
-        except BaseException as error:  # noqa: BLE001 - everything goes back to the caller
+        except Exception as error:  # noqa: BLE001 - as the real worker: an Exception goes back to the caller
             failed(error)
 
     worker = threading.Thread(target=run, name="zerogpu-task")
