@@ -243,7 +243,12 @@ class SlotCallback(TrainerCallback):
         if self.stop.requested or state.global_step >= state.max_steps:
             return control
         pace = (now - self.began) / self.steps
-        if now + 2 * pace + 2 * self.save_seconds + self.margin >= self.deadline:
+        end_fits = True
+        if state.max_steps - state.global_step == 1:  # the run's last step next: its end work must fit after it
+            from .slots import finish_seconds
+
+            end_fits = now + pace + finish_seconds(self.run_dir, self.status) + self.margin < self.deadline
+        if not end_fits or now + 2 * pace + 2 * self.save_seconds + self.margin >= self.deadline:
             self.stop.slot_over = True
             control.should_save = control.should_training_stop = True
             control.should_evaluate = False  # an evaluation due now would run before the save, past the margin

@@ -207,7 +207,17 @@ def next_slot_seconds(status: dict, limit: float | None = None) -> float:
     if not pace or not total:
         return round(cap)
     need = (status.get("startup_seconds") or 0) + (total - step) * pace * 1.25 + save_margin(status) + 5
+    if status.get("run_id"):
+        need += finish_seconds(rundir.run_path(status["run_id"]), status)
     return round(max(min(MIN_SLOT_SECONDS, cap), min(cap, need)))
+
+
+def finish_seconds(run_dir: Path, status: dict) -> float:
+    """What a run's end takes after its last step: the end-of-turn check (probe replies up to twice as long as the
+    probes'), a last evaluation and saving the adapter, from this run's own probe rounds; 10 s before any."""
+    rounds = [r.get("seconds") or 0 for r in rundir.read_probes(run_dir) if not r.get("cached")]
+    probes = max(rounds) if rounds else 4.0
+    return 2.5 * probes + 2 * float(status.get("save_seconds") or 0.5) + 2.0
 
 
 def save_margin(status: dict) -> float:
