@@ -136,7 +136,9 @@ SAMPLED_ROWS = 256  # rows tokenised to learn the data's lengths for the memory 
 
 def batch_length(config: RunConfig, tokenizer, dataset, status: dict) -> float | None:
     """The expected padded length of a batch (its longest row) from a sample of the training rows, for the memory
-    estimate: far below max_length on short data (json-extract: about 100 tokens against 512). None if unknown."""
+    estimate: far below max_length on short data (json-extract: about 100 tokens against 512). The messages' texts
+    are tokenised as they are, plus a few tokens per turn for the template's markers: the chat template itself is
+    rendered only by TRL's tokenisation (a costly template is met there, where Stop reaches it). None if unknown."""
     from .models import expected_batch_length
 
     try:
@@ -144,17 +146,20 @@ def batch_length(config: RunConfig, tokenizer, dataset, status: dict) -> float |
         lengths = []
         for row in dataset.select(range(0, len(dataset), step)):
             if row.get("text") is not None:
-                lengths.append(len(tokenizer(row["text"])["input_ids"]))
-                continue
-            messages = row.get("messages") or [*(row.get("prompt") or []), *(row.get("completion") or [])]
-            ids = tokenizer.apply_chat_template(messages, tokenize=True)
-            lengths.append(len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+                texts = [row["text"]]
+            else:
+                texts = [m.get("content") or "" for m in row.get("messages") or [*row["prompt"], *row["completion"]]]
+            texts = [t if isinstance(t, str) else str(t) for t in texts]
+            lengths.append(sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + TURN_TOKENS for t in texts))
     except Exception as error:  # an estimate only: every row at max_length then
         log.info("memory estimate: row lengths not measured (%s); counting every row at max_length", error)
         return None
     expected = expected_batch_length(lengths, config.per_device_train_batch_size, config.max_length)
     status["expected_batch_length"] = round(expected, 1)
     return expected
+
+
+TURN_TOKENS = 5  # a chat template's markers around one turn (ChatML: <|im_start|>role\n ... <|im_end|>\n)
 
 
 def plan_device(config: RunConfig, folder: Path, sequence_length: float | None = None):

@@ -89,11 +89,12 @@ def test_train_then_chat_through_the_app(client, tiny_model):
         outputs = client.predict(api_name="/run_status")
         return outputs if ("completed" in outputs[0] or "failed" in outputs[0]) else None
 
-    bar, progress, chart, health, lr, grad, probe_prompts, probes = wait_until(
+    bar, progress, chart, health, lr, grad, gpu_memory, gpu_utilization, probe_prompts, probes = wait_until(
         finished, timeout=300, poll=1, what="the run to finish"
     )
     assert health.startswith("**Health:**")
     assert len(lr["data"]) == 4 and len(grad["data"]) == 4  # logged at steps 1-4
+    assert gpu_memory is None and gpu_utilization is None  # a CPU run logs no GPU memory: those plots stay unbuilt
     assert run_id in bar and "completed" in bar and "step 4/4" in bar, bar
     assert "width:100.0%" in progress
     points, columns = chart["data"], chart["columns"]

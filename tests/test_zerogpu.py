@@ -282,3 +282,25 @@ def test_a_slot_longer_than_zerogpu_allows_is_asked_again_shorter(zerogpu, tiny_
     asked = [json.loads(line)["requested"] for line in calls.read_text().splitlines()]
     assert asked and all(seconds <= 30 for seconds in asked), asked
     assert "more than ZeroGPU allows here: asking for 25 s" in status["slot_note"]
+
+
+def test_stop_reaches_a_slot_while_it_trains_and_no_other_slot_is_asked_for(zerogpu, tiny_model, monkeypatch):
+    """Stop & save on a run in slots: no process to signal; the slot reads the stop file at its next step, saves
+    the adapter, and the driver asks for no other slot."""
+    from sft_space import rundir, runs
+
+    from helpers import wait_until
+
+    spaces, calls = zerogpu
+    monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "60")
+    run_id = runs.start_run(config_for(tiny_model, max_steps=3000), owner=None)
+    driver = threading.Thread(target=drive, args=(spaces, run_id))
+    driver.start()
+    wait_until(lambda: (rundir.read_status(run_id).get("step") or 0) >= 5, timeout=120, poll=0.2, what="training")
+    runs.stop_run(run_id)
+    driver.join(timeout=120)
+    assert not driver.is_alive()
+    status = rundir.read_status(run_id)
+    assert status["state"] == "stopped" and 5 <= status["step"] < 3000, status
+    assert rundir.has_adapter(run_id) and not rundir.stop_requested(run_id)
+    assert len(calls.read_text().splitlines()) == 1  # the one slot that was training; none after the stop
