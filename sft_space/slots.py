@@ -248,7 +248,8 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
         try:
             while True:
                 status = rundir.read_status(run_dir)
-                if status.get("state") in FINAL:
+                if status.get("state") in FINAL:  # the slot ended the run (completed, or a Stop it obeyed)
+                    rundir.clear_stop(run_dir)
                     return
                 if rundir.cancel_requested(run_dir) or rundir.stop_requested(run_dir):
                     end_between_slots(run_dir, "cancelled" if rundir.cancel_requested(run_dir) else "stopped")
