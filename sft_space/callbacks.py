@@ -54,7 +54,10 @@ class RunDirCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         import torch
 
+        from . import slots
+
         on_cpu = model is not None and next(model.parameters()).device.type == "cpu" and torch.get_num_threads() > 1
+        on_cpu = on_cpu and not slots.IN_SLOT  # a forked slot keeps the threads it has (see slots.IN_SLOT)
         self.cpu_threads = torch.get_num_threads() if on_cpu else None
         self.train_started = time.time()
         self.first_step = state.global_step  # above 0 when resuming: only this process's steps measure its pace

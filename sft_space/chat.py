@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ _lock = threading.Lock()  # one load at a time; generation itself runs per reque
 # a while after each piece of work: replies computed on a fresh thread each time competed with the spinning team of
 # the previous one and streamed at half speed (20 vs 38 tokens/s measured here), sometimes at a tenth.
 GENERATION_THREAD = "sft-space-generation"
+_IMPORTED_IN = os.getpid()
 _executor = None
 _executor_pid = 0  # the process that made it: a process forked from this one (a ZeroGPU slot) makes its own
 _executor_lock = threading.Lock()
@@ -66,8 +68,6 @@ generation_threads: Callable[[], int | None] = _every_core
 def on_generation_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run `function` on the generation thread and wait for its result (directly when already there)."""
     global _executor, _executor_pid
-    import os
-
     if threading.current_thread().name.startswith(GENERATION_THREAD):
         return function(*args, **kwargs)
     with _executor_lock:
@@ -82,6 +82,8 @@ def on_generation_thread(function: Callable[..., Any], *args: Any, **kwargs: Any
 def _with_threads(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     import torch
 
+    if os.getpid() != _IMPORTED_IN:  # a process forked for a GPU call (ZeroGPU): torch's thread pool did not
+        return function(*args, **kwargs)  # survive the fork, and changing its size there fails
     capped = generation_threads()
     wanted = capped or _default_threads()
     if torch.get_num_threads() != wanted:

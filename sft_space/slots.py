@@ -42,6 +42,9 @@ DRIVERS = 16  # slot drivers at once (each holds one of Gradio's worker threads 
 FINAL = ("completed", "stopped", "cancelled", "failed", "interrupted")
 
 _driving: dict[str, float] = {}  # run id -> when this process began driving it
+# True in a process forked for a GPU slot: torch's CPU thread pool does not survive a fork (torch.set_num_threads
+# there fails "Invalid thread pool!"), so nothing may change the thread count (callbacks, chat check this)
+IN_SLOT = False
 _lock = threading.Lock()
 
 
@@ -70,7 +73,9 @@ def run_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
     complete checkpoint until shortly before `seconds` are up, save, and say how far it got. `env`: variables to
     set ("set") and remove ("unset") for this slot only (the visitor's own Hub token, never the owner's); the
     worker may serve other visitors' calls afterwards, so everything is put back."""
+    global IN_SLOT
     started = time.time()
+    IN_SLOT = True
     if rundir.stop_requested(run_dir) or rundir.cancel_requested(run_dir):  # Stop came while it waited for a card
         return {"state": "stopping", "step": rundir.read_status(run_dir).get("step"), "seconds": 0.0}
     env = env or {}

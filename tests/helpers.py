@@ -193,3 +193,19 @@ def app_settings(tiny_model, steps: int, **changes) -> dict:
 def run_id_of(bar: str) -> str:
     """The run id the run bar names."""
     return re.search(r"\*\*Run:\*\* (\S+)", bar).group(1)
+
+
+def send_and_wait_for_replies(page, message: str, timeout: float = 120) -> None:
+    """On the Chat tab (a Playwright page): send `message` and wait for the tuned and the base model's replies."""
+    page.locator("#chat-input textarea").fill(message)
+    page.locator("#chat-send").click()
+    for chatbot in ("#chatbot", "#chatbot-base"):
+        wait_until(
+            lambda: (
+                page.locator(f"{chatbot} .message.bot").count() >= 1
+                and page.locator(f"{chatbot} .message.bot").last.inner_text().strip()
+            ),
+            timeout=timeout,
+            poll=0.5,
+            what=f"a reply in {chatbot}",
+        )

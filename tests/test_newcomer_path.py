@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, launched_app, use_test_hub, wait_until
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    build_tiny_model,
+    launched_app,
+    send_and_wait_for_replies,
+    use_test_hub,
+    wait_until,
+)
 from hub_server import HubServer
 
 TOKEN = "hf_newcomerSECRETwriteToken012345"  # fake, known to the test Hub only
@@ -318,18 +327,7 @@ def test_newcomer_path(browser_page, hub, model_folder):
         poll=0.5,
         what="the chat to pick the run",
     )
-    page.locator("#chat-input textarea").fill("Table for two at 7pm on Friday, name Sam")
-    page.locator("#chat-send").click()
-    for chatbot in ("#chatbot", "#chatbot-base"):
-        wait_until(
-            lambda: (
-                page.locator(f"{chatbot} .message.bot").count() >= 1
-                and page.locator(f"{chatbot} .message.bot").last.inner_text().strip()
-            ),
-            timeout=120,
-            poll=0.5,
-            what=f"a reply in {chatbot}",
-        )
+    send_and_wait_for_replies(page, "Table for two at 7pm on Friday, name Sam")
     shot(page, "07-chat")
 
     # 5 Evaluate: the table, then the prompting comparison and its chart

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_number, state_of
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, wait_until
+from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, send_and_wait_for_replies, wait_until
 
 ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "zerogpu"
 SETTINGS = {"max_steps": 160, "max_length": 128, "logging_steps": 2, "eval_steps": 80, "learning_rate": 0.005}
@@ -158,18 +158,7 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
     # chat with the result: each reply is a GPU call of its own (the stand-in forks it)
     page.get_by_role("tab", name="4 Chat").click()
     wait_until(lambda: page.locator("#chat-run input").input_value() == run_id, timeout=20, what="the chat's run")
-    page.locator("#chat-input textarea").fill("Table for two at 7pm on Friday, name Sam")
-    page.locator("#chat-send").click()
-    for chatbot in ("#chatbot", "#chatbot-base"):
-        wait_until(
-            lambda: (
-                page.locator(f"{chatbot} .message.bot").count() >= 1
-                and page.locator(f"{chatbot} .message.bot").last.inner_text().strip()
-            ),
-            timeout=120,
-            poll=0.5,
-            what=f"a reply in {chatbot}",
-        )
+    send_and_wait_for_replies(page, "Table for two at 7pm on Friday, name Sam")
     shot(page, "03-chat")
     chats = wait_until(  # written by the stand-in once the reply's call has given the card back
         lambda: [json.loads(line) for line in calls.read_text().splitlines() if '"respond"' in line],
