@@ -234,5 +234,7 @@ def test_a_timed_run_that_trained_far_fewer_steps_than_planned_says_why(tiny_mod
     status = json.loads((run_dir / "status.json").read_text())
     plan = status["minutes_plan"]["steps"]
     assert status["state"] == "completed" and status["step"] < plan / 2, (status["step"], plan)
-    assert status["note"].startswith(f"trained {status['step']} steps in 0.25 min: about {plan} steps fit"), status
+    # the start-up may take a share of the 15 s too (a busy machine): then the note names both reasons
+    assert status["note"].startswith(f"trained {status['step']} steps in 0.25 min: "), status
+    assert f"about {plan} steps fit" in status["note"], status["note"]
     assert "the machine was busier this time" in status["note"]
