@@ -88,6 +88,15 @@ def test_zerogpu_trains_in_slots_says_so_and_offers_a_duplicate(monkeypatch, tin
     status = runs.refresh(run_id)
     assert status["gpu_slots"] and status["state"] == "running" and status["phase"] == "waiting for a GPU slot"
     assert run_id not in runs._children
+    # the endpoint no button of a stranger's page calls: another visitor cannot drive (nor spend slots on) this run
+    import gradio as gr
+
+    from sft_space.ui.train_tab import drive_slots
+
+    asked = []
+    with pytest.raises(gr.Error, match="another visitor"):
+        list(drive_slots(run_id, "browser:stranger", lambda *args: asked.append(args)))
+    assert not asked and runs.refresh(run_id)["state"] == "running"
     runs.cancel_run(run_id, "browser:x")  # no page drives it here: cancelled at once, between slots
     assert runs.refresh(run_id)["state"] == "cancelled"
 
