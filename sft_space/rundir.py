@@ -330,10 +330,21 @@ def mark_checkpoint_complete(folder: Path, step: int) -> None:
     write_json_atomic(Path(folder) / CHECKPOINT_MARK, {"step": step, "saved_at": time.time()})
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint folder (checkpoint-N) was saved at."""
+    return int(checkpoint.name.split("-")[-1])
+
+
 def last_complete_checkpoint(run: str | Path) -> Path | None:
     """The newest checkpoint the Trainer finished writing (a kill mid-save leaves one without the mark)."""
     marked = [p for p in checkpoints_dir(run).glob("checkpoint-*") if (p / CHECKPOINT_MARK).is_file()]
-    return max(marked, key=lambda p: int(p.name.split("-")[-1])) if marked else None
+    return max(marked, key=checkpoint_step) if marked else None
+
+
+def last_checkpoint_step(run: str | Path) -> int:
+    """The step of the newest complete checkpoint; 0 when there is none (a run resumes from its start)."""
+    checkpoint = last_complete_checkpoint(run)
+    return checkpoint_step(checkpoint) if checkpoint else 0
 
 
 def request_cancel(run: str | Path) -> None:

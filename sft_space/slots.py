@@ -103,8 +103,7 @@ def _fresh_device_facts() -> None:
     the lent card, for the run's pace records and peak memory too; a reused worker starts each slot's peak afresh."""
     from .models import device
 
-    device.detect_device.cache_clear() if hasattr(device.detect_device, "cache_clear") else None
-    device.device_name.cache_clear() if hasattr(device.device_name, "cache_clear") else None
+    device.device_name.cache_clear()  # the one device fact cached per process (detect_device reads afresh)
     try:
         import torch
 
@@ -274,13 +273,13 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                 if rundir.cancel_requested(run_dir) or rundir.stop_requested(run_dir):  # pressed meanwhile
                     continue
                 rundir.write_status(run_dir, slot_lease_until=time.time() + seconds + LEASE_GRACE_SECONDS)
-                began, before = time.time(), _checkpoint_step(run_dir)  # where this slot starts from
+                began, before = time.time(), rundir.last_checkpoint_step(run_dir)  # where this slot starts from
                 try:
                     outcome = call(str(run_dir), seconds, env or {})
                 except Exception as error:  # what the GPU call raised: the quota, an abort, no card
                     kind = classify(error)
                     after = rundir.read_status(run_dir)
-                    kept = _checkpoint_step(run_dir)
+                    kept = rundir.last_checkpoint_step(run_dir)
                     message = " ".join(str(getattr(error, "message", "") or error).split())
                     if kind == "aborted":  # it held the card to its end; refusals (quota, no card) never began
                         _record(run_dir, after, seconds, time.time() - began, before, kept, kind, message)
@@ -366,11 +365,6 @@ def prefetch(run_dir: Path) -> None:
         resolve_model(rundir.read_config(run_dir).model)
     except Exception:  # noqa: BLE001 - the slot meets the same error and says it in the run's status
         pass
-
-
-def _checkpoint_step(run_dir: Path) -> int:
-    checkpoint = rundir.last_complete_checkpoint(run_dir)
-    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
 
 
 def _record(

@@ -242,7 +242,7 @@ def train(
             if slot is not None and not checkpoint:  # a slot ended before its first save: its steps go again
                 forget_after(run_dir, 0)
             if checkpoint:
-                resumed_step = int(checkpoint.name.split("-")[-1])
+                resumed_step = rundir.checkpoint_step(checkpoint)
                 forget_after(run_dir, resumed_step)
                 status.update(resumed_from=resumed_step, step=resumed_step)
                 log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
