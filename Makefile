@@ -2,6 +2,7 @@
 # make test   set up (once) and run the whole test suite
 # make bench  set up (once) and measure speed against the plain TRL recipe (bench/speed.py -> bench/results.json)
 # make lint   set up (once) and check the code with ruff (ruff.toml)
+# make screenshot  retake docs/screenshot.png: the bundled model's Quick demo in Chromium (tests/test_quick_demo_page.py)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint bench demo-data clean
+.PHONY: setup run test lint bench demo-data screenshot clean
 
 setup: $(STAMP)
 
@@ -34,6 +35,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/speed.py
+
+screenshot: setup
+	SFT_SPACE_SCREENSHOT=docs/screenshot.png $(PY) -m pytest -q tests/test_quick_demo_page.py
 
 demo-data: setup
 	$(PY) -m sft_space.demo_data.make_demo_data

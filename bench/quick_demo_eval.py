@@ -31,6 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results_quick_demo.json"
 FIELDS = ["intent", "name", "date", "time", "quantity", "item"]
+CHECK = ROOT / "sft_space" / "demo_data" / "json-extract.check.jsonl"
+# the 120 test rows of the set's previous generator (short lists of names, products and phrasings), kept to check
+# that the new set did not make the model worse on what it used to be scored on
+PREVIOUS = ROOT / "bench" / "json-extract.previous-test.jsonl"
+SPLIT_NAMES = {
+    "test": "generator's test rows",
+    "check": "hand-written check requests",
+    "previous": "previous generator's test rows",
+}
 
 
 # In character for Cookie, the pirate-chat set's ship's cook: every one of its 119 training answers says at least
@@ -83,6 +92,13 @@ def pirate_check(loaded, max_new_tokens: int) -> dict:
     return result
 
 
+def same(field: str, got, expected) -> bool:
+    """A field's value against the reference: names and items compared case-insensitively (the rules)."""
+    if field in ("name", "item") and isinstance(got, str) and isinstance(expected, str):
+        return got.strip().casefold() == expected.strip().casefold()
+    return got == expected and type(got) is type(expected)
+
+
 def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
     from sft_space.scorers import parse_json_object, schema_errors
 
@@ -95,7 +111,7 @@ def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
         valid += value is not None
         schema_valid += value is not None and not schema_errors(value, schema)
         ended += reply["ended_turn"]
-        right = [f for f in FIELDS if value is not None and f in value and value[f] == expected[f]]
+        right = [f for f in FIELDS if value is not None and f in value and same(f, value[f], expected[f])]
         per_field.update(right)
         exact += len(right) == len(FIELDS)
         for f in FIELDS:
@@ -103,6 +119,7 @@ def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
                 failures[f].append(
                     {"prompt": row["messages"][0]["content"], "expected": expected[f], "got": (value or {}).get(f)}
                 )
+    replies_kept = [r["text"] for r in replies]
     n = len(rows)
     return {
         "rows": n,
@@ -112,6 +129,7 @@ def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
         "ended_turn": ended / n,
         "fields": {f: per_field[f] / n for f in FIELDS},
         "failures": failures,
+        "replies": replies_kept,
     }
 
 
@@ -135,6 +153,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--pirate-run", help="a finished pirate-chat run to check (default: train one now)")
     parser.add_argument("--no-pirate", action="store_true", help="skip the pirate-chat demo")
+    parser.add_argument("--no-base", action="store_true", help="score the tuned model only")
+    parser.add_argument("--check", default=str(CHECK), help="the hand-written check split (default: the demo's)")
+    parser.add_argument("--out", help="the results file (default: bench/results_<preset>.json)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="sft-quick-eval-"))
     os.environ.setdefault("SFT_SPACE_HOME", str(home))
@@ -148,12 +169,16 @@ def main() -> None:
     else:
         run_dir, wall = train(home, preset=args.preset)
     test_file = ROOT / "sft_space/demo_data/json-extract.test.jsonl"
-    rows = [json.loads(line) for line in test_file.read_text().splitlines()]
-    rows = rows[: args.rows]
+    splits = {
+        "test": [json.loads(line) for line in test_file.read_text().splitlines()][: args.rows],
+        "check": [json.loads(line) for line in Path(args.check).read_text().splitlines()],
+        "previous": [json.loads(line) for line in PREVIOUS.read_text().splitlines()][: args.rows],
+    }
     loaded = load_chat_model(run_dir)
     results = {"run": str(run_dir), "wall_seconds": wall, "status": json.loads((run_dir / "status.json").read_text())}
-    for side in ("base", "tuned"):
-        results[side] = score_rows(loaded, rows, side == "tuned", args.max_new_tokens)
+    sides = ("tuned",) if args.no_base else ("base", "tuned")
+    for split, rows in splits.items():
+        results[split] = {side: score_rows(loaded, rows, side == "tuned", args.max_new_tokens) for side in sides}
     if not args.no_pirate:
         unload()
         pirate_run, pirate_wall = (
@@ -162,15 +187,17 @@ def main() -> None:
         results["pirate"] = {"run": str(pirate_run), "wall_seconds": pirate_wall}
         results["pirate"].update(pirate_check(load_chat_model(pirate_run), args.max_new_tokens))
     out = OUT if args.preset == "Quick demo" else OUT.with_name(f"results_{args.preset.lower().replace(' ', '_')}.json")
+    out = Path(args.out) if args.out else out
     results["preset"] = args.preset
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"{args.preset} run: {wall:.0f} s wall" if wall else f"run {run_dir}")
-    print("| | " + " | ".join(["valid JSON", "schema-valid", "all fields exact", "ended turn", *FIELDS]) + " |")
+    print("| model | split | " + " | ".join(["schema-valid", "all fields exact", "ended turn", *FIELDS]) + " |")
     print("|---" * (5 + len(FIELDS)) + "|")
-    for side in ("base", "tuned"):
-        r = results[side]
-        cells = [r["valid_json"], r["schema_valid"], r["all_fields_exact"], r["ended_turn"], *r["fields"].values()]
-        print(f"| {side} | " + " | ".join(f"{c:.0%}" for c in cells) + " |")
+    for side in sides:
+        for split in splits:
+            r = results[split][side]
+            cells = [r["schema_valid"], r["all_fields_exact"], r["ended_turn"], *r["fields"].values()]
+            print(f"| {side} | {SPLIT_NAMES[split]} ({r['rows']}) | " + " | ".join(f"{c:.0%}" for c in cells) + " |")
     if "pirate" in results:
         pirate = results["pirate"]
         print(f"\npirate-chat, {pirate['rows']} held-out conversations ({pirate['wall_seconds'] or 0:.0f} s run):")
@@ -178,12 +205,13 @@ def main() -> None:
         for side in ("base", "tuned"):
             r = pirate[side]
             print(f"| {side} | {r['in_character']:.0%} | {r['ended_turn']:.0%} | {r['heldout_loss']:.3f} |")
-    print("\nTuned model's misses by field (first 5 each):")
-    for field, misses in results["tuned"]["failures"].items():
-        print(f"- {field}: {len(misses)}")
-        for miss in misses[:5]:
-            print(f"    {miss['prompt'][:90]!r}: expected {miss['expected']!r}, got {miss['got']!r}")
-    print(f"[bench] results: {out.relative_to(ROOT)}")
+    for split in splits:
+        print(f"\nTuned model's misses by field, {SPLIT_NAMES[split]} (first 5 each):")
+        for field, misses in results[split]["tuned"]["failures"].items():
+            print(f"- {field}: {len(misses)}")
+            for miss in misses[:5]:
+                print(f"    {miss['prompt'][:90]!r}: expected {miss['expected']!r}, got {miss['got']!r}")
+    print(f"[bench] results: {out}")
 
 
 if __name__ == "__main__":

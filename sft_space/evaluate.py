@@ -105,8 +105,8 @@ def evaluate_run(
     progress: Progress = lambda f, m: None,
 ) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
-    from .chat import generate_many, load_chat_model, on_generation_thread
-    from .data import load_for_run, prompt_messages, reference_answer
+    from .chat import load_chat_model, on_generation_thread
+    from .data import load_for_run, reference_answer
 
     config = read_config(run)
     splits = load_for_run(config, revision=read_status(run).get("data_revision"))  # the commit it trained on
@@ -133,30 +133,61 @@ def evaluate_run(
         "held_out": held_name,
         **({"left_out": left_out} if left_out else {}),
     }
-    prompts = [prompt_messages(r) for r in format_set]
-    references = [reference_answer(r) for r in format_set]
+    unlike_loss, unlike_format = [], []
+    if splits.unlike:  # rows written unlike the training rows: scored the same way, beside the held-out rows
+        unlike_loss = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:loss_rows])[0]
+        unlike_format = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:count])[0]
+        result["unlike"] = UNLIKE_NAME
+    parts = [("heldout", loss_set, format_set)] + ([("unlike", unlike_loss, unlike_format)] if splits.unlike else [])
+    steps = 2 * len(parts)
     for index, name in enumerate(("base", "tuned")):
         use_adapter = name == "tuned"
         started = time.time()
-        progress(0.05 + 0.45 * index, f"{name} model: held-out loss on {len(loss_set)} {held_name.split(' (')[0]}")
-        entry = {"heldout": heldout_loss(loaded, loss_set, use_adapter, config.answers_only)}
-
-        def replied(done: int, total: int, index=index, name=name) -> None:
-            progress(0.15 + 0.45 * index + 0.35 * done / max(total, 1), f"{name} model: {done}/{total} replies")
-
-        replied(0, len(prompts))
-        answers = generate_many(loaded, prompts, use_adapter, EVAL_MAX_NEW_TOKENS, progress=replied) if prompts else []
-        replies = [a["text"] for a in answers]
-        if scorer["kind"] != "none" and replies:
-            entry["format"] = score_replies(replies, references, scorer)
-            entry["format"]["ended_turn"] = sum(a["ended_turn"] for a in answers) / len(answers)
-        entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]
+        entry: dict = {}
+        for p_index, (part, losses, formats) in enumerate(parts):
+            at = (index * len(parts) + p_index) / steps
+            rows_name = held_name.split(" (")[0] if part == "heldout" else "hand-written check requests"
+            progress(0.02 + 0.96 * at, f"{name} model: loss on {len(losses)} {rows_name}")
+            scored = _score_part(
+                loaded, config, scorer, losses, formats, use_adapter, name, rows_name, at, steps, progress
+            )
+            if part == "heldout":
+                entry.update(scored)
+            else:
+                entry["unlike"] = scored
         entry["seconds"] = round(time.time() - started, 1)
         result[name] = entry
     write_eval(run, result)
     progress(1.0, "Evaluation saved")
     return result
 
+
+def _score_part(loaded, config, scorer, loss_set, format_set, use_adapter, name, rows_name, at, steps, progress):
+    """One model on one set of rows: its loss, and its greedy replies' format checks."""
+    from .chat import generate_many
+    from .data import prompt_messages, reference_answer
+
+    entry = {"heldout": heldout_loss(loaded, loss_set, use_adapter, config.answers_only)}
+    prompts = [prompt_messages(r) for r in format_set]
+    references = [reference_answer(r) for r in format_set]
+
+    def replied(done: int, total: int) -> None:
+        progress(
+            0.02 + 0.96 * (at + 0.8 * done / max(total, 1) / steps),
+            f"{name} model: {done}/{total} replies to {rows_name}",
+        )
+
+    replied(0, len(prompts))
+    answers = generate_many(loaded, prompts, use_adapter, EVAL_MAX_NEW_TOKENS, progress=replied) if prompts else []
+    replies = [a["text"] for a in answers]
+    if scorer["kind"] != "none" and replies:
+        entry["format"] = score_replies(replies, references, scorer)
+        entry["format"]["ended_turn"] = sum(a["ended_turn"] for a in answers) / len(answers)
+    entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]
+    return entry
+
+
+UNLIKE_NAME = "hand-written check requests (written unlike the training rows, not by the set's generator)"
 
 METRIC_LABELS = {
     "loss": "held-out loss (answers)",
@@ -172,23 +203,62 @@ METRIC_LABELS = {
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
-def summary_rows(result: dict) -> list[list[str]]:
-    """[metric, base, tuned, better] rows for a table."""
+def _compare(key: str, b: float, t: float) -> str:
+    better = (t < b) if key in LOWER_IS_BETTER else (t > b)
+    return "tuned" if better else ("same" if t == b else "base")
+
+
+def _metric_rows(base: dict, tuned: dict) -> list[tuple[str, str, float, float]]:
+    """(key, label, base value, tuned value) for each metric both entries have, the fields' shares last."""
     rows = []
     for section in ("heldout", "format"):
-        base, tuned = result["base"].get(section, {}), result["tuned"].get(section, {})
+        b_part, t_part = base.get(section, {}), tuned.get(section, {})
         for key, label in METRIC_LABELS.items():
-            if key in base and key in tuned:
-                b, t = base[key], tuned[key]
-                as_share = section == "format"
-                fmt = (lambda v: f"{v:.0%}") if as_share else (lambda v: f"{v:.3f}" if v < 1000 else f"{v:.3g}")
-                better = (t < b) if key in LOWER_IS_BETTER else (t > b)
-                rows.append([label, fmt(b), fmt(t), "tuned" if better else ("same" if t == b else "base")])
-    base_fields = result["base"].get("format", {}).get("fields", {})
-    for key, t in result["tuned"].get("format", {}).get("fields", {}).items():
-        b = base_fields.get(key, 0.0)
-        better = "tuned" if t > b else ("same" if t == b else "base")
-        rows.append([f"field '{key}' right", f"{b:.0%}", f"{t:.0%}", better])
+            if key in b_part and key in t_part:
+                rows.append((f"{section}.{key}", label, b_part[key], t_part[key]))
+    base_fields = base.get("format", {}).get("fields", {})
+    for key, t in tuned.get("format", {}).get("fields", {}).items():
+        rows.append((f"field.{key}", f"field '{key}' right", base_fields.get(key, 0.0), t))
+    return rows
+
+
+def _shown(key: str, value: float) -> str:
+    if key.startswith("heldout."):
+        return f"{value:.3f}" if value < 1000 else f"{value:.3g}"
+    return f"{value:.0%}"
+
+
+def summary_headers(result: dict) -> list[str]:
+    """The columns of summary_rows: base and tuned on the held-out rows, and on the rows unlike the training rows
+    when the set has them."""
+    if result.get("unlike") and "unlike" in result.get("tuned", {}):
+        return [
+            "metric",
+            "base · held-out",
+            "tuned · held-out",
+            "base · hand-written",
+            "tuned · hand-written",
+            "better",
+        ]
+    return ["metric", "base model", "tuned model", "better"]
+
+
+def summary_rows(result: dict) -> list[list[str]]:
+    """[metric, base, tuned, better] rows for a table; with rows unlike the training rows, [metric, base, tuned,
+    base there, tuned there, better (held-out / there)] side by side."""
+    held = _metric_rows(result["base"], result["tuned"])
+    unlike_base, unlike_tuned = result["base"].get("unlike"), result["tuned"].get("unlike")
+    if not (result.get("unlike") and unlike_base and unlike_tuned):
+        return [[label, _shown(k, b), _shown(k, t), _compare(k, b, t)] for k, label, b, t in held]
+    there = {k: (b, t) for k, _, b, t in _metric_rows(unlike_base, unlike_tuned)}
+    rows = []
+    for k, label, b, t in held:
+        if k in there:
+            ub, ut = there[k]
+            rows.append([label.replace("held-out ", ""), _shown(k, b), _shown(k, t), _shown(k, ub), _shown(k, ut),
+                         f"{_compare(k, b, t)} / {_compare(k, ub, ut)}"])  # fmt: skip
+        else:
+            rows.append([label, _shown(k, b), _shown(k, t), "", "", _compare(k, b, t)])
     return rows
 
 
@@ -216,8 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_run(args.run_dir, args.count, args.scorer, args.pattern, args.loss_rows)
         print(f"{'metric':28s} {'base':>10s} {'tuned':>10s}  better")
-        for label, base, tuned, better in summary_rows(result):
-            print(f"{label:28s} {base:>10s} {tuned:>10s}  {better}")
+        headers = summary_headers(result)
+        widths = [28] + [max(10, len(h)) for h in headers[1:-1]]
+        print(
+            " ".join(f"{h:>{w}s}" if i else f"{h:{w}s}" for i, (h, w) in enumerate(zip(headers, widths))) + "  better"
+        )
+        for row in summary_rows(result):
+            cells = row[:-1]
+            print(
+                " ".join(f"{c:>{w}s}" if i else f"{c:{w}s}" for i, (c, w) in enumerate(zip(cells, widths)))
+                + f"  {row[-1]}"
+            )
         if args.baselines:
             from .baselines import compare_with_prompting, table_rows
 

@@ -1,6 +1,7 @@
 """Demo datasets and the loader: counts, determinism, formats, and the messages a bad file gets."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -42,6 +43,59 @@ def test_json_extract_answers_follow_the_schema_and_normalise():
     test = {r["messages"][0]["content"] for r in splits.test}
     # no row in two places: settings chosen on validation never see a test row, nor a training row
     assert not set(requests) & validation and not set(requests) & test and not validation & test
+
+
+def test_json_extract_teaches_the_task_not_a_list():
+    """Open vocabularies and distractors: many names (some in their own script) and products, the name next to
+    other people, numbers that are not the quantity, parties that add up, dates without a year, relative dates."""
+    rows = load_dataset_source("demo:json-extract").train
+    pairs = [(r["messages"][0]["content"], json.loads(r["messages"][-1]["content"])) for r in rows]
+    names = {a["name"].casefold() for _, a in pairs if a["name"]}
+    items = {a["item"].casefold() for _, a in pairs if a["item"]}
+    assert len(names) > 300 and len(items) > 250, (len(names), len(items))
+    assert any(not n.isascii() and not any("a" <= c <= "z" for c in n) for n in names), "a name in its own script"
+    for text, a in pairs:  # every name and item is copied from its message
+        assert a["name"] is None or a["name"] in text, (text, a)
+        assert a["item"] is None or a["item"] in text, (text, a)
+    assert sum(a["name"] is None for _, a in pairs) > 100, "many senders give no name"
+    assert any(a["name"] and text.endswith(f"\n{a['name']}") for text, a in pairs), "a name in a sign-off"
+    assert any(a["name"] and re.search(rf"(Dr|Mr|Ms|Mrs)\.? {re.escape(a['name'])}", t) for t, a in pairs), "a title"
+    assert any(t.startswith(("Bonjour!", "Merhaba!", "Hola!")) for t, _ in pairs), "a greeting that is not a name"
+    greeted = [(re.match(r"(?:Hi|Hello|Hey|Dear) (\w+),\n", t), a) for t, a in pairs]
+    assert sum(bool(m) and m.group(1) != a["name"] for m, a in greeted) > 10, "the member of staff greeted"
+    parties = [a["quantity"] for t, a in pairs if a["intent"] == "book_table" and "friend" in t]
+    assert parties and all(q >= 2 for q in parties), "me and N friends adds up"
+    numbers_not_counts = [
+        (t, a) for t, a in pairs if re.search(r"#\d{4,}|07\d{3} \d{6}", t) and a["quantity"] is not None
+    ]
+    assert numbers_not_counts and all(str(a["quantity"]) not in re.findall(r"\d{4,}", t) for t, a in numbers_not_counts)
+    assert any(a["intent"] == "cancel_order" and a["quantity"] for _, a in pairs), "a count on a cancellation"
+    assert any(a["intent"] == "report_issue" and a["quantity"] for _, a in pairs), "how many arrived broken"
+    assert any(a["intent"] == "schedule_delivery" and a["time"] is None for _, a in pairs), "a delivery, no time"
+    assert any("tomorrow" in t.lower() and a["date"] is None for t, a in pairs), "a relative date has no ISO form"
+    assert any(re.search(r"\b\d{1,2}h\d{2}\b|\d{4} hrs|\d\.\d{2}[ap]m", t) for t, _ in pairs), "19h30, 1930 hrs, 7.30pm"
+    assert any("\n\n" in t for t, _ in pairs) and any(t == t.lower() for t, _ in pairs), "emails and chat lines"
+
+
+def test_json_extract_check_split_is_hand_written_and_apart():
+    """The check requests: written by people (not by make_demo_data), every intent, answers by the rules, and no
+    request shared with the generated rows."""
+    splits = load_dataset_source("demo:json-extract")
+    check = splits.unlike
+    assert len(check) >= 100
+    answers = [json.loads(r["messages"][-1]["content"]) for r in check]
+    assert all(not schema_errors(a, JSON_EXTRACT_SCHEMA) for a in answers)
+    assert list(answers[0]) == ["intent", "name", "date", "time", "quantity", "item"]
+    intents = {i: sum(a["intent"] == i for a in answers) for i in JSON_EXTRACT_SCHEMA["properties"]["intent"]["enum"]}
+    assert min(intents.values()) >= 12, intents
+    for row, a in zip(check, answers):
+        text = row["messages"][0]["content"].casefold()
+        assert a["name"] is None or a["name"].casefold() in text, (text, a)
+        assert a["intent"] != "book_table" or a["item"] is None
+    generated = {r["messages"][0]["content"] for r in splits.train + splits.validation + splits.test}
+    assert not generated & {r["messages"][0]["content"] for r in check}
+    assert "json-extract.check.jsonl" not in build(), "the script never writes the hand-written split"
+    assert load_dataset_source("demo:pirate-chat").unlike == []
 
 
 def test_local_jsonl_gets_a_seeded_holdout(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from sft_space.data import load_dataset_source, reference_answer
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import summary_rows
+from sft_space.evaluate import summary_headers, summary_rows
 from sft_space.scorers import (
     choose_scorer,
     infer_json_schema,
@@ -88,6 +88,14 @@ def test_summary_rows_say_which_model_is_better():
     rows = summary_rows(result)
     assert ["held-out loss (answers)", "2.000", "0.500", "tuned"] in rows
     assert ["schema-valid JSON", "0%", "90%", "tuned"] in rows
+    # with rows unlike the training rows the two sets stand side by side, each with its own verdict
+    result["unlike"] = "hand-written check requests"
+    result["base"]["unlike"] = {"heldout": {"loss": 2.5, "perplexity": 12.2}, "format": {"schema_valid": 0.1}}
+    result["tuned"]["unlike"] = {"heldout": {"loss": 2.7, "perplexity": 14.9}, "format": {"schema_valid": 0.6}}
+    assert summary_headers(result)[3:5] == ["base · hand-written", "tuned · hand-written"]
+    rows = summary_rows(result)
+    assert ["loss (answers)", "2.000", "0.500", "2.500", "2.700", "tuned / base"] in rows
+    assert ["schema-valid JSON", "0%", "90%", "10%", "60%", "tuned / tuned"] in rows
 
 
 def test_evaluate_command_writes_base_and_tuned_results(trained_run):
@@ -115,6 +123,15 @@ def test_evaluate_command_writes_base_and_tuned_results(trained_run):
         json.loads(line)["messages"][0]["content"] for line in test_rows[-3:]
     ]
     assert "field 'intent' right" in result.stdout
+    # and beside them the set's hand-written check requests, written unlike its training rows
+    assert saved["unlike"].startswith("hand-written check requests")
+    check_rows = (ROOT / "sft_space/demo_data/json-extract.check.jsonl").read_text().splitlines()
+    for name in ("base", "tuned"):
+        assert saved[name]["unlike"]["format"]["count"] == 3 and saved[name]["unlike"]["heldout"]["rows"] == 6
+    assert [e["prompt"] for e in saved["tuned"]["unlike"]["examples"]] == [
+        json.loads(line)["messages"][0]["content"] for line in check_rows[:3]
+    ]
+    assert "tuned · hand-written" in result.stdout
 
 
 def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):

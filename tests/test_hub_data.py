@@ -42,6 +42,10 @@ def hub():
             {"README.md": "# recipes", "train.jsonl": jsonl(ALPACA[:16]), "test.jsonl": jsonl(ALPACA[16:])},
         )
         server.add_repo("acme/chats", {"data/train-00000-of-00001.parquet": parquet(CHATS)})
+        server.add_repo(
+            "acme/checked",
+            {"train.jsonl": jsonl(CHATS[:14]), "test.jsonl": jsonl(CHATS[14:17]), "challenge.jsonl": jsonl(CHATS[17:])},
+        )
         server.add_repo("acme/multi", {"en/train.jsonl": jsonl(CHATS[:10]), "fr/train.jsonl": jsonl(CHATS[10:])})
         server.add_repo("acme/gated", {"train.jsonl": jsonl(CHATS)}, gated=True)
         server.add_repo("acme/private", {"train.jsonl": jsonl(CHATS)}, private=True)
@@ -61,6 +65,15 @@ def test_own_test_split_is_the_validation_set(online):
     assert splits.source_format == "alpaca" and "validation = the dataset's own test split" in splits.notes
     assert splits.train[0]["messages"][0]["content"].startswith("Double")
     assert not any(p.endswith("README.md") for p in online.requests if "resolve" in p)  # only data files fetched
+
+
+def test_a_check_split_is_kept_to_score_beside_the_held_out_rows(online):
+    """A split written unlike the training rows (check or challenge) is neither trained on nor the validation set."""
+    splits = load_dataset_source("acme/checked")
+    assert (len(splits.train), len(splits.validation), len(splits.unlike)) == (14, 3, 3)
+    assert splits.unlike[0]["messages"][0]["content"] == "hi 17"
+    assert any("check split" in note for note in splits.notes)
+    assert load_dataset_source("acme/recipes").unlike == []
 
 
 def test_parquet_without_validation_split_gets_a_seeded_holdout(online):

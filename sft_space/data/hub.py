@@ -31,7 +31,12 @@ from ..hub import (
 )
 from .formats import UPLOAD_SUFFIXES, read_rows
 
-SPLIT_WORDS = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
+SPLIT_WORDS = {
+    "train": ("train",),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test", "eval"),
+    "check": ("check", "challenge"),  # rows written unlike the training rows: scored beside the held-out rows
+}
 PREVIEW_ROWS = 50  # rows a Hub preview reads
 PREVIEW_BYTES = 512 * 1024  # bytes of a jsonl/csv file a Hub preview reads
 
@@ -140,10 +145,13 @@ def hub_splits(
     return config, split, splits
 
 
+
+
 def load_hub_rows(
     repo_id: str, config: str = "", revision: str = "", split: str = "", max_rows: int | None = None
-) -> tuple[list[dict], list[dict] | None, list[str], str | None]:
-    """(training rows, the dataset's own validation rows or None, notes, the commit sha they were read at).
+) -> tuple[list[dict], list[dict] | None, list[str], str | None, list[dict]]:
+    """(training rows, the dataset's own validation rows or None, notes, the commit sha they were read at, the rows
+    of its check/challenge split or []).
 
     The revision (a branch, tag or commit; empty = main) is resolved to its commit once, and every file is
     downloaded at that commit, so all rows come from one version of the dataset even if the branch moves."""
@@ -172,7 +180,10 @@ def load_hub_rows(
     notes = [f"{repo_id} ({config}, {split}) from {hub_endpoint()}"]
     if own:
         notes.append(f"validation = the dataset's own {own} split")
-    return rows_of(split), rows_of(own) if own else None, notes, commit
+    unlike = "check" in splits and split != "check"  # a check or challenge split: rows unlike the training rows
+    if unlike:
+        notes.append("its check split (rows unlike the training rows) is scored beside the held-out rows (Evaluate)")
+    return rows_of(split), rows_of(own) if own else None, notes, commit, rows_of("check") if unlike else []
 
 
 class HubFile(io.RawIOBase):

@@ -45,6 +45,10 @@ class DatasetSplits:
     # A demo set's own test split: never trained on, never used to choose settings (validation is carved from the
     # training rows instead), so a final score on it is honest. Empty for other data.
     test: list[dict] = field(default_factory=list)
+    # Rows written unlike the training rows (json-extract's hand-written check requests, not made by the generator
+    # that made its training and test rows): how the tuned model does on what a user will type, which a held-out
+    # split from the same source overstates. Scored beside the held-out rows by Evaluate; empty for most data.
+    unlike: list[dict] = field(default_factory=list)
 
     def held_out(self) -> tuple[list[dict], str]:
         """The rows a finished run is scored on, and what to call them: the test split when there is one."""
@@ -92,11 +96,14 @@ def load_dataset_source(
     own_split = True
     commit = None
     test: list[dict] = []
+    unlike: list[dict] = []
     if source.startswith("demo:"):
         # Validation comes from the training rows (below), so choosing settings on it never sees the test split.
         name = source.split(":", 1)[1]
         train, validation = read_rows(demo_split_path(name, "train")), []
         test = read_rows(demo_split_path(name, "test"))
+        unlike_path = demo_split_path(name, "check")
+        unlike = read_rows(unlike_path) if unlike_path.exists() else []
         own_split = False
     elif is_hub_id(source) and preview:
         train, name, total, commit = preview_hub_rows(source, hub_config, revision, hub_split)
@@ -107,7 +114,7 @@ def load_dataset_source(
             + ", read without downloading the dataset"
         )
     elif is_hub_id(source):
-        train, validation, notes, commit = load_hub_rows(source, hub_config, revision, hub_split, max_rows)
+        train, validation, notes, commit, unlike = load_hub_rows(source, hub_config, revision, hub_split, max_rows)
         own_split = validation is not None
         validation = validation or []
     else:
@@ -139,6 +146,7 @@ def load_dataset_source(
     train, dropped, duplicates = normalise(train, kind, mapping, template)
     validation, dropped_v, _ = normalise(validation, kind, mapping, template)
     test = normalise(test, kind, mapping, template)[0] if test else []
+    unlike = normalise(unlike, kind, mapping, template)[0] if unlike else []
     if not own_split and not (preview and is_hub_id(source)):
         if len(train) < 2:
             raise ValueError(
@@ -151,6 +159,8 @@ def load_dataset_source(
         notes.append(f"validation = a seeded {validation_share:.0%} hold-out")
         if test:
             notes.append(test_rows_note(len(test)))
+        if unlike:
+            notes.append(unlike_rows_note(len(unlike)))
     if dropped + dropped_v:
         notes.append(f"{dropped + dropped_v} empty rows dropped")
     if duplicates:
@@ -160,6 +170,7 @@ def load_dataset_source(
         check_messages(train)
         check_messages(validation)
         check_messages(test)
+        check_messages(unlike)
     return DatasetSplits(
         name=source,
         train=train,
@@ -171,12 +182,17 @@ def load_dataset_source(
         preview=preview and is_hub_id(source),
         revision=commit,
         test=test,
+        unlike=unlike,
     )
 
 
 def test_rows_note(count: int) -> str:
     """The note a set with its own test rows carries (status, card); the Data tab says the count in its own line."""
     return f"the set's {count} test rows are kept for the final score (Evaluate)"
+
+
+def unlike_rows_note(count: int) -> str:
+    return f"its {count} hand-written check requests (unlike the training rows) are scored beside them (Evaluate)"
 
 
 def load_for_run(config, preview: bool = False, revision: str | None = None) -> DatasetSplits:

@@ -12,7 +12,7 @@ from .. import limits
 from ..cleanup import uploads_dir
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, is_hub_id, preview_table
-from ..data.sources import test_rows_note
+from ..data.sources import test_rows_note, unlike_rows_note
 from ..hub import public
 from .charts import drawable, typed_frame
 from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
@@ -44,11 +44,17 @@ def preview(*values):
         if splits.preview
         else f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows"
         + (f" · **{len(splits.test)}** test rows (kept for Evaluate)" if splits.test else "")
+        + (
+            f" · **{len(splits.unlike)}** hand-written check requests (unlike the training rows)"
+            if splits.unlike
+            else ""
+        )
     )
+    said = {test_rows_note(len(splits.test)), unlike_rows_note(len(splits.unlike))}
     counts = (
         f"{sizes} · "
         f"format: `{splits.format_label()}`"
-        + "".join(f" · {n}" for n in splits.notes if n != test_rows_note(len(splits.test)))  # said above
+        + "".join(f" · {n}" for n in splits.notes if n not in said)  # said above
         + f"  \ncolumns: {', '.join(f'`{c}`' for c in splits.columns)}"
     )
     choices = [""] + splits.columns

@@ -15,7 +15,7 @@ from ..baselines import (
     VARIANTS,
     table_rows,
 )
-from ..evaluate import summary_rows
+from ..evaluate import summary_headers, summary_rows
 from ..scorers import SCORERS
 from .charts import typed_frame
 from .chat_tab import refresh_choices
@@ -27,7 +27,7 @@ FAILURE_HEADERS = ["expected", "tuned reply", "problems"]
 
 def show(result: dict | None):
     if not result:
-        return "No evaluation for this run yet: press **Evaluate**.", [], []
+        return "No evaluation for this run yet: press **Evaluate**.", pd.DataFrame(columns=SUMMARY_HEADERS), []
     scorer = result.get("scorer", {})
     kind = scorer.get("kind", "none")
     about = {
@@ -45,8 +45,17 @@ def show(result: dict | None):
         f"{count} held-out prompts answered greedily by each model, {about}."
         + (f" {result['left_out']}." if result.get("left_out") else "")
     )
+    unlike = result["tuned"].get("unlike") if result.get("unlike") else None
+    if unlike:
+        text += (
+            f"\n\nBeside them, **{unlike.get('format', {}).get('count', 0)} {result['unlike']}**: what a user will "
+            "type looks more like these. A held-out split from the same source as the training rows overstates how "
+            "well the model does on them; compare the two columns."
+        )
     failures = result["tuned"].get("format", {}).get("failures", [])
-    return text, summary_rows(result), [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
+    failures += (unlike or {}).get("format", {}).get("failures", [])
+    table = pd.DataFrame(summary_rows(result), columns=summary_headers(result))
+    return text, table, [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
 
 
 def saved_eval(run_id: str | None) -> dict:
