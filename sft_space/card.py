@@ -233,8 +233,8 @@ def _evaluation_section(evaluation: dict) -> list[str]:
         if unlike:
             scope += (
                 f"; beside them, {unlike.get('format', {}).get('count', 0)} {evaluation['unlike']}. A held-out split "
-                "from the same source as the training rows overstates what a user will see: the hand-written "
-                "columns are closer to it"
+                "from the same source as the training rows overstates what a user will see; these rows are "
+                "closer to it"
             )
         headers = summary_headers(evaluation)
         lines += [

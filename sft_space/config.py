@@ -408,9 +408,9 @@ QUICK_DEMO: dict[str, Any] = dict(
 )
 PRESETS: dict[str, dict[str, Any]] = {
     "Quick demo": QUICK_DEMO,
-    # The Quick demo learns the format and most fields in 3 minutes; converting spoken times to 24-hour form takes
-    # about three epochs (on 160 fresh json-extract rows: 3 minutes 78% all fields exact, one epoch 80%, three
-    # epochs 90%). Batch 4: 347 tokens/s against 328 at batch 2 on the 2-core CPU.
+    # The Quick demo learns the format, the intent, most names and items in 3 minutes; dates, names and items
+    # nearly always right take about three epochs (all fields exact on json-extract's hand-written check requests:
+    # 3 minutes 38%, three epochs 64%; bench/results_*demo.json). Batch 4: 347 tokens/s against 328 at batch 2.
     "Thorough demo": dict(QUICK_DEMO, train_minutes=12.0, num_train_epochs=3.0, per_device_train_batch_size=4),
     "Full epoch": dict(
         max_steps=-1,
@@ -469,8 +469,9 @@ GPU_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 # On ZeroGPU a run trains in GPU slots (slots.py) and is counted in steps: the demos' recipes without their CPU
-# minutes. Batch 4 as the Thorough demo (its quality was measured with it on the CPU: one epoch 80% all fields exact,
-# three 90-92%); on an H200 a step of batch 4 took 0.40 s (bench/gpu/results), so about 65 s and 3.2 min of GPU.
+# minutes. Batch 4 as the Thorough demo (measured on the CPU: three epochs 81% all fields exact on json-extract's test
+# rows, 64% on its hand-written check requests); on an H200 a step of batch 4 took 0.40 s (bench/gpu/results), so
+# about 65 s and 3.2 min of GPU.
 SLOT_PRESETS: dict[str, dict[str, Any]] = {
     "Quick demo (GPU slots)": dict(QUICK_DEMO, train_minutes=0.0, num_train_epochs=1.0, per_device_train_batch_size=4),
     "Thorough demo (GPU slots)": dict(PRESETS["Thorough demo"], train_minutes=0.0),

@@ -137,7 +137,7 @@ def evaluate_run(
     if splits.unlike:  # rows written unlike the training rows: scored the same way, beside the held-out rows
         unlike_loss = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:loss_rows])[0]
         unlike_format = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:count])[0]
-        result["unlike"] = UNLIKE_NAME
+        result["unlike"], result["unlike_label"] = splits.unlike_name, splits.unlike_label
     parts = [("heldout", loss_set, format_set)] + ([("unlike", unlike_loss, unlike_format)] if splits.unlike else [])
     steps = 2 * len(parts)
     for index, name in enumerate(("base", "tuned")):
@@ -146,7 +146,7 @@ def evaluate_run(
         entry: dict = {}
         for p_index, (part, losses, formats) in enumerate(parts):
             at = (index * len(parts) + p_index) / steps
-            rows_name = held_name.split(" (")[0] if part == "heldout" else "hand-written check requests"
+            rows_name = held_name.split(" (")[0] if part == "heldout" else splits.unlike_name.split(" (")[0]
             progress(0.02 + 0.96 * at, f"{name} model: loss on {len(losses)} {rows_name}")
             scored = _score_part(
                 loaded, config, scorer, losses, formats, use_adapter, name, rows_name, at, steps, progress
@@ -186,8 +186,6 @@ def _score_part(loaded, config, scorer, loss_set, format_set, use_adapter, name,
     entry["examples"] = [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts[:5], replies[:5])]
     return entry
 
-
-UNLIKE_NAME = "hand-written check requests (written unlike the training rows, not by the set's generator)"
 
 METRIC_LABELS = {
     "loss": "held-out loss (answers)",
@@ -232,14 +230,8 @@ def summary_headers(result: dict) -> list[str]:
     """The columns of summary_rows: base and tuned on the held-out rows, and on the rows unlike the training rows
     when the set has them."""
     if result.get("unlike") and "unlike" in result.get("tuned", {}):
-        return [
-            "metric",
-            "base · held-out",
-            "tuned · held-out",
-            "base · hand-written",
-            "tuned · hand-written",
-            "better",
-        ]
+        label = result.get("unlike_label", "hand-written")
+        return ["metric", "base · held-out", "tuned · held-out", f"base · {label}", f"tuned · {label}", "better"]
     return ["metric", "base model", "tuned model", "better"]
 
 

@@ -167,7 +167,38 @@ def test_the_evaluate_tab_remembers_each_runs_count(monkeypatch):
     count, about, table, *_ = evaluate_tab.load_existing("r", None)
     assert count["value"] == 120
     assert "held-out loss on 60 test rows (never trained on" in about and "120 held-out prompts" in about
-    assert ["field 'time' right", "0%", "90%", "tuned"] in table
+    assert ["field 'time' right", "0%", "90%", "tuned"] in table.values.tolist()
+    # a set with hand-written check requests: their columns beside the held-out ones, and a word on why
+    saved["unlike"] = "hand-written check requests (written unlike the training rows, not by the set's generator)"
+    saved["base"]["unlike"] = {"heldout": {"loss": 2.4, "rows": 60}, "format": {"count": 20, "fields": {"time": 0.0}}}
+    saved["tuned"]["unlike"] = {"heldout": {"loss": 0.9, "rows": 60}, "format": {"count": 20, "fields": {"time": 0.6}}}
+    _, about, table, *_ = evaluate_tab.load_existing("r", None)
+    assert list(table.columns)[3:5] == ["base · hand-written", "tuned · hand-written"]
+    assert ["field 'time' right", "0%", "90%", "0%", "60%", "tuned / tuned"] in table.values.tolist()
+    assert "20 hand-written check requests" in about and "overstates" in about
     monkeypatch.setattr(evaluate_tab.rundir, "read_eval", lambda run_id: {})
     count, about, *_ = evaluate_tab.load_existing("r", None)
     assert "value" not in count and "No evaluation for this run yet" in about  # the field keeps what it holds
+
+
+def test_the_card_shows_rows_unlike_the_training_rows_beside_the_held_out_ones():
+    from sft_space.card import _evaluation_section
+
+    evaluation = {
+        "scorer": {"kind": "json-schema"},
+        "unlike": "hand-written check requests (written unlike the training rows, not by the set's generator)",
+        "base": {
+            "heldout": {"loss": 2.0, "perplexity": 7.4, "rows": 60},
+            "format": {"count": 20, "all_fields_exact": 0.0},
+            "unlike": {"heldout": {"loss": 2.2, "perplexity": 9.0, "rows": 60}, "format": {"count": 20, "all_fields_exact": 0.0}},
+        },
+        "tuned": {
+            "heldout": {"loss": 0.1, "perplexity": 1.1, "rows": 60},
+            "format": {"count": 20, "all_fields_exact": 0.9},
+            "unlike": {"heldout": {"loss": 0.6, "perplexity": 1.8, "rows": 60}, "format": {"count": 20, "all_fields_exact": 0.45}},
+        },
+    }
+    text = "\n".join(_evaluation_section(evaluation))
+    assert "| metric | base · held-out | tuned · held-out | base · hand-written | tuned · hand-written | better |" in text
+    assert "| all fields exact | 0% | 90% | 0% | 45% | tuned / tuned |" in text
+    assert "20 hand-written check requests" in text and "overstates" in text

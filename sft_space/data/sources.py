@@ -49,6 +49,8 @@ class DatasetSplits:
     # that made its training and test rows): how the tuned model does on what a user will type, which a held-out
     # split from the same source overstates. Scored beside the held-out rows by Evaluate; empty for most data.
     unlike: list[dict] = field(default_factory=list)
+    unlike_name: str = "hand-written check requests (written by people, not by the set's generator)"
+    unlike_label: str = "hand-written"  # a table column's word for them
 
     def held_out(self) -> tuple[list[dict], str]:
         """The rows a finished run is scored on, and what to call them: the test split when there is one."""
@@ -183,6 +185,11 @@ def load_dataset_source(
         revision=commit,
         test=test,
         unlike=unlike,
+        **(
+            {"unlike_name": "check split rows (written unlike its training rows)", "unlike_label": "check split"}
+            if is_hub_id(source) and not source.startswith("demo:")
+            else {}
+        ),
     )
 
 

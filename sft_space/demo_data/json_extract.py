@@ -280,7 +280,7 @@ def extra(rng: random.Random, kind: str) -> str:
 def book_table(rng):
     p_say, p = party(rng)
     d_say, d = say_date(rng, 0.15)
-    has_time = rng.random() < 0.85
+    has_time = rng.random() < 0.92
     t_say, t = say_time(rng) if has_time else ("", None)
     at = f"at {t_say}" if has_time and not t_say.startswith(("half", "quarter")) else t_say
     when = " ".join(x for x in [("on " + d_say) if d else d_say, at] if x)
@@ -322,10 +322,21 @@ def order_product(rng):
     return core, ("order_product", d, None, q, item)
 
 
+def owned(rng: random.Random, t_say: str, q: int) -> str:
+    """'the 2 garden chairs', 'my 4 kitchen chairs': a count after a determiner is still the count."""
+    first = t_say.split()[0]
+    if q > 1 and (first.isdigit() or first in NUMBER_WORDS):
+        return f"{rng.choice(['the', 'my', 'our', 'the', 'those'])} {t_say}"
+    return t_say
+
+
 def cancel_order(rng):
-    counted = rng.random() < 0.4
+    counted = rng.random() < 0.45
     if counted:
-        t_say, q, item = one_thing(rng) if rng.random() < 0.3 else thing(rng, 2, 12, article=False)
+        t_say, q, item = one_thing(rng) if rng.random() < 0.25 else thing(rng, 2, 12, article=False)
+        t_say = owned(rng, t_say, q) if rng.random() < 0.6 else t_say
+        if q > 1 and rng.random() < 0.2:  # part of an order: "2 of the 5 yoga mats"
+            t_say = f"{t_say.split(' ', 1)[0] if t_say[0].isdigit() else q} of the {q + rng.randint(1, 6)} {item}"
     else:
         singular, plural = product(rng)
         item = rng.choice([singular, plural])
@@ -353,13 +364,14 @@ def schedule_delivery(rng):
     counted = rng.random() < 0.55
     if counted:
         t_say, q, item = one_thing(rng) if rng.random() < 0.3 else thing(rng, 2, 30)
+        t_say = owned(rng, t_say, q) if rng.random() < 0.5 else t_say
     else:
         singular, plural = product(rng)
         item = rng.choice([singular, singular, plural])
         t_say, q = rng.choice([f"my {item}", f"the {item}"]), None
     d_say, d = say_date(rng, 0.15)
     timing = rng.random()
-    if timing < 0.2:
+    if timing < 0.15:
         w_say, t = "", None  # a delivery with no time
     elif timing < 0.45:
         w_say, t = say_window(rng)
