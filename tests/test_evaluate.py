@@ -190,15 +190,23 @@ def test_the_card_shows_rows_unlike_the_training_rows_beside_the_held_out_ones()
         "base": {
             "heldout": {"loss": 2.0, "perplexity": 7.4, "rows": 60},
             "format": {"count": 20, "all_fields_exact": 0.0},
-            "unlike": {"heldout": {"loss": 2.2, "perplexity": 9.0, "rows": 60}, "format": {"count": 20, "all_fields_exact": 0.0}},
+            "unlike": {
+                "heldout": {"loss": 2.2, "perplexity": 9.0, "rows": 60},
+                "format": {"count": 20, "all_fields_exact": 0.0},
+            },
         },
         "tuned": {
             "heldout": {"loss": 0.1, "perplexity": 1.1, "rows": 60},
             "format": {"count": 20, "all_fields_exact": 0.9},
-            "unlike": {"heldout": {"loss": 0.6, "perplexity": 1.8, "rows": 60}, "format": {"count": 20, "all_fields_exact": 0.45}},
+            "unlike": {
+                "heldout": {"loss": 0.6, "perplexity": 1.8, "rows": 60},
+                "format": {"count": 20, "all_fields_exact": 0.45},
+            },
         },
     }
     text = "\n".join(_evaluation_section(evaluation))
-    assert "| metric | base · held-out | tuned · held-out | base · hand-written | tuned · hand-written | better |" in text
+    assert (
+        "| metric | base · held-out | tuned · held-out | base · hand-written | tuned · hand-written | better |" in text
+    )
     assert "| all fields exact | 0% | 90% | 0% | 45% | tuned / tuned |" in text
     assert "20 hand-written check requests" in text and "overstates" in text

@@ -6,8 +6,8 @@ to the Hub test server with a pasted token, the card preview) -> Runs (listed, i
 reload. The charts are read back from the page itself: the SVG the plot draws, its axes' scale types and the
 number of points on each line, compared with metrics.jsonl. The browser console must stay free of errors.
 
-A screenshot per step lands in test-artifacts/newcomer/ (or $SFT_SPACE_ARTIFACTS); docs/screenshot.png is the
-live-run one. The Hub is the local test server (tests/hub_server.py): the real one cannot be reached here.
+A screenshot per step lands in test-artifacts/newcomer/ (or $SFT_SPACE_ARTIFACTS); docs/screenshot.png comes from
+test_quick_demo_page.py (the bundled model). The Hub is the local test server (tests/hub_server.py): the real one cannot be reached here.
 """
 
 from __future__ import annotations

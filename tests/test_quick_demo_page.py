@@ -27,9 +27,9 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)"),
 ]
 
-# The probe table's rows as the page shows them: [step, reply 1, reply 2, ...]
-READ_PROBES = """() => [...document.querySelectorAll('#probe-table tbody tr')].map(
-  tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))"""
+# The probe table's rows as the page shows them (Gradio's virtual table): [step, reply 1, reply 2, ...]
+READ_PROBES = """() => [...document.querySelectorAll('#probe-table .virtual-row')].map(
+  row => [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText.trim()))"""
 TRAIN_POINTS = """() => [...document.querySelectorAll('#loss-chart g.mark-line path')]
   .filter(p => (p.getAttribute('stroke') || '').toLowerCase() === '#2563eb')
   .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length).reduce((a, b) => a + b, 0)"""
@@ -58,7 +58,7 @@ def test_the_quick_demo_on_the_bundled_model_shows_readable_replies(sft_home):
     ARTIFACTS.mkdir(parents=True)
     with launched_app() as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1150})
         problems: list[str] = []
         page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -81,7 +81,6 @@ def test_the_quick_demo_on_the_bundled_model_shows_readable_replies(sft_home):
         assert "running" in bar.inner_text(), "the replies should show during the run, not after it"
         assert re.search(r"ETA \d+:\d\d", bar.inner_text()), bar.inner_text()
         page.evaluate("() => document.querySelectorAll('.toast-close').forEach(button => button.click())")
-        page.locator("#loss-chart").scroll_into_view_if_needed()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "live.png"))
         rows = page.evaluate(READ_PROBES)

@@ -145,8 +145,6 @@ def hub_splits(
     return config, split, splits
 
 
-
-
 def load_hub_rows(
     repo_id: str, config: str = "", revision: str = "", split: str = "", max_rows: int | None = None
 ) -> tuple[list[dict], list[dict] | None, list[str], str | None, list[dict]]:
