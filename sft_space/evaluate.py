@@ -133,12 +133,16 @@ def evaluate_run(
         "held_out": held_name,
         **({"left_out": left_out} if left_out else {}),
     }
-    unlike_loss, unlike_format = [], []
+    parts = [("heldout", loss_set, format_set)]
     if splits.unlike:  # rows written unlike the training rows: scored the same way, beside the held-out rows
-        unlike_loss = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:loss_rows])[0]
-        unlike_format = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:count])[0]
-        result["unlike"], result["unlike_label"] = splits.unlike_name, splits.unlike_label
-    parts = [("heldout", loss_set, format_set)] + ([("unlike", unlike_loss, unlike_format)] if splits.unlike else [])
+        try:
+            unlike_loss = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:loss_rows])[0]
+            unlike_format = on_generation_thread(within_prompt_cap, loaded.tokenizer, splits.unlike[:count])[0]
+        except ValueError:  # every one longer than this Space evaluates: the held-out rows are still scored
+            result["unlike_left_out"] = f"the {splits.unlike_name.split(' (')[0]} are longer than this Space evaluates"
+        else:
+            result["unlike"], result["unlike_label"] = splits.unlike_name, splits.unlike_label
+            parts.append(("unlike", unlike_loss, unlike_format))
     steps = 2 * len(parts)
     for index, name in enumerate(("base", "tuned")):
         use_adapter = name == "tuned"
@@ -202,7 +206,7 @@ LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
 def _compare(key: str, b: float, t: float) -> str:
-    better = (t < b) if key in LOWER_IS_BETTER else (t > b)
+    better = (t < b) if key.split(".")[-1] in LOWER_IS_BETTER else (t > b)
     return "tuned" if better else ("same" if t == b else "base")
 
 
@@ -247,7 +251,7 @@ def summary_rows(result: dict) -> list[list[str]]:
     for k, label, b, t in held:
         if k in there:
             ub, ut = there[k]
-            rows.append([label.replace("held-out ", ""), _shown(k, b), _shown(k, t), _shown(k, ub), _shown(k, ut),
+            rows.append([label, _shown(k, b), _shown(k, t), _shown(k, ub), _shown(k, ut),
                          f"{_compare(k, b, t)} / {_compare(k, ub, ut)}"])  # fmt: skip
         else:
             rows.append([label, _shown(k, b), _shown(k, t), "", "", _compare(k, b, t)])
@@ -277,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = evaluate_run(args.run_dir, args.count, args.scorer, args.pattern, args.loss_rows)
-        print(f"{'metric':28s} {'base':>10s} {'tuned':>10s}  better")
         headers = summary_headers(result)
         widths = [28] + [max(10, len(h)) for h in headers[1:-1]]
         print(

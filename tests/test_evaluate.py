@@ -94,7 +94,7 @@ def test_summary_rows_say_which_model_is_better():
     result["tuned"]["unlike"] = {"heldout": {"loss": 2.7, "perplexity": 14.9}, "format": {"schema_valid": 0.6}}
     assert summary_headers(result)[3:5] == ["base · hand-written", "tuned · hand-written"]
     rows = summary_rows(result)
-    assert ["loss (answers)", "2.000", "0.500", "2.500", "2.700", "tuned / base"] in rows
+    assert ["held-out loss (answers)", "2.000", "0.500", "2.500", "2.700", "tuned / base"] in rows
     assert ["schema-valid JSON", "0%", "90%", "10%", "60%", "tuned / tuned"] in rows
 
 

@@ -7,7 +7,8 @@ reload. The charts are read back from the page itself: the SVG the plot draws, i
 number of points on each line, compared with metrics.jsonl. The browser console must stay free of errors.
 
 A screenshot per step lands in test-artifacts/newcomer/ (or $SFT_SPACE_ARTIFACTS); docs/screenshot.png comes from
-test_quick_demo_page.py (the bundled model). The Hub is the local test server (tests/hub_server.py): the real one cannot be reached here.
+test_quick_demo_page.py (the bundled model). The Hub is the local test server (tests/hub_server.py): the real one
+cannot be reached here.
 """
 
 from __future__ import annotations

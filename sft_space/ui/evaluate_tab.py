@@ -44,6 +44,7 @@ def show(result: dict | None):
         f"**{result['run']}** on `{result['dataset']}`: held-out loss on {loss_rows} {held}; "
         f"{count} held-out prompts answered greedily by each model, {about}."
         + (f" {result['left_out']}." if result.get("left_out") else "")
+        + (f" Not scored: {result['unlike_left_out']}." if result.get("unlike_left_out") else "")
     )
     unlike = result["tuned"].get("unlike") if result.get("unlike") else None
     if unlike:
