@@ -219,7 +219,7 @@ def _evaluation_section(evaluation: dict) -> list[str]:
     """Base vs tuned on held-out rows, then the prompting baselines, when the run was evaluated."""
     lines = []
     if evaluation.get("base") and evaluation.get("tuned"):
-        from .evaluate import summary_headers, summary_rows
+        from .evaluate import summary_headers, summary_rows, unlike_note
 
         rows = evaluation["tuned"].get("heldout", {}).get("rows")
         checked = evaluation["tuned"].get("format", {}).get("count")
@@ -229,13 +229,7 @@ def _evaluation_section(evaluation: dict) -> list[str]:
             if checked
             else ""
         )
-        unlike = evaluation["tuned"].get("unlike") if evaluation.get("unlike") else None
-        if unlike:
-            scope += (
-                f"; beside them, {unlike.get('format', {}).get('count', 0)} {evaluation['unlike']}. A held-out split "
-                "from the same source as the training rows overstates what a user will see; these rows are "
-                "closer to it"
-            )
+        scope += f"; {unlike_note(evaluation)}" if unlike_note(evaluation) else ""
         headers = summary_headers(evaluation)
         lines += [
             "## Evaluation",

@@ -205,6 +205,18 @@ METRIC_LABELS = {
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
+def unlike_note(result: dict) -> str:
+    """What an evaluation with rows unlike the training rows says beside its table ('' without them): how many,
+    and why they are there."""
+    unlike = result["tuned"].get("unlike") if result.get("unlike") else None
+    if not unlike:
+        return ""
+    return (
+        f"beside them, {unlike.get('format', {}).get('count', 0)} {result['unlike']}: a held-out split from the same "
+        "source as the training rows overstates what a user will see, and these rows are closer to it"
+    )
+
+
 def _compare(key: str, b: float, t: float) -> str:
     better = (t < b) if key.split(".")[-1] in LOWER_IS_BETTER else (t > b)
     return "tuned" if better else ("same" if t == b else "base")

@@ -15,7 +15,7 @@ from ..baselines import (
     VARIANTS,
     table_rows,
 )
-from ..evaluate import summary_headers, summary_rows
+from ..evaluate import summary_headers, summary_rows, unlike_note
 from ..scorers import SCORERS
 from .charts import typed_frame
 from .chat_tab import refresh_choices
@@ -46,15 +46,12 @@ def show(result: dict | None):
         + (f" {result['left_out']}." if result.get("left_out") else "")
         + (f" Not scored: {result['unlike_left_out']}." if result.get("unlike_left_out") else "")
     )
-    unlike = result["tuned"].get("unlike") if result.get("unlike") else None
-    if unlike:
-        text += (
-            f"\n\nBeside them, **{unlike.get('format', {}).get('count', 0)} {result['unlike']}**: what a user will "
-            "type looks more like these. A held-out split from the same source as the training rows overstates how "
-            "well the model does on them; compare the two columns."
-        )
-    failures = result["tuned"].get("format", {}).get("failures", [])
-    failures += (unlike or {}).get("format", {}).get("failures", [])
+    note = unlike_note(result)
+    if note:
+        text += f"\n\n{note[0].upper()}{note[1:]}. Compare the two sets of columns."
+    failures = result["tuned"].get("format", {}).get("failures", []) + (
+        result["tuned"].get("unlike", {}).get("format", {}).get("failures", []) if note else []
+    )
     table = pd.DataFrame(summary_rows(result), columns=summary_headers(result))
     return text, table, [[f["expected"], f["reply"], "; ".join(f["problems"])] for f in failures]
 
