@@ -78,7 +78,7 @@ def test_json_extract_teaches_the_task_not_a_list():
 
 
 def test_json_extract_check_split_is_hand_written_and_apart():
-    """The check requests: written by people (not by make_demo_data), every intent, answers by the rules, and no
+    """The check requests: hand-written (not by make_demo_data), every intent, answers by the rules, and no
     request shared with the generated rows."""
     splits = load_dataset_source("demo:json-extract")
     check = splits.unlike

@@ -49,7 +49,7 @@ class DatasetSplits:
     # that made its training and test rows): how the tuned model does on what a user will type, which a held-out
     # split from the same source overstates. Scored beside the held-out rows by Evaluate; empty for most data.
     unlike: list[dict] = field(default_factory=list)
-    unlike_name: str = "hand-written check requests (written by people, not by the set's generator)"
+    unlike_name: str = "hand-written check requests (each written on its own, not by the set's generator)"
     unlike_label: str = "hand-written"  # a table column's word for them
 
     def held_out(self) -> tuple[list[dict], str]:

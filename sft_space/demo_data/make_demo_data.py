@@ -11,7 +11,7 @@ Two sets:
   answer, notes, emails, chat lines and forms: a model has to learn the task
   (copy the sender's name, normalise "7.30pm" to "19:30", add up a party), not a
   list of words. Its hand-written check split (json-extract.check.jsonl) is not
-  written by this script: people wrote it one request at a time.
+  written by this script: each request was written on its own, by hand.
 - pirate-chat: hand-written conversations (pirate_chat.txt) in the voice of a
   cheerful ship's cook; some multi-turn, some with a system prompt.
 """
