@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -210,3 +211,28 @@ def test_the_card_shows_rows_unlike_the_training_rows_beside_the_held_out_ones()
     )
     assert "| all fields exact | 0% | 90% | 0% | 45% | tuned / tuned |" in text
     assert "20 hand-written check requests" in text and "overstates" in text
+
+
+def test_a_check_split_too_long_for_this_space_is_left_out_and_said(trained_run, tmp_path, monkeypatch):
+    """Every check request longer than the Space evaluates (the real cap, real rows): the held-out rows are still
+    scored, and the page says what was not."""
+    from sft_space import bundled
+    from sft_space.evaluate import evaluate_run
+    from sft_space.ui import evaluate_tab
+
+    long_rows = tmp_path / "json-extract.check.jsonl"
+    row = {"messages": [{"role": "user", "content": "Hi! " * 3000}, {"role": "assistant", "content": GOOD}]}
+    long_rows.write_text(json.dumps(row) + "\n" + json.dumps(row).replace("Hi!", "Hey") + "\n")
+    real = bundled.demo_split_path
+    monkeypatch.setattr(
+        "sft_space.data.sources.demo_split_path",
+        lambda name, split: long_rows if split == "check" else real(name, split),
+    )
+    monkeypatch.setenv("SFT_SPACE_EVAL_PROMPT_TOKENS", "400")
+    run = shutil.copytree(trained_run, tmp_path / "run")  # its eval.json is this test's own
+    result = evaluate_run(run, count=2, loss_rows=2)
+    assert "unlike" not in result and "unlike" not in result["tuned"]
+    assert result["unlike_left_out"].startswith("the hand-written check requests are longer than")
+    assert result["tuned"]["format"]["count"] == 2  # the held-out rows are still scored
+    about = evaluate_tab.show(result)[0]
+    assert "Not scored: the hand-written check requests are longer than this Space evaluates" in about
