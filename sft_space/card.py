@@ -229,7 +229,8 @@ def _evaluation_section(evaluation: dict) -> list[str]:
             if checked
             else ""
         )
-        scope += f"; {unlike_note(evaluation)}" if unlike_note(evaluation) else ""
+        beside = unlike_note(evaluation)
+        scope += f"; {beside}" if beside else ""
         headers = summary_headers(evaluation)
         lines += [
             "## Evaluation",

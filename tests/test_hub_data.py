@@ -72,7 +72,7 @@ def test_a_check_split_is_kept_to_score_beside_the_held_out_rows(online):
     splits = load_dataset_source("acme/checked")
     assert (len(splits.train), len(splits.validation), len(splits.unlike)) == (14, 3, 3)
     assert splits.unlike[0]["messages"][0]["content"] == "hi 17"
-    assert any("check split" in note for note in splits.notes)
+    assert any("check split" in note for note in splits.notes) and splits.unlike_label == "check split"
     assert load_dataset_source("acme/recipes").unlike == []
 
 

@@ -31,6 +31,12 @@ from .hub import is_hub_id, load_hub_rows, preview_hub_rows
 DEFAULT_VALIDATION_SHARE = 0.1  # the usual hold-out when a dataset has no validation split of its own
 
 
+# What rows unlike the training rows are called (in full, in a table column's header): a demo set's hand-written
+# check requests, or a Hub dataset's check/challenge split.
+HAND_WRITTEN = ("hand-written check requests (each written on its own, not by the set's generator)", "hand-written")
+CHECK_SPLIT = ("check split rows (written unlike its training rows)", "check split")
+
+
 @dataclass
 class DatasetSplits:
     name: str
@@ -49,8 +55,8 @@ class DatasetSplits:
     # that made its training and test rows): how the tuned model does on what a user will type, which a held-out
     # split from the same source overstates. Scored beside the held-out rows by Evaluate; empty for most data.
     unlike: list[dict] = field(default_factory=list)
-    unlike_name: str = "hand-written check requests (each written on its own, not by the set's generator)"
-    unlike_label: str = "hand-written"  # a table column's word for them
+    unlike_name: str = HAND_WRITTEN[0]
+    unlike_label: str = HAND_WRITTEN[1]  # a table column's word for them
 
     def held_out(self) -> tuple[list[dict], str]:
         """The rows a finished run is scored on, and what to call them: the test split when there is one."""
@@ -99,6 +105,7 @@ def load_dataset_source(
     commit = None
     test: list[dict] = []
     unlike: list[dict] = []
+    unlike_kind = HAND_WRITTEN
     if source.startswith("demo:"):
         # Validation comes from the training rows (below), so choosing settings on it never sees the test split.
         name = source.split(":", 1)[1]
@@ -117,6 +124,7 @@ def load_dataset_source(
         )
     elif is_hub_id(source):
         train, validation, notes, commit, unlike = load_hub_rows(source, hub_config, revision, hub_split, max_rows)
+        unlike_kind = CHECK_SPLIT
         own_split = validation is not None
         validation = validation or []
     else:
@@ -162,7 +170,7 @@ def load_dataset_source(
         if test:
             notes.append(test_rows_note(len(test)))
         if unlike:
-            notes.append(unlike_rows_note(len(unlike)))
+            notes.append(unlike_rows_note(len(unlike), unlike_kind[0]))
     if dropped + dropped_v:
         notes.append(f"{dropped + dropped_v} empty rows dropped")
     if duplicates:
@@ -185,11 +193,8 @@ def load_dataset_source(
         revision=commit,
         test=test,
         unlike=unlike,
-        **(
-            {"unlike_name": "check split rows (written unlike its training rows)", "unlike_label": "check split"}
-            if is_hub_id(source) and not source.startswith("demo:")
-            else {}
-        ),
+        unlike_name=unlike_kind[0],
+        unlike_label=unlike_kind[1],
     )
 
 
@@ -198,8 +203,8 @@ def test_rows_note(count: int) -> str:
     return f"the set's {count} test rows are kept for the final score (Evaluate)"
 
 
-def unlike_rows_note(count: int) -> str:
-    return f"its {count} hand-written check requests (unlike the training rows) are scored beside them (Evaluate)"
+def unlike_rows_note(count: int, name: str = HAND_WRITTEN[0]) -> str:
+    return f"its {count} {name.split(' (')[0]} (unlike the training rows) are scored beside them (Evaluate)"
 
 
 def load_for_run(config, preview: bool = False, revision: str | None = None) -> DatasetSplits:

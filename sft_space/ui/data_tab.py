@@ -45,12 +45,12 @@ def preview(*values):
         else f"**{len(splits.train)}** train rows · **{len(splits.validation)}** validation rows"
         + (f" · **{len(splits.test)}** test rows (kept for Evaluate)" if splits.test else "")
         + (
-            f" · **{len(splits.unlike)}** hand-written check requests (unlike the training rows)"
+            f" · **{len(splits.unlike)}** {splits.unlike_name.split(' (')[0]} (unlike the training rows)"
             if splits.unlike
             else ""
         )
     )
-    said = {test_rows_note(len(splits.test)), unlike_rows_note(len(splits.unlike))}
+    said = {test_rows_note(len(splits.test)), unlike_rows_note(len(splits.unlike), splits.unlike_name)}
     counts = (
         f"{sizes} · "
         f"format: `{splits.format_label()}`"
