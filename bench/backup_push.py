@@ -28,7 +28,7 @@ TOKEN = "hf_benchBACKUPtoken0123456789abcdefgh"
 
 def one_run(backed_up: bool, steps: int, save_steps: int) -> dict:
     from sft_space import backup, runs
-    from sft_space.config import preset_config
+    from sft_space.presets import preset_config
 
     config = preset_config("Quick demo", max_steps=steps, save_steps=save_steps)
     extra = dict(hub_token=TOKEN, backup_repo=backup.repo_for("bench")) if backed_up else {}

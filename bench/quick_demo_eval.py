@@ -75,8 +75,7 @@ def train(
 def pirate_check(loaded, max_new_tokens: int) -> dict:
     """The pirate-chat demo's held-out conversations: replies in character (PIRATE_WORDS), ended turns, and the
     held-out answer loss, base against tuned. Each prompt is the conversation up to its last user turn."""
-    from sft_space.chat import generate_many
-    from sft_space.evaluate import heldout_loss
+    from sft_space.run_model import generate_many, heldout_loss
 
     train_answers = [
         m["content"]
@@ -144,8 +143,8 @@ def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
 
 def score_rows(loaded, rows: list[dict], use_adapter: bool, max_new_tokens: int = 96) -> dict:
     """Greedy replies to each row's user message (batched), scored per field against its reference answer."""
-    from sft_space.chat import generate_many
     from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
+    from sft_space.run_model import generate_many
 
     started = time.time()
     replies = generate_many(loaded, [r["messages"][:1] for r in rows], use_adapter, max_new_tokens)
@@ -170,7 +169,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="sft-quick-eval-"))
     os.environ.setdefault("SFT_SPACE_HOME", str(home))
     from sft_space.bundled import ensure_bundled_model
-    from sft_space.chat import load_chat_model, unload
+    from sft_space.run_model import load_chat_model, unload
 
     ensure_bundled_model()
     wall = None

@@ -55,9 +55,9 @@ def main() -> None:
     from quick_demo_eval import score_rows
 
     from sft_space.bundled import ensure_bundled_model
-    from sft_space.chat import load_chat_model, unload
-    from sft_space.config import preset_config
     from sft_space.data import load_for_run
+    from sft_space.presets import preset_config
+    from sft_space.run_model import load_chat_model, unload
 
     ensure_bundled_model()
     results = json.loads(OUT.read_text()) if OUT.is_file() else []

@@ -51,11 +51,11 @@ def main() -> int:
     sys.path[:0] = [str(ROOT / "tests" / "standin"), str(ROOT)]
     import spaces
 
-    from sft_space import bundled, rundir, runs, slots
-    from sft_space.config import preset_config
+    from sft_space import bundled, rundir, runs, slot_worker, slots
+    from sft_space.presets import preset_config
 
     bundled.ensure_bundled_model()  # converted once, before anything is timed
-    call = spaces.GPU(slots.run_slot, duration=slots.slot_duration)
+    call = spaces.GPU(slot_worker.run_slot, duration=slot_worker.slot_duration)
     results: dict = {
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "when": time.strftime("%Y-%m-%d %H:%M"),

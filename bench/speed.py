@@ -114,14 +114,14 @@ def child_chat(spec: dict) -> None:
 
     import torch
 
-    from sft_space import chat
+    from sft_space import chat, run_model
 
     started = time.perf_counter()
     if spec["variant"] == "fp32, adapter unmerged":
         import sft_space.models
 
         sft_space.models.generation_dtypes = lambda: ("float32", "float32")  # how chat loaded before
-    loaded = chat.load_chat_model(spec["run_dir"])
+    loaded = run_model.load_chat_model(spec["run_dir"])
     loaded.merge = spec["variant"] != "fp32, adapter unmerged"
     load_seconds = time.perf_counter() - started
     tokens = spec["tokens"]
@@ -218,7 +218,7 @@ class Bench:
         return ensure_bundled_model()
 
     def quick_demo(self) -> dict:
-        from sft_space.config import PRESETS
+        from sft_space.presets import PRESETS
 
         return PRESETS[PRESET]
 

@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SFT_SPACE_HOME", tempfile.mkdtemp(prefix="sft-stop-"))
     from sft_space import rundir, runs
-    from sft_space.config import preset_config
+    from sft_space.presets import preset_config
 
     latencies, step_times = [], []
     for i in range(args.repeats):

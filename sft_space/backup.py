@@ -241,6 +241,7 @@ def restore(run_id: str, token: str, username: str) -> Path:
     from . import limits
     from .choices import allowed_dataset, allowed_model
     from .config import RunConfig
+    from .estimates import planned_steps
     from .models import check_model_choice
 
     if not isinstance(run_id, str) or not rundir.RUN_ID.match(run_id):
@@ -275,7 +276,7 @@ def restore(run_id: str, token: str, username: str) -> Path:
             allowed_dataset(config.dataset)
             allowed_model(config.model)
             facts = check_model_choice(config)
-            limits.check_run(config, facts.parameters)
+            limits.check_run(config, planned_steps(config), facts.parameters)
             check_adapter_configs(source, config)
         except ValueError as error:
             raise ValueError(f"{run_id} in {repo_id} was not restored: {error}") from None

@@ -221,8 +221,8 @@ def compare_with_prompting(
     progress: Progress = lambda f, m: None,
 ) -> dict:
     """The four-row table for a finished run; merged into RUN_DIR/eval.json under 'baselines'."""
-    from .chat import generate_once, load_chat_model
     from .data import load_for_run, prompt_messages, reference_answer
+    from .run_model import generate_once, load_chat_model
 
     config = read_config(run)
     splits = load_for_run(config, revision=read_status(run).get("data_revision"))  # the commit it trained on

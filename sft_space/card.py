@@ -322,8 +322,6 @@ def _usage_section(repo_id: str, base: str | None, merged: bool) -> list[str]:
 
 def _gguf_section(repo_id: str, report: dict) -> list[str]:
     """The GGUF files in the repo: what each is, how it was checked, and how to run it with Ollama or llama.cpp."""
-    from .export_gguf import summary_lines
-
     files = [entry["file"] for entry in report.get("files", [])]
     if not files:
         return []
@@ -338,7 +336,7 @@ def _gguf_section(repo_id: str, report: dict) -> list[str]:
         + (", system prompt" if report.get("system_prompt") else "")
         + f") for `{main}`. Checked when exported, by loading each file back with transformers:",
         "",
-        *summary_lines(report),
+        *(report.get("summary") or [f"- `{file}`" for file in files]),  # written by the export (gguf.json)
         "",
         "```shell",
         f"hf download {repo_id} {main} Modelfile --local-dir {folder}",

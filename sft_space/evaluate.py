@@ -11,7 +11,6 @@ only one copy is in memory. No Gradio here.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,58 +25,6 @@ DEFAULT_LOSS_ROWS = 60  # held-out rows for loss / perplexity; enough for a stab
 
 
 # ------------------------------------------------------------------ loss
-LOSS_ROWS_PER_TURN = 4  # held-out rows scored per turn on the generation thread (chat replies come between turns)
-
-
-def heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool = True) -> dict:
-    """Mean token loss (and perplexity) on held-out conversations: answers only, as in training. A few rows per
-    turn on the generation thread, so another visitor's reply never waits for the whole set."""
-    from .chat import on_generation_thread
-
-    total, tokens = 0.0, 0
-    for start in range(0, len(rows), LOSS_ROWS_PER_TURN):
-        part = rows[start : start + LOSS_ROWS_PER_TURN]
-        part_total, part_tokens = on_generation_thread(_heldout_loss, loaded, part, use_adapter, answers_only)
-        total, tokens = total + part_total, tokens + part_tokens
-    mean = total / max(tokens, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50)), "tokens": tokens, "rows": len(rows)}
-
-
-def _heldout_loss(loaded, rows: list[dict], use_adapter: bool, answers_only: bool) -> tuple[float, int]:
-    from .chat import answering_as
-
-    with answering_as(loaded, use_adapter):
-        return answer_loss(loaded.model, loaded.tokenizer, rows, answers_only)
-
-
-def answer_loss(model, tokenizer, rows: list[dict], answers_only: bool = True) -> tuple[float, int]:
-    """Summed token loss of `model` on held-out conversations and the tokens counted: the answers only when the run
-    trained on answers only (the prompt's tokens masked), else every token. The model as given (no lock, no
-    adapter switching): the caller holds it."""
-    import torch
-
-    from .data import prompt_messages
-
-    total, tokens = 0.0, 0
-    with torch.inference_mode():
-        for row in rows:
-            full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
-            labels = list(full)
-            if answers_only:
-                prompt = tokenizer.apply_chat_template(
-                    prompt_messages(row), tokenize=True, add_generation_prompt=True, return_dict=True
-                )["input_ids"]
-                labels[: len(prompt)] = [-100] * len(prompt)
-            ids = torch.tensor([full], device=model.device)
-            target = torch.tensor([labels], device=model.device)
-            counted = int((target[:, 1:] != -100).sum())
-            if counted == 0:
-                continue
-            total += float(model(input_ids=ids, labels=target).loss) * counted
-            tokens += counted
-    return total, tokens
-
-
 def within_prompt_cap(tokenizer, rows: list[dict]) -> tuple[list[dict], int]:
     """The held-out rows this host scores: on a public host a conversation longer than eval_prompt_tokens is left
     out (a few 3,000-token prompts once held a 2-core CPU's model for 13 minutes); (rows, how many were left out).
@@ -105,8 +52,8 @@ def evaluate_run(
     progress: Progress = lambda f, m: None,
 ) -> dict:
     """Held-out loss of base and tuned model, and format adherence of their greedy replies; saved to eval.json."""
-    from .chat import load_chat_model, on_generation_thread
     from .data import load_for_run, reference_answer
+    from .run_model import load_chat_model, on_generation_thread
 
     config = read_config(run)
     splits = load_for_run(config, revision=read_status(run).get("data_revision"))  # the commit it trained on
@@ -168,8 +115,8 @@ def evaluate_run(
 
 def _score_part(loaded, config, scorer, loss_set, format_set, use_adapter, name, rows_name, at, steps, progress):
     """One model on one set of rows: its loss, and its greedy replies' format checks."""
-    from .chat import generate_many
     from .data import prompt_messages, reference_answer
+    from .run_model import generate_many, heldout_loss
 
     entry = {"heldout": heldout_loss(loaded, loss_set, use_adapter, config.answers_only)}
     prompts = [prompt_messages(r) for r in format_set]

@@ -7,7 +7,11 @@ metadata, before anything is downloaded), dataset rows and upload size, probe pr
 rows and chat tokens per hour, and an age after which old runs, uploads and unused models are removed. The
 defaults depend on the hardware (a 2-vCPU Space is not an H100); the Space owner overrides any of them with the
 environment variables below (0 switches a cap off). On a private machine nothing is capped unless a variable
-asks for it. Imports neither torch nor Gradio.
+asks for it.
+
+A leaf policy: it judges what it is given (a run's settings and planned steps, a model's parameter count, the
+runs a visitor has going, the queue's length) and reads nothing itself; the callers gather the facts. It imports
+only the environment's leaves (hub.public, hardware's device kind), never torch, Gradio or an engine module.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ import time
 from dataclasses import dataclass
 
 from . import hardware
-from .estimates import planned_steps
-from .hub import public
+from .hub import on_a_space, public
 
 
 @dataclass(frozen=True)
@@ -113,14 +116,9 @@ def current(device_kind: str | None = None) -> Limits:
     return Limits(**{name: _override(name, getattr(base, name)) for name in VARIABLES})
 
 
-def run_tokens(config) -> int:
+def run_tokens(config, steps: int) -> int:
     """The most tokens a run can train on: its planned steps x rows per step x max_length."""
-    return (
-        planned_steps(config)
-        * config.per_device_train_batch_size
-        * config.gradient_accumulation_steps
-        * (config.max_length)
-    )
+    return steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * (config.max_length)
 
 
 def check_model_size(model: str, parameters: int | None, limits: Limits | None = None) -> None:
@@ -133,12 +131,14 @@ def check_model_size(model: str, parameters: int | None, limits: Limits | None =
         )
 
 
-def check_run(config, parameters: int | None = None, limits: Limits | None = None) -> None:
-    """Refuse, with what to change, a run bigger than this host allows (before anything is queued)."""
+def check_run(config, steps: int | None, parameters: int | None = None, limits: Limits | None = None) -> None:
+    """Refuse, with what to change, a run bigger than this host allows (before anything is queued).
+    steps: the run's planned optimizer steps (estimates.planned_steps; None when they cannot be known)."""
     limits = limits or current()
     check_model_size(config.model, parameters, limits)
+    steps = steps or 0
     if limits.train_tokens:
-        tokens = run_tokens(config)
+        tokens = run_tokens(config, steps)
         if tokens > limits.train_tokens:
             raise ValueError(
                 f"This run could train on up to {tokens:,} tokens (steps x batch x accumulation x max_length) and "
@@ -157,13 +157,55 @@ def check_run(config, parameters: int | None = None, limits: Limits | None = Non
             f"max_new_tokens {config.max_new_tokens}: replies on this Space are at most {limits.max_new_tokens} "
             "tokens: lower it."
         )
-    steps = planned_steps(config)
     if limits.checkpoints and config.save_steps and steps // config.save_steps > limits.checkpoints:
         raise ValueError(
             f"save_steps {config.save_steps} writes {steps // config.save_steps} checkpoints in {steps} steps; "
             f"this Space writes at most {limits.checkpoints} per run: set save_steps to at least "
             f"{-(-steps // limits.checkpoints)}."
         )
+
+
+def check_share(
+    owner: str | None,
+    mine: list[str],
+    neighbours: list[str],
+    waiting: int,
+    busy: bool,
+    busy_wait=None,
+    limits: Limits | None = None,
+) -> None:
+    """A visitor has a bounded number of runs training or waiting, and the queue has room: one script cannot fill
+    the machine for everyone. Runs from the command line (no owner) are the machine owner's and are not limited.
+
+    mine: this visitor's runs training or waiting; neighbours: those of the anonymous visitors of the same address
+    (for an anonymous visitor); waiting: runs in the queue; busy: a run holds the device; busy_wait: called only
+    when the queue is full, the seconds until that run is expected to finish (or None)."""
+    if owner is None:
+        return
+    limits = limits or current()
+    if limits.runs_per_visitor and len(mine) >= limits.runs_per_visitor:
+        raise RuntimeError(
+            f"You already have a run training or waiting ({mine[0]}): stop or cancel it, or wait for it to "
+            "finish, before starting another."
+        )
+    if limits.runs_per_address and len(neighbours) >= limits.runs_per_address:
+        raise RuntimeError(
+            "A run started from your address without signing in is training or waiting; this "
+            f"Space allows {limits.runs_per_address} per address: wait for it to finish"
+            + (", or sign in with Hugging Face to get a share of your own." if on_a_space() else ".")
+        )
+    if limits.queue_size and waiting >= limits.queue_size:
+        wait = busy_wait() if busy and busy_wait else None
+        when = f"try again in about {max(1, round(wait / 60))} minutes" if wait else "try again later"
+        raise RuntimeError(
+            f"The Space is busy: {waiting + (1 if busy else 0)} runs ahead of yours and the queue is full; "
+            f"{when} (a place frees up when the run training now finishes)."
+        )
+
+
+def time_budget(limits: Limits, owner: str | None) -> float | None:
+    """A visitor's run's wall-time limit on this host (command-line runs have none)."""
+    return limits.run_minutes * 60 if limits.run_minutes and owner is not None else None
 
 
 def check_eval_rows(count: int, limits: Limits | None = None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import Progress, no_progress
 from .card import loss_curve_png, model_card
-from .config import BUNDLED_MODEL, RunConfig
+from .config import BUNDLED_MODEL
 from .hub import hub_endpoint, network_error, public
 from .rundir import (
     MODELFILE,
@@ -29,7 +29,6 @@ from .rundir import (
     read_config,
     read_gguf_report,
     read_metrics,
-    read_probes,
     read_published,
     read_status,
     run_path,
@@ -140,45 +139,6 @@ def default_repo_name(run: str | Path) -> str:
 
 
 # ------------------------------------------------------------------ files to push
-def _probe_conversations(run_dir: Path, config: RunConfig) -> list[list[dict]]:
-    probes = read_probes(run_dir)
-    prompts = probes[-1]["prompts"] if probes else config.probe_list() or ["Hello!"]
-    return [[{"role": "user", "content": p}] for p in prompts]
-
-
-def save_merged(run: str | Path, target: Path, progress: Progress = no_progress) -> None:
-    """Base + adapter merged (merge_and_unload) into safetensors with the tokenizer; checked on the probe prompts."""
-    import torch
-    from peft import PeftModel
-
-    from .chat import generate_batch
-    from .models import fit_model_to_tokenizer, load_model, load_tokenizer, resolve_model
-
-    run_dir = run_path(run)
-    config = read_config(run_dir)
-    progress(0.1, "Loading base model and adapter")
-    tokenizer = load_tokenizer(adapter_dir(run_dir))
-    base = load_model(resolve_model(config.model))
-    fit_model_to_tokenizer(base, tokenizer)
-    model = PeftModel.from_pretrained(base, adapter_dir(run_dir)).eval()
-    conversations = _probe_conversations(run_dir, config)
-    progress(0.3, "Answering the probe prompts with base + adapter")
-    with torch.inference_mode():
-        before = generate_batch(model, tokenizer, conversations, 48)
-        merged = model.merge_and_unload()
-        progress(0.6, "Answering them again with the merged model")
-        after = generate_batch(merged, tokenizer, conversations, 48)
-    if before != after:
-        differing = sum(a != b for a, b in zip(before, after))
-        raise RuntimeError(
-            f"The merged model answers {differing} of {len(before)} probe prompts differently from base + "
-            "adapter, so it was not pushed: push the adapter instead."
-        )
-    progress(0.8, "Saving the merged model as safetensors")
-    merged.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-
-
 def require_adapter(run: str | Path) -> Path:
     """The run's directory, when it has a saved adapter to publish."""
     run_dir = run_path(run)
@@ -224,6 +184,8 @@ def publish_files(
     exported = gguf_files(run_dir) if gguf else []  # before any work: a missing export is refused at once
     staging = Path(tempfile.mkdtemp(prefix="sft-space-push-"))
     if merged:
+        from .export.merged import save_merged
+
         save_merged(run_dir, staging, progress)
     else:
         for path in adapter_dir(run_dir).iterdir():

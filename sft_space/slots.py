@@ -3,9 +3,9 @@
 On ZeroGPU a Space gets a GPU only for the length of one call of a function decorated with `spaces.GPU`, run in a
 process forked from the app, its arguments and result pickled across, ended when it outlives the duration it asked
 for; every call spends the visitor's own daily GPU quota (the request's headers say whose). So a run here is
-driven from the visitor's page: `drive` asks for one slot after another, each `run_slot` trains from the run's
-last complete checkpoint (adapter, optimizer, scheduler, RNG and data position: the Trainer's own checkpoint)
-until just before its time is up, saves, and returns; between slots the GPU goes back to the pool, so other
+driven from the visitor's page: `drive` asks for one slot after another, each `slot_worker.run_slot` trains from
+the run's last complete checkpoint (adapter, optimizer, scheduler, RNG and data position: the Trainer's own
+checkpoint) until just before its time is up, saves, and returns; between slots the GPU goes back to the pool, so other
 visitors' chats and runs get theirs. One loss curve, one step count, one learning-rate schedule across slots.
 
 A quota error pauses the run (state "stopped", the message and the time to retry in its note, no step lost):
@@ -13,7 +13,8 @@ Resume continues it. A slot ended at its duration loses only the steps since its
 SAVE_EVERY_SECONDS) and the next slot continues. The slot's length is the run's remaining steps at its measured
 pace, capped by the host (SFT_SPACE_SLOT_SECONDS) and by what the quota error says is left.
 
-No Gradio and no torch here: the page hands `drive` the decorated call (ui/train_tab.py).
+No Gradio and no torch here: the page hands `drive` the decorated call (ui/train_tab.py); what runs inside the
+slot is slot_worker.py's.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ FINAL = ("completed", "stopped", "cancelled", "failed", "interrupted")
 
 _driving: dict[str, float] = {}  # run id -> when this process began driving it
 # True in a process forked for a GPU slot: torch's CPU thread pool does not survive a fork (torch.set_num_threads
-# there fails "Invalid thread pool!"), so nothing may change the thread count (callbacks, chat check this)
+# there fails "Invalid thread pool!"), so nothing may change the thread count (callbacks, chat check this);
+# slot_worker.run_slot sets it
 IN_SLOT = False
 _lock = threading.Lock()
 
@@ -65,71 +67,6 @@ def save_every() -> float:
 
 def is_slot_run(status: dict) -> bool:
     return bool(status.get("gpu_slots"))
-
-
-# ------------------------------------------------------------------ inside the slot
-def run_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
-    """The work of one GPU slot (the function spaces.GPU runs in its forked worker): train the run from its last
-    complete checkpoint until shortly before `seconds` are up, save, and say how far it got. `env`: variables to
-    set ("set") and remove ("unset") for this slot only (the visitor's own Hub token, never the owner's); the
-    worker may serve other visitors' calls afterwards, so everything is put back."""
-    global IN_SLOT
-    started = time.time()
-    IN_SLOT = True
-    if rundir.stop_requested(run_dir) or rundir.cancel_requested(run_dir):  # Stop came while it waited for a card
-        return {"state": "stopping", "step": rundir.read_status(run_dir).get("step"), "seconds": 0.0}
-    env = env or {}
-    changed = {name: os.environ.get(name) for name in [*env.get("unset", []), *env.get("set", {})]}
-    try:
-        for name in env.get("unset", []):
-            os.environ.pop(name, None)
-        os.environ.update(env.get("set", {}))
-        _fresh_device_facts()
-        from .train import train_slot
-
-        outcome = train_slot(Path(run_dir), deadline=started + seconds, save_every=save_every())
-    finally:
-        for name, value in changed.items():  # only what this slot changed: the worker serves other calls next
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        _release_device()
-    return {**outcome, "seconds": round(time.time() - started, 2)}
-
-
-def _fresh_device_facts() -> None:
-    """A worker forked from the app inherits what the app cached about its device (the CPU): in a slot the device is
-    the lent card, for the run's pace records and peak memory too; a reused worker starts each slot's peak afresh."""
-    from .models import device
-
-    device.device_name.cache_clear()  # the one device fact cached per process (detect_device reads afresh)
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    except Exception:  # noqa: BLE001 - a fact for the record only
-        pass
-
-
-def _release_device() -> None:
-    """What the slot's model held goes back before the call ends (a reused worker keeps its process)."""
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def slot_duration(run_dir: str, seconds: float, env: dict | None = None) -> float:
-    """spaces.GPU's duration for a call of run_slot: the seconds the driver asked for."""
-    return seconds
 
 
 # ------------------------------------------------------------------ the driver (the visitor's request)

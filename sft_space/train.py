@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -27,8 +26,10 @@ from pathlib import Path
 
 from . import estimates, rundir
 from .backup import Backup
-from .config import ALL_PRESETS, RunConfig, coerce, fields_by_name
+from .config import RunConfig, coerce, fields_by_name
+from .failures import disk_full_message, is_disk_full, is_out_of_memory, peak_memory
 from .models import device_name, model_max_length
+from .presets import ALL_PRESETS
 from .process import pid_alive, start_time
 from .run_writer import IS_MAIN_PROCESS, StopBeforeTraining, StopRequested, log, write_status
 from .rundir import (
@@ -165,7 +166,7 @@ def setup_logging(run_dir: Path) -> None:
 
 # -------------------------------------------------------------- training
 def train_slot(run_dir: Path, deadline: float, save_every: float) -> dict:
-    """One GPU slot of a run (slots.run_slot, in the spaces.GPU worker): from the last complete checkpoint (none:
+    """One GPU slot of a run (slot_worker.run_slot, in the spaces.GPU worker): from the last complete checkpoint (none:
     the start) until shortly before `deadline`, saving every `save_every` seconds. No signal handlers (the worker
     runs this in a thread); the log goes to the run's train.log for this slot only. Returns where the run stands."""
     handler = logging.FileHandler(rundir.log_path(run_dir), encoding="utf-8")
@@ -247,7 +248,7 @@ def train(
                 status.update(resumed_from=resumed_step, step=resumed_step)
                 log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
             write_status(run_dir, **status)
-            from .callbacks import use_timed_schedule
+            from .schedule import use_timed_schedule
 
             use_timed_schedule(trainer, config, status)  # train_minutes: the learning rate follows the clock
             if slot is not None:
@@ -302,7 +303,7 @@ def train(
 def fit_to_minutes(config: RunConfig, status: dict, resuming: bool) -> None:
     """train_minutes: the wall-time limit (with the host's, the lower wins) and, from this model's measured pace,
     the steps expected to fit (status["minutes_plan"], an estimate). The steps themselves are not capped: the
-    clock-driven schedule (callbacks.TimedSchedule) ends the run when the time is up, whatever the pace is now
+    clock-driven schedule (schedule.TimedSchedule) ends the run when the time is up, whatever the pace is now
     (a pace measured with other settings or on a busier machine planned 105 steps where 120 fitted)."""
     if not config.train_minutes:
         return
@@ -387,80 +388,6 @@ def fail(run_dir: Path, config: RunConfig, status: dict, started: float, error: 
     message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
     finish(run_dir, status, "failed", started, error=message[:500])
     return 1
-
-
-def peak_memory() -> int:
-    """Peak bytes this process used: GPU memory allocated on CUDA, else resident memory."""
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-# What a write cut short says where no errno reaches Python: torch.save's C++ stream writer ("basic_ios::clear:
-# iostream error", "unexpected pos ..."), safetensors' serializer.
-WRITE_FAILURES = ("iostream error", "unexpected pos", "PytorchStreamWriter failed", "file write failed", "serializ")
-LOW_DISK_BYTES = 256 * 2**20  # a failed write with less than this free is taken for a full disk
-
-
-def is_disk_full(error: BaseException, where: Path | None = None) -> bool:
-    """A full disk: ENOSPC anywhere in the chain (libraries wrap the OSError), or a write failure without an errno
-    (torch.save raises RuntimeError) while the run's drive has next to nothing free."""
-    while error is not None:
-        text = str(error)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left on device" in text:
-            return True
-        if where is not None and any(words in text for words in WRITE_FAILURES):
-            with contextlib.suppress(OSError):
-                if shutil.disk_usage(where).free < LOW_DISK_BYTES:
-                    return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def remove_partial_files(run_dir: Path) -> list[str]:
-    """After a failed write: checkpoints never marked complete, the adapter's staging folder, temp JSON files."""
-    removed = []
-    for path in [
-        *(p for p in rundir.checkpoints_dir(run_dir).glob("checkpoint-*") if not (p / rundir.CHECKPOINT_MARK).exists()),
-        rundir.adapter_dir(run_dir).with_name(rundir.ADAPTER + ".partial"),
-        *run_dir.glob(".*.tmp"),
-    ]:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink(missing_ok=True)
-        else:
-            continue
-        removed.append(path.name)
-    return removed
-
-
-def disk_full_message(run_dir: Path, config: RunConfig) -> str:
-    """What a visitor reads when the disk filled up: how much is free now, what to do, where to resume from."""
-    removed = remove_partial_files(run_dir)
-    log.error("Disk full; removed the partial files %s", removed)
-    free_mb = shutil.disk_usage(run_dir).free / 1e6
-    point = last_complete_checkpoint(run_dir)
-    where = (
-        f"resume from {point.name} (step {point.name.split('-')[-1]}), the last complete checkpoint"
-        if point
-        else "start the run again (no checkpoint was complete)"
-    )
-    return (
-        f"The disk is full ({free_mb:,.0f} MB free now on the drive holding the run): free some space (delete old "
-        f"runs on the Runs tab) or keep fewer checkpoints (save_total_limit, now {config.save_total_limit}), then "
-        f"{where}. The unfinished checkpoint was removed."
-    )
 
 
 def finish(

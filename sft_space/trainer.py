@@ -314,8 +314,8 @@ def make_trainer(
 
 def add_probes(trainer, config: RunConfig, splits, run_dir: Path, status: dict, stop: StopRequested) -> None:
     """Probe prompts (the user's, else a few validation prompts) answered before training and at each evaluation."""
-    from .callbacks import ProbeCallback
     from .data import prompt_messages
+    from .probes import ProbeCallback
 
     probes = [[{"role": "user", "content": text}] for text in config.probe_list()] or [
         prompt_messages(row) for row in splits.validation[:DEFAULT_PROBES] if "messages" in row

@@ -66,9 +66,9 @@ def config_for(tiny_model, **changes):
 
 
 def drive(spaces, run_id, duration=None):
-    from sft_space import runs, slots
+    from sft_space import runs, slot_worker, slots
 
-    call = spaces.GPU(slots.run_slot, duration=duration or slots.slot_duration)
+    call = spaces.GPU(slot_worker.run_slot, duration=duration or slot_worker.slot_duration)
     return list(slots.drive(run_id, call, runs.slot_environment(run_id)))
 
 

@@ -89,7 +89,7 @@ def test_train_then_chat_through_the_app(client, tiny_model):
         outputs = client.predict(api_name="/run_status")
         return outputs if ("completed" in outputs[0] or "failed" in outputs[0]) else None
 
-    bar, progress, chart, health, lr, grad, gpu_memory, gpu_utilization, probe_prompts, probes = wait_until(
+    bar, progress, health, chart, lr, grad, gpu_memory, gpu_utilization, probe_prompts, probes = wait_until(
         finished, timeout=300, poll=1, what="the run to finish"
     )
     assert health.startswith("**Health:**")

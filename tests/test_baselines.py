@@ -112,7 +112,7 @@ def test_checklist_marks_what_the_numbers_say():
 
 
 def test_prompt_tokens_are_counted_from_the_chat_template(trained_run):
-    from sft_space.chat import generate_once, load_chat_model, unload
+    from sft_space.run_model import generate_once, load_chat_model, unload
 
     loaded = load_chat_model(trained_run)
     try:

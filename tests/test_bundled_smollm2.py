@@ -6,7 +6,8 @@ import math
 import pytest
 
 from sft_space import bundled
-from sft_space.chat import load_chat_model, reply, unload
+from sft_space.chat import reply
+from sft_space.run_model import load_chat_model, unload
 
 from helpers import run_cli
 

@@ -3,7 +3,8 @@
 import torch
 
 from sft_space import GENERATING_MARK, home
-from sft_space.chat import FP32_ATTENTION, answering_as, generate_batch, load_chat_model, reply, stream_reply, unload
+from sft_space.chat import reply, stream_reply
+from sft_space.run_model import FP32_ATTENTION, answering_as, generate_batch, load_chat_model, unload
 
 
 def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
@@ -116,15 +117,16 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
     import sys
     import threading
 
-    from sft_space import chat, runs
+    from sft_space import liveness, runs
+    from sft_space.run_model import thread as chat
 
-    monkeypatch.setattr(runs, "device_kind", lambda: "cpu")
-    monkeypatch.setattr(runs, "_children", {})  # only this test's stand-in for a training run, not other tests'
+    monkeypatch.setattr(liveness, "device_kind", lambda: "cpu")
+    monkeypatch.setattr(liveness, "_children", {})  # only this test's stand-in for a training run, not other tests'
     monkeypatch.setattr(chat, "generation_threads", runs.generation_threads)
     every_core = chat.on_generation_thread(torch.get_num_threads)
     assert every_core == chat._default_threads()
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    runs._children["a-training-run"] = trainer
+    liveness._children["a-training-run"] = trainer
     try:
         assert runs.generation_threads() == 1
         assert chat.on_generation_thread(torch.get_num_threads) == 1
@@ -177,7 +179,7 @@ def test_probe_replies_with_the_adapter_merged_leave_training_where_it_was(tiny_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft_space.callbacks import ProbeCallback
+    from sft_space.probes import ProbeCallback
     from sft_space.run_writer import StopRequested
 
     torch.manual_seed(0)
@@ -212,7 +214,7 @@ def test_probe_replies_with_the_adapter_merged_leave_training_where_it_was(tiny_
 
 
 def test_many_replies_in_batches_keep_their_order_and_match_one_at_a_time(trained_run):
-    from sft_space.chat import generate_many, generate_once
+    from sft_space.run_model import generate_many, generate_once
 
     loaded = load_chat_model(trained_run)
     try:
@@ -236,8 +238,8 @@ def test_another_visitors_reply_comes_between_the_batches_of_an_evaluation(train
     waited for the whole evaluation of a model before: 454 s behind four long prompts)."""
     import threading
 
-    from sft_space.chat import BATCH_PROMPT_TOKENS, generate_many, reply, token_batches
-    from sft_space.evaluate import heldout_loss
+    from sft_space.chat import reply
+    from sft_space.run_model import BATCH_PROMPT_TOKENS, generate_many, heldout_loss, token_batches
 
     loaded = load_chat_model(trained_run)
     try:
@@ -277,7 +279,8 @@ def test_replies_asked_during_an_evaluation_never_unpad_its_batches(trained_run)
     bench/load.py as a failed Evaluate beside a visitor's chat)."""
     import threading
 
-    from sft_space.chat import generate_many, reply
+    from sft_space.chat import reply
+    from sft_space.run_model import generate_many
 
     loaded = load_chat_model(trained_run)
     stop = threading.Event()

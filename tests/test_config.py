@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from sft_space.config import PRESETS, RunConfig, preset_config
+from sft_space.config import RunConfig
+from sft_space.presets import PRESETS, preset_config
 
 
 def refusal(**changes) -> str:

@@ -1,4 +1,4 @@
-"""GGUF export (sft_space.export_gguf): the merged model written with the gguf package, loaded back through
+"""GGUF export (sft_space.export.gguf): the merged model written with the gguf package, loaded back through
 transformers' GGUF loader and compared with base + adapter; the metadata a runtime reads (chat template, end-of-turn
 token, added ChatML tokens); the Ollama Modelfile's template against the chat template; the refusals before any work
 (unmapped architecture, unknown type, full disk) and the command line. Tiny Llama and Qwen2 models with a real LoRA
@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_space import export_gguf, publish, rundir
+from sft_space import publish, rundir
 from sft_space.config import RunConfig
+from sft_space.export import gguf as export_gguf
+from sft_space.export import ollama
 from sft_space.models import fit_model_to_tokenizer, load_model, load_tokenizer
+from sft_space.run_model import greedy_each
 
 from helpers import ROOT, build_tiny_model, run_cli, use_test_hub
 from hub_server import HubServer
@@ -91,7 +94,7 @@ def test_f16_loads_back_and_answers_exactly_like_base_plus_adapter(exported):
     base = load_model(json.loads((run / "config.json").read_text())["model"])
     tokenizer = load_tokenizer(run / "adapter")
     conversations = [[{"role": "user", "content": p}] for p in PROBES.splitlines()]
-    assert export_gguf._greedy(base, tokenizer, conversations)[2] != report["reference"]["texts"]
+    assert greedy_each(base, tokenizer, conversations, export_gguf.MAX_NEW_TOKENS)[2] != report["reference"]["texts"]
 
     # the file holds exactly the merged weights rounded to f16 (q/k rows un-permuted by the loader, names mapped)
     merged, tokenizer = merged_model(run)
@@ -163,7 +166,7 @@ def test_modelfile_template_renders_conversations_as_the_chat_template_does(expo
         ],
     ]
     for conversation in conversations:
-        assert export_gguf.render_ollama_template(template, conversation) == tokenizer.apply_chat_template(
+        assert ollama.render_ollama_template(template, conversation) == tokenizer.apply_chat_template(
             conversation, tokenize=False, add_generation_prompt=True
         )
     assert report["template"] == {"matches": True, "checked": 4, "differing": 0}
@@ -182,18 +185,18 @@ def test_modelfile_template_follows_a_default_system_prompt_and_refuses_what_it_
         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
-    template = export_gguf.ollama_template(tokenizer)
+    template = ollama.ollama_template(tokenizer)
     assert "You are a helpful AI assistant" in template
-    check = export_gguf.check_template(template, tokenizer, [[{"role": "user", "content": "Hello"}]])
+    check = ollama.check_template(template, tokenizer, [[{"role": "user", "content": "Hello"}]])
     assert check == {"matches": True, "checked": 3, "differing": 0}
     # a template that numbers the turns has no fixed text around each role: no TEMPLATE, said so
     tokenizer.chat_template = (
         "{% for message in messages %}{{ loop.index ~ '. ' + message['role'] + ': ' + message['content'] + '\n' }}"
         "{% endfor %}"
     )
-    assert export_gguf.ollama_template(tokenizer) is None
-    assert "No TEMPLATE" in export_gguf.modelfile_text("m.gguf", None, ["</s>"], "Be kind.")
-    assert 'SYSTEM """Be kind."""' in export_gguf.modelfile_text("m.gguf", None, ["</s>"], "Be kind.")
+    assert ollama.ollama_template(tokenizer) is None
+    assert "No TEMPLATE" in ollama.modelfile_text("m.gguf", None, ["</s>"], "Be kind.")
+    assert 'SYSTEM """Be kind."""' in ollama.modelfile_text("m.gguf", None, ["</s>"], "Be kind.")
 
 
 def test_base_model_given_chatml_keeps_its_added_tokens_and_template(tmp_path):
@@ -249,7 +252,7 @@ def tiny_phi3_run(root):
 
 def export_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sft_space.export_gguf", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "sft_space.export.gguf", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
 
 

@@ -236,7 +236,7 @@ def test_parallel_starts_from_one_visitor_give_one_run(tiny_model, tmp_path, mon
 
 
 def test_chat_generation_is_served_in_arrival_order():
-    from sft_space.chat import FairLock
+    from sft_space.run_model import FairLock
 
     lock, served, arrived = FairLock(), [], []
     gate = threading.Event()
@@ -272,7 +272,7 @@ def test_on_a_public_host_a_hub_dataset_is_never_loaded_into_the_app_to_plan_a_r
     rows = limits.current().dataset_rows
     assert estimates.planned_steps(config) == -(-rows // 8)
     with pytest.raises(ValueError, match="could train on up to"):  # and the token budget says so before queueing
-        limits.check_run(config, 135_000_000)
+        limits.check_run(config, estimates.planned_steps(config), 135_000_000)
 
 
 def test_a_reply_books_its_tokens_before_it_starts():

@@ -290,7 +290,7 @@ def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp
 
     adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert any("trainable_tokens" in name for name in adapter)  # the ChatML rows were trained and saved
-    from sft_space.chat import generate_once, load_chat_model, unload
+    from sft_space.run_model import generate_once, load_chat_model, unload
 
     loaded = load_chat_model(run_dir)
     try:
@@ -299,7 +299,7 @@ def test_base_model_from_the_hub_trains_into_a_chat_model_that_stops(online, tmp
         unload()
     assert reply["ended_turn"] and reply["text"] == "Ahoy"
     # merging folds the trained token rows in too: save_merged refuses if merged replies differ from base + adapter
-    from sft_space.publish import save_merged
+    from sft_space.export.merged import save_merged
 
     save_merged(run_dir, tmp_path / "merged")
     merged_config = json.loads((tmp_path / "merged" / "config.json").read_text())
@@ -363,7 +363,7 @@ def test_a_weights_header_that_lists_few_parameters_cannot_pass_the_size_cap(onl
     with pytest.raises(
         ValueError, match=r"acme/lying-header has 1\.1B parameters; this Space trains models up to 0\.5B"
     ):
-        limits.check_run(RunConfig(model="acme/lying-header", max_steps=1), facts.parameters, limits.CPU_SPACE)
+        limits.check_run(RunConfig(model="acme/lying-header", max_steps=1), 1, facts.parameters, limits.CPU_SPACE)
     honest = model_facts("acme/tiny-llama-chat")  # an honest header: the count it always had
     assert honest.parameters == honest.header_parameters
     assert not [name for name in online.downloads if name.endswith(".safetensors")]

@@ -163,7 +163,7 @@ def test_push_merged_model_checks_it_first(server, run_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sft_space.chat import generate_once, load_chat_model, unload
+    from sft_space.run_model import generate_once, load_chat_model, unload
 
     record = publish.push_run(run_dir, "tiny-merged", TOKEN, merged=True)
     files = server.repos[("model", "alice/tiny-merged")].files

@@ -6,7 +6,8 @@ import signal
 import pytest
 
 from sft_space import estimates, rundir, runs
-from sft_space.config import RunConfig, preset_config
+from sft_space.config import RunConfig
+from sft_space.presets import preset_config
 from sft_space.ui import text
 
 from helpers import wait_until
@@ -148,20 +149,21 @@ def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(tmp_path, mo
     """poll's charts: None (an empty box) until a chart first has points; once built, a run with nothing logged yet
     gets the typed frame without points (a plot given None again throws in the page). The built list is a State,
     so whatever a browser sends in its place counts only for the chart names it holds."""
+    from sft_space.ui.charts import CHART_NAMES as CHARTS
     from sft_space.ui.charts import drawable
-    from sft_space.ui.train_tab import CHARTS, loss_frame, poll
+    from sft_space.ui.train_tab import loss_frame, poll
 
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))  # no run yet: nothing for the panel to show
 
     def charts(values):
-        return values[3], values[5], values[6]  # loss, learning rate, gradient norm
+        return values[4], values[5], values[6]  # loss, learning rate, gradient norm
 
     assert all(chart is None for chart in charts(poll(None, None, []))) and poll(None, None, [])[-1] == []
     built = poll(None, None, list(CHARTS))
     assert built[-1] == sorted(CHARTS)
     for chart in charts(built):
         assert chart is not None and not chart.iloc[:, 1].notna().any()  # the plot's columns, no point
-    assert list(built[3].columns) == ["step", "loss", "series"]
+    assert list(built[4].columns) == ["step", "loss", "series"]
     for forged in ("loss", 7, None, [{"x": 1}, "nonsense", ["loss"]]):
         values = poll(None, None, forged)
         assert all(chart is None for chart in charts(values)) and values[-1] == [], forged

@@ -7,8 +7,9 @@ import stat
 import gradio.oauth as gradio_oauth
 import pytest
 
-from sft_space import hardware, limits, runs
-from sft_space.config import GPU_PRESETS, PRESETS, RunConfig, preset_config, presets_for
+from sft_space import estimates, hardware, limits, runs
+from sft_space.config import RunConfig
+from sft_space.presets import GPU_PRESETS, PRESETS, preset_config, presets_for
 
 
 @pytest.fixture
@@ -37,10 +38,12 @@ def test_every_cpu_preset_runs_within_a_free_cpu_spaces_limits(monkeypatch):
     cpu = limits.current("cpu")
     for name in PRESETS:
         config = preset_config(name)
-        limits.check_run(config, 135_000_000, cpu)  # tokens, checkpoints, probes: no refusal
+        limits.check_run(
+            config, estimates.planned_steps(config), 135_000_000, cpu
+        )  # tokens, checkpoints, probes: no refusal
         assert not config.train_minutes or config.train_minutes <= cpu.run_minutes, name
     thorough = preset_config("Thorough demo")  # three epochs of json-extract, 12 minutes on the CPU at most
-    assert limits.run_tokens(thorough) == 3 * 576 // 4 * 4 * 256 <= cpu.train_tokens
+    assert limits.run_tokens(thorough, estimates.planned_steps(thorough)) == 3 * 576 // 4 * 4 * 256 <= cpu.train_tokens
 
 
 def test_a_gpu_space_lists_its_cards_and_offers_gpu_presets(gpu_space):
@@ -148,7 +151,7 @@ def test_trackio_is_refused_clearly_when_missing_and_logs_the_run_when_present(m
 def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
     """With the `spaces` package (a stand-in here: it exists only on Spaces), chat, evaluation and the prompting
     comparison are wrapped in spaces.GPU, so each call gets a slot; training asks for its slots one by one, each of
-    the duration the driver computes (slots.slot_duration: the seconds it passes)."""
+    the duration the driver computes (slot_worker.slot_duration: the seconds it passes)."""
     import sys
     import types
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sft_space import rundir, runs
+from sft_space import liveness, rundir, runs
 from sft_space.config import RunConfig
 from sft_space.process import pid_alive
 
@@ -66,7 +66,7 @@ def test_stop_ends_a_run_stuck_before_its_first_step_and_the_queue_moves_on(loop
     runs.stop_run(stuck)
     final = runs.wait_for(stuck, timeout=60)
     assert final["state"] == "stopped", final
-    assert time.time() - asked < runs.LOADING_GRACE_SECONDS + 5
+    assert time.time() - asked < liveness.LOADING_GRACE_SECONDS + 5
     assert "stopped before training began" in final["note"] and "no adapter" in final["note"]
     wait_until(lambda: not runs.process_alive(stuck, status), timeout=10, what="the process to exit")
     assert not rundir.has_adapter(stuck)
@@ -74,7 +74,7 @@ def test_stop_ends_a_run_stuck_before_its_first_step_and_the_queue_moves_on(loop
 
 
 def test_a_process_that_ignores_the_stop_is_killed_after_its_grace(looping_model, sft_home, monkeypatch):
-    monkeypatch.setattr(runs, "LOADING_GRACE_SECONDS", 3)
+    monkeypatch.setattr(liveness, "LOADING_GRACE_SECONDS", 3)
     stuck = runs.start_run(config(looping_model), owner=None)
     status = stuck_rendering(stuck)
     os.kill(status["pid"], signal.SIGSTOP)  # frozen: SIGTERM stays pending, as in a native call that never returns
@@ -99,4 +99,4 @@ def test_the_hosts_time_limit_reaches_a_run_that_never_starts_training(looping_m
     final = runs.wait_for(stuck, timeout=60)
     assert final["state"] == "stopped", final
     assert "the time budget of 0.2 min was spent before training" in final["note"]
-    assert final["elapsed_seconds"] < 12 + runs.LOADING_GRACE_SECONDS + 5
+    assert final["elapsed_seconds"] < 12 + liveness.LOADING_GRACE_SECONDS + 5

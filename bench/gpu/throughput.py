@@ -433,7 +433,7 @@ def child_chat(spec: dict) -> None:
 
     import torch
 
-    from sft_space import chat
+    from sft_space import chat, run_model
 
     cuda = torch.cuda.is_available()
 
@@ -442,7 +442,7 @@ def child_chat(spec: dict) -> None:
             torch.cuda.synchronize()
 
     started = time.perf_counter()
-    loaded = chat.load_chat_model(spec["run_dir"])
+    loaded = run_model.load_chat_model(spec["run_dir"])
     sync()
     load_seconds = time.perf_counter() - started
     tokens = spec["tokens"]
@@ -450,7 +450,7 @@ def child_chat(spec: dict) -> None:
     loaded.config = dataclasses.replace(loaded.config, temperature=0.0, max_new_tokens=tokens)
     prompt = json.loads(DEMO_TEST.read_text().splitlines()[0])["messages"][0]["content"]
     messages = [{"role": "user", "content": prompt}]
-    prompt_tokens = int(chat.build_inputs(loaded.tokenizer, messages, "cpu")["input_ids"].shape[1])
+    prompt_tokens = int(run_model.build_inputs(loaded.tokenizer, messages, "cpu")["input_ids"].shape[1])
     partial = {
         "load_seconds": round(load_seconds, 2),
         "prompt_tokens": prompt_tokens,
@@ -474,7 +474,7 @@ def child_chat(spec: dict) -> None:
     def one_generate(use_adapter: bool) -> dict:
         import contextlib
 
-        inputs = chat.build_inputs(loaded.tokenizer, messages, loaded.model.device)
+        inputs = run_model.build_inputs(loaded.tokenizer, messages, loaded.model.device)
         sync()
         t0 = time.perf_counter()
         with torch.inference_mode(), contextlib.nullcontext() if use_adapter else loaded.model.disable_adapter():

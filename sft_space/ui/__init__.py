@@ -13,8 +13,7 @@ import html
 import gradio as gr
 from starlette.middleware import Middleware
 
-from .. import chat as chat_model
-from .. import hardware, rundir, runs
+from .. import hardware, run_model, rundir, runs
 from ..hub import on_a_space
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 from .busy import BusyMark
@@ -43,7 +42,7 @@ def sign_in_available() -> bool:
 
 
 def build_app() -> gr.Blocks:
-    chat_model.generation_threads = runs.generation_threads  # replies take one core while a run trains on the CPU
+    run_model.cap_threads_with(runs.generation_threads)  # replies take one core while a run trains on the CPU
     # delete_cache: the copies Gradio keeps of uploads and handed-out files go after an hour
     with gr.Blocks(title="SFT Space", delete_cache=(3600, 3600)) as demo:
         with gr.Row(equal_height=True):

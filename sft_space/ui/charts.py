@@ -22,6 +22,7 @@ What Gradio's plot does, and what follows from it:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -52,3 +53,80 @@ def drawable(frame: pd.DataFrame, y: str, built: bool = False) -> pd.DataFrame |
 
 def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ------------------------------------------------------------------ the run panel's charts, declared once
+@dataclass(frozen=True)
+class Chart:
+    """One chart of the run panel: what it draws and where. The Train tab builds its plot from this (`plot`), the
+    page's poll fills it (`run_chart_values`), in RUN_CHARTS order; a new chart is one more entry here."""
+
+    name: str  # its key in poll's values and in the page's State of built charts
+    title: str
+    y: str  # the value column of its frame
+    metrics: dict[str, str]  # the metrics.jsonl key of each series -> the series' name ("" for a chart of one)
+    elem_id: str
+    group: str  # where it sits: "main" (under the progress bar), "optimizer", "gpu" (an accordion each)
+    colours: dict[str, str] = field(default_factory=dict)  # series -> colour, every series known from the start
+    legend: tuple[str, ...] = ()  # the series the legend names (all when empty)
+    height: int = 220
+    y_title: str | None = None
+
+
+LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
+GPU_COLOURS = {"in use": "#2563eb", "peak": "#dc2626", "card": "#6b7280"}
+RUN_CHARTS = (
+    Chart("loss", "Loss", "loss", {"loss": "train", "eval_loss": "validation"}, "loss-chart", "main", LOSS_COLOURS,
+          ("train", "validation"), height=320, y_title="loss"),
+    Chart("learning_rate", "Learning rate", "learning_rate", {"learning_rate": ""}, "lr-chart", "optimizer"),
+    Chart("grad_norm", "Gradient norm", "grad_norm", {"grad_norm": ""}, "grad-chart", "optimizer"),
+    Chart("gpu_memory", "GPU memory (GiB): in use, peak, the card", "memory",
+          {"gpu_memory_gib": "in use", "gpu_peak_gib": "peak", "gpu_card_gib": "card"}, "gpu-memory-chart", "gpu",
+          GPU_COLOURS),
+    Chart("gpu_utilization", "GPU utilisation (%)", "gpu_utilization", {"gpu_utilization": ""},
+          "gpu-utilization-chart", "gpu"),
+)  # fmt: skip
+CHART_NAMES = tuple(chart.name for chart in RUN_CHARTS)
+
+
+def chart_frame(chart: Chart, records: list[dict], marker_step: int | None = None) -> pd.DataFrame:
+    """The chart's typed frame from the run's metric lines: long format with a series column when it draws
+    several (one placeholder row per series, see typed_frame), else step and value. marker_step: a vertical
+    marker drawn from 0 to the highest value (the loss chart's first warning)."""
+    series = len(chart.metrics) > 1 or chart.colours
+    rows = [
+        {"step": r["step"], chart.y: r[key], **({"series": name} if series else {})}
+        for r in records
+        for key, name in chart.metrics.items()
+        if finite(r.get(key))
+    ]
+    if marker_step is not None and "warning" in chart.colours:
+        top = max((r[chart.y] for r in rows), default=1.0)
+        rows += [{"step": marker_step, chart.y: value, "series": "warning"} for value in (0.0, top)]
+    if not series:
+        return typed_frame(rows, {"step": "int64", chart.y: "float64"})
+    schema = {"step": "int64", chart.y: "float64", "series": "str"}
+    return typed_frame(rows, schema, ("series", chart.colours or {name: None for name in chart.metrics.values()}))
+
+
+def run_chart_values(records: list[dict], built, marker_step: int | None = None) -> dict[str, pd.DataFrame | None]:
+    """Each run chart's value for the page: its frame, or None while it has nothing to draw and was never built.
+    built: the names of the page's charts that have drawn data (a State, so untrusted: only known names count)."""
+    built = {name for name in built if name in CHART_NAMES} if isinstance(built, list) else set()
+    return {
+        chart.name: drawable(chart_frame(chart, records, marker_step), chart.y, chart.name in built)
+        for chart in RUN_CHARTS
+    }
+
+
+def plot(chart: Chart):
+    """The chart's Gradio plot, empty until its first value."""
+    import gradio as gr
+
+    colour = dict(color="series", color_map=chart.colours) if chart.colours else {}
+    legend = dict(colors_in_legend=list(chart.legend)) if chart.legend else {}
+    titles = dict(x_title="step", y_title=chart.y_title) if chart.y_title else {}
+    return gr.LinePlot(
+        None, x="step", y=chart.y, title=chart.title, height=chart.height, elem_id=chart.elem_id,
+        **colour, **legend, **titles,
+    )  # fmt: skip

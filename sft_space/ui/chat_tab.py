@@ -60,7 +60,8 @@ def respond(
     visitor: str | None = None,
 ):
     """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
-    from ..chat import load_chat_model, on_generation_thread, stream_reply
+    from ..chat import stream_reply
+    from ..run_model import load_chat_model, on_generation_thread
 
     if not message or not message.strip():
         raise gr.Error("Type a message first.", print_exception=False)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import export_gguf, jobs, publish, rundir
+from .. import jobs, publish, rundir
 from ..card import loss_curve_png, model_card
 from ..cleanup import handed_out_dir
 from ..export import export_run, trl_command, trl_yaml
+from ..export import gguf as export_gguf
 from ..hub import hub_endpoint
 from .common import ENGINE_ERRORS, owned
 
@@ -149,7 +150,7 @@ def gguf_report_text(report: dict) -> str:
         return ""
     return (
         f"**GGUF export** ({report.get('architecture')}, on {report.get('device', 'this machine')}, "
-        f"{report.get('seconds', 0):.0f} s in all):\n\n" + "\n".join(export_gguf.summary_lines(report))
+        f"{report.get('seconds', 0):.0f} s in all):\n\n" + "\n".join(report.get("summary") or [])
     )
 
 

@@ -7,57 +7,27 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import backup, estimates, hardware, health, rundir, runs, slots
-from ..config import DEFAULT_PRESET, GPU_PRESETS, default_preset, preset_config, presets_for
+from .. import backup, estimates, hardware, health, rundir, runs, slot_worker, slots
 from ..hub import on_a_space
 from ..models import CURATED_MODELS
+from ..presets import DEFAULT_PRESET, GPU_PRESETS, default_preset, preset_config, presets_for
 from . import text
-from .charts import drawable, finite, typed_frame
+from .charts import RUN_CHARTS, chart_frame, plot, run_chart_values
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_dataset, visitor_model
 from .visitor import address, new_visitor_id
 from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
 
-LOSS_SCHEMA = {"step": "int64", "loss": "float64", "series": "str"}
-# every series the loss chart can have, so its colours are fixed from the empty start (see charts.py)
-LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
-CHARTS = ("loss", "learning_rate", "grad_norm", "gpu_memory", "gpu_utilization")  # the run panel's plots
-GPU_SERIES = {"gpu_memory_gib": "in use", "gpu_peak_gib": "peak", "gpu_card_gib": "card"}
-GPU_COLOURS = {"in use": "#2563eb", "peak": "#dc2626", "card": "#6b7280"}
+
+def first_warning(findings: list[health.Finding]) -> int | None:
+    """The step of the first warning sign, marked on the loss chart (the health line below it names them all)."""
+    marked = [f.step for f in findings if f.severity != "ok" and f.step is not None]
+    return min(marked) if marked else None
 
 
 def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
     """Train and validation loss against step, long format for a LinePlot, plus a vertical marker at the first
-    warning (the health line below the chart names it and every other one)."""
-    rows = []
-    for record in records:
-        for key, series in (("loss", "train"), ("eval_loss", "validation")):
-            if finite(record.get(key)):
-                rows.append({"step": record["step"], "loss": record[key], "series": series})
-    top = max((r["loss"] for r in rows), default=1.0)
-    marked = [f.step for f in findings if f.severity != "ok" and f.step is not None]
-    if marked:
-        rows += [
-            {"step": min(marked), "loss": 0.0, "series": "warning"},
-            {"step": min(marked), "loss": top, "series": "warning"},
-        ]
-    return typed_frame(rows, LOSS_SCHEMA, placeholders=("series", LOSS_COLOURS))
-
-
-def series_frame(records: list[dict], key: str) -> pd.DataFrame:
-    """One logged quantity (learning_rate, grad_norm) against step."""
-    rows = [{"step": r["step"], key: r[key]} for r in records if finite(r.get(key))]
-    return typed_frame(rows, {"step": "int64", key: "float64"})
-
-
-def gpu_memory_frame(records: list[dict]) -> pd.DataFrame:
-    """GPU memory in use, its peak so far and the card's size (GiB) against step: logged on a CUDA card only."""
-    rows = [
-        {"step": r["step"], "memory": r[key], "series": series}
-        for r in records
-        for key, series in GPU_SERIES.items()
-        if finite(r.get(key))
-    ]
-    return typed_frame(rows, {"step": "int64", "memory": "float64", "series": "str"}, ("series", GPU_COLOURS))
+    warning."""
+    return chart_frame(RUN_CHARTS[0], records, first_warning(findings))
 
 
 def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
@@ -219,26 +189,13 @@ def poll(run_id: str | None, visitor: str | None, built=None):
     status = runs.refresh(run_id) if run_id else {}
     records = rundir.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)
-    built = {name for name in built if name in CHARTS} if isinstance(built, list) else set()
-    frames = {
-        "loss": loss_frame(records, findings),
-        "learning_rate": series_frame(records, "learning_rate"),
-        "grad_norm": series_frame(records, "grad_norm"),
-        "gpu_memory": gpu_memory_frame(records),
-        "gpu_utilization": series_frame(records, "gpu_utilization"),
-    }
-    y = {"gpu_memory": "memory"}
-    values = {name: drawable(frame, y.get(name, name), name in built) for name, frame in frames.items()}
+    values = run_chart_values(records, built, first_warning(findings))
     return (
         run_id,
         run_bar_text(run_id, status),
         progress_html(status),
-        values["loss"],
         health_text(findings),
-        values["learning_rate"],
-        values["grad_norm"],
-        values["gpu_memory"],
-        values["gpu_utilization"],
+        *values.values(),  # RUN_CHARTS order, as build() lays the plots out
         probe_prompts_text(run_id),
         probe_table(run_id),
         sorted(name for name, value in values.items() if value is not None),
@@ -343,51 +300,17 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
-            chart = gr.LinePlot(
-                None,
-                x="step",
-                y="loss",
-                color="series",
-                title="Loss",
-                height=320,
-                elem_id="loss-chart",
-                color_map=LOSS_COLOURS,
-                colors_in_legend=["train", "validation"],
-                x_title="step",
-                y_title="loss",
-            )
+            plots = {chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "main"}
             health_box = gr.Markdown(elem_id="health")
             with gr.Accordion("Learning rate and gradient norm", open=False):
                 with gr.Row():
-                    lr_chart = gr.LinePlot(
-                        None, x="step", y="learning_rate", title="Learning rate", height=220, elem_id="lr-chart"
-                    )
-                    grad_chart = gr.LinePlot(
-                        None, x="step", y="grad_norm", title="Gradient norm", height=220, elem_id="grad-chart"
-                    )
+                    plots.update({chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "optimizer"})
             # on a CUDA card (ZeroGPU slots included): memory against the card, and how busy it is, as the run trains
             with gr.Accordion(
                 "GPU memory and utilisation", open=True, visible=hardware.device_kind() in ("cuda", "zerogpu")
             ):
                 with gr.Row():
-                    gpu_chart = gr.LinePlot(
-                        None,
-                        x="step",
-                        y="memory",
-                        color="series",
-                        color_map=GPU_COLOURS,
-                        title="GPU memory (GiB): in use, peak, the card",
-                        height=220,
-                        elem_id="gpu-memory-chart",
-                    )
-                    utilization_chart = gr.LinePlot(
-                        None,
-                        x="step",
-                        y="gpu_utilization",
-                        title="GPU utilisation (%)",
-                        height=220,
-                        elem_id="gpu-utilization-chart",
-                    )
+                    plots.update({chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "gpu"})
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
                 probes = gr.Dataframe(
@@ -409,9 +332,11 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         api_name="start_run",
     )
     # ZeroGPU: the run's GPU slots, asked for by this page (its visitor's quota) after Start and Resume; each one a
-    # spaces.GPU call of slots.run_slot whose duration is the one the driver asks for
-    slot_call = hardware.gpu_slot(slots.run_slot, duration=slots.slot_duration) if hardware.on_zerogpu() else None
-    slot_call = None if slot_call is slots.run_slot else slot_call  # not wrapped: no `spaces` package
+    # spaces.GPU call of slot_worker.run_slot whose duration is the one the driver asks for
+    slot_call = (
+        hardware.gpu_slot(slot_worker.run_slot, duration=slot_worker.slot_duration) if hardware.on_zerogpu() else None
+    )
+    slot_call = None if slot_call is slot_worker.run_slot else slot_call  # not wrapped: no `spaces` package
 
     def train_in_gpu_slots(run_id: str | None, visitor_id: str | None):
         yield from drive_slots(run_id, visitor_id, slot_call)
@@ -433,12 +358,8 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         widgets,
         (
             progress,
-            chart,
             health_box,
-            lr_chart,
-            grad_chart,
-            gpu_chart,
-            utilization_chart,
+            *(plots[chart.name] for chart in RUN_CHARTS),  # poll's order
             probe_prompts,
             probes,
         ),

@@ -2,7 +2,7 @@
 run's exact data, and the standalone training script with its settings file.
 
 Owns the translation of a RunConfig into TRL's and PEFT's argument names (only what differs from TRL's defaults),
-the export folder of a run and its zip. The script itself is `train_sft.py` in this package, a plain Python file
+the export folder of a run and its zip. The script itself is `sft_space/train_sft.py`, a plain Python file
 that imports TRL, PEFT, transformers and datasets only; this module copies it (with its dependency header pinned
 to the versions installed here) beside `sft_settings.json`, which holds everything that belongs to the run. It
 knows nothing about tokens, pushes, Jobs or Gradio.
@@ -15,14 +15,14 @@ import re
 import shutil
 from pathlib import Path
 
-from .config import BUNDLED_MODEL, RunConfig
-from .rundir import adapter_dir, export_archive_stem, export_dir, has_adapter, read_config, read_status, run_path
+from ..config import BUNDLED_MODEL, RunConfig
+from ..rundir import adapter_dir, export_archive_stem, export_dir, has_adapter, read_config, read_status, run_path
 
 SCRIPT_NAME = "train_sft.py"
 SETTINGS_NAME = "sft_settings.json"  # read by the script from beside itself
 YAML_NAME = "sft_config.yaml"
 DATA_DIR = "data"
-SCRIPT_SOURCE = Path(__file__).with_name(SCRIPT_NAME)
+SCRIPT_SOURCE = Path(__file__).parent.parent / SCRIPT_NAME  # sft_space/train_sft.py
 DEPENDENCIES_LINE = re.compile(r"^# dependencies = \[.*\]$", re.M)  # inside the script's `# /// script` block
 
 
@@ -91,8 +91,8 @@ def _lora_settings(config: RunConfig, status: dict) -> dict:
 
 def model_reference(config: RunConfig) -> tuple[str, str | None]:
     """(what the script loads, the Hub id to fall back on): a local folder here, or the Hub id elsewhere."""
-    from .bundled import bundled_model_dir
-    from .models import hub_model_id
+    from ..bundled import bundled_model_dir
+    from ..models import hub_model_id
 
     if config.model == BUNDLED_MODEL:
         return str(bundled_model_dir()), hub_model_id(config.model)
@@ -159,7 +159,7 @@ def trl_command(run: str | Path, data_dir: str = DATA_DIR) -> str:
 def run_tokenizer(run: str | Path):
     """The tokenizer the run trained with: the one saved beside its adapter, else the model's, prepared as the
     trainer prepares it (ChatML for a base model)."""
-    from .models import load_tokenizer, resolve_tokenizer
+    from ..models import load_tokenizer, resolve_tokenizer
 
     return load_tokenizer(adapter_dir(run) if has_adapter(run) else resolve_tokenizer(read_config(run).model))
 
@@ -167,7 +167,7 @@ def run_tokenizer(run: str | Path):
 def export_data(run: str | Path, target: Path) -> dict[str, int]:
     """The exact training and validation rows of the run, in TRL's formats, as train.jsonl / validation.jsonl:
     read at the dataset commit the run trained on, and shaped by the same `trainer_rows` the trainer uses."""
-    from .data import load_for_run, trainer_rows
+    from ..data import load_for_run, trainer_rows
 
     config, status = read_config(run), read_status(run)
     splits = load_for_run(config, revision=status.get("data_revision"))
@@ -201,7 +201,7 @@ def standalone_script() -> str:
 
 def script_settings(run: str | Path) -> dict:
     """sft_settings.json: everything of the run the script needs (the script itself is the same for every run)."""
-    from .models import CHATML_TEMPLATE
+    from ..models import CHATML_TEMPLATE
 
     config, status = read_config(run), read_status(run)
     model, fallback = model_reference(config)
