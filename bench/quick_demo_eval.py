@@ -13,7 +13,7 @@ base model and tuned model:
 Each reply is scored: schema-valid, each field equal to the reference (names and items case-insensitively, as
 json-extract-rules.md says), all fields exact, and whether it ended at the end-of-turn token. Then the same for the
 pirate-chat demo with a check that fits it: the share of replies in character (a lexical check, PIRATE_WORDS) and
-the held-out answer loss. Replies are generated 16 at a time (chat.generate_many, as the Evaluate tab does).
+the held-out answer loss. Replies are generated 16 at a time (run_model.generate_many, as the Evaluate tab does).
 Prints a table and the misses by field, and writes bench/results_quick_demo.json (another preset:
 bench/results_<preset>.json; --out another file).
 

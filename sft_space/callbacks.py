@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from . import estimates, rundir
+from .charts import CHART_METRICS
 from .run_writer import (
     INJECT_NAN_AFTER_STEP,
     INJECT_OOM_AT_STEP,
@@ -25,6 +26,9 @@ from .run_writer import (
     write_status,
 )
 from .rundir import cancel_requested
+
+# TRL's logged values written into metrics.jsonl beside what the charts draw (charts.CHART_METRICS)
+LOGGED_METRICS = ("loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy")
 
 
 class RunDirCallback(TrainerCallback):
@@ -175,14 +179,7 @@ class RunDirCallback(TrainerCallback):
             "tokens_per_second": round(self._tokens_per_second(state), 1),
             "elapsed_seconds": round(time.time() - self.train_started, 2),
         }
-        for key in (
-            "loss",
-            "eval_loss",
-            "learning_rate",
-            "grad_norm",
-            "mean_token_accuracy",
-            "eval_mean_token_accuracy",
-        ):
+        for key in dict.fromkeys((*CHART_METRICS, *LOGGED_METRICS)):
             if key in logs and isinstance(logs[key], (int, float)):
                 value = float(logs[key])
                 record[key] = value if math.isfinite(value) else str(value)

@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from .charts import LOSS_CHART
 from .config import RunConfig
 from .rundir import (
     has_adapter,
@@ -25,9 +26,6 @@ from .rundir import (
     read_status,
     run_path,
 )
-
-LOSS_COLOURS = {"loss": "#2563eb", "eval_loss": "#ea580c"}
-LOSS_LABELS = {"loss": "train loss", "eval_loss": "validation loss"}
 
 
 # ------------------------------------------------------------------ what the run points at
@@ -59,7 +57,7 @@ def loss_curve_png(metrics: list[dict], width: int = 720, height: int = 360) -> 
     None when the run logged no loss yet."""
     series = {
         key: [(m["step"], float(m[key])) for m in metrics if isinstance(m.get(key), (int, float))]
-        for key in ("loss", "eval_loss")
+        for key in LOSS_CHART.metrics
     }
     losses = [v for values in series.values() for _, v in values]
     if not losses:
@@ -80,8 +78,8 @@ def loss_curve_png(metrics: list[dict], width: int = 720, height: int = 360) -> 
                 marker="o",
                 markersize=3,
                 linewidth=2,
-                color=LOSS_COLOURS[key],
-                label=LOSS_LABELS[key],
+                color=LOSS_CHART.colours[LOSS_CHART.metrics[key]],
+                label=f"{LOSS_CHART.metrics[key]} loss",
             )
     axes.set_ylim(bottom=min(0.0, min(losses)), top=max(losses) * 1.05 or 1.0)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -50,6 +50,7 @@ class Limits:
 
 # the environment variable of each field: what a Space owner sets under Settings > Variables
 VARIABLES = {f.name: "SFT_SPACE_" + f.name.upper() for f in dataclasses.fields(Limits)}
+FRACTIONAL = {f.name for f in dataclasses.fields(Limits) if str(f.type).startswith("float")}  # the rest are whole
 
 # A free CPU Space (2 vCPU, 16 GB): the Quick demo takes 3 minutes there (SmolLM2-135M, about 190 steps of 2 rows,
 # 40k tokens; at most its one epoch, 147k tokens at max_length); a run may take ten times that, and half an hour,
@@ -103,7 +104,7 @@ def _override(name: str, default):
         value = float(raw)
     except ValueError:
         raise ValueError(f"{VARIABLES[name]}={raw!r} is not a number: set a number, or 0 for no cap.") from None
-    return value if name in ("run_minutes", "model_billions", "upload_mb", "keep_days") else int(value)
+    return value if name in FRACTIONAL else int(value)
 
 
 def current(device_kind: str | None = None) -> Limits:

@@ -69,7 +69,8 @@ class ProbeCallback(TrainerCallback):
         self, model, tokenizer, max_new_tokens: int, merge: bool = True
     ) -> tuple[list[str], list[bool], float]:
         """Greedy probe replies; the adapter is merged into the weights meanwhile (no LoRA matmuls per token: 15%
-        faster), and taken out again bit for bit (chat.merge_exactly), so training goes on from the same weights."""
+        faster), and taken out again bit for bit (run_model.merge_exactly), so training goes on from the same
+        weights."""
         import torch
 
         from .run_model import merge_exactly, unmerge_exactly

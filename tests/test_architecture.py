@@ -57,3 +57,28 @@ def test_the_check_finds_a_cycle_a_long_module_an_import_of_nothing_and_a_stale_
     import_graph.write(doc)
     assert import_graph.documented(doc) == import_graph.render(import_graph.graph(package))
     assert doc.read_text().endswith("tail\n")
+
+
+def test_every_run_chart_sits_in_a_group_and_draws_a_metric_the_training_process_writes():
+    """A chart is declared once (sft_space/charts.py): its group is one the run panel lays out, its name and page id
+    are its own, and each metric key it draws is one RunDirCallback writes into metrics.jsonl."""
+    from sft_space.charts import CHART_GROUPS, CHART_METRICS, LOSS_CHART, RUN_CHARTS
+
+    callbacks = (ROOT / "sft_space" / "callbacks.py").read_text()
+    assert {chart.group for chart in RUN_CHARTS} <= set(CHART_GROUPS)
+    assert len({chart.name for chart in RUN_CHARTS}) == len({chart.elem_id for chart in RUN_CHARTS}) == len(RUN_CHARTS)
+    assert "CHART_METRICS" in callbacks and set(LOSS_CHART.metrics) <= set(CHART_METRICS)
+    assert {"loss", "eval_loss", "learning_rate", "grad_norm", "gpu_utilization"} <= set(CHART_METRICS)
+
+
+def test_every_quota_has_its_row_in_the_readme_and_takes_fractions_where_its_type_does(monkeypatch):
+    """A quota is one field of limits.Limits: the README's table names its variable, and the owner's value is read as
+    its type says (a fraction of a minute stays one, a count is whole)."""
+    from sft_space import limits
+
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in limits.VARIABLES.values() if f"`{name}`" not in readme] == []
+    monkeypatch.setenv("SFT_SPACE_RUN_MINUTES", "2.5")
+    monkeypatch.setenv("SFT_SPACE_QUEUE_SIZE", "3.9")
+    current = limits.current("cpu")
+    assert current.run_minutes == 2.5 and current.queue_size == 3

@@ -149,7 +149,7 @@ def test_the_run_panel_empties_a_built_chart_instead_of_removing_it(tmp_path, mo
     """poll's charts: None (an empty box) until a chart first has points; once built, a run with nothing logged yet
     gets the typed frame without points (a plot given None again throws in the page). The built list is a State,
     so whatever a browser sends in its place counts only for the chart names it holds."""
-    from sft_space.ui.charts import CHART_NAMES as CHARTS
+    from sft_space.charts import CHART_NAMES as CHARTS
     from sft_space.ui.charts import drawable
     from sft_space.ui.train_tab import loss_frame, poll
 

@@ -1,4 +1,5 @@
-"""Gradio plots that draw correctly from an empty start and follow live data.
+"""Gradio plots that draw correctly from an empty start and follow live data; the run panel's charts are built and
+filled from their declaration (sft_space/charts.py: RUN_CHARTS).
 
 What Gradio's plot does, and what follows from it:
 - It builds its Vega-Lite spec when it first gets a value and afterwards only
@@ -22,9 +23,10 @@ What Gradio's plot does, and what follows from it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import pandas as pd
+
+from ..charts import CHART_NAMES, RUN_CHARTS, Chart
 
 
 def typed_frame(rows: list[dict], schema: dict[str, str], placeholders: tuple[str, dict] | None = None) -> pd.DataFrame:
@@ -53,40 +55,6 @@ def drawable(frame: pd.DataFrame, y: str, built: bool = False) -> pd.DataFrame |
 
 def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ------------------------------------------------------------------ the run panel's charts, declared once
-@dataclass(frozen=True)
-class Chart:
-    """One chart of the run panel: what it draws and where. The Train tab builds its plot from this (`plot`), the
-    page's poll fills it (`run_chart_values`), in RUN_CHARTS order; a new chart is one more entry here."""
-
-    name: str  # its key in poll's values and in the page's State of built charts
-    title: str
-    y: str  # the value column of its frame
-    metrics: dict[str, str]  # the metrics.jsonl key of each series -> the series' name ("" for a chart of one)
-    elem_id: str
-    group: str  # where it sits: "main" (under the progress bar), "optimizer", "gpu" (an accordion each)
-    colours: dict[str, str] = field(default_factory=dict)  # series -> colour, every series known from the start
-    legend: tuple[str, ...] = ()  # the series the legend names (all when empty)
-    height: int = 220
-    y_title: str | None = None
-
-
-LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
-GPU_COLOURS = {"in use": "#2563eb", "peak": "#dc2626", "card": "#6b7280"}
-RUN_CHARTS = (
-    Chart("loss", "Loss", "loss", {"loss": "train", "eval_loss": "validation"}, "loss-chart", "main", LOSS_COLOURS,
-          ("train", "validation"), height=320, y_title="loss"),
-    Chart("learning_rate", "Learning rate", "learning_rate", {"learning_rate": ""}, "lr-chart", "optimizer"),
-    Chart("grad_norm", "Gradient norm", "grad_norm", {"grad_norm": ""}, "grad-chart", "optimizer"),
-    Chart("gpu_memory", "GPU memory (GiB): in use, peak, the card", "memory",
-          {"gpu_memory_gib": "in use", "gpu_peak_gib": "peak", "gpu_card_gib": "card"}, "gpu-memory-chart", "gpu",
-          GPU_COLOURS),
-    Chart("gpu_utilization", "GPU utilisation (%)", "gpu_utilization", {"gpu_utilization": ""},
-          "gpu-utilization-chart", "gpu"),
-)  # fmt: skip
-CHART_NAMES = tuple(chart.name for chart in RUN_CHARTS)
 
 
 def chart_frame(chart: Chart, records: list[dict], marker_step: int | None = None) -> pd.DataFrame:

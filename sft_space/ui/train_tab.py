@@ -8,11 +8,12 @@ import gradio as gr
 import pandas as pd
 
 from .. import backup, estimates, hardware, health, rundir, runs, slot_worker, slots
+from ..charts import CHART_GROUPS, LOSS_CHART, RUN_CHARTS
 from ..hub import on_a_space
 from ..models import CURATED_MODELS
 from ..presets import DEFAULT_PRESET, GPU_PRESETS, default_preset, preset_config, presets_for
 from . import text
-from .charts import RUN_CHARTS, chart_frame, plot, run_chart_values
+from .charts import chart_frame, plot, run_chart_values
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_dataset, visitor_model
 from .visitor import address, new_visitor_id
 from .widgets import TRAIN_FIELDS, TRAIN_GROUPS, build_groups, named, read_config
@@ -27,7 +28,7 @@ def first_warning(findings: list[health.Finding]) -> int | None:
 def loss_frame(records: list[dict], findings: list[health.Finding] = ()) -> pd.DataFrame:
     """Train and validation loss against step, long format for a LinePlot, plus a vertical marker at the first
     warning."""
-    return chart_frame(RUN_CHARTS[0], records, first_warning(findings))
+    return chart_frame(LOSS_CHART, records, first_warning(findings))
 
 
 def diagnose(run_id: str | None, records: list[dict]) -> list[health.Finding]:
@@ -300,17 +301,19 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
-            plots = {chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "main"}
-            health_box = gr.Markdown(elem_id="health")
-            with gr.Accordion("Learning rate and gradient norm", open=False):
-                with gr.Row():
-                    plots.update({chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "optimizer"})
-            # on a CUDA card (ZeroGPU slots included): memory against the card, and how busy it is, as the run trains
-            with gr.Accordion(
-                "GPU memory and utilisation", open=True, visible=hardware.device_kind() in ("cuda", "zerogpu")
-            ):
-                with gr.Row():
-                    plots.update({chart.name: plot(chart) for chart in RUN_CHARTS if chart.group == "gpu"})
+            plots, health_box = {}, None
+            for group, (title, is_open, devices) in CHART_GROUPS.items():  # the run panel's charts (charts.py)
+                charts = [chart for chart in RUN_CHARTS if chart.group == group]
+                if title is None:
+                    plots.update({chart.name: plot(chart) for chart in charts})
+                else:
+                    with gr.Accordion(
+                        title, open=is_open, visible=devices is None or hardware.device_kind() in devices
+                    ):
+                        with gr.Row():
+                            plots.update({chart.name: plot(chart) for chart in charts})
+                if health_box is None:  # the health line right under the first group (the loss)
+                    health_box = gr.Markdown(elem_id="health")
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
                 probes = gr.Dataframe(
