@@ -29,6 +29,9 @@ QUICK_DEMO: dict[str, Any] = dict(
     lora_r=16,
     lora_alpha=32,
     lora_dropout=0.0,  # no dropout mask on 210 LoRA inputs per pass: 25% more tokens/s on a CPU
+    # every linear layer of every block: LoRA on the top 12 of 30 blocks only (PEFT layers_to_transform) trained 1.7x
+    # the steps in the 3 minutes (479 against 267 tokens/s) and scored no better on json-extract's hand-written
+    # check requests (37% against 38% all fields exact; the generator's test rows 43% against 48%)
     lora_target_modules="all-linear",
     eval_max_rows=16,
 )
