@@ -97,7 +97,7 @@ def child_loss(spec: dict) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft_space.evaluate import answer_loss
+    from sft_space.run_model import answer_loss
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])

@@ -137,6 +137,11 @@ def check_run(config, steps: int | None, parameters: int | None = None, limits: 
     steps: the run's planned optimizer steps (estimates.planned_steps; None when they cannot be known)."""
     limits = limits or current()
     check_model_size(config.model, parameters, limits)
+    if steps is None and (limits.train_tokens or limits.checkpoints):
+        raise ValueError(
+            "The steps of this run cannot be planned (its training data could not be read), so this Space cannot "
+            "check it against its limits: fix the dataset, or set max_steps."
+        )
     steps = steps or 0
     if limits.train_tokens:
         tokens = run_tokens(config, steps)
@@ -171,16 +176,15 @@ def check_share(
     mine: list[str],
     neighbours: list[str],
     waiting: int,
-    busy: bool,
-    busy_wait=None,
+    ahead=None,
     limits: Limits | None = None,
 ) -> None:
     """A visitor has a bounded number of runs training or waiting, and the queue has room: one script cannot fill
     the machine for everyone. Runs from the command line (no owner) are the machine owner's and are not limited.
 
     mine: this visitor's runs training or waiting; neighbours: those of the anonymous visitors of the same address
-    (for an anonymous visitor); waiting: runs in the queue; busy: a run holds the device; busy_wait: called only
-    when the queue is full, the seconds until that run is expected to finish (or None)."""
+    (for an anonymous visitor); waiting: runs in the queue; ahead: called only when the queue is full, (whether a
+    run holds the device, the seconds until it is expected to finish or None)."""
     if owner is None:
         return
     limits = limits or current()
@@ -196,7 +200,7 @@ def check_share(
             + (", or sign in with Hugging Face to get a share of your own." if on_a_space() else ".")
         )
     if limits.queue_size and waiting >= limits.queue_size:
-        wait = busy_wait() if busy and busy_wait else None
+        busy, wait = ahead() if ahead else (False, None)
         when = f"try again in about {max(1, round(wait / 60))} minutes" if wait else "try again later"
         raise RuntimeError(
             f"The Space is busy: {waiting + (1 if busy else 0)} runs ahead of yours and the queue is full; "

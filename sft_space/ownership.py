@@ -50,16 +50,14 @@ def check_fair_share(owner: str | None, address: str | None = None, quota: limit
     if owner is None:
         return
     mine, neighbours = active_runs_of(owner, address)
-    busy = active_run()
-    limits.check_share(
-        owner,
-        mine,
-        neighbours,
-        len(waiting_runs()),
-        busy is not None,
-        lambda: read_status(busy).get("eta_seconds") or estimates.expected_seconds(busy),
-        quota,
-    )
+
+    def ahead() -> tuple[bool, float | None]:  # only when the queue is full: the run holding the device, its ETA
+        busy = active_run()
+        return busy is not None, (
+            read_status(busy).get("eta_seconds") or estimates.expected_seconds(busy)
+        ) if busy else None
+
+    limits.check_share(owner, mine, neighbours, len(waiting_runs()), ahead, quota)
 
 
 def visible_runs(owner: str | None) -> list[tuple[Path, dict]]:

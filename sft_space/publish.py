@@ -27,7 +27,6 @@ from .rundir import (
     gguf_dir,
     has_adapter,
     read_config,
-    read_gguf_report,
     read_metrics,
     read_published,
     read_status,
@@ -150,8 +149,10 @@ def require_adapter(run: str | Path) -> Path:
 def gguf_files(run: str | Path) -> list[Path]:
     """The run's exported GGUF files and their Modelfile, as the last GGUF export wrote them; a clear error when
     there are none to push."""
+    from .export.gguf import read_report  # an export from before reports held their summary gets it (the card's)
+
     run_dir = run_path(run)
-    report = read_gguf_report(run_dir)
+    report = read_report(run_dir)
     files = [gguf_dir(run_dir) / entry["file"] for entry in report.get("files", [])]
     if not files or not all(path.is_file() for path in files):
         raise FileNotFoundError(

@@ -5,6 +5,7 @@ token, added ChatML tokens); the Ollama Modelfile's template against the chat te
 adapter (random, non-zero, so it changes the replies); one slow test on the bundled SmolLM2 after a few training
 steps."""
 
+import ast
 import json
 import re
 import shutil
@@ -124,6 +125,24 @@ def test_q8_0_loads_back_with_held_out_loss_within_tolerance(exported):
     assert saved["files"][1]["verification"]["loss_difference"] == check["loss_difference"]
     lines = export_gguf.summary_lines(saved)
     assert re.search(r"q8_0\.gguf`: .* written in .*probe replies identical.*held-out loss", lines[1])
+    assert saved["summary"] == lines  # written with the report: the card and the page read it there
+
+
+def test_an_export_from_before_reports_held_their_summary_gets_it_for_the_card(exported):
+    """gguf.json written before it carried its summary lines: the push's card and the Publish tab still show them
+    (read_report writes them back), and the card never imports the exporter."""
+    from sft_space.card import model_card
+
+    run, _ = exported
+    saved = rundir.read_gguf_report(run)
+    rundir.write_gguf_report(run, {k: v for k, v in saved.items() if k != "summary"})
+    publish.gguf_files(run)  # what a push with GGUF files asks first
+    card = model_card(run, "you/model", gguf=True)
+    assert rundir.read_gguf_report(run)["summary"] == saved["summary"]
+    assert all(line in card for line in saved["summary"][:2])
+    card_imports = [n.module for n in ast.walk(ast.parse((ROOT / "sft_space" / "card.py").read_text()))
+                    if isinstance(n, ast.ImportFrom)]  # fmt: skip
+    assert not [m for m in card_imports if m and m.startswith("export")]
 
 
 def test_metadata_holds_the_chat_template_and_the_end_of_turn_token(exported):

@@ -42,6 +42,8 @@ def test_every_cpu_preset_runs_within_a_free_cpu_spaces_limits(monkeypatch):
             config, estimates.planned_steps(config), 135_000_000, cpu
         )  # tokens, checkpoints, probes: no refusal
         assert not config.train_minutes or config.train_minutes <= cpu.run_minutes, name
+    with pytest.raises(ValueError, match="cannot be planned"):  # unknown steps cannot pass the token budget unchecked
+        limits.check_run(preset_config("Full epoch"), None, 135_000_000, cpu)
     thorough = preset_config("Thorough demo")  # three epochs of json-extract, 12 minutes on the CPU at most
     assert limits.run_tokens(thorough, estimates.planned_steps(thorough)) == 3 * 576 // 4 * 4 * 256 <= cpu.train_tokens
 

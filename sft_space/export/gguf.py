@@ -39,6 +39,7 @@ from ..rundir import (
     gguf_file_name,
     has_adapter,
     read_config,
+    read_gguf_report,
     run_path,
     write_gguf_report,
 )
@@ -253,6 +254,16 @@ def export_gguf(run: str | Path, types=None, verify: bool = True, progress: Prog
     (target / "README.md").write_text(readme_text(run_dir.name, files, checked), encoding="utf-8")
     write_gguf_report(run_dir, report)
     progress(1.0, f"GGUF export done in {report['seconds']:.0f} s")
+    return report
+
+
+def read_report(run: str | Path) -> dict:
+    """The run's last GGUF report (gguf/gguf.json). One written before reports carried their summary lines gets
+    them now, written back, so the card and the page read them from the run directory alike."""
+    report = read_gguf_report(run)
+    if report.get("files") and "summary" not in report:
+        report["summary"] = summary_lines(report)
+        write_gguf_report(run, report)
     return report
 
 

@@ -69,6 +69,8 @@ def prepare(run_id: str | None, visitor: str | None):
 def preview(run_id: str | None, visitor: str | None, name: str, kind: str, with_gguf: bool = False) -> str:
     owned(run_id, visitor, "preview")
     repo = name if "/" in (name or "") else f"you/{name or 'model'}"
+    if with_gguf:
+        export_gguf.read_report(run_id)  # an export from before reports held their summary lines gets them
     return card_preview(model_card(run_id, repo, merged=kind == "merged", gguf=bool(with_gguf)), run_id)
 
 
@@ -164,7 +166,7 @@ def gguf_state(run_id: str | None, visitor: str | None, types: list[str] | None)
         text = "Before it starts: " + export_gguf.estimate_text(plan)
     except (*ENGINE_ERRORS, OSError) as error:
         text = f"**Cannot export:** {error}"
-    previous = gguf_report_text(rundir.read_gguf_report(run_id))
+    previous = gguf_report_text(export_gguf.read_report(run_id))
     return text + (f"\n\nLast export: {previous}" if previous else "")
 
 
