@@ -1,6 +1,7 @@
 """The page tells the truth about the hardware and the storage under the environment a Space sets (simulated: a
 CPU Space, a GPU Space through a stand-in nvidia-smi, a ZeroGPU Space), and offers presets for what it found."""
 
+import dataclasses
 import os
 import stat
 
@@ -179,3 +180,35 @@ def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
     build_app()
     assert sorted(wrapped) == ["compare", "evaluate", "respond", "respond", "run_slot"]  # chat's Send and Enter
     assert durations["run_slot"]("/runs/a", 95.0, {}) == 95.0
+
+
+def test_a_full_queue_refuses_a_new_visitor_and_says_how_many_are_ahead(tmp_path, monkeypatch):
+    """The fair share is judged by limits.check_share on the runs ownership gathers: with the queue full, a new
+    visitor's Start is refused with the runs ahead and the expected wait; the run ahead is looked up only then."""
+    from sft_space import rundir
+    from sft_space.config import RunConfig
+    from sft_space.ownership import check_fair_share
+
+    monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
+    monkeypatch.setenv("SFT_SPACE_PUBLIC", "1")
+    monkeypatch.setenv("SFT_SPACE_QUEUE_SIZE", "2")
+    for i in range(2):  # two runs of other visitors waiting for the device
+        run_dir = rundir.runs_root() / f"20990101-00000{i}-queued"
+        run_dir.mkdir(parents=True)
+        rundir.write_config(run_dir, RunConfig(max_steps=4))
+        rundir.write_owner(run_dir, f"browser:other{i}", f"address{i}")
+        rundir.write_status(run_dir, state="queued", queued_at=float(i))
+    with pytest.raises(RuntimeError, match="2 runs ahead of yours and the queue is full; try again later"):
+        check_fair_share("browser:newcomer", "address-new")
+    check_fair_share(None)  # the command line's runs are the machine owner's
+
+    asked = []
+    cpu = limits.current("cpu")
+    limits.check_share("browser:a", [], [], 1, lambda: asked.append(1) or (True, 300.0), cpu)
+    assert asked == []  # the queue has room: nobody looks for the run ahead
+    with pytest.raises(RuntimeError, match="9 runs ahead of yours .* try again in about 5 minutes"):
+        limits.check_share("browser:a", [], [], 8, lambda: (True, 300.0), dataclasses.replace(cpu, queue_size=8))
+    with pytest.raises(RuntimeError, match="already have a run training or waiting \\(run-1\\)"):
+        limits.check_share("browser:a", ["run-1"], [], 0, None, cpu)
+    with pytest.raises(RuntimeError, match="from your address without signing in"):
+        limits.check_share("browser:a", [], ["run-2"], 0, None, cpu)
