@@ -3,6 +3,7 @@
 # make bench  set up (once) and measure speed against the plain TRL recipe (bench/speed.py -> bench/results.json)
 # make lint   set up (once) and check the code with ruff (ruff.toml)
 # make screenshot  retake docs/screenshot.png: the bundled model's Quick demo in Chromium (tests/test_quick_demo_page.py)
+# make graph  redraw docs/ARCHITECTURE.md's import graph from the code, and check the layout's rules
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint bench demo-data screenshot clean
+.PHONY: setup run test lint bench demo-data screenshot graph clean
 
 setup: $(STAMP)
 
@@ -35,6 +36,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/speed.py
+
+graph:
+	python3 scripts/import_graph.py --write --check
 
 screenshot: setup
 	SFT_SPACE_SCREENSHOT=docs/screenshot.png $(PY) -m pytest -q tests/test_quick_demo_page.py
