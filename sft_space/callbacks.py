@@ -27,8 +27,9 @@ from .run_writer import (
 )
 from .rundir import cancel_requested
 
-# TRL's logged values written into metrics.jsonl beside what the charts draw (charts.CHART_METRICS)
-LOGGED_METRICS = ("loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy")
+# TRL's logged values written into metrics.jsonl whatever the charts draw (charts.CHART_METRICS): the losses and the
+# gradient norm are what health, the card, the Runs tab and the pace read; token accuracy for scripts and the card
+LOGGED_METRICS = ("loss", "eval_loss", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy")
 
 
 class RunDirCallback(TrainerCallback):

@@ -19,7 +19,7 @@ import torch
 from sft_space import publish, rundir
 from sft_space.config import RunConfig
 from sft_space.export import gguf as export_gguf
-from sft_space.export import ollama
+from sft_space.export import gguf_check, ollama
 from sft_space.models import fit_model_to_tokenizer, load_model, load_tokenizer
 from sft_space.run_model import greedy_each
 
@@ -114,7 +114,7 @@ def test_q8_0_loads_back_with_held_out_loss_within_tolerance(exported):
     file_entry = entry(report, "q8_0")
     check = file_entry["verification"]
     assert file_entry["metadata"]["tensor_types"].get("Q8_0", 0) >= 10  # the weight matrices, in 8-bit blocks
-    assert check["loss_rows"] == export_gguf.LOSS_ROWS
+    assert check["loss_rows"] == gguf_check.LOSS_ROWS
     assert abs(check["loss_difference"]) <= Q8_LOSS_TOLERANCE, check
     assert check["prompt_tokens_identical"] == 2
     assert 0 <= check["replies_identical"] <= 2  # measured and reported, not required

@@ -43,7 +43,7 @@ from ..rundir import (
     run_path,
     write_gguf_report,
 )
-from .gguf_check import LOSS_ROWS, MAX_NEW_TOKENS, _heldout_rows, mean_loss, verify_file  # noqa: F401 - LOSS_ROWS
+from .gguf_check import MAX_NEW_TOKENS, _heldout_rows, mean_loss, verify_file
 from .gguf_tensors import ARCHITECTURES, estimate_bytes, read_metadata, write_gguf
 from .gguf_tokenizer import gguf_chat_template
 from .ollama import check_template, common_system_prompt, modelfile_text, ollama_template, readme_text

@@ -301,7 +301,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 widgets[name].value = value
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html({}), elem_id="run-progress")
-            plots, health_box = {}, None
+            plots = {}
             for group, (title, is_open, devices) in CHART_GROUPS.items():  # the run panel's charts (charts.py)
                 charts = [chart for chart in RUN_CHARTS if chart.group == group]
                 if title is None:
@@ -312,7 +312,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                     ):
                         with gr.Row():
                             plots.update({chart.name: plot(chart) for chart in charts})
-                if health_box is None:  # the health line right under the first group (the loss)
+                if group == "main":  # the health line right under the loss
                     health_box = gr.Markdown(elem_id="health")
             with gr.Accordion("What the model says during training (probe prompts)", open=True):
                 probe_prompts = gr.Markdown(probe_prompts_text(None), elem_id="probe-prompts")
