@@ -25,6 +25,11 @@ class Chart:
     height: int = 220
     y_title: str | None = None
 
+    @property
+    def has_series(self) -> bool:
+        """Several lines, told apart by a series column (long format), rather than one."""
+        return len(self.metrics) > 1 or bool(self.colours)
+
 
 LOSS_COLOURS = {"train": "#2563eb", "validation": "#f97316", "warning": "#a16207"}
 GPU_COLOURS = {"in use": "#2563eb", "peak": "#dc2626", "card": "#6b7280"}

@@ -61,7 +61,7 @@ def chart_frame(chart: Chart, records: list[dict], marker_step: int | None = Non
     """The chart's typed frame from the run's metric lines: long format with a series column when it draws
     several (one placeholder row per series, see typed_frame), else step and value. marker_step: a vertical
     marker drawn from 0 to the highest value (the loss chart's first warning)."""
-    series = len(chart.metrics) > 1 or chart.colours
+    series = chart.has_series
     rows = [
         {"step": r["step"], chart.y: r[key], **({"series": name} if series else {})}
         for r in records
@@ -91,7 +91,7 @@ def plot(chart: Chart):
     """The chart's Gradio plot, empty until its first value."""
     import gradio as gr
 
-    colour = dict(color="series", color_map=chart.colours) if chart.colours else {}
+    colour = dict(color="series", **({"color_map": chart.colours} if chart.colours else {})) if chart.has_series else {}
     legend = dict(colors_in_legend=list(chart.legend)) if chart.legend else {}
     titles = dict(x_title="step", y_title=chart.y_title) if chart.y_title else {}
     return gr.LinePlot(
