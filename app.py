@@ -17,14 +17,14 @@ if "--public" in sys.argv[1:]:
 if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
     import spaces  # noqa: F401  (ZeroGPU: before anything touches CUDA; it patches torch for its GPU slots)
 
-from sft_space import runs  # noqa: E402
-from sft_space.bundled import ensure_bundled_model  # noqa: E402
+from sft_space.models.bundled import ensure_bundled_model  # noqa: E402
+from sft_space.runs import queue as run_queue
 from sft_space.ui import build_app, launch_kwargs, queue_kwargs  # noqa: E402
 
 demo = build_app()
 
 if __name__ == "__main__":
-    runs.start_queue_worker()  # starts queued runs as the device frees up
+    run_queue.start_queue_worker()  # starts queued runs as the device frees up
     # the bundled model is converted now, once, not inside a visitor's first Quick demo (its minutes are training)
     threading.Thread(target=ensure_bundled_model, name="sft-space-convert", daemon=True).start()
     demo.queue(**queue_kwargs()).launch(

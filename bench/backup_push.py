@@ -27,13 +27,15 @@ TOKEN = "hf_benchBACKUPtoken0123456789abcdefgh"
 
 
 def one_run(backed_up: bool, steps: int, save_steps: int) -> dict:
-    from sft_space import backup, runs
     from sft_space.presets import preset_config
+    from sft_space.publishing import backup
+    from sft_space.runs import lifecycle as runs
+    from sft_space.runs import queue as run_queue
 
     config = preset_config("Quick demo", max_steps=steps, save_steps=save_steps)
     extra = dict(hub_token=TOKEN, backup_repo=backup.repo_for("bench")) if backed_up else {}
     run_id = runs.start_run(config, owner="hf:bench", **extra)
-    status = runs.wait_for(run_id, timeout=3600)
+    status = run_queue.wait_for(run_id, timeout=3600)
     assert status["state"] == "completed", status
     if backed_up:  # the final push follows the run's end from the same process: wait for it before the next run
         from sft_space import rundir
@@ -71,7 +73,7 @@ def main() -> None:
         import huggingface_hub.constants as constants
 
         constants.HF_HUB_OFFLINE = False
-        from sft_space.bundled import ensure_bundled_model
+        from sft_space.models.bundled import ensure_bundled_model
 
         ensure_bundled_model()  # converted once before timing, so neither variant pays for it
         results = []

@@ -200,8 +200,11 @@ def main() -> None:
 
     import shutil
 
-    from sft_space import bundled, rundir, runs
+    from sft_space import rundir
     from sft_space.config import RunConfig
+    from sft_space.models import bundled
+    from sft_space.runs import lifecycle as runs
+    from sft_space.runs import queue as run_queue
     from sft_space.ui import build_app, launch_kwargs, queue_kwargs
 
     from helpers import TINY_FAST, build_tiny_model, run_cli
@@ -218,7 +221,7 @@ def main() -> None:
     result = run_cli("--model", str(tiny), "--max_steps", "2", "--output_dir", str(finished), *TINY_FAST)
     assert result.returncode == 0, result.stderr[-2000:]
 
-    runs.start_queue_worker()
+    run_queue.start_queue_worker()
     demo = build_app()
     demo.queue(**queue_kwargs())  # as app.py
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
@@ -250,7 +253,7 @@ def main() -> None:
     finally:  # whatever happened, the bundled model's run does not outlive the benchmark
         os.environ["SFT_SPACE_PUBLIC"] = "0"  # the attacks name files on this machine, as a visitor's uploads
         runs.cancel_run(run_id)  # the machine's own run (no owner): cancelled as its owner
-        runs.wait_for(run_id, timeout=300)
+        run_queue.wait_for(run_id, timeout=300)
     for name, value in {
         "DATASET_ROWS": "20000",
         "UPLOAD_MB": "50",

@@ -34,13 +34,14 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import queue as run_queue
     from sft_space.ui import build_app, launch_kwargs
 
     from conftest import build_tiny_model
 
     model = args.model or str(build_tiny_model(Path(tempfile.mkdtemp(prefix="tiny-"))))
-    runs.start_queue_worker()
+    run_queue.start_queue_worker()
     demo = build_app()
     demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
@@ -69,7 +70,7 @@ def main() -> None:
         t.join()
     ids = [re.search(r"\*\*Run:\*\* (\S+)", bar).group(1) for bar in bars]
     for run_id in ids:
-        runs.wait_for(run_id, timeout=1800)
+        run_queue.wait_for(run_id, timeout=1800)
     print(f"{'visitor':8s} {'shown after Start':60s} {'launched':>9s} {'ended':>7s} {'state':>10s}")
     statuses = [rundir.read_status(r) for r in ids]
     for i, (bar, status) in enumerate(zip(bars, statuses)):

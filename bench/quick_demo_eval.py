@@ -108,7 +108,7 @@ def same(field: str, got, expected) -> bool:
 
 
 def score(rows: list[dict], replies: list[dict], schema: dict) -> dict:
-    from sft_space.scorers import parse_json_object, schema_errors
+    from sft_space.judging.scorers import parse_json_object, schema_errors
 
     per_field = collections.Counter()
     valid = schema_valid = exact = ended = 0
@@ -168,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="sft-quick-eval-"))
     os.environ.setdefault("SFT_SPACE_HOME", str(home))
-    from sft_space.bundled import ensure_bundled_model
+    from sft_space.models.bundled import ensure_bundled_model
     from sft_space.run_model import load_chat_model, unload
 
     ensure_bundled_model()

@@ -54,8 +54,8 @@ def main() -> None:
     os.environ["SFT_SPACE_HOME"] = str(home)
     from quick_demo_eval import score_rows
 
-    from sft_space.bundled import ensure_bundled_model
     from sft_space.data import load_for_run
+    from sft_space.models.bundled import ensure_bundled_model
     from sft_space.presets import preset_config
     from sft_space.run_model import load_chat_model, unload
 

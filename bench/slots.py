@@ -1,7 +1,7 @@
 """What training in GPU slots costs against one continuous run, on this machine (a benchmark, not a test).
 
 The same run (bundled SmolLM2-135M-Instruct, the "Quick demo (GPU slots)" settings, a fixed number of steps) is
-trained twice through the ZeroGPU driver (sft_space/slots.py) and the stand-in `spaces` package
+trained twice through the ZeroGPU driver (sft_space/training/slots.py) and the stand-in `spaces` package
 (tests/standin: each slot a forked process, as on ZeroGPU): once in one slot long enough for the whole run, once in
 short slots. Reported: wall seconds, the seconds each slot boundary costs (save, end of the call, a new process,
 loading the model and data again, resuming), tokens/s of training proper, and whether the losses match.
@@ -51,8 +51,12 @@ def main() -> int:
     sys.path[:0] = [str(ROOT / "tests" / "standin"), str(ROOT)]
     import spaces
 
-    from sft_space import bundled, rundir, runs, slot_worker, slots
+    from sft_space import rundir
+    from sft_space.models import bundled
     from sft_space.presets import preset_config
+    from sft_space.runs import lifecycle as runs
+    from sft_space.runs import queue as run_queue
+    from sft_space.training import slot_worker, slots
 
     bundled.ensure_bundled_model()  # converted once, before anything is timed
     call = spaces.GPU(slot_worker.run_slot, duration=slot_worker.slot_duration)
@@ -68,7 +72,7 @@ def main() -> int:
         config = preset_config("Quick demo (GPU slots)", max_steps=args.steps, eval_steps=1000, save_steps=1000)
         run_id = runs.start_run(config, run_id=f"20990101-00000{len(results['runs'])}-slots")
         started = time.time()
-        for _ in slots.drive(run_id, call, runs.slot_environment(run_id)):
+        for _ in slots.drive(run_id, call, run_queue.slot_environment(run_id)):
             pass
         wall = time.time() - started
         status = rundir.read_status(run_id)

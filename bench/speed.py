@@ -17,7 +17,7 @@ so a burst of other work on the machine hits every variant, and reported as the 
 3. Start to first loss: from launching `python -m sft_space.train` (Quick demo, model converted already) to the
    first loss line in metrics.jsonl.
 4. App start to page answering: `python app.py` until GET / returns 200.
-5. Chat: first-token latency and tokens/s of replies streamed by sft_space.chat (as the Chat tab streams them),
+5. Chat: first-token latency and tokens/s of replies streamed by run_model.chat (as the Chat tab streams them),
    tuned and base, with the adapter unmerged in fp32 (how the chat loaded before) and as load_chat_model loads it now
    (the adapter merged, in the dtype measured fastest here).
 
@@ -114,7 +114,8 @@ def child_chat(spec: dict) -> None:
 
     import torch
 
-    from sft_space import chat, run_model
+    from sft_space import run_model
+    from sft_space.run_model import chat
 
     started = time.perf_counter()
     if spec["variant"] == "fp32, adapter unmerged":
@@ -213,7 +214,7 @@ class Bench:
     def model_folder(self) -> Path:
         sys.path.insert(0, str(ROOT))
         os.environ["SFT_SPACE_HOME"] = str(self.home)
-        from sft_space.bundled import ensure_bundled_model
+        from sft_space.models.bundled import ensure_bundled_model
 
         return ensure_bundled_model()
 

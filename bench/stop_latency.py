@@ -25,8 +25,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("SFT_SPACE_HOME", tempfile.mkdtemp(prefix="sft-stop-"))
-    from sft_space import rundir, runs
+    from sft_space import rundir
     from sft_space.presets import preset_config
+    from sft_space.runs import lifecycle as runs
+    from sft_space.runs import queue as run_queue
 
     latencies, step_times = [], []
     for i in range(args.repeats):
@@ -39,7 +41,7 @@ def main() -> None:
         step_times.append(status["elapsed_seconds"] / max(status["step"], 1))
         asked = time.time()
         runs.stop_run(run_id)
-        final = runs.wait_for(run_id, timeout=300, poll=0.05)
+        final = run_queue.wait_for(run_id, timeout=300, poll=0.05)
         latency = time.time() - asked
         assert final["state"] == "stopped", final
         assert (rundir.run_path(run_id) / "adapter" / "adapter_model.safetensors").is_file()

@@ -2,7 +2,8 @@
 
     python scripts/import_graph.py            print the graph (as docs/ARCHITECTURE.md shows it) and any breach
     python scripts/import_graph.py --write    rewrite the graph's block in docs/ARCHITECTURE.md
-    python scripts/import_graph.py --check    exit 1 on an import cycle, a module over the line limit, or a
+    python scripts/import_graph.py --check    exit 1 on an import cycle, a module over the line limit, a lower
+                                              package importing a higher one (PACKAGE_LAYERS), or a
                                               docs/ARCHITECTURE.md whose graph differs from the code's
 
 Every import counts, also one inside a function (deferred imports keep start-up fast; they are still a
@@ -22,6 +23,23 @@ PACKAGE = ROOT / "sft_space"
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
 MAX_LINES = 450  # a module longer than this mixes concerns: split it along them
 START, END = "<!-- import-graph:start -->", "<!-- import-graph:end -->"
+# sft_space's packages by concern, lowest first: a module may import its own layer and those below, never above.
+# The first layer is the declarations every layer reads (single modules at the package's top); the last is the
+# `python -m sft_space.train` command line, kept at the address users type.
+PACKAGE_LAYERS = (
+    ("config", "presets", "charts", "hub", "rundir", "demo_data"),
+    ("host",),  # what the machine is and what its owner allows
+    ("models",),  # a model choice, before it is used
+    ("data",),  # datasets, from a choice to TRL's rows
+    ("run_model",),  # a trained run's model: loading, merging, generating, chat
+    ("judging",),  # how good a model is: evaluation, baselines, scorers, health
+    ("export",),  # a run taken elsewhere: the recipe, merged weights, GGUF
+    ("publishing",),  # pushes to the Hub: model cards, backups, Jobs
+    ("training",),  # the training process and a GPU slot
+    ("runs",),  # a run's life in the app: start, queue, liveness, ownership, clean-up, restore
+    ("ui",),  # Gradio
+    ("train",),
+)
 
 
 def modules(package: Path | None = None) -> dict[str, Path]:
@@ -139,10 +157,29 @@ def layers(edges: dict[str, set[str]]) -> dict[str, int]:
     return depth
 
 
+def package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same graph between top-level packages (and top-level modules): who may be found importing whom."""
+    tops: dict[str, set[str]] = {}
+    for node, targets in edges.items():
+        if node == ".":
+            continue
+        top = node.split(".")[0]
+        tops.setdefault(top, set()).update(t.split(".")[0] for t in targets)
+        tops[top].discard(top)
+    return tops
+
+
 def render(edges: dict[str, set[str]]) -> str:
-    """The graph as the document shows it: highest layer first, each module with what it imports."""
+    """The graph as the document shows it: the packages by layer (PACKAGE_LAYERS, highest first) with the packages
+    each imports, then every module, highest layer first, with what it imports."""
     depth = layers(edges)
-    lines = ["```"]
+    tops = package_edges(edges)
+    lines = ["```", "-- packages, highest first (a package imports only its own layer and those below)"]
+    for names in reversed(PACKAGE_LAYERS):
+        for top in (name for name in names if name in tops):
+            label = top + "/" if (PACKAGE / top).is_dir() else top
+            lines.append(f"{label:22} -> {', '.join(sorted(tops[top]))}" if tops[top] else label)
+    lines.append("")
     for level in sorted(set(depth.values()), reverse=True):
         lines.append(f"-- layer {level}" + (" (imports nothing of ours)" if level == 0 else ""))
         for node in sorted(n for n in edges if depth[n] == level):
@@ -166,10 +203,24 @@ def write(doc: Path | None = None) -> None:
     doc.write_text(f"{head}{START}\n{render(graph())}\n{END}{tail}")
 
 
+def layer_breaches(edges: dict[str, set[str]], package_layers=PACKAGE_LAYERS) -> list[str]:
+    """Imports from a lower package to a higher one, and top-level names placed in no layer."""
+    rank = {name: level for level, names in enumerate(package_layers) for name in names}
+    tops = sorted({node.split(".")[0] for node in edges if node != "."})
+    found = [f"{name} is in no layer of PACKAGE_LAYERS" for name in tops if name not in rank]
+    for node, targets in sorted(edges.items()):
+        for target in sorted(targets):
+            low, high = rank.get(node.split(".")[0]), rank.get(target.split(".")[0])
+            if low is not None and high is not None and low < high:
+                found.append(f"{node} imports {target}: a lower package imports a higher one")
+    return found
+
+
 def problems() -> list[str]:
     unresolved: list[str] = []
     edges = graph(unresolved=unresolved)
     found = [f"import of nothing in the package: {line}" for line in unresolved]
+    found += layer_breaches(edges)
     found += [f"import cycle: {' <-> '.join(group)}" for group in cycles(edges)]
     found += [f"{name} has {count} lines (at most {MAX_LINES}): split it" for name, count in long_modules().items()]
     if documented() != render(edges):

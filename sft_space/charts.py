@@ -1,6 +1,6 @@
 """The charts of a run's metrics, declared once: title, the metrics.jsonl keys each draws and their series names,
 colours, where it sits on the page. Pure data (no Gradio, no plotting library): the page's plots (ui/charts.py)
-and the model card's loss curve (card.py) are drawn from it.
+and the model card's loss curve (publishing/card.py) are drawn from it.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ GPU_PRESETS: dict[str, dict[str, Any]] = {
         gradient_checkpointing="auto",
     ),
 }
-# On ZeroGPU a run trains in GPU slots (slots.py) and is counted in steps: the demos' recipes without their CPU
+# On ZeroGPU a run trains in GPU slots (training/slots.py) and is counted in steps: the demos' recipes without their CPU
 # minutes. Batch 4 as the Thorough demo (measured on the CPU: three epochs 81% all fields exact on json-extract's test
 # rows, 64% on its hand-written check requests); on an H200 a step of batch 4 took 0.40 s (bench/gpu/results), so
 # about 65 s and 3.2 min of GPU.

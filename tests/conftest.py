@@ -47,9 +47,9 @@ def no_training_process_outlives_the_tests():
     """A test that fails midway leaves its run training; at the end every process the app started here goes, so
     the next test session (or benchmark) does not share the CPU with it."""
     yield
-    from sft_space import runs
+    from sft_space.runs import liveness
 
-    for child in list(runs._children.values()):
+    for child in list(liveness._children.values()):
         if child.poll() is None:
             child.kill()
             child.wait()

@@ -146,10 +146,10 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_app():
     """The real app on a free local port (launch(prevent_thread_lock=True)); yields its URL."""
-    from sft_space import runs
+    from sft_space.runs import queue as run_queue
     from sft_space.ui import build_app, launch_kwargs
 
-    runs.start_queue_worker()  # as app.py does
+    run_queue.start_queue_worker()  # as app.py does
     demo = build_app()
     demo.queue()
     _, url, _ = demo.launch(

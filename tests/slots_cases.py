@@ -1,6 +1,6 @@
 """(Run by tests/test_zerogpu.py in a fresh interpreter.)
 
-Training on ZeroGPU: a run as a series of GPU slots (sft_space/slots.py), against the stand-in `spaces`
+Training on ZeroGPU: a run as a series of GPU slots (sft_space/training/slots.py), against the stand-in `spaces`
 package (tests/standin/spaces: each call forked, arguments and results pickled, ended at its duration, one card
 first come first served, a quota; the real scheduler cannot exist here). The tiny model trains on the CPU inside
 each "slot"; the same run in one process is the reference.
@@ -66,10 +66,11 @@ def config_for(tiny_model, **changes):
 
 
 def drive(spaces, run_id, duration=None):
-    from sft_space import runs, slot_worker, slots
+    from sft_space.runs import queue as run_queue
+    from sft_space.training import slot_worker, slots
 
     call = spaces.GPU(slot_worker.run_slot, duration=duration or slot_worker.slot_duration)
-    return list(slots.drive(run_id, call, runs.slot_environment(run_id)))
+    return list(slots.drive(run_id, call, run_queue.slot_environment(run_id)))
 
 
 def metrics(run_id) -> list[dict]:
@@ -92,7 +93,8 @@ def assert_one_curve(records, steps: int) -> None:
 def test_a_run_across_slots_is_the_same_run_as_in_one_process(zerogpu, tiny_model, tmp_path):
     """Several slots give the run of one process: the same steps, losses and learning rates (the schedule of the
     whole run, not restarted per slot), one curve; and the page's words for it."""
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
     from sft_space.ui.text import status_line
 
     spaces, calls = zerogpu
@@ -145,7 +147,8 @@ def test_a_run_across_slots_is_the_same_run_as_in_one_process(zerogpu, tiny_mode
 def test_a_slot_ended_at_its_duration_loses_only_the_steps_since_its_last_save(zerogpu, tiny_model, monkeypatch):
     """The first call asks for 30 s but the card is taken back after 6 (the stand-in kills its process, as the
     real scheduler does): the run continues from its last checkpoint in the next slot and completes."""
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
 
     spaces, calls = zerogpu
     durations = iter([6.0])
@@ -171,7 +174,8 @@ def test_a_slot_ended_at_its_duration_loses_only_the_steps_since_its_last_save(z
 
 
 def test_a_quota_error_pauses_the_run_and_resume_completes_it(zerogpu, tiny_model, monkeypatch):
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
 
     spaces, calls = zerogpu
     monkeypatch.setenv("SPACES_STANDIN_QUOTA_SECONDS", "10")  # two 4 s slots, then 2 s left: less than asked
@@ -195,7 +199,8 @@ def test_a_quota_error_pauses_the_run_and_resume_completes_it(zerogpu, tiny_mode
 
 def test_two_visitors_runs_take_turns_on_the_card(zerogpu, tiny_model):
     """Two runs driven at once (two pages): the card goes to each in turn, slot by slot, not one run to its end."""
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
 
     spaces, calls = zerogpu
     first = runs.start_run(config_for(tiny_model, max_steps=90), owner=None)
@@ -278,7 +283,8 @@ def test_the_stand_in_keeps_the_spaces_contract(tmp_path):
 def test_a_slot_longer_than_zerogpu_allows_is_asked_again_shorter(zerogpu, tiny_model, monkeypatch):
     """The host's cap is above what this visitor may ask ("ZeroGPU illegal duration"): the run asks for half,
     then keeps to it, and completes; it does not fail."""
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
 
     spaces, calls = zerogpu
     monkeypatch.setenv("SFT_SPACE_SLOT_SECONDS", "50")
@@ -295,7 +301,8 @@ def test_a_slot_longer_than_zerogpu_allows_is_asked_again_shorter(zerogpu, tiny_
 def test_stop_reaches_a_slot_while_it_trains_and_no_other_slot_is_asked_for(zerogpu, tiny_model, monkeypatch):
     """Stop & save on a run in slots: no process to signal; the slot reads the stop file at its next step, saves
     the adapter, and the driver asks for no other slot."""
-    from sft_space import rundir, runs
+    from sft_space import rundir
+    from sft_space.runs import lifecycle as runs
 
     from helpers import wait_until
 

@@ -161,7 +161,7 @@ def test_model_check_reports_fit_and_refuses_unreachable_hub_ids(client, tiny_mo
 def test_a_machine_token_without_a_network_does_not_stop_the_app(monkeypatch):
     """HF_TOKEN set on a laptop with no network: the page builds (no sign-in button to mock), and the Publish tab
     still uses that token."""
-    from sft_space.publish import resolve_token
+    from sft_space.publishing.publish import resolve_token
     from sft_space.ui import build_app, sign_in_available
 
     monkeypatch.setenv("HF_TOKEN", "hf_laptopTOKEN000000000000000")

@@ -21,10 +21,17 @@ def test_no_import_cycle_no_long_module_and_the_document_draws_the_code():
     )
     assert result.returncode == 0, result.stderr
     edges = import_graph.graph()
-    assert "limits" in edges and edges["limits"] <= {"hub", "hardware"}  # the quotas are a leaf policy
+    assert edges["host.limits"] <= {"hub", "host.hardware"}  # the quotas are a leaf policy
     engine = {name: targets for name, targets in edges.items() if not name.startswith("ui")}
     assert not [name for name, targets in engine.items() if any(t.startswith("ui") for t in targets)]  # UI on top
-    assert {"run_model", "export.gguf", "export.recipe", "liveness", "run_queue", "ownership"} <= set(edges)
+    assert {"run_model", "export.gguf", "export.recipe", "runs.liveness", "runs.queue", "runs.ownership"} <= set(edges)
+    # the tree is the architecture: few modules at the top, every package in a layer, none importing above it
+    top_modules = {name for name in edges if "." not in name and not import_graph.modules()[name].name == "__init__.py"}
+    assert top_modules == {"config", "presets", "charts", "hub", "rundir", "train"}
+    assert import_graph.layer_breaches(edges) == []
+    for package in {name.split(".")[0] for name in edges if name != "."} - top_modules:
+        docstring = (ROOT / "sft_space" / package / "__init__.py").read_text().split('"""')[1]
+        assert "import" in docstring.lower(), f"{package}/__init__.py does not say what it may import"
 
 
 def test_the_check_finds_a_cycle_a_long_module_an_import_of_nothing_and_a_stale_document(tmp_path, monkeypatch):
@@ -37,8 +44,15 @@ def test_the_check_finds_a_cycle_a_long_module_an_import_of_nothing_and_a_stale_
     (package / "a.py").write_text("from . import b\n")
     (package / "b.py").write_text("def f():\n    from .a import x\n")
     (package / "sub" / "c.py").write_text("from .gone import y\nfrom ..a import z\n" + "\n" * 449)
+    (package / "low").mkdir()
+    (package / "low" / "__init__.py").write_text("")
+    (package / "low" / "d.py").write_text("def f():\n    from ..sub import c\n")  # deferred, still an edge
     edges = import_graph.graph(package)
-    assert edges["a"] == {"b"} and edges["b"] == {"a"} and edges["sub.c"] == {"a"}
+    assert edges["a"] == {"b"} and edges["b"] == {"a"} and edges["sub.c"] == {"a"} and edges["low.d"] == {"sub.c"}
+    assert import_graph.layer_breaches(edges, (("a", "b"), ("low",), ("sub",))) == [
+        "low.d imports sub.c: a lower package imports a higher one"
+    ]
+    assert import_graph.layer_breaches(edges, (("a", "b"), ("sub",))) == ["low is in no layer of PACKAGE_LAYERS"]
     assert import_graph.cycles(edges) == [["a", "b"]]
     assert import_graph.long_modules(package) == {"sub.c": 451}
     unresolved: list[str] = []
@@ -64,7 +78,7 @@ def test_every_run_chart_sits_in_a_group_and_draws_a_metric_the_training_process
     are its own, and each metric key it draws is one RunDirCallback writes into metrics.jsonl."""
     from sft_space.charts import CHART_GROUPS, CHART_METRICS, LOSS_CHART, RUN_CHARTS
 
-    callbacks = (ROOT / "sft_space" / "callbacks.py").read_text()
+    callbacks = (ROOT / "sft_space" / "training" / "callbacks.py").read_text()
     assert {chart.group for chart in RUN_CHARTS} <= set(CHART_GROUPS)
     assert len({chart.name for chart in RUN_CHARTS}) == len({chart.elem_id for chart in RUN_CHARTS}) == len(RUN_CHARTS)
     assert "CHART_METRICS" in callbacks and set(LOSS_CHART.metrics) <= set(CHART_METRICS)
@@ -74,7 +88,7 @@ def test_every_run_chart_sits_in_a_group_and_draws_a_metric_the_training_process
 def test_every_quota_has_its_row_in_the_readme_and_takes_fractions_where_its_type_does(monkeypatch):
     """A quota is one field of limits.Limits: the README's table names its variable, and the owner's value is read as
     its type says (a fraction of a minute stays one, a count is whole)."""
-    from sft_space import limits
+    from sft_space.host import limits
 
     readme = (ROOT / "README.md").read_text()
     assert [name for name in limits.VARIABLES.values() if f"`{name}`" not in readme] == []

@@ -8,8 +8,12 @@ import signal
 
 import pytest
 
-from sft_space import backup, rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
+from sft_space.publishing import backup
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import ownership, restore
+from sft_space.runs import queue as run_queue
 
 from helpers import build_tiny_model, use_test_hub, wait_until
 from hub_server import HubServer
@@ -77,7 +81,7 @@ def test_checkpoints_are_pushed_as_they_are_saved_and_failures_retried(online, m
     run_id = runs.start_run(
         config(model, max_steps=12), owner="hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice")
     )
-    status = runs.wait_for(run_id, timeout=240)
+    status = run_queue.wait_for(run_id, timeout=240)
     assert status["state"] == "completed", status
     # the final push (the completed status and the adapter) follows the run's end, from the same process
     status = wait_until(lambda: (s := rundir.read_status(run_id)).get("backup", {}).get("final") and s, timeout=120)
@@ -107,7 +111,7 @@ def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_pa
         lambda: (rundir.read_status(run_id).get("backup") or {}).get("step", 0) >= 10, timeout=240, what="2 pushes"
     )
     os.kill(rundir.read_status(run_id)["pid"], signal.SIGKILL)  # the machine goes away...
-    runs.wait_for(run_id, states=("interrupted",), timeout=30)
+    run_queue.wait_for(run_id, states=("interrupted",), timeout=30)
     shutil.rmtree(rundir.runs_root())  # ...and its disk with it
 
     # the Runs tab's handlers, as the signed-in visitor's page calls them (gradio passes the sign-in token)
@@ -124,18 +128,18 @@ def test_a_restart_with_an_empty_disk_resumes_from_the_hub(online, model, tmp_pa
     pushed = mine["checkpoint on the Hub"]
     assert pushed >= 10 and mine["state"] == "running" and mine["model"] == HUB_MODEL
     assert run_id in offered.choices[0] and "not on this Space's disk" in note
-    assert backup.list_backups(TOKEN, "bob") == []  # nobody else's repo, nothing listed
+    assert restore.list_backups(TOKEN, "bob") == []  # nobody else's repo, nothing listed
 
     opened, _ = runs_tab.restore(run_id, "hf:alice", signed_in)
     assert opened == run_id
     assert runs.refresh(run_id)["state"] == "interrupted"
     assert rundir.last_complete_checkpoint(run_id).name == f"checkpoint-{pushed}"
-    assert not runs.visible_run(run_id, "hf:bob") and runs.visible_run(run_id, "hf:alice")
+    assert not ownership.visible_run(run_id, "hf:bob") and ownership.visible_run(run_id, "hf:alice")
     with pytest.raises(RuntimeError, match="already on this Space"):
-        backup.restore(run_id, TOKEN, "alice")
+        restore.restore(run_id, TOKEN, "alice")
 
     runs.resume_run(run_id, "hf:alice", hub_token=TOKEN, backup_repo=backup.repo_for("alice"))
-    status = runs.wait_for(run_id, timeout=300)
+    status = run_queue.wait_for(run_id, timeout=300)
     assert status["state"] == "completed" and status["step"] == 30 and status["resumed_from"] == pushed, status
     steps = [r["step"] for r in rundir.read_metrics(run_id) if "loss" in r]
     assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 30  # the curve continues from the Hub's
@@ -177,14 +181,14 @@ def test_a_crafted_backup_is_checked_before_it_joins_the_runs(online, model):
         private=True,
         allowed_tokens={MALLORY},
     )
-    restored = backup.restore("20990101-000000-zzz", MALLORY, "mallory")
+    restored = restore.restore("20990101-000000-zzz", MALLORY, "mallory")
     kept = rundir.read_status(restored)
     assert kept["state"] == "interrupted" and kept["step"] == 3
     assert not {"steps_measured", "seconds_per_step", "device_name", "ended_at", "pid"} & set(kept)
-    assert backup.restore("20990101-000001-list", MALLORY, "mallory").name == "20990101-000001-list"
+    assert restore.restore("20990101-000001-list", MALLORY, "mallory").name == "20990101-000001-list"
     assert rundir.read_status("20990101-000001-list")["state"] == "interrupted"  # a list is no status: replaced
     with pytest.raises(ValueError, match="settings that are not valid: .*learning_rate"):
-        backup.restore("20990101-000002-bad", MALLORY, "mallory")
+        restore.restore("20990101-000002-bad", MALLORY, "mallory")
     assert sorted(p.name for p in rundir.runs_root().iterdir() if not p.name.startswith(".")) == [
         "20990101-000000-zzz",
         "20990101-000001-list",
@@ -192,7 +196,7 @@ def test_a_crafted_backup_is_checked_before_it_joins_the_runs(online, model):
     assert not [p for p in rundir.runs_root().iterdir() if p.name.endswith(".restoring")]
     assert {r["run_id"] for r in runs.list_runs("hf:mallory")} == {"20990101-000000-zzz", "20990101-000001-list"}
     assert runs.list_runs("hf:alice") == []
-    from sft_space import estimates
+    from sft_space.training import estimates
 
     assert estimates.measured_pace("bundled") is None  # nothing measured here: the planted pace was dropped
 
@@ -227,15 +231,15 @@ def test_a_backup_naming_server_files_is_not_restored(online, model, tiny_model,
         allowed_tokens={MALLORY},
     )
     with pytest.raises(ValueError, match="was not restored: On this Space a dataset is a demo set"):
-        backup.restore("20990102-000000-file", MALLORY, "mallory")
+        restore.restore("20990102-000000-file", MALLORY, "mallory")
     with pytest.raises(ValueError, match="was not restored: On this Space the base model is the bundled one"):
-        backup.restore("20990102-000001-dir", MALLORY, "mallory")
+        restore.restore("20990102-000001-dir", MALLORY, "mallory")
     with pytest.raises(ValueError, match=r"adapter/adapter_config.json describes \('LORA', 4000000, 32\)"):
-        backup.restore("20990102-000003-rank", MALLORY, "mallory")
+        restore.restore("20990102-000003-rank", MALLORY, "mallory")
     monkeypatch.setenv("SFT_SPACE_LORA_R", "64")  # this host's limits hold for a restored run as for a Start
     with pytest.raises(ValueError, match="lora_r 1024: this Space trains LoRA ranks up to 64"):
-        backup.restore("20990102-000004-big", MALLORY, "mallory")
-    assert backup.restore("20990102-000002-ok", MALLORY, "mallory").name == "20990102-000002-ok"
+        restore.restore("20990102-000004-big", MALLORY, "mallory")
+    assert restore.restore("20990102-000002-ok", MALLORY, "mallory").name == "20990102-000002-ok"
     names = {p.name for p in rundir.runs_root().iterdir()}
     assert not {"20990102-000000-file", "20990102-000001-dir", "20990102-000003-rank", "20990102-000004-big"} & names
     assert not [n for n in names if n.endswith(".restoring")]

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from sft_space.baselines import (
+from sft_space.data import load_dataset_source, prompt_messages, reference_answer
+from sft_space.judging.baselines import (
     VARIANTS,
     build_prompt,
     checklist,
@@ -15,8 +16,7 @@ from sft_space.baselines import (
     shot_messages,
     verdict,
 )
-from sft_space.data import load_dataset_source, prompt_messages, reference_answer
-from sft_space.scorers import choose_scorer
+from sft_space.judging.scorers import choose_scorer
 
 from helpers import ROOT
 
@@ -136,7 +136,7 @@ def test_baselines_command_writes_the_four_rows(trained_run):
         [
             sys.executable,
             "-m",
-            "sft_space.evaluate",
+            "sft_space.judging.evaluate",
             str(trained_run),
             "--count",
             "2",

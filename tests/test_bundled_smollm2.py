@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from sft_space import bundled
-from sft_space.chat import reply
+from sft_space.models import bundled
 from sft_space.run_model import load_chat_model, unload
+from sft_space.run_model.chat import reply
 
 from helpers import run_cli
 

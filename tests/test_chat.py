@@ -3,8 +3,8 @@
 import torch
 
 from sft_space import GENERATING_MARK, home
-from sft_space.chat import reply, stream_reply
 from sft_space.run_model import FP32_ATTENTION, answering_as, generate_batch, load_chat_model, unload
+from sft_space.run_model.chat import reply, stream_reply
 
 
 def test_adapter_on_and_off_give_different_logits_and_replies(trained_run):
@@ -117,18 +117,18 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
     import sys
     import threading
 
-    from sft_space import liveness, runs
     from sft_space.run_model import thread as chat
+    from sft_space.runs import liveness
 
     monkeypatch.setattr(liveness, "device_kind", lambda: "cpu")
     monkeypatch.setattr(liveness, "_children", {})  # only this test's stand-in for a training run, not other tests'
-    monkeypatch.setattr(chat, "generation_threads", runs.generation_threads)
+    monkeypatch.setattr(chat, "generation_threads", liveness.generation_threads)
     every_core = chat.on_generation_thread(torch.get_num_threads)
     assert every_core == chat._default_threads()
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     liveness._children["a-training-run"] = trainer
     try:
-        assert runs.generation_threads() == 1
+        assert liveness.generation_threads() == 1
         assert chat.on_generation_thread(torch.get_num_threads) == 1
         assert chat.on_generation_thread(lambda: threading.current_thread().name).startswith(chat.GENERATION_THREAD)
         # while the app generates, the mark says so: the training process then trains on one thread less
@@ -137,7 +137,7 @@ def test_replies_take_one_core_while_a_run_trains_on_the_cpu(monkeypatch):
     finally:
         trainer.kill()
         trainer.wait()
-    assert runs.generation_threads() is None
+    assert liveness.generation_threads() is None
     assert chat.on_generation_thread(torch.get_num_threads) == every_core
     assert not chat.on_generation_thread(mark.exists)  # no run trains: no mark
 
@@ -146,8 +146,8 @@ def test_training_gives_up_a_core_while_the_app_generates(tmp_path, monkeypatch)
     """The training side of the mark: one thread less at the next step while it is fresh, all of them again after."""
     import os
 
-    from sft_space.callbacks import RunDirCallback
-    from sft_space.run_writer import StopRequested
+    from sft_space.training.callbacks import RunDirCallback
+    from sft_space.training.run_writer import StopRequested
 
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
     before = torch.get_num_threads()
@@ -179,8 +179,8 @@ def test_probe_replies_with_the_adapter_merged_leave_training_where_it_was(tiny_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft_space.probes import ProbeCallback
-    from sft_space.run_writer import StopRequested
+    from sft_space.training.probes import ProbeCallback
+    from sft_space.training.run_writer import StopRequested
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -238,8 +238,8 @@ def test_another_visitors_reply_comes_between_the_batches_of_an_evaluation(train
     waited for the whole evaluation of a model before: 454 s behind four long prompts)."""
     import threading
 
-    from sft_space.chat import reply
     from sft_space.run_model import BATCH_PROMPT_TOKENS, generate_many, heldout_loss, token_batches
+    from sft_space.run_model.chat import reply
 
     loaded = load_chat_model(trained_run)
     try:
@@ -279,8 +279,8 @@ def test_replies_asked_during_an_evaluation_never_unpad_its_batches(trained_run)
     bench/load.py as a failed Evaluate beside a visitor's chat)."""
     import threading
 
-    from sft_space.chat import reply
     from sft_space.run_model import generate_many
+    from sft_space.run_model.chat import reply
 
     loaded = load_chat_model(trained_run)
     stop = threading.Event()

@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from sft_space.bundled import DEMO_DIR
 from sft_space.config import RunConfig
 from sft_space.data import load_dataset_source, load_for_run, preview_table, to_trl_rows, trainer_rows
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA, build
-from sft_space.scorers import schema_errors
+from sft_space.judging.scorers import schema_errors
+from sft_space.models.bundled import DEMO_DIR
 
 
 def test_demo_sets_have_the_promised_sizes():

@@ -10,8 +10,8 @@ import pytest
 
 from sft_space.data import load_dataset_source, reference_answer
 from sft_space.demo_data.make_demo_data import JSON_EXTRACT_SCHEMA
-from sft_space.evaluate import summary_headers, summary_rows
-from sft_space.scorers import (
+from sft_space.judging.evaluate import summary_headers, summary_rows
+from sft_space.judging.scorers import (
     choose_scorer,
     infer_json_schema,
     parse_json_object,
@@ -101,7 +101,7 @@ def test_summary_rows_say_which_model_is_better():
 
 def test_evaluate_command_writes_base_and_tuned_results(trained_run):
     result = subprocess.run(
-        [sys.executable, "-m", "sft_space.evaluate", str(trained_run), "--count", "3", "--loss_rows", "6"],
+        [sys.executable, "-m", "sft_space.judging.evaluate", str(trained_run), "--count", "3", "--loss_rows", "6"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -138,7 +138,7 @@ def test_evaluate_command_writes_base_and_tuned_results(trained_run):
 def test_evaluate_command_refuses_a_run_without_adapter(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"max_steps": 1}))
     result = subprocess.run(
-        [sys.executable, "-m", "sft_space.evaluate", str(tmp_path)],
+        [sys.executable, "-m", "sft_space.judging.evaluate", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -162,7 +162,7 @@ def test_the_evaluate_tab_remembers_each_runs_count(monkeypatch):
             "format": {"count": 120, "valid_json": 1.0, "fields": {"time": 0.9}},
         },
     }
-    monkeypatch.setattr(evaluate_tab.runs, "visible_run", lambda run_id, visitor: True)
+    monkeypatch.setattr(evaluate_tab.ownership, "visible_run", lambda run_id, visitor: True)
     monkeypatch.setattr(evaluate_tab.rundir, "read_eval", lambda run_id: saved)
     monkeypatch.setattr(evaluate_tab, "instructions_for", lambda run_id, saved: "")
     count, about, table, *_ = evaluate_tab.load_existing("r", None)
@@ -183,7 +183,7 @@ def test_the_evaluate_tab_remembers_each_runs_count(monkeypatch):
 
 
 def test_the_card_shows_rows_unlike_the_training_rows_beside_the_held_out_ones():
-    from sft_space.card import _evaluation_section
+    from sft_space.publishing.card import _evaluation_section
 
     evaluation = {
         "scorer": {"kind": "json-schema"},
@@ -216,8 +216,8 @@ def test_the_card_shows_rows_unlike_the_training_rows_beside_the_held_out_ones()
 def test_a_check_split_too_long_for_this_space_is_left_out_and_said(trained_run, tmp_path, monkeypatch):
     """Every check request longer than the Space evaluates (the real cap, real rows): the held-out rows are still
     scored, and the page says what was not."""
-    from sft_space import bundled
-    from sft_space.evaluate import evaluate_run
+    from sft_space.judging.evaluate import evaluate_run
+    from sft_space.models import bundled
     from sft_space.ui import evaluate_tab
 
     long_rows = tmp_path / "json-extract.check.jsonl"

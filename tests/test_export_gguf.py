@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_space import publish, rundir
+from sft_space import rundir
 from sft_space.config import RunConfig
 from sft_space.export import gguf as export_gguf
 from sft_space.export import gguf_check, ollama
 from sft_space.models import fit_model_to_tokenizer, load_model, load_tokenizer
+from sft_space.publishing import publish
 from sft_space.run_model import greedy_each
 
 from helpers import ROOT, build_tiny_model, run_cli, use_test_hub
@@ -131,7 +132,7 @@ def test_q8_0_loads_back_with_held_out_loss_within_tolerance(exported):
 def test_an_export_from_before_reports_held_their_summary_gets_it_for_the_card(exported):
     """gguf.json written before it carried its summary lines: the push's card and the Publish tab still show them
     (read_report writes them back), and the card never imports the exporter."""
-    from sft_space.card import model_card
+    from sft_space.publishing.card import model_card
 
     run, _ = exported
     saved = rundir.read_gguf_report(run)
@@ -140,7 +141,7 @@ def test_an_export_from_before_reports_held_their_summary_gets_it_for_the_card(e
     card = model_card(run, "you/model", gguf=True)
     assert rundir.read_gguf_report(run)["summary"] == saved["summary"]
     assert all(line in card for line in saved["summary"][:2])
-    card_imports = [n.module for n in ast.walk(ast.parse((ROOT / "sft_space" / "card.py").read_text()))
+    card_imports = [n.module for n in ast.walk(ast.parse((ROOT / "sft_space" / "publishing" / "card.py").read_text()))
                     if isinstance(n, ast.ImportFrom)]  # fmt: skip
     assert not [m for m in card_imports if m and m.startswith("export")]
 
@@ -348,7 +349,7 @@ def test_push_carries_the_gguf_files_and_modelfile_in_the_adapters_commit(tmp_pa
 def test_publish_tab_estimates_then_hands_the_files_to_the_runs_owner_only(tmp_path, sft_home):
     import gradio as gr
 
-    from sft_space.cleanup import handed_out_dir
+    from sft_space.runs.cleanup import handed_out_dir
     from sft_space.ui import publish_tab
 
     run_id = "20260101-000000-gguf-tab-a1b2"

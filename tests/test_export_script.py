@@ -1,5 +1,5 @@
-"""The exported training script (sft_space/train_sft.py) runs where sft_space is not installed, so it carries its own
-copy of the ChatML and pad-token set-up: these tests keep that copy and the app's (models.tokens) in step."""
+"""The exported training script (sft_space/export/train_sft.py) runs where sft_space is not installed, so it carries
+its own copy of the ChatML and pad-token set-up: these tests keep that copy and the app's (models.tokens) in step."""
 
 import importlib.util
 
@@ -12,7 +12,7 @@ from helpers import ROOT, build_tiny_model
 
 
 def exported_script():
-    spec = importlib.util.spec_from_file_location("train_sft", ROOT / "sft_space" / "train_sft.py")
+    spec = importlib.util.spec_from_file_location("train_sft", ROOT / "sft_space" / "export" / "train_sft.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -239,7 +239,7 @@ def test_evaluate_leaves_out_held_out_rows_longer_than_the_hosts_cap(client, fin
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     held, _ = load_for_run(rundir.read_config(finished_run)).held_out()
-    from sft_space.evaluate import DEFAULT_LOSS_ROWS
+    from sft_space.judging.evaluate import DEFAULT_LOSS_ROWS
 
     scored = held[:DEFAULT_LOSS_ROWS] + held[-2:]  # the loss rows and the 2 prompts answered: no other row is read
     lengths = sorted(len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) for r in scored)
@@ -262,14 +262,15 @@ def test_a_crowd_of_requests_beside_a_cpu_run_takes_a_thread_from_training(app_u
 
     import torch
 
-    from sft_space import SERVING_MARK, home, runs
-    from sft_space.callbacks import RunDirCallback
-    from sft_space.run_writer import StopRequested
+    from sft_space import SERVING_MARK, home
+    from sft_space.runs import liveness
+    from sft_space.training.callbacks import RunDirCallback
+    from sft_space.training.run_writer import StopRequested
     from sft_space.ui.busy import BUSY_REQUESTS
 
     # stands in for a training process this app started (a real one would take both cores for the test's length)
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    runs._children["20990101-000000-stand-in"] = stand_in
+    liveness._children["20990101-000000-stand-in"] = stand_in
     mark = home() / SERVING_MARK
     mark.unlink(missing_ok=True)
     try:
@@ -301,7 +302,7 @@ def test_a_crowd_of_requests_beside_a_cpu_run_takes_a_thread_from_training(app_u
     finally:
         stand_in.kill()
         stand_in.wait()
-        del runs._children["20990101-000000-stand-in"]
+        del liveness._children["20990101-000000-stand-in"]
     before = torch.get_num_threads()
     callback = RunDirCallback(sft_home, {"started_at": 0.0}, StopRequested())
     callback.cpu_threads = 2

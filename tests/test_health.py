@@ -1,6 +1,6 @@
 """Health verdicts on synthetic curves: one per warning sign of the SFT guide, and a healthy run."""
 
-from sft_space.health import diagnose, summary
+from sft_space.judging.health import diagnose, summary
 
 
 def curve(train, evals=(), eval_every=10, grads=None, log_every=2):

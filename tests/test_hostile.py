@@ -14,8 +14,12 @@ import time
 import pytest
 from gradio_client import Client
 
-from sft_space import cleanup, rundir, runs, scorers
+from sft_space import rundir
 from sft_space.config import RunConfig
+from sft_space.judging import scorers
+from sft_space.runs import cleanup
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import queue as run_queue
 
 from helpers import app_settings, launched_app, run_cli, run_id_of, wait_until
 
@@ -76,7 +80,7 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
     # a second client (a script minting itself a new id) from the same address gets no second run
     with pytest.raises(Exception, match="A run started from your address without signing in is training or waiting"):
         script.predict(**app_settings(tiny_model, 4), api_name="/start_run")
-    status = runs.wait_for(run_id, timeout=180)
+    status = run_queue.wait_for(run_id, timeout=180)
     assert status["state"] == "stopped" and status["step"] < 5000, status
     assert "time budget of 0.25 min reached" in status["note"] and "resume the run" in status["note"]
     assert rundir.has_adapter(run_id)
@@ -148,7 +152,7 @@ def test_delete_is_for_the_owner_and_never_a_live_run(app_url, tiny_model):
     with pytest.raises(Exception, match="stop or cancel it before deleting it"):
         owner.predict(run_id=run_id, selected=[], api_name="/delete_run")
     owner.predict(api_name="/stop_run")
-    runs.wait_for(run_id, timeout=120)
+    run_queue.wait_for(run_id, timeout=120)
     assert rundir.run_path(run_id).is_dir()  # the stranger's and the early delete left it alone
     owner.predict(run_id=run_id, selected=[], api_name="/delete_run")
     assert not rundir.run_path(run_id).exists()
@@ -189,8 +193,8 @@ def test_clean_up_removes_only_what_is_old_and_idle(tmp_path, monkeypatch):
 def test_the_disk_check_counts_a_hub_models_download(tmp_path, monkeypatch):
     """A 70B model was once estimated at 413 MB (checkpoints only): its download now counts, from the Hub's
     safetensors headers, before anything is fetched."""
-    from sft_space import estimates
     from sft_space.models.facts import ModelFacts
+    from sft_space.training import estimates
 
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
     big = ModelFacts(
@@ -232,7 +236,7 @@ def test_parallel_starts_from_one_visitor_give_one_run(tiny_model, tmp_path, mon
     finally:
         for run_id in started:
             runs.cancel_run(run_id, "browser:greedy")
-            runs.wait_for(run_id, timeout=120)
+            run_queue.wait_for(run_id, timeout=120)
 
 
 def test_chat_generation_is_served_in_arrival_order():
@@ -261,7 +265,8 @@ def test_chat_generation_is_served_in_arrival_order():
 def test_on_a_public_host_a_hub_dataset_is_never_loaded_into_the_app_to_plan_a_run(monkeypatch):
     """Epochs over a Hub dataset are planned from the most rows a run may read, not by downloading it here."""
     import sft_space.data as data
-    from sft_space import estimates, limits
+    from sft_space.host import limits
+    from sft_space.training import estimates
 
     def no_download(*args, **kwargs):
         raise AssertionError("the whole dataset was read in the app process")
@@ -278,7 +283,7 @@ def test_on_a_public_host_a_hub_dataset_is_never_loaded_into_the_app_to_plan_a_r
 def test_a_reply_books_its_tokens_before_it_starts():
     """Parallel chat requests cannot all pass the hourly budget: each reply books its most tokens up front and
     gives back what it did not use."""
-    from sft_space.limits import ChatBudget
+    from sft_space.host.limits import ChatBudget
 
     budget = ChatBudget()
     first = budget.reserve("browser:v", 10, 8)  # in flight

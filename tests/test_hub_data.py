@@ -181,7 +181,7 @@ def test_the_app_previews_a_hub_dataset(online):
 def test_a_space_never_reads_the_hub_with_its_owners_token(online, monkeypatch):
     """On a Space, HF_TOKEN is the owner's secret: a visitor's preview, training data and training process read
     the Hub without it, so nobody reaches the owner's gated or private data through the app."""
-    from sft_space.runs import training_env
+    from sft_space.runs.queue import training_env
 
     owner = "hf_spaceOWNERsecretToken000000000"
     online.repos[("dataset", "acme/gated")].allowed_tokens.add(owner)

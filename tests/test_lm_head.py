@@ -1,5 +1,5 @@
-"""The CPU loss head (sft_space.lm_head): the same loss, metrics and gradients as TRL's fused head, from the labelled
-positions only."""
+"""The CPU loss head (sft_space.training.lm_head): the same loss, metrics and gradients as TRL's fused head, from the
+labelled positions only."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _forward_backward(model, batch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_same_loss_metrics_and_gradients_as_trls_head(model_folder, dtype):
-    from sft_space.lm_head import compact_lm_head
+    from sft_space.training.lm_head import compact_lm_head
 
     batch = _batch(model_folder)
     assert (batch["labels"] == -100).float().mean() > 0.4  # prompts and padding: most positions carry no label
@@ -91,7 +91,7 @@ def test_same_loss_metrics_and_gradients_as_trls_head(model_folder, dtype):
 
 
 def test_a_batch_without_labels_gives_a_differentiable_zero(model_folder):
-    from sft_space.lm_head import compact_lm_head
+    from sft_space.training.lm_head import compact_lm_head
 
     model = _peft_model(model_folder, torch.float32)
     compact_lm_head(model)
@@ -105,7 +105,7 @@ def test_a_batch_without_labels_gives_a_differentiable_zero(model_folder):
 
 def test_generation_is_untouched(model_folder):
     """Without fused_lm_head the model's own forward answers: generate() gives the same tokens as before."""
-    from sft_space.lm_head import compact_lm_head
+    from sft_space.training.lm_head import compact_lm_head
 
     batch = _batch(model_folder)
     model = _peft_model(model_folder, torch.float32)
@@ -117,7 +117,7 @@ def test_generation_is_untouched(model_folder):
 
 def test_scaled_logits_stay_with_trls_head(tmp_path):
     """A model whose logits are soft-capped (Gemma 2 style) is left to TRL's head, which reproduces the cap."""
-    from sft_space.lm_head import compact_lm_head
+    from sft_space.training.lm_head import compact_lm_head
 
     model = _peft_model(build_tiny_model(tmp_path / "m"), torch.float32)
     trl_forward = model.get_base_model().forward

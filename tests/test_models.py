@@ -171,8 +171,8 @@ def test_pad_token_is_never_the_end_of_turn_token(models, tmp_path):
 def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path):
     """The labels the trainer really uses: every assistant answer and its <|im_end|> count (the ChatML set up for a
     base model marks assistant turns), never a user turn, the template's scaffolding or padding."""
-    from sft_space.run_writer import StopRequested
-    from sft_space.trainer import build_trainer
+    from sft_space.training.run_writer import StopRequested
+    from sft_space.training.trainer import build_trainer
 
     data = tmp_path / "data.jsonl"
     rows = [
@@ -210,8 +210,8 @@ def test_answers_only_labels_cover_every_answer_and_end_of_turn(models, tmp_path
 
 def test_templates_without_markers_train_the_last_answer(tiny_model, tmp_path):
     """The tiny Llama's ChatML has no generation markers: answers-only falls back to prompt/completion."""
-    from sft_space.run_writer import StopRequested
-    from sft_space.trainer import build_trainer
+    from sft_space.training.run_writer import StopRequested
+    from sft_space.training.trainer import build_trainer
 
     data = tmp_path / "data.jsonl"
     rows = [
@@ -355,7 +355,7 @@ def test_tokenizer_of_a_hub_model_comes_without_its_weights(online):
 def test_a_weights_header_that_lists_few_parameters_cannot_pass_the_size_cap(online):
     """A repo whose safetensors header lists a few thousand parameters while config.json builds 1.1B (from_pretrained
     would initialise the rest) is counted by its config: refused under a CPU Space's 0.5B cap, before any download."""
-    from sft_space import limits
+    from sft_space.host import limits
 
     facts = model_facts("acme/lying-header")
     assert facts.header_parameters < 100_000

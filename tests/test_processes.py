@@ -6,8 +6,12 @@ import time
 
 import pytest
 
-from sft_space import process, rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
+from sft_space.host import process
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import ownership
+from sft_space.runs import queue as run_queue
 
 from helpers import run_cli
 
@@ -50,7 +54,7 @@ def test_a_reused_pid_is_not_the_run_and_is_never_signalled(home, stranger_proce
     time.sleep(0.5)
     assert stranger_process.poll() is None  # the foreign process was not signalled
     assert status["state"] == "interrupted" and "ended unexpectedly" in status["error"]
-    assert runs.active_run() is None  # the dead run no longer holds the queue
+    assert run_queue.active_run() is None  # the dead run no longer holds the queue
 
 
 def test_a_live_run_cannot_be_resumed_or_restarted_from_the_command_line(home, stranger_process):
@@ -82,8 +86,8 @@ def test_ownership_fails_closed(home, monkeypatch):
     for run_id in (mine, corrupt_status, bad_owner):
         with pytest.raises(PermissionError, match="another visitor"):
             runs.check_owner(run_id, "browser:stranger")
-        assert not runs.visible_run(run_id, "browser:stranger")
-    assert runs.visible_run(mine, "browser:me")
+        assert not ownership.visible_run(run_id, "browser:stranger")
+    assert ownership.visible_run(mine, "browser:me")
     with pytest.raises(FileExistsError):  # the owner is written once, whoever asks again
         rundir.write_owner(rundir.run_path(mine), "browser:stranger")
     assert rundir.read_owner(mine)["owner"] == "browser:me"
@@ -97,12 +101,12 @@ def test_ownership_fails_closed(home, monkeypatch):
 
 def test_a_queue_position_reads_each_models_pace_once(home, monkeypatch):
     """Every page poll of a waiting visitor asks for its place: the runs are scanned once per model, not per run."""
-    from sft_space import estimates
+    from sft_space.training import estimates
 
     for i in range(4):
         planted_run(f"20260101-00000{i}-wait", owner=f"browser:v{i}", state="queued", planned_steps=10)
         rundir.write_status(rundir.runs_root() / f"20260101-00000{i}-wait", launched_at=None, queued_at=i)
     scans = []
     monkeypatch.setattr(estimates, "measured_pace", lambda model, device=None: scans.append(model))
-    place = runs.queue_position("20260101-000003-wait")
+    place = run_queue.queue_position("20260101-000003-wait")
     assert place[:2] == (4, 4) and len(scans) == 1

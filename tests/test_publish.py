@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sft_space import jobs, publish, rundir
-from sft_space.card import model_card
+from sft_space import rundir
 from sft_space.export import SCRIPT_NAME, YAML_NAME, export_run, trl_command
+from sft_space.publishing import jobs, publish
+from sft_space.publishing.card import model_card
 
 from helpers import ROOT, TINY_FAST, build_tiny_model, run_cli, use_test_hub
 from hub_server import HubServer
@@ -100,7 +101,7 @@ def test_push_adapter_in_one_commit_with_a_card(server, run_dir):
 
 def test_model_card_documents_the_run(server, run_dir):
     evaluation = subprocess.run(
-        [sys.executable, "-m", "sft_space.evaluate", str(run_dir), "--count", "2", "--loss_rows", "4"],
+        [sys.executable, "-m", "sft_space.judging.evaluate", str(run_dir), "--count", "2", "--loss_rows", "4"],
         cwd=ROOT,
         capture_output=True,
         text=True,

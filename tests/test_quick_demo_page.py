@@ -50,7 +50,7 @@ def json_objects(replies: list[str]) -> list[dict]:
 def test_the_quick_demo_on_the_bundled_model_shows_readable_replies(sft_home):
     from playwright.sync_api import sync_playwright
 
-    from sft_space.bundled import ensure_bundled_model
+    from sft_space.models.bundled import ensure_bundled_model
 
     ensure_bundled_model()  # converted once, as the page's first Start would
     if ARTIFACTS.exists():

@@ -10,8 +10,10 @@ import threading
 
 import pytest
 
-from sft_space import rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import queue as run_queue
 
 from helpers import run_cli, wait_until
 
@@ -42,7 +44,7 @@ def test_kill_then_resume_continues_the_steps(tiny_model, sft_home):
     assert point is not None and killed_at - int(point.name.split("-")[-1]) <= 5  # at most save_steps lost
 
     runs.resume_run(run_id)
-    status = runs.wait_for(run_id, timeout=300)
+    status = run_queue.wait_for(run_id, timeout=300)
     assert status["state"] == "completed" and status["step"] == 40, status
     assert status["resumed_from"] == int(point.name.split("-")[-1])
     steps = [r["step"] for r in rundir.read_metrics(run_id) if "loss" in r]
@@ -88,7 +90,7 @@ def test_out_of_memory_offers_half_batch_twice_accumulation(tiny_model, sft_home
     run_id = runs.start_run(
         tiny(tiny_model, max_steps=20, per_device_train_batch_size=4, gradient_accumulation_steps=1)
     )
-    status = runs.wait_for(run_id, timeout=180)
+    status = run_queue.wait_for(run_id, timeout=180)
     assert status["state"] == "failed"
     assert status["error"].startswith("Out of memory at batch size 4")
     assert "retry with batch size 2 and gradient accumulation 2 (the same effective batch)" in status["error"]

@@ -5,9 +5,12 @@ import signal
 
 import pytest
 
-from sft_space import estimates, rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
 from sft_space.presets import preset_config
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import queue as run_queue
+from sft_space.training import estimates
 from sft_space.ui import text
 
 from helpers import wait_until
@@ -32,11 +35,11 @@ def test_stop_mid_run_saves_a_loadable_adapter(tiny_model, sft_home):
     run_id = runs.start_run(tiny_config(tiny_model, run_name="stop-me"))
     wait_until(lambda: runs.refresh(run_id).get("step", 0) >= 3, timeout=180, what="three training steps")
     waiting = runs.start_run(tiny_config(tiny_model, run_name="waits"))  # one job per device: this one queues
-    assert runs.is_waiting(rundir.read_status(waiting)) and runs.queue_position(waiting)[:2] == (1, 1)
+    assert runs.is_waiting(rundir.read_status(waiting)) and run_queue.queue_position(waiting)[:2] == (1, 1)
     assert "position 1 of 1 in the queue" in text.status_line(rundir.read_status(waiting))
     assert runs.cancel_run(waiting)["state"] == "cancelled"
     runs.stop_run(run_id)
-    status = runs.wait_for(run_id, timeout=120)
+    status = run_queue.wait_for(run_id, timeout=120)
     assert status["state"] == "stopped", status
     assert 3 <= status["step"] < 2000
     adapter = rundir.run_path(run_id) / "adapter"
@@ -61,7 +64,7 @@ def test_a_killed_process_is_marked_interrupted(tiny_model, sft_home):
         what="the run to leave 'running'",
     )
     assert status["state"] == "interrupted" and "ended unexpectedly" in status["error"]
-    assert runs.active_run() is None
+    assert run_queue.active_run() is None
 
 
 def test_start_refuses_bad_settings_before_any_process(tiny_model, sft_home):
@@ -97,7 +100,7 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     assert preset_label("Quick demo", str(tiny_model) + "-never-trained") == "Quick demo · 3 min"  # its own time
     assert "time: measuring…" in preset_label("Full epoch", str(tiny_model) + "-never-trained")
     run_id = runs.start_run(tiny_config(tiny_model, max_steps=8, run_name="pace"))
-    status = runs.wait_for(run_id, timeout=300)
+    status = run_queue.wait_for(run_id, timeout=300)
     assert status["state"] == "completed", status
     assert status["steps_measured"] == 8 and status["device_name"] == device_name()
     assert status["seconds_per_step"] > 0 and status["startup_seconds"] > 0 and status["finish_seconds"] >= 0
@@ -114,7 +117,7 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
     timed = runs.start_run(
         tiny_config(tiny_model, max_steps=-1, num_train_epochs=1.0, train_minutes=minutes, run_name="minutes")
     )
-    timed_status = runs.wait_for(timed, timeout=300)
+    timed_status = run_queue.wait_for(timed, timeout=300)
     assert timed_status["state"] == "completed", timed_status
     assert timed_status["minutes_plan"]["steps"] == 5 and timed_status["minutes_plan"]["from_run"] == run_id
     assert 1 <= timed_status["step"] == timed_status["timed_schedule"]["ended_at_step"] <= 5
@@ -134,7 +137,7 @@ def test_a_finished_run_times_the_next_one(tiny_model, sft_home):
 
 def test_a_visitors_train_minutes_never_lifts_the_hosts_time_limit(tiny_model, sft_home):
     """train_minutes comes from the browser: it may shorten a run, never lengthen it past the host's limit."""
-    from sft_space.train import fit_to_minutes
+    from sft_space.training.run import fit_to_minutes
 
     for minutes, host, kept in ((600, 1800, 1800), (1, 1800, 60), (600, None, 36000)):
         status = {"time_budget_seconds": host}

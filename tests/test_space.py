@@ -8,9 +8,12 @@ import stat
 import gradio.oauth as gradio_oauth
 import pytest
 
-from sft_space import estimates, hardware, limits, runs
 from sft_space.config import RunConfig
+from sft_space.host import hardware, limits
 from sft_space.presets import GPU_PRESETS, PRESETS, preset_config, presets_for
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import liveness
+from sft_space.training import estimates
 
 
 @pytest.fixture
@@ -93,7 +96,7 @@ def test_zerogpu_trains_in_slots_says_so_and_offers_a_duplicate(monkeypatch, tin
     run_id = runs.start_run(RunConfig(model=str(tiny_model), max_steps=2, train_minutes=0), owner="browser:x")
     status = runs.refresh(run_id)
     assert status["gpu_slots"] and status["state"] == "running" and status["phase"] == "waiting for a GPU slot"
-    assert run_id not in runs._children
+    assert run_id not in liveness._children
     # the endpoint no button of a stranger's page calls: another visitor cannot drive (nor spend slots on) this run
     import gradio as gr
 
@@ -187,7 +190,7 @@ def test_a_full_queue_refuses_a_new_visitor_and_says_how_many_are_ahead(tmp_path
     visitor's Start is refused with the runs ahead and the expected wait; the run ahead is looked up only then."""
     from sft_space import rundir
     from sft_space.config import RunConfig
-    from sft_space.ownership import check_fair_share
+    from sft_space.runs.ownership import check_fair_share
 
     monkeypatch.setenv("SFT_SPACE_HOME", str(tmp_path))
     monkeypatch.setenv("SFT_SPACE_PUBLIC", "1")

@@ -9,9 +9,12 @@ import time
 
 import pytest
 
-from sft_space import liveness, rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
-from sft_space.process import pid_alive
+from sft_space.host.process import pid_alive
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import liveness
+from sft_space.runs import queue as run_queue
 
 from helpers import CHATML, wait_until
 
@@ -33,7 +36,7 @@ def leaves_no_runs(sft_home):
     before = set(rundir.list_run_dirs())
     yield
     for run_dir in set(rundir.list_run_dirs()) - before:
-        runs.wait_for(run_dir.name, timeout=60)
+        run_queue.wait_for(run_dir.name, timeout=60)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -64,13 +67,13 @@ def test_stop_ends_a_run_stuck_before_its_first_step_and_the_queue_moves_on(loop
     assert runs.is_waiting(rundir.read_status(waiting))
     asked = time.time()
     runs.stop_run(stuck)
-    final = runs.wait_for(stuck, timeout=60)
+    final = run_queue.wait_for(stuck, timeout=60)
     assert final["state"] == "stopped", final
     assert time.time() - asked < liveness.LOADING_GRACE_SECONDS + 5
     assert "stopped before training began" in final["note"] and "no adapter" in final["note"]
-    wait_until(lambda: not runs.process_alive(stuck, status), timeout=10, what="the process to exit")
+    wait_until(lambda: not liveness.process_alive(stuck, status), timeout=10, what="the process to exit")
     assert not rundir.has_adapter(stuck)
-    assert runs.wait_for(waiting, timeout=180)["state"] == "completed"  # the next visitor's run was not held up
+    assert run_queue.wait_for(waiting, timeout=180)["state"] == "completed"  # the next visitor's run was not held up
 
 
 def test_a_process_that_ignores_the_stop_is_killed_after_its_grace(looping_model, sft_home, monkeypatch):
@@ -80,14 +83,14 @@ def test_a_process_that_ignores_the_stop_is_killed_after_its_grace(looping_model
     os.kill(status["pid"], signal.SIGSTOP)  # frozen: SIGTERM stays pending, as in a native call that never returns
     try:
         runs.cancel_run(stuck)
-        final = runs.wait_for(stuck, timeout=30)
+        final = run_queue.wait_for(stuck, timeout=30)
     finally:
         if pid_alive(status["pid"], status["pid_started"]):
             os.kill(status["pid"], signal.SIGKILL)
     assert final["state"] == "cancelled", final
     assert "did not end within 3 s of the stop (it was" in final["note"] and "no adapter" in final["note"]
-    assert not runs.process_alive(stuck, status)
-    assert runs.active_run() is None
+    assert not liveness.process_alive(stuck, status)
+    assert run_queue.active_run() is None
 
 
 def test_the_hosts_time_limit_reaches_a_run_that_never_starts_training(looping_model, sft_home, monkeypatch):
@@ -96,7 +99,7 @@ def test_the_hosts_time_limit_reaches_a_run_that_never_starts_training(looping_m
     monkeypatch.setenv("SFT_SPACE_RUN_MINUTES", "0.2")
     stuck = runs.start_run(config(looping_model), owner="browser:" + "a" * 32)
     stuck_rendering(stuck)
-    final = runs.wait_for(stuck, timeout=60)
+    final = run_queue.wait_for(stuck, timeout=60)
     assert final["state"] == "stopped", final
     assert "the time budget of 0.2 min was spent before training" in final["note"]
     assert final["elapsed_seconds"] < 12 + liveness.LOADING_GRACE_SECONDS + 5

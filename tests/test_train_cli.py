@@ -212,8 +212,9 @@ def test_a_timed_run_that_trained_far_fewer_steps_than_planned_says_why(tiny_mod
     far fewer, and its note says so and why."""
     import shutil
 
-    from sft_space import estimates, rundir
+    from sft_space import rundir
     from sft_space.models import device_name
+    from sft_space.training import estimates
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)  # a model of its own: no other test's pace applies

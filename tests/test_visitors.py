@@ -8,8 +8,12 @@ import sys
 import pytest
 from gradio_client import Client
 
-from sft_space import estimates, rundir, runs
+from sft_space import rundir
 from sft_space.config import RunConfig
+from sft_space.runs import lifecycle as runs
+from sft_space.runs import liveness
+from sft_space.runs import queue as run_queue
+from sft_space.training import estimates
 
 from helpers import ROOT, app_settings, launched_app, run_id_of, wait_until
 
@@ -39,7 +43,7 @@ def test_two_visitors_queue_and_stay_apart(app_url, tiny_model, monkeypatch):
     assert rundir.read_status(alice_run)["state"] == "running"  # bob could not touch it
 
     alice.predict(api_name="/stop_run")  # alice's Stop & save frees the device...
-    assert runs.wait_for(alice_run, timeout=120)["state"] == "stopped"
+    assert run_queue.wait_for(alice_run, timeout=120)["state"] == "stopped"
     status = wait_until(
         lambda: runs.refresh(bob_run) if runs.refresh(bob_run)["state"] == "completed" else None,
         timeout=180,
@@ -55,14 +59,14 @@ def test_a_restarted_app_finds_runs_interrupted_and_resumable(tiny_model, sft_ho
     wait_until(lambda: (rundir.read_status(run_id).get("last_checkpoint") or 0) >= 3, timeout=120, what="a checkpoint")
     # A Space restart takes the training process down with the app: kill it, then look with a fresh process
     # that never started it (what the restarted app is).
-    runs._children[run_id].kill()
-    runs._children[run_id].wait()
-    runs._children.pop(run_id)
+    liveness._children[run_id].kill()
+    liveness._children[run_id].wait()
+    liveness._children.pop(run_id)
     fresh = subprocess.run(
         [
             sys.executable,
             "-c",
-            f"from sft_space import runs; from sft_space.ui import text; s = runs.refresh({run_id!r}); "
+            f"from sft_space.runs import liveness; from sft_space.ui import text; s = liveness.refresh({run_id!r}); "
             "print(s['state']); print(text.status_line(s))",
         ],
         cwd=ROOT,
@@ -75,7 +79,7 @@ def test_a_restarted_app_finds_runs_interrupted_and_resumable(tiny_model, sft_ho
     runs.resume_run(run_id)
     wait_until(lambda: rundir.read_status(run_id).get("resumed_from"), timeout=120, what="the resumed run")
     runs.cancel_run(run_id)
-    assert runs.wait_for(run_id, timeout=120)["state"] == "cancelled"
+    assert run_queue.wait_for(run_id, timeout=120)["state"] == "cancelled"
     assert not (rundir.run_path(run_id) / "adapter").exists()  # Cancel keeps no adapter
 
 
@@ -125,7 +129,7 @@ def test_on_a_space_typed_paths_reach_no_server_file(tmp_path, monkeypatch, tiny
     import gradio as gr
 
     from sft_space import home
-    from sft_space.cleanup import UPLOADS
+    from sft_space.runs.cleanup import UPLOADS
     from sft_space.ui import data_tab
     from sft_space.ui.common import SOURCE_FIELDS, owned, visitor_model
 
@@ -188,7 +192,7 @@ def test_a_forged_browser_id_sent_to_the_page_load_event_reaches_no_ones_runs(ap
     victim = Client(app_url, verbose=False)
     victim_run = run_id_of(victim.predict(**app_settings(tiny_model, 2), api_name="/start_run"))
     victim_key = json.loads((rundir.run_path(victim_run) / rundir.OWNER).read_text())["owner"]
-    runs.wait_for(victim_run, timeout=180)
+    run_queue.wait_for(victim_run, timeout=180)
     config = victim.config["dependencies"]
     # the page-load event that reads the browser's stored id: inputs [the stored id], outputs [key, id to keep]
     load = next(

@@ -30,9 +30,9 @@ pytestmark = [
 SERVER = """
 import os, sys
 import spaces  # first, as app.py does on ZeroGPU
-from sft_space import runs
+from sft_space.runs import queue
 from sft_space.ui import build_app, launch_kwargs, queue_kwargs
-runs.start_queue_worker()
+queue.start_queue_worker()
 demo = build_app()
 demo.queue(**queue_kwargs()).launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True,
                                                 **launch_kwargs())

@@ -11,7 +11,7 @@ Measures, on whatever device this runs on (written for one CUDA GPU):
    step --warmup + --steps, and a training_step wrapper that sums the non-padding tokens of each batch on the
    device. tokens/s = those tokens / that window's seconds. Peak GPU memory = torch.cuda.max_memory_allocated
    at the end of training (the whole process).
-2. Chat generation speed through sft_space.chat (load_chat_model on the run directory the CLI just produced,
+2. Chat generation speed through sft_space.run_model.chat (load_chat_model on the run directory the CLI just produced,
    reply() greedy, exactly --chat-tokens new tokens), with the adapter on and off, as loaded by load_chat_model
    and after casting to bf16, plus plain model.generate on the bf16 model for comparison.
 3. The same ours-vs-plain comparison on a Qwen2.5-0.5B-Instruct-sized model (random init from its config) at
@@ -356,7 +356,7 @@ def child_ours(spec: dict) -> None:
 
     trl.SFTTrainer = timed_trainer_class()  # sft_space.train does `from trl import SFTTrainer` inside build_trainer
     from sft_space.models import choose_precision, detect_device, training_dtype
-    from sft_space.train import main
+    from sft_space.training.run import main
 
     device = detect_device()
     chosen = {
@@ -433,7 +433,8 @@ def child_chat(spec: dict) -> None:
 
     import torch
 
-    from sft_space import chat, run_model
+    from sft_space import run_model
+    from sft_space.run_model import chat
 
     cuda = torch.cuda.is_available()
 

@@ -14,6 +14,7 @@ A package of single-purpose modules, each importing only those listed before it:
 Reading is plain Python, so the UI can preview without importing `datasets` or torch; `huggingface_hub` and
 pyarrow are imported inside the functions that use them. Nothing here knows about training loops or Gradio.
 This module re-exports the names the rest of the project imports from `sft_space.data`.
+Imports models (the bundled demo sets' folder), host (the row cap) and the declarations; never anything above.
 """
 
 from .formats import (

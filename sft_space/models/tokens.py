@@ -85,7 +85,7 @@ def load_tokenizer(folder: Path):
     """The tokenizer of a model or adapter folder, for the app's own work (chat, Evaluate, the Data tab, exports):
     its tokenizer and chat template were first tried in a bounded process (sandbox), so a template that loops or
     a split pattern that panics is refused with the reason instead of stalling the app for everyone."""
-    from ..sandbox import bounded_tokenizer
+    from ..host.sandbox import bounded_tokenizer
 
     bounded_tokenizer(folder)
     return prepare_tokenizer(folder)[0]

@@ -7,11 +7,13 @@
 - thread.py: the one generation thread all model work of the app runs on (`on_generation_thread`);
 - decoding.py: greedy and batched decoding (`generate_batch`, `generate_many`, `generate_once`, `greedy_each`),
   a conversation as input (`build_inputs`), the run's probe conversations (`probe_conversations`);
-- loss.py: the answer loss on held-out conversations (`answer_loss`, `heldout_loss`).
+- loss.py: the answer loss on held-out conversations (`answer_loss`, `heldout_loss`);
+- chat.py: replies streamed with the chat template, as the tuned or the base model.
 
 Chat (streamed replies), Evaluate, the prompting baselines, the probes during training, the merged push and the
 GGUF export all use it; none loads a model or decodes on its own. torch, transformers and peft are imported inside
 the functions that need them.
+Imports data, models, host and the declarations; never judging, export, publishing, training, runs or ui.
 """
 
 from .decoding import (

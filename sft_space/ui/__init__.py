@@ -4,6 +4,7 @@ Handlers are thin: read widgets, call the engine, format the result. Engine
 errors (ValueError and friends) become gr.Error messages; no traceback reaches
 the page. The page polls the run directory with a gr.Timer, so a refresh or a
 second tab reattaches to a running job.
+The top package: it may import every other; none imports it (only app.py does).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import html
 import gradio as gr
 from starlette.middleware import Middleware
 
-from .. import hardware, run_model, rundir, runs
+from .. import run_model, rundir
+from ..host import hardware
 from ..hub import on_a_space
+from ..runs import liveness
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 from .busy import BusyMark
 from .uploads import UploadGuard
@@ -42,7 +45,7 @@ def sign_in_available() -> bool:
 
 
 def build_app() -> gr.Blocks:
-    run_model.cap_threads_with(runs.generation_threads)  # replies take one core while a run trains on the CPU
+    run_model.cap_threads_with(liveness.generation_threads)  # replies take one core while a run trains on the CPU
     # delete_cache: the copies Gradio keeps of uploads and handed-out files go after an hour
     with gr.Blocks(title="SFT Space", delete_cache=(3600, 3600)) as demo:
         with gr.Row(equal_height=True):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .. import SERVING_MARK, home, runs
+from .. import SERVING_MARK, home
+from ..runs import liveness
 
 BUSY_REQUESTS = 8  # HTTP requests in flight at once that make the page "busy"
 # long-lived streams every open page holds (heartbeat, event streams) and uploads: waiting, not work
@@ -36,7 +37,7 @@ class BusyMark:
             now = time.time()
             if self.in_flight >= BUSY_REQUESTS and now - self.touched > TOUCH_EVERY_SECONDS:
                 self.touched = now
-                if runs.generation_threads() == 1:  # a run this app started trains on the CPU
+                if liveness.generation_threads() == 1:  # a run this app started trains on the CPU
                     with contextlib.suppress(OSError):
                         (home() / SERVING_MARK).touch()
             return await self.app(scope, receive, send)

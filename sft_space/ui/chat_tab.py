@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import hardware, limits, runs
 from ..config import RunConfig
+from ..host import hardware, limits
 from ..hub import public
+from ..runs import lifecycle as runs
 from .common import owned, shown_as_error
 from .widgets import build_groups
 
@@ -60,8 +61,8 @@ def respond(
     visitor: str | None = None,
 ):
     """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
-    from ..chat import stream_reply
     from ..run_model import load_chat_model, on_generation_thread
+    from ..run_model.chat import stream_reply
 
     if not message or not message.strip():
         raise gr.Error("Type a message first.", print_exception=False)

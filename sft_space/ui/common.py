@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from .. import rundir, runs
-from ..choices import allowed_dataset, allowed_model
+from .. import rundir
 from ..hub import public
+from ..runs import lifecycle as runs
+from ..runs.choices import allowed_dataset, allowed_model
 
 # The engine's way of saying "this input or state is wrong": the message is for the visitor.
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)

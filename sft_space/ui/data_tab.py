@@ -8,12 +8,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import limits
-from ..cleanup import uploads_dir
 from ..config import DEFAULT_DATASET
 from ..data import FORMATS, PREVIEW_HEADERS, UPLOAD_SUFFIXES, DatasetSplits, demo_choices, is_hub_id, preview_table
 from ..data.sources import test_rows_note, unlike_rows_note
+from ..host import limits
 from ..hub import public
+from ..runs.cleanup import uploads_dir
 from .charts import drawable, typed_frame
 from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
 from .widgets import named

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import hardware, limits, rundir, runs
-from ..baselines import (
+from .. import rundir
+from ..host import hardware, limits
+from ..judging.baselines import (
     DEFAULT_BASELINE_PROMPTS,
     DEFAULT_SHOTS,
     METRIC_WORDS,
@@ -15,8 +16,9 @@ from ..baselines import (
     VARIANTS,
     table_rows,
 )
-from ..evaluate import summary_headers, summary_rows, unlike_note
-from ..scorers import SCORERS
+from ..judging.evaluate import summary_headers, summary_rows, unlike_note
+from ..judging.scorers import SCORERS
+from ..runs import ownership
 from .charts import typed_frame
 from .chat_tab import refresh_choices
 from .common import owned, shown_as_error
@@ -61,7 +63,7 @@ def saved_eval(run_id: str | None) -> dict:
 
 
 def load_existing(run_id: str | None, visitor: str | None):
-    if run_id and not runs.visible_run(run_id, visitor):
+    if run_id and not ownership.visible_run(run_id, visitor):
         run_id = None
     saved = saved_eval(run_id)
     scored = saved.get("tuned", {}).get("format", {}).get("count") if "base" in saved else None
@@ -79,9 +81,9 @@ def instructions_for(run_id: str | None, saved: dict) -> str:
         return saved["baselines"]["instructions"]
     if not run_id:
         return ""
-    from ..baselines import default_instructions
     from ..data import load_for_run, reference_answer
-    from ..scorers import choose_scorer
+    from ..judging.baselines import default_instructions
+    from ..judging.scorers import choose_scorer
 
     try:
         config = rundir.read_config(run_id)
@@ -133,7 +135,7 @@ def compare(
     visitor: str | None,
     progress=gr.Progress(),
 ):
-    from ..baselines import compare_with_prompting
+    from ..judging.baselines import compare_with_prompting
 
     owned(run_id, visitor, "compare")
     with shown_as_error():
@@ -150,7 +152,7 @@ def compare(
 
 
 def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str | None, progress=gr.Progress()):
-    from ..evaluate import evaluate_run
+    from ..judging.evaluate import evaluate_run
 
     owned(run_id, visitor, "evaluate")
     with shown_as_error():

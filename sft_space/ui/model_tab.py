@@ -7,10 +7,11 @@ import json
 
 import gradio as gr
 
-from .. import estimates, limits
-from ..bundled import is_converted
 from ..config import BUNDLED_MODEL
+from ..host import limits
 from ..models import CURATED_MODELS, detect_device, fit_report, is_hub_model_id, model_facts, resolve_model
+from ..models.bundled import is_converted
+from ..training import estimates
 from .common import shown_as_error, visitor_model
 from .widgets import read_config
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import jobs, publish, rundir
-from ..card import loss_curve_png, model_card
-from ..cleanup import handed_out_dir
+from .. import rundir
 from ..export import export_run, trl_command, trl_yaml
 from ..export import gguf as export_gguf
 from ..hub import hub_endpoint
+from ..publishing import jobs, publish
+from ..publishing.card import loss_curve_png, model_card
+from ..runs.cleanup import handed_out_dir
 from .common import ENGINE_ERRORS, owned
 
 KINDS = [

@@ -5,9 +5,13 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .. import backup, rundir, runs
+from .. import rundir
 from ..hub import hub_endpoint, on_a_space
 from ..models import model_label
+from ..publishing import backup
+from ..runs import lifecycle as runs
+from ..runs import ownership
+from ..runs import restore as backups
 from . import text
 from .charts import drawable, finite, typed_frame
 from .common import owned, shown_as_error
@@ -65,7 +69,7 @@ def hub_runs(visitor: str | None, oauth_token: gr.OAuthToken | None):
         raise gr.Error("Sign in with Hugging Face (top right) to see the runs backed up to your account.")
     username = visitor.removeprefix("hf:")
     with shown_as_error():
-        found = backup.list_backups(oauth_token.token, username)
+        found = backups.list_backups(oauth_token.token, username)
     rows = [
         [r["run_id"], r["state"], r["step"], r["checkpoint_step"] or "-", "yes" if r["has_adapter"] else "no",
          r["model"], r["dataset"]]
@@ -88,7 +92,7 @@ def restore(run_id: str | None, visitor: str | None, oauth_token: gr.OAuthToken 
     if not run_id:
         raise gr.Error("Pick a run to restore (press Find first).")
     with shown_as_error(errors=(ValueError, RuntimeError, OSError)):
-        backup.restore(run_id, oauth_token.token, visitor.removeprefix("hf:"))
+        backups.restore(run_id, oauth_token.token, visitor.removeprefix("hf:"))
     status = runs.refresh(run_id)
     gr.Info(
         f"Restored {run_id} ({status.get('state')}): "
@@ -101,7 +105,7 @@ def overlay(selected: list[str] | None, visitor: str | None) -> pd.DataFrame | N
     """Loss curves of the ticked runs on one chart: validation loss where there is one, else training loss."""
     rows = []
     for run_id in selected or []:
-        if not runs.visible_run(run_id, visitor):
+        if not ownership.visible_run(run_id, visitor):
             continue
         records = rundir.read_metrics(run_id)
         key = "eval_loss" if any(isinstance(r.get("eval_loss"), (int, float)) for r in records) else "loss"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .. import runs, slots
+from ..runs import lifecycle as runs
+from ..runs import liveness
+from ..runs import queue as run_queue
+from ..training import slots
 
 
 def format_duration(seconds: float | None) -> str:
@@ -22,7 +25,7 @@ def status_line(status: dict) -> str:
         return "No run yet"
     parts = [status.get("state", "unknown")]
     if runs.is_waiting(status) and status.get("run_id"):
-        place = runs.queue_position(status["run_id"])
+        place = run_queue.queue_position(status["run_id"])
         if place:
             wait = "measuring…" if place[2] is None else format_duration(place[2])
             parts.append(f"position {place[0]} of {place[1]} in the queue · estimated wait {wait}")
@@ -44,11 +47,11 @@ def status_line(status: dict) -> str:
         parts.append(f"ETA {format_duration(status['eta_seconds'])}")
     elif status.get("state") in runs.ACTIVE_STATES and status.get("phase") == "training":
         parts.append("ETA measuring…")  # the first steps, before the run's own pace is known
-    if status.get("state") in runs.FINAL_STATES and status.get("elapsed_seconds"):
+    if status.get("state") in liveness.FINAL_STATES and status.get("elapsed_seconds"):
         parts.append(f"took {format_duration(status['elapsed_seconds'])}")
     if status.get("state") in runs.ACTIVE_STATES and status.get("time_budget_seconds"):
         parts.append(f"time limit {format_duration(status['time_budget_seconds'])}")
-    if status.get("state") in runs.FINAL_STATES and status.get("note"):
+    if status.get("state") in liveness.FINAL_STATES and status.get("note"):
         parts.append(status["note"])
     if status.get("state") in ("failed", "interrupted") and status.get("error"):
         parts.append(status["error"])

@@ -7,11 +7,18 @@ import html
 import gradio as gr
 import pandas as pd
 
-from .. import backup, estimates, hardware, health, rundir, runs, slot_worker, slots
+from .. import rundir
 from ..charts import CHART_GROUPS, LOSS_CHART, RUN_CHARTS
+from ..host import hardware
 from ..hub import on_a_space
+from ..judging import health
 from ..models import CURATED_MODELS
 from ..presets import DEFAULT_PRESET, GPU_PRESETS, default_preset, preset_config, presets_for
+from ..publishing import backup
+from ..runs import lifecycle as runs
+from ..runs import ownership
+from ..runs import queue as run_queue
+from ..training import estimates, slot_worker, slots
 from . import text
 from .charts import chart_frame, plot, run_chart_values
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_dataset, visitor_model
@@ -145,7 +152,7 @@ def drive_slots(run_id: str | None, visitor: str | None, slot_call=None):
     if slots.driving(run_id):  # another tab of this visitor drives it already
         yield gr.skip()
         return
-    env = runs.slot_environment(run_id)
+    env = run_queue.slot_environment(run_id)
     for status in slots.drive(run_id, slot_call, env):
         yield run_bar_text(run_id, status)
     yield run_bar_text(run_id, runs.refresh(run_id))
@@ -184,9 +191,9 @@ def poll(run_id: str | None, visitor: str | None, built=None):
 
     built: the page's charts that have drawn data already (a State, so untrusted: only its known names count);
     they are never given None again (charts.drawable)."""
-    if run_id and not runs.visible_run(run_id, visitor):
+    if run_id and not ownership.visible_run(run_id, visitor):
         run_id = None
-    run_id = runs.own_active_run(visitor) or run_id or runs.latest_run(visitor)
+    run_id = ownership.own_active_run(visitor) or run_id or ownership.latest_run(visitor)
     status = runs.refresh(run_id) if run_id else {}
     records = rundir.read_metrics(run_id) if run_id else []
     findings = diagnose(run_id, records)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .. import limits
+from ..host import limits
 
 OVERHEAD_BYTES = 64 * 1024  # multipart headers around the files
 
