@@ -1,5 +1,6 @@
 """`python -m sft_space.train`: the training process's command line, kept at this address because users type it
-(README, the exported recipe, Hugging Face Jobs). The process itself lives in sft_space/training/run.py."""
+(README, docs/GUIDE.md, the exported recipe, Hugging Face Jobs). The process itself lives in
+sft_space/training/run.py."""
 
 import sys
 

@@ -85,14 +85,33 @@ def test_every_run_chart_sits_in_a_group_and_draws_a_metric_the_training_process
     assert {"loss", "eval_loss", "learning_rate", "grad_norm", "gpu_utilization"} <= set(CHART_METRICS)
 
 
-def test_every_quota_has_its_row_in_the_readme_and_takes_fractions_where_its_type_does(monkeypatch):
-    """A quota is one field of limits.Limits: the README's table names its variable, and the owner's value is read as
-    its type says (a fraction of a minute stays one, a count is whole)."""
+def test_every_quota_has_its_row_in_the_hosting_notes_and_takes_fractions_where_its_type_does(monkeypatch):
+    """A quota is one field of limits.Limits: docs/HOSTING.md's table names its variable, and the owner's value is
+    read as its type says (a fraction of a minute stays one, a count is whole)."""
     from sft_space.host import limits
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "HOSTING.md").read_text()
     assert [name for name in limits.VARIABLES.values() if f"`{name}`" not in readme] == []
     monkeypatch.setenv("SFT_SPACE_RUN_MINUTES", "2.5")
     monkeypatch.setenv("SFT_SPACE_QUEUE_SIZE", "3.9")
     current = limits.current("cpu")
     assert current.run_minutes == 2.5 and current.queue_size == 3
+
+
+def test_the_page_links_the_guide_on_a_space_and_the_readme_stays_a_landing_page(monkeypatch):
+    """The README is a landing page (the guide, hosting notes and design live in docs/, each linked from it), and a
+    Space's page links the guide in its own repository; elsewhere there is no repository to link."""
+    from sft_space.ui import _guide_links
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150 and "make run" in readme and "make test" in readme
+    for page in ("GUIDE.md", "HOSTING.md", "ARCHITECTURE.md", "DEVELOPING.md"):
+        assert f"(docs/{page})" in readme and (ROOT / "docs" / page).is_file()
+    monkeypatch.delenv("SYSTEM", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert _guide_links() == ""
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "alice/sft-space")
+    assert "https://huggingface.co/spaces/alice/sft-space/blob/main/docs/GUIDE.md" in _guide_links()
+    monkeypatch.setenv("SPACE_ID", "alice/x) [click](https://evil.example")
+    assert _guide_links() == ""

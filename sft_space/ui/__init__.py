@@ -10,13 +10,14 @@ The top package: it may import every other; none imports it (only app.py does).
 from __future__ import annotations
 
 import html
+import os
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from .. import run_model, rundir
 from ..host import hardware
-from ..hub import on_a_space
+from ..hub import HUB_ID, on_a_space
 from ..runs import liveness
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
 from .busy import BusyMark
@@ -44,6 +45,15 @@ def sign_in_available() -> bool:
     return visitor.real_oauth()
 
 
+def _guide_links() -> str:
+    """On a Space, links to the guide and the hosting notes in the Space's own repository (docs/)."""
+    space = os.environ.get("SPACE_ID", "")
+    if not on_a_space() or not HUB_ID.match(space):
+        return ""
+    base = f"https://huggingface.co/spaces/{space}/blob/main/docs"
+    return f" [Guide]({base}/GUIDE.md) · [Hosting and quotas]({base}/HOSTING.md)"
+
+
 def build_app() -> gr.Blocks:
     run_model.cap_threads_with(liveness.generation_threads)  # replies take one core while a run trains on the CPU
     # delete_cache: the copies Gradio keeps of uploads and handed-out files go after an hour
@@ -53,7 +63,7 @@ def build_app() -> gr.Blocks:
                 f"## SFT Space — fine-tune a small language model in your browser "
                 f"<span class='badge' id='hardware'>{html.escape(hardware.detect().describe())}</span>\n"
                 "Pick data and a model, train a LoRA adapter with TRL's `SFTTrainer`, watch the losses, chat with the "
-                "result, publish it.",
+                "result, publish it." + _guide_links(),
                 elem_id="title",
             )
             if on_a_space():  # your own copy: private runs, your hardware (a GPU trains the presets in minutes)
