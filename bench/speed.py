@@ -21,9 +21,14 @@ so a burst of other work on the machine hits every variant, and reported as the 
    tuned and base, with the adapter unmerged in fp32 (how the chat loaded before) and as load_chat_model loads it now
    (the adapter merged, in the dtype measured fastest here).
 
-Writes bench/results.json (machine, versions, every measurement) and prints a table.
+6. The machine's own limits, in the same run (bench/roofline.py): matmul GFLOP/s in fp32, bf16 and fp16 at the
+   model's shapes, memory read and copy bandwidth, the CPU model and flags; then training as a fraction of the peak
+   of the precision it trains in (matrix-product FLOPs of the useful work: roofline.training_flops), and chat as a
+   fraction of the bandwidth bound (read bandwidth / bytes of weights read per generated token).
 
-    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections train,start,app,chat]
+Writes bench/results.json (machine, versions, every measurement) and prints one table.
+
+    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections roofline,train,start,app,chat]
 """
 
 from __future__ import annotations
@@ -150,7 +155,21 @@ def child_chat(spec: dict) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
-CHILDREN = {"ours": child_ours, "plain": child_plain, "loss": child_loss, "chat": child_chat}
+def child_roofline(spec: dict) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import roofline
+
+    config = roofline.bundled_config()
+    Path(spec["result"]).write_text(json.dumps({**roofline.limits(config), "model_config": config}))
+
+
+CHILDREN = {
+    "ours": child_ours,
+    "plain": child_plain,
+    "loss": child_loss,
+    "chat": child_chat,
+    "roofline": child_roofline,
+}
 
 
 # ------------------------------------------------------------------ parent
@@ -395,11 +414,16 @@ class Bench:
         self.results["chat"] = summary
         self.save()
 
+    def roofline(self) -> None:
+        """This machine's limits, in a fresh process like every other figure."""
+        self.results["roofline"] = self.child("roofline", {"name": "roofline"})
+        self.save()
+
     def run(self) -> None:
         self.results["machine"] = machine()
         self.save()
         sections = [s.strip() for s in self.args.sections.split(",") if s.strip()]
-        for section in ("train", "start", "app", "chat"):
+        for section in ("roofline", "train", "start", "app", "chat"):
             if section in sections:
                 print(f"[bench] {section} ...", flush=True)
                 getattr(self, section)()
@@ -471,7 +495,50 @@ def print_table(results: dict) -> None:
                 f"| chat {side}, {variant} ({entry['dtype']}): tokens/s; first token s | "
                 f"{_fmt(entry[side]['tokens_per_second'])}; {_fmt(entry[side]['first_token_seconds'], 3)} |"
             )
+    lines += roofline_rows(results)
     print("\n".join(lines))
+
+
+def roofline_rows(results: dict) -> list[str]:
+    """The machine's limits and each figure as a fraction of its own limit (all measured in this run)."""
+    limits = results.get("roofline")
+    if not limits:
+        return []
+    sys.path.insert(0, str(ROOT / "bench"))
+    import roofline
+
+    config, peak = limits["model_config"], limits["model_shape_peak_gflops"]
+    cpu = limits["cpu"]
+    lines = [
+        f"| CPU | {cpu['model']}; flags {', '.join(cpu['flags']) or 'none of note'}; {limits['threads']} threads |",
+        "| matmul peak at the model's shapes, GFLOP/s: fp32 / bf16 / fp16 | "
+        f"{peak['float32']:.0f} / {peak['bfloat16']:.0f} / {peak['float16']:.0f} |",
+        f"| memory bandwidth, GB/s: read / copy | {limits['memory']['read_gb_s']} / {limits['memory']['copy_gb_s']} |",
+    ]
+    training = results.get("training_runs") or {}
+    names = {"ours": "ours", "plain": "plain recipe"}
+    for name, label in names.items():
+        runs = [r for r in training.get(name, []) if r.get("tokens_per_second")]
+        if not runs:
+            continue
+        precision = (runs[0].get("cli_status") or {}).get("precision") or "bf16"  # the plain recipe: SFTConfig's bf16
+        checkpointing = bool(runs[0].get("gradient_checkpointing", name == "plain"))
+        fractions = []
+        for r in runs:
+            flops = roofline.training_flops(config, r["tokens"], r.get("loss_tokens") or r["tokens"], checkpointing)
+            gflops = flops / r["timed_seconds"] / 1e9
+            fractions.append(gflops / peak["bfloat16" if precision == "bf16" else "float32"])
+        fraction = statistics.median(fractions)
+        lines.append(f"| training, {label}: share of the {precision} matmul peak (useful FLOPs) | {fraction:.1%} |")
+        results.setdefault("fractions", {})[f"training_{name}_of_{precision}_peak"] = round(fraction, 4)
+    for variant, entry in (results.get("chat") or {}).items():
+        size = {"float32": 4, "bfloat16": 2, "float16": 2}.get(entry["dtype"], 4)
+        bound = limits["memory"]["read_gb_s"] * 1e9 / roofline.decode_bytes(config, size)
+        speed = entry["tuned"]["tokens_per_second"]["median"]
+        lines.append(f"| chat tuned, {variant}: share of the bandwidth bound ({bound:.0f} tok/s in {entry['dtype']}) | "
+                     f"{speed / bound:.1%} |")  # fmt: skip
+        results.setdefault("fractions", {})[f"chat_{variant}_of_bandwidth_bound"] = round(speed / bound, 4)
+    return lines
 
 
 def main() -> None:
@@ -481,7 +548,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="training steps before the timed ones")
     parser.add_argument("--loss-rows", type=int, default=40)
     parser.add_argument("--chat-tokens", type=int, default=96)
-    parser.add_argument("--sections", default="train,start,app,chat")
+    parser.add_argument("--sections", default="roofline,train,start,app,chat")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, logs)")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
