@@ -13,12 +13,15 @@ if os.path.isdir("/data") and os.access("/data", os.W_OK):  # a Space's persiste
     os.environ.setdefault("HF_HOME", "/data/.huggingface")
 if "--public" in sys.argv[1:]:
     os.environ["SFT_SPACE_PUBLIC"] = "1"
+# the server trusts no X-Forwarded-For (uvicorn trusts 127.0.0.1's by default, so a local client could choose its
+# address): a visitor's address is the socket's peer, or on a Space the hop its proxy appended (ui/visitor.address)
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
     import spaces  # noqa: F401  (ZeroGPU: before anything touches CUDA; it patches torch for its GPU slots)
 
 from sft_space.models.bundled import ensure_bundled_model  # noqa: E402
-from sft_space.runs import queue as run_queue
+from sft_space.runs import queue as run_queue  # noqa: E402
 from sft_space.ui import build_app, launch_kwargs, queue_kwargs  # noqa: E402
 
 demo = build_app()

@@ -264,3 +264,18 @@ def test_upper_case_suffixes_and_deeply_nested_rows(tmp_path):
     nested.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(ValueError, match="nested.jsonl line 2 nests its values too deeply to be a row"):
         load_dataset_source(str(nested))
+
+
+def test_a_conversation_of_plain_strings_is_refused_with_what_a_turn_must_look_like(tmp_path):
+    """A JSONL whose `messages` are plain strings (or ShareGPT turns that are not objects) is named, never a crash
+    whose message is empty on the page."""
+    strings = tmp_path / "strings.jsonl"
+    strings.write_text('{"messages": ["hello", "there"]}\n{"messages": ["a", "b"]}\n')
+    with pytest.raises(
+        ValueError, match=r"""'messages' must be an object such as \{"role": "user".*str items \('hello'\)"""
+    ):
+        load_dataset_source(str(strings))
+    sharegpt = tmp_path / "sharegpt.jsonl"
+    sharegpt.write_text('{"conversations": [["human", "hi"], ["gpt", "yo"]]}\n' * 2)
+    with pytest.raises(ValueError, match=r"'conversations' must be an object such as \{\"from\": \"human\""):
+        load_dataset_source(str(sharegpt))

@@ -52,6 +52,68 @@ def test_one_upload_request_carries_one_file_of_the_capped_size(app_url, public,
     assert os.path.getsize(path) == len(part)
 
 
+SEND_BODY = """
+import http.client, sys, urllib.parse
+url, mode = urllib.parse.urlparse(sys.argv[1]), sys.argv[2]
+body = b'{"data": ["' + b"a" * (300 * 2**20) + b'"], "fn_index": 0, "session_hash": "x"}'
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+try:
+    if mode == "declared":
+        connection.request("POST", "/gradio_api/queue/join", body=body, headers={"Content-Type": "application/json"})
+    else:
+        pieces = (body[i : i + 2**20] for i in range(0, len(body), 2**20))
+        connection.request("POST", "/gradio_api/queue/join", body=pieces, encode_chunked=True,
+                           headers={"Content-Type": "application/json"})
+    answer = connection.getresponse()
+    print(answer.status, answer.read().decode()[:200])
+except (ConnectionError, OSError) as error:  # the server closed while the rest was still being sent
+    print("closed", error)
+"""
+
+
+def test_every_request_body_is_capped_declared_or_chunked_and_a_refused_upload_leaves_nothing(app_url, public):
+    """A 300 MB JSON body to the queue needs no Gradio session: it is refused at its declared length before a byte
+    is read, and the same body sent chunked (no length) is cut off at the cap as it streams, the app's memory flat
+    either way (the body is sent from another process, so only the app's memory is measured here). A chunked upload
+    is refused before the parser writes anything, so no partial file stays behind."""
+    import subprocess
+    import sys
+
+    from gradio import utils as gradio_utils
+
+    def send(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", SEND_BODY, app_url, mode], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-1000:]
+        return done.stdout
+
+    answers = {}
+    assert peak_growth_mb(lambda: answers.update(declared=send("declared"))) < 20
+    assert answers["declared"].startswith("413") and "at most 2,048 KB" in answers["declared"]
+    assert peak_growth_mb(lambda: answers.update(chunked=send("chunked"))) < 40  # at most the cap was read
+    assert answers["chunked"].startswith(("413", "closed")), answers["chunked"]
+    small = httpx.post(f"{app_url}gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "y"})
+    assert small.status_code != 413  # an ordinary body passes (Gradio answers it as it does)
+
+    uploads = Path(gradio_utils.get_upload_folder())
+    before = {p for p in uploads.rglob("*") if p.is_file()} if uploads.exists() else set()
+    row = b'{"prompt": "hi", "completion": "there"}\n' * 20_000
+
+    def stream():
+        yield b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="a.jsonl"\r\n\r\n'
+        for _ in range(50):
+            yield row
+
+    refused_upload = httpx.post(
+        f"{app_url}gradio_api/upload",
+        content=stream(),
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+        timeout=60,
+    )
+    assert refused_upload.status_code == 411 and "Content-Length" in refused_upload.text
+    after = {p for p in uploads.rglob("*") if p.is_file()} if uploads.exists() else set()
+    assert after - before == set()
+
+
 def resident_mb(field: str) -> float:
     return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0]) / 1024
 

@@ -94,6 +94,19 @@ def test_quotas_refuse_with_their_reasons(app_url, tiny_model, monkeypatch):
     chat(first, run_id)  # books its 8 tokens: what it leaves of this hour's 8 is less than the next reply's 8
     with pytest.raises(Exception, match="this hour's 8 chat tokens"):
         chat(first, run_id)
+    # Evaluate and the baselines generate too: the same budget, booked before any model work (a visitor refused
+    # for chat once ran Evaluate on 200 prompts for 142 s)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="this hour's 8 chat tokens on this Space .*chat, Evaluate and the baselines"):
+        first.predict(run_id=run_id, count=2, scorer="auto", pattern="", api_name="/evaluate")
+    with pytest.raises(Exception, match="this hour's 8 chat tokens on this Space .*chat, Evaluate and the baselines"):
+        first.predict(
+            run_id=run_id, count=2, shots=1, instructions="", scorer="auto", pattern="", api_name="/compare_baselines"
+        )
+    assert time.monotonic() - started < 10
+    # a value that is not a number gets a message naming the field, not an empty error
+    with pytest.raises(Exception, match="Held-out prompts must be a number, not 'abc'"):
+        first.predict(run_id=run_id, count="abc", scorer="auto", pattern="", api_name="/evaluate")
 
 
 def test_a_template_width_and_a_catastrophic_pattern_do_not_stall_the_app(app_url):
@@ -287,10 +300,10 @@ def test_a_reply_books_its_tokens_before_it_starts():
 
     budget = ChatBudget()
     first = budget.reserve("browser:v", 10, 8)  # in flight
-    with pytest.raises(ValueError, match=r"would pass this hour's 10 chat tokens on this Space \(2 left\)"):
+    with pytest.raises(ValueError, match=r"would pass this hour.s 10 chat tokens on this Space \(2 left; chat, Eval"):
         budget.reserve("browser:v", 10, 8)  # a second request at the same moment
     budget.settle(first, 2)  # the first reply was short
     second = budget.reserve("browser:v", 10, 8)
     assert second is not None and budget.reserve("browser:other", 10, 8) is not None  # budgets are per visitor
-    with pytest.raises(ValueError, match="You have used this hour's 10 chat tokens on this Space: try again in"):
+    with pytest.raises(ValueError, match=r"used this hour.s 10 chat tokens on this Space \(chat, .*\): try again in"):
         budget.reserve("browser:v", 10, 1)

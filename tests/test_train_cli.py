@@ -243,3 +243,24 @@ def test_a_timed_run_that_trained_far_fewer_steps_than_planned_says_why(tiny_mod
     assert status["note"].startswith(f"trained {status['step']} steps in 0.25 min: "), status
     assert f"about {plan} steps fit" in status["note"], status["note"]
     assert "the machine was busier this time" in status["note"]
+
+
+def test_a_run_resumed_at_its_last_step_trains_no_step_past_it(tiny_model, tmp_path):
+    """A process that ended after its last checkpoint and before its adapter (a GPU slot ended there, a kill) is
+    resumed: Trainer.train would train one step past max_steps at learning rate 0; the checkpoint's adapter is the
+    run's instead, and no step N+1 is logged."""
+    import shutil
+
+    from sft_space import rundir
+
+    run_dir = tmp_path / "run"
+    result = run_cli("--model", str(tiny_model), *TINY_FAST, "--max_steps", "4", "--output_dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert rundir.checkpoint_step(rundir.last_complete_checkpoint(run_dir)) == 4
+    shutil.rmtree(rundir.adapter_dir(run_dir))  # what the process leaves when it ends before saving the adapter
+    rundir.write_status(run_dir, state="interrupted")
+    result = run_cli("--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    status = rundir.read_status(run_dir)
+    assert status["state"] == "completed" and status["step"] == 4 and rundir.has_adapter(run_dir)
+    assert max(row["step"] for row in rundir.read_metrics(run_dir)) == 4

@@ -295,6 +295,19 @@ def check_custom(kind: str, columns: list[str], mapping: dict, template: str) ->
             )
 
 
+def _turns(row: dict, column: str) -> list[dict]:
+    """A conversation column's turns, each an object; a plain string (or anything else) is named, not a crash."""
+    turns = row[column]
+    odd = next((turn for turn in turns if not isinstance(turn, dict)), None)
+    if odd is not None:
+        example = '{"role": "user", "content": "..."}' if column == "messages" else '{"from": "human", "value": "..."}'
+        raise ValueError(
+            f"Each item of a row's '{column}' must be an object such as {example}; this file has "
+            f"{type(odd).__name__} items ({str(odd)[:60]!r}). Fix the file, or map its columns by hand."
+        )
+    return turns
+
+
 def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str = "") -> dict:
     """One row of any known format as {'messages': [...]} (or {'text': ...} for plain text)."""
 
@@ -315,12 +328,12 @@ def to_messages(row: dict, kind: str, mapping: dict | None = None, template: str
 
     if kind == "messages":
         return {
-            "messages": [{"role": t.get("role"), "content": t.get("content")} for t in row["messages"]]
+            "messages": [{"role": t.get("role"), "content": t.get("content")} for t in _turns(row, "messages")]
             if isinstance(row["messages"], list)
             else row["messages"]
         }
     if kind == "sharegpt":
-        turns = row["conversations"] if isinstance(row["conversations"], list) else []
+        turns = _turns(row, "conversations") if isinstance(row["conversations"], list) else []
         return {
             "messages": [
                 {"role": SHAREGPT_ROLES.get(str(t.get("from", "")).lower(), t.get("from")), "content": t.get("value")}

@@ -70,7 +70,7 @@ CPU_SPACE = Limits(
     max_new_tokens=512,
     eval_rows=200,
     eval_prompt_tokens=1_024,
-    chat_tokens_per_hour=6_000,  # about 8 minutes of replies at the CPU's 13 tokens/s
+    chat_tokens_per_hour=20_000,  # ~8 min of generation at ~40 tok/s: Evaluate 3,840 + baselines 7,680 + chat
     keep_days=3,
     lora_r=64,
     upload_files=1,
@@ -228,8 +228,9 @@ CHAT_CONVERSATION_CHARACTERS = 24_000  # the whole conversation sent back with e
 
 
 class ChatBudget:
-    """Tokens each visitor generated in chat over the last hour, so one visitor cannot keep the model busy for
-    everyone; kept in memory (a restart forgets it, which errs on the visitor's side)."""
+    """Tokens each visitor generated over the last hour (chat replies, Evaluate's and the baselines' answers: one
+    budget for everything that generates), so one visitor cannot keep the model busy for everyone; kept in memory
+    (a restart forgets it, which errs on the visitor's side)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -252,11 +253,15 @@ class ChatBudget:
             used = sum(booked for _, booked in spent)
             wait = f"about {max(1, round((spent[0][0] + 3600 - now) / 60))} minutes" if spent else "a minute"
             if used >= limit:
-                raise ValueError(f"You have used this hour's {limit:,} chat tokens on this Space: try again in {wait}.")
+                raise ValueError(
+                    f"You have used this hour's {limit:,} chat tokens on this Space (chat, Evaluate and the baselines "
+                    f"share them): try again in {wait}."
+                )
             if used + tokens > limit:
                 raise ValueError(
-                    f"A reply of up to {tokens:,} tokens would pass this hour's {limit:,} chat tokens on this Space "
-                    f"({limit - used:,} left): lower max_new_tokens to {limit - used:,}, or try again in {wait}."
+                    f"Up to {tokens:,} generated tokens would pass this hour's {limit:,} chat tokens on this Space "
+                    f"({limit - used:,} left; chat, Evaluate and the baselines share them): ask for fewer "
+                    f"(max_new_tokens or prompts), or try again in {wait}."
                 )
             booking = [now, tokens]
             spent.append(booking)

@@ -248,6 +248,13 @@ def train(
                 forget_after(run_dir, resumed_step)
                 status.update(resumed_from=resumed_step, step=resumed_step)
                 log.info("Resuming from %s (step %d)", checkpoint.name, resumed_step)
+                if 0 < trainer.args.max_steps <= resumed_step:  # all steps done (the process ended before its
+                    # adapter): Trainer.train would train a step past max_steps, so the checkpoint's adapter is it
+                    from .slots import adapter_from_checkpoint
+
+                    if IS_MAIN_PROCESS:
+                        adapter_from_checkpoint(run_dir)
+                    return finish(run_dir, status, "completed", started)
             write_status(run_dir, **status)
             from .schedule import use_timed_schedule
 

@@ -246,8 +246,9 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                             rundir.write_status(
                                 run_dir,
                                 step=kept,
-                                slot_note=f"slot {len(log) + 1} ended at its {seconds:g} s "
-                                f"before it saved: {lost} steps to train again from step {kept}",
+                                slot_note=f"slot {len(log) + 1} ({seconds:g} s asked) ended after "
+                                f"{time.time() - began:.0f} s before it saved: {lost} steps to train again from "
+                                f"step {kept}",
                             )
                             continue
                         end_between_slots(

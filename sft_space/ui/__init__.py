@@ -16,7 +16,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from .. import run_model, rundir
-from ..host import hardware
+from ..host import hardware, templates
 from ..hub import HUB_ID, on_a_space
 from ..runs import liveness
 from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
@@ -56,6 +56,7 @@ def _guide_links() -> str:
 
 def build_app() -> gr.Blocks:
     run_model.cap_threads_with(liveness.generation_threads)  # replies take one core while a run trains on the CPU
+    templates.bound_chat_templates()  # a model's chat template is a stranger's code: every render bounded
     # delete_cache: the copies Gradio keeps of uploads and handed-out files go after an hour
     with gr.Blocks(title="SFT Space", delete_cache=(3600, 3600)) as demo:
         with gr.Row(equal_height=True):

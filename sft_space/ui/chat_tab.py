@@ -13,7 +13,7 @@ from ..host import hardware, limits
 from ..hub import public
 from ..runs import lifecycle as runs
 from .common import owned, shown_as_error
-from .widgets import build_groups
+from .widgets import Number, build_groups
 
 DEFAULT_SEED = 0  # the same seed for base and tuned, so sampling differences come from the weights
 
@@ -146,7 +146,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
             info="Leave empty to chat as the training data did.",
         )
         compare = gr.Checkbox(value=True, label="Also answer with the base model", scale=1, elem_id="chat-compare")
-        seed = gr.Number(value=DEFAULT_SEED, precision=0, label="Seed", scale=1, info="Same for both models.")
+        seed = Number(value=DEFAULT_SEED, precision=0, label="Seed", scale=1, info="Same for both models.")
     with gr.Row(equal_height=True):
         tuned_chat = gr.Chatbot(label="Tuned model (base + LoRA adapter)", height=420, elem_id="chatbot")
         base_chat = gr.Chatbot(label="Base model (adapter off)", height=420, elem_id="chatbot-base")

@@ -16,7 +16,7 @@ from ..hub import public
 from ..runs.cleanup import uploads_dir
 from .charts import drawable, typed_frame
 from .common import SOURCE_FIELDS, data_settings, shown_as_error, visitor_model
-from .widgets import named
+from .widgets import Number, named
 
 MAX_UPLOAD_MB = 200  # larger datasets belong on the Hub, not in a browser upload (a public host may allow less)
 
@@ -143,7 +143,7 @@ def build(demo: gr.Blocks):
             info="A branch, tag or commit; press Enter to reload.",
             elem_id="hub-revision",
         )
-    validation_share = gr.Number(
+    validation_share = Number(
         value=0.1,
         label="Validation share",
         elem_id="validation-share",
@@ -292,7 +292,7 @@ def build_inspector():
             "the max length, batch and answers-only settings of step 3."
         )
         with gr.Row():
-            row_number = gr.Number(value=0, precision=0, label="Row", scale=1, elem_id="inspect-row")
+            row_number = Number(value=0, precision=0, label="Row", scale=1, elem_id="inspect-row")
             button = gr.Button("Show", scale=1, elem_id="inspect")
         view = gr.HighlightedText(
             label="Row after the chat template",

@@ -17,11 +17,12 @@ from ..judging.baselines import (
     table_rows,
 )
 from ..judging.evaluate import summary_headers, summary_rows, unlike_note
-from ..judging.scorers import SCORERS
+from ..judging.scorers import EVAL_MAX_NEW_TOKENS, SCORERS
 from ..runs import ownership
 from .charts import typed_frame
 from .chat_tab import refresh_choices
 from .common import owned, shown_as_error
+from .widgets import Number
 
 SUMMARY_HEADERS = ["metric", "base model", "tuned model", "better"]
 FAILURE_HEADERS = ["expected", "tuned reply", "problems"]
@@ -125,6 +126,21 @@ def bar_charts(result: dict | None, metrics: list[str]) -> list:
     return charts + [gr.BarPlot(visible=False)] * (BAR_CHARTS - len(charts))
 
 
+def _count(count) -> int:
+    """The number of prompts from the form or an API call: a whole number, said so when it is not."""
+    try:
+        return int(float(count or 0))
+    except (TypeError, ValueError):
+        raise ValueError(f"The number of prompts must be a whole number, not {str(count)[:40]!r}.") from None
+
+
+def book_generation(visitor: str | None, replies: int) -> None:
+    """Evaluate and the baselines generate like chat does: their most tokens (every reply at its longest) come out
+    of the visitor's one generation budget per hour (limits.chat_budget), booked before any model work starts."""
+    quota = limits.current()
+    limits.chat_budget.reserve(visitor or "anonymous", quota.chat_tokens_per_hour, replies * EVAL_MAX_NEW_TOKENS)
+
+
 def compare(
     run_id: str | None,
     count,
@@ -135,13 +151,15 @@ def compare(
     visitor: str | None,
     progress=gr.Progress(),
 ):
-    from ..judging.baselines import compare_with_prompting
+    from ..judging.baselines import VARIANTS, compare_with_prompting
 
     owned(run_id, visitor, "compare")
     with shown_as_error():
+        rows = limits.check_eval_rows(_count(count))
+        book_generation(visitor, rows * len(VARIANTS))
         result = compare_with_prompting(
             run_id,
-            limits.check_eval_rows(int(count or 0)),
+            rows,
             int(shots),
             instructions,
             scorer,
@@ -156,9 +174,11 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str 
 
     owned(run_id, visitor, "evaluate")
     with shown_as_error():
+        rows = limits.check_eval_rows(_count(count))
+        book_generation(visitor, rows * 2)  # each prompt answered by the tuned and the base model
         result = evaluate_run(
             run_id,
-            limits.check_eval_rows(int(count or 0)),
+            rows,
             scorer,
             pattern or "",
             progress=lambda fraction, message: progress(fraction, desc=message),
@@ -173,7 +193,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     )
     with gr.Row():
         run = gr.Dropdown(label="Run", allow_custom_value=True, scale=3, elem_id="eval-run")
-        count = gr.Number(
+        count = Number(
             value=DEFAULT_BASELINE_PROMPTS,
             precision=0,
             label="Held-out prompts",
@@ -207,7 +227,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
             elem_id="baseline-instructions",
             info="Pre-filled from the training answers; edit it to give prompting its best shot.",
         )
-        shots = gr.Number(
+        shots = Number(
             value=DEFAULT_SHOTS,
             precision=0,
             label="Few-shot examples",

@@ -13,6 +13,27 @@ import gradio as gr
 
 from ..config import RunConfig, coerce, field_type, fields_by_name
 
+
+def Number(**kwargs) -> gr.Number:
+    """gr.Number whose value from a browser or an API call is checked first: a value that is not a number (an API
+    call may send any JSON) is refused with the field's name, where gr.Number's own conversion fails with no message.
+    (A wrapper, not a subclass: Gradio writes a .pyi stub beside the source of every component class.)"""
+    number = gr.Number(**kwargs)
+    convert = number.preprocess
+
+    def preprocess(payload):
+        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+            try:
+                payload = float(payload)
+            except (TypeError, ValueError):
+                what = number.label or "This field"
+                raise gr.Error(f"{what} must be a number, not {str(payload)[:40]!r}.", print_exception=False) from None
+        return convert(payload)
+
+    number.preprocess = preprocess
+    return number
+
+
 LABELS = {
     "num_train_epochs": "Epochs",
     "max_steps": "Max steps",
@@ -87,7 +108,7 @@ def make_widget(f, value=None):
     if kind is str:
         lines = 3 if f.name == "probe_prompts" else 1
         return gr.Textbox(value=value, label=label, info=info, lines=lines, elem_id=f"cfg-{f.name}")
-    return gr.Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=f"cfg-{f.name}")
+    return Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=f"cfg-{f.name}")
 
 
 def build_groups(groups: list[tuple[str, bool]]) -> dict[str, gr.components.Component]:
