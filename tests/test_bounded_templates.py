@@ -76,10 +76,10 @@ def test_a_template_that_turns_on_one_word_passes_the_check_and_is_refused_per_r
     assert time.monotonic() - started < templates.RENDER_SECONDS + 1.5
     assert "refused on this host" in str(refused.value) and "Traceback" not in str(refused.value)
     assert rss_mb() - before < 50  # the app process did not build the string: the worker did, and failed
-    # the next render, by anyone, is served at once by a worker that was started meanwhile
+    # the next render, by anyone, is served by a worker started meanwhile (the pool keeps a spare)
     started = time.monotonic()
     assert "hello" in tokenizer.apply_chat_template(calm, tokenize=False)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0
 
 
 def test_another_visitors_render_answers_while_a_hostile_one_runs(tokenizer):

@@ -85,7 +85,6 @@ class _Worker:
         answer, late = self._reply(seconds, request)
         if late or not answer:
             self.kill()
-            _start_spare()
             if late:
                 raise TemplateTooCostly(
                     f"This model's chat template took longer than {seconds:g} s to render this conversation, so it "
@@ -140,11 +139,16 @@ def render(seconds: float = RENDER_SECONDS, **arguments) -> tuple[list[str], lis
                 worker = _idle.get_nowait()
             except queue.Empty:
                 worker = _Worker()
+            if _idle.empty():  # a started one waits for the next render, whatever this one does
+                _start_spare()
             if not worker.start():
                 raise TemplateTooCostly("The chat template renderer could not start on this host: try again.")
         answer = worker.ask(request, seconds)  # kills the worker on a refusal
         if worker.alive():
-            _idle.put(worker)
+            if _idle.qsize() < WORKERS:
+                _idle.put(worker)
+            else:
+                worker.kill()
     if "error" in answer:
         raise TemplateTooCostly(answer["error"]) if answer.get("costly") else ValueError(answer["error"])
     return answer["rendered"], [[tuple(span) for span in spans] for spans in answer["indices"]]
