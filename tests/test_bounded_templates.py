@@ -141,3 +141,43 @@ def test_chat_on_the_generation_thread_moves_on_after_a_refused_render(trained_r
         assert replies and time.monotonic() - started < 2
     finally:
         unload()
+
+
+AMPLIFIES = ONLY_ON_ZQ_LOOPS.replace(
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "{{ 'hello ' * 40000 }}"
+)
+
+
+def test_a_template_that_turns_a_word_into_a_huge_prompt_is_refused_before_generation(trained_run, tmp_path):
+    """Rendered within its bounds (40,000 words, well under a second), the prompt is still longer than the model's
+    context: refused with the reason before the model runs, so it cannot hold the generation thread."""
+    from sft_space.run_model import chat, load_chat_model, unload
+
+    templates.bound_chat_templates()
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for folder in run.rglob("tokenizer_config.json"):
+        (folder.parent / "chat_template.jinja").write_text(AMPLIFIES)
+    loaded = load_chat_model(run)
+    try:
+        context = loaded.model.config.max_position_embeddings
+        with pytest.raises(ValueError, match=rf"more than the model's {context:,}-token context"):
+            list(chat.stream_reply(loaded, [{"role": "user", "content": "hello zq"}], max_new_tokens=4))
+        assert list(chat.stream_reply(loaded, [{"role": "user", "content": "hello"}], max_new_tokens=4))
+    finally:
+        unload()
+
+
+@pytest.mark.parametrize("sent", ["abc", "nan", "inf", "1e400", True, None])
+def test_a_number_field_refuses_what_is_not_a_finite_number_with_its_name(sent):
+    import gradio as gr
+
+    from sft_space.ui.widgets import Number
+
+    seed = Number(label="Seed", precision=0)
+    if sent is None:
+        assert seed.preprocess(None) is None
+        return
+    with pytest.raises(gr.Error, match="Seed must be a number"):
+        seed.preprocess(sent)
+    assert seed.preprocess(7) == 7 and seed.preprocess("7") == 7

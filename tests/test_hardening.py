@@ -110,6 +110,18 @@ def test_every_request_body_is_capped_declared_or_chunked_and_a_refused_upload_l
         timeout=60,
     )
     assert refused_upload.status_code == 411 and "Content-Length" in refused_upload.text
+    # a declared length beside Transfer-Encoding: chunked is read chunked by the server: refused the same way
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(app_url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as raw:
+        raw.sendall(
+            b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n"
+        )
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 411") or b" 400 " in answer.split(b"\r\n")[0], answer[:200]
     after = {p for p in uploads.rglob("*") if p.is_file()} if uploads.exists() else set()
     assert after - before == set()
 

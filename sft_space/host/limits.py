@@ -267,6 +267,13 @@ class ChatBudget:
             spent.append(booking)
             return booking
 
+    def charge(self, visitor: str, limit: int | None, tokens: int) -> None:
+        """Work found to cost more than was booked (Evaluate's rows unlike the training rows, known only once the
+        data is read) is counted all the same: the next request pays for it."""
+        if limit:
+            with self._lock:
+                self._recent(visitor, time.time()).append([time.time(), tokens])
+
     def settle(self, booking: list | None, tokens: int) -> None:
         """The reply is done: its booking becomes the tokens it really generated."""
         if booking is not None:

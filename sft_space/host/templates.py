@@ -30,7 +30,7 @@ from .sandbox import ENVIRONMENT, _limit
 
 RENDER_SECONDS = 1.0  # wall time of one render (a real template: a millisecond or two)
 RENDER_MEMORY_MB = 512  # address space of a worker (the interpreter with transformers' template code: ~190 MB)
-RENDERED_CHARACTERS = 4_000_000  # one render's output, at most (a long conversation renders to ~100k)
+RENDERED_CHARACTERS = 256_000  # one render's output, at most (a long chat here renders to ~30k; the sandbox's cap)
 WORKERS = 3  # renders at once
 START_SECONDS = 60.0  # a worker's start-up (importing transformers' template code) on a busy 2-core machine
 
@@ -66,7 +66,10 @@ class _Worker:
 
         reader = threading.Thread(target=read, daemon=True)
         if request is not None:
-            _write_frame(self.process.stdin, request)
+            try:
+                _write_frame(self.process.stdin, request)
+            except OSError:  # the worker died meanwhile: no answer, so the caller refuses and replaces it
+                return {}, False
         reader.start()
         reader.join(seconds)
         return answer, reader.is_alive()
@@ -115,7 +118,10 @@ def _start_spare() -> None:
     def start() -> None:
         worker = _Worker()
         if worker.start():
-            _idle.put(worker)
+            if _idle.qsize() < WORKERS:
+                _idle.put(worker)
+            else:
+                worker.kill()
 
     threading.Thread(target=start, name="sft-space-template-worker", daemon=True).start()
 
@@ -132,15 +138,17 @@ def render(seconds: float = RENDER_SECONDS, **arguments) -> tuple[list[str], lis
         request = pickle.dumps(arguments)
     except Exception as error:  # something in the conversation that is not plain data
         raise ValueError(f"This conversation cannot be rendered: {type(error).__name__}.") from None
-    with _slots:
+    if not _slots.acquire(timeout=seconds * WORKERS + 1):  # every worker busy with a render past its bound
+        raise TemplateTooCostly("The chat template renderer is busy: try again in a moment.")
+    try:
+        if _idle.qsize() <= 1:  # a started one waits for the next render, whatever this one does
+            _start_spare()
         worker = None
         while worker is None or not worker.alive():
             try:
                 worker = _idle.get_nowait()
             except queue.Empty:
                 worker = _Worker()
-            if _idle.empty():  # a started one waits for the next render, whatever this one does
-                _start_spare()
             if not worker.start():
                 raise TemplateTooCostly("The chat template renderer could not start on this host: try again.")
         answer = worker.ask(request, seconds)  # kills the worker on a refusal
@@ -149,6 +157,8 @@ def render(seconds: float = RENDER_SECONDS, **arguments) -> tuple[list[str], lis
                 _idle.put(worker)
             else:
                 worker.kill()
+    finally:
+        _slots.release()
     if "error" in answer:
         raise TemplateTooCostly(answer["error"]) if answer.get("costly") else ValueError(answer["error"])
     return answer["rendered"], [[tuple(span) for span in spans] for spans in answer["indices"]]
@@ -188,7 +198,7 @@ def _read_frame(stream) -> dict:
     if len(head) < 4:
         raise EOFError
     size = struct.unpack(">I", head)[0]
-    if size > RENDERED_CHARACTERS * 4 + 65536:
+    if size > RENDERED_CHARACTERS * 4 + 65536:  # UTF-8: at most 4 bytes a character
         raise ValueError("reply too large")
     return json.loads(stream.read(size))
 
@@ -217,7 +227,7 @@ def _serve(memory_mb: int) -> None:
                      "this conversation, so it is refused on this host."}  # fmt: skip
         except Exception as error:  # the template's own error (raise_exception, a missing key): its message
             reply = {"error": f"The model's chat template failed on this conversation: {str(error)[:300]}"}
-        _write_frame(sink, json.dumps(reply).encode())
+        _write_frame(sink, json.dumps(reply, ensure_ascii=False).encode())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import threading
 from typing import Any, Iterator
 
 from . import LoadedChatModel, answering_as, build_inputs, on_generation_thread
+from .decoding import context_of
 
 
 def _stop_on(event: threading.Event):
@@ -51,7 +52,7 @@ def stream_reply(
         try:
             # tokenised here, on the generation thread: an unpadded call anywhere else could change the fast
             # tokenizer's padding setting while an evaluation batch there is being padded
-            inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
+            inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device, context_of(loaded.model))
             with answering_as(loaded, use_adapter), torch.inference_mode():
                 if seed is not None:
                     torch.manual_seed(seed)

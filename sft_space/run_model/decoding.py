@@ -15,8 +15,29 @@ from .merging import answering_as
 from .thread import on_generation_thread
 
 
-def build_inputs(tokenizer, messages: list[dict], device) -> dict:
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+def chat_inputs(tokenizer, conversation, context: int | None, **kwargs) -> dict:
+    """The conversation (or a list of them) through the chat template as model input, refused when the prompt is
+    longer than the model's context: a template is a stranger's code, and one that turns a word into hundreds of
+    thousands of tokens would hold the generation thread for everyone (the render itself is bounded elsewhere)."""
+    encoded = tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True, **kwargs
+    )
+    length = encoded["input_ids"].shape[-1]
+    if context and length > context:
+        raise ValueError(
+            f"This conversation is {length:,} tokens after the model's chat template: more than the model's "
+            f"{context:,}-token context. Start a new conversation, or use a model whose template does not grow it."
+        )
+    return encoded
+
+
+def context_of(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) if config is not None else None
+
+
+def build_inputs(tokenizer, messages: list[dict], device, context: int | None = None) -> dict:
+    encoded = chat_inputs(tokenizer, messages, context)
     return {k: v.to(device) for k, v in encoded.items()}
 
 
@@ -34,9 +55,7 @@ def generate_batch(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     try:
-        encoded = tokenizer.apply_chat_template(
-            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
-        )
+        encoded = chat_inputs(tokenizer, conversations, context_of(model), padding=True)
     finally:
         tokenizer.padding_side = side
     encoded = {k: v.to(model.device) for k, v in encoded.items()}
@@ -123,7 +142,7 @@ def _generate_once(loaded: LoadedChatModel, messages: list[dict], use_adapter: b
 
     from ..models import end_of_turn_ids
 
-    inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device)
+    inputs = build_inputs(loaded.tokenizer, messages, loaded.model.device, context_of(loaded.model))
     eos = end_of_turn_ids(loaded.model, loaded.tokenizer)
     started = time.time()
     with answering_as(loaded, use_adapter), torch.inference_mode():
@@ -154,9 +173,7 @@ def greedy_each(model, tokenizer, conversations: list[list[dict]], max_new_token
     prompts, replies, texts = [], [], []
     ends = end_of_turn_ids(model, tokenizer)
     for conversation in conversations:
-        encoded = tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        encoded = chat_inputs(tokenizer, conversation, context_of(model))
         with torch.inference_mode():
             output = model.generate(
                 **encoded,

@@ -7,6 +7,7 @@ import pandas as pd
 
 from .. import rundir
 from ..host import hardware, limits
+from ..hub import public as hardware_public
 from ..judging.baselines import (
     DEFAULT_BASELINE_PROMPTS,
     DEFAULT_SHOTS,
@@ -156,6 +157,11 @@ def compare(
     owned(run_id, visitor, "compare")
     with shown_as_error():
         rows = limits.check_eval_rows(_count(count))
+        if hardware_public() and len(instructions or "") > limits.CHAT_MESSAGE_CHARACTERS:
+            raise ValueError(
+                f"The instructions are {len(instructions):,} characters: at most {limits.CHAT_MESSAGE_CHARACTERS:,} "
+                "here (they go into every prompt)."
+            )
         book_generation(visitor, rows * len(VARIANTS))
         result = compare_with_prompting(
             run_id,
@@ -183,6 +189,9 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str 
             pattern or "",
             progress=lambda fraction, message: progress(fraction, desc=message),
         )
+        if result.get("unlike"):  # the rows unlike the training rows were answered too, by both models
+            limits.chat_budget.charge(visitor or "anonymous", limits.current().chat_tokens_per_hour,
+                                      rows * 2 * EVAL_MAX_NEW_TOKENS)  # fmt: skip
     return show(result)
 
 

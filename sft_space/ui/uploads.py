@@ -37,7 +37,12 @@ def _boundary(scope) -> bytes | None:
 
 
 def _declared_length(scope) -> int | None:
-    for key, value in scope.get("headers", []):
+    """The body's declared length; None when it has none, or also names a Transfer-Encoding (the server then reads
+    it chunked, whatever length it declares)."""
+    headers = scope.get("headers", [])
+    if any(key == b"transfer-encoding" for key, _ in headers):
+        return None
+    for key, value in headers:
         if key == b"content-length" and value.isdigit():
             return int(value)
     return None

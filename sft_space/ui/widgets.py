@@ -7,6 +7,7 @@ whose info line is the field's hint (which ends with the TRL name).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import fields
 
 import gradio as gr
@@ -22,12 +23,15 @@ def Number(**kwargs) -> gr.Number:
     convert = number.preprocess
 
     def preprocess(payload):
-        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+        if payload is not None:
+            what = number.label or "This field"
             try:
-                payload = float(payload)
-            except (TypeError, ValueError):
-                what = number.label or "This field"
-                raise gr.Error(f"{what} must be a number, not {str(payload)[:40]!r}.", print_exception=False) from None
+                value = float(payload) if not isinstance(payload, bool) else math.nan
+            except (TypeError, ValueError, OverflowError):
+                value = math.nan
+            if not math.isfinite(value) or abs(value) > 1e15:
+                raise gr.Error(f"{what} must be a number, not {str(payload)[:40]!r}.", print_exception=False)
+            payload = value if not isinstance(payload, int) else payload
         return convert(payload)
 
     number.preprocess = preprocess
