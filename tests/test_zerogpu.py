@@ -1,4 +1,5 @@
-"""Training on ZeroGPU in GPU slots: the cases in tests/slots_cases.py, run in a fresh interpreter.
+"""Training on ZeroGPU in GPU slots: the cases in tests/zerogpu/slots_real.py (the real `spaces` package), run in a
+fresh interpreter.
 
 Each slot is a process forked from the one that drives it, as on ZeroGPU, and a fork inherits torch's state: once a
 process has set torch's thread count (this test session's chat tests do; the app on ZeroGPU never does, its model
@@ -18,8 +19,17 @@ from helpers import ROOT
 
 @pytest.mark.slow
 def test_slot_cases_in_a_fresh_interpreter(tmp_path):
+    """tests/zerogpu/slots_real.py: the slot runner under the real `spaces` package and a local device API."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "slots_cases.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "zerogpu" / "slots_real.py"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

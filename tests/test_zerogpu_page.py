@@ -1,7 +1,9 @@
-"""A ZeroGPU page in a real headless Chromium: the app started as a Space would start it with SPACES_ZERO_GPU=true,
-its `spaces` package the stand-in (tests/standin: forked calls, durations, one card; no ZeroGPU scheduler can exist
-here). A visitor starts the Quick demo in GPU slots, watches the slots and one continuous curve while it trains,
-and chats with the result. Screenshots land in test-artifacts/zerogpu/.
+"""A ZeroGPU page in a real headless Chromium: the app started with SPACES_ZERO_GPU=true and the REAL `spaces` package
+(imported first, as app.py does), against the local device API (tests/zerogpu/device_api.py: what cannot exist
+here) and the few torch attributes a CPU build lacks (tests/zerogpu/cpu_torch.py). Not SPACE_ID: a public Space
+takes no model folder, and the tiny test model is one (test_space.py covers a public Space's rules). A visitor
+starts the Quick demo in GPU slots, watches the slots and one continuous curve while it trains, and chats with the
+result. Screenshots, the server's log and the device API's calls land in test-artifacts/zerogpu/.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_number, state_of
+from zerogpu.device_api import DeviceAPI
 
 from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, send_and_wait_for_replies, wait_until
 
@@ -29,6 +32,7 @@ pytestmark = [
 
 SERVER = """
 import os, sys
+import cpu_torch  # what a CPU build of torch lacks for the real package (tests/zerogpu/cpu_torch.py)
 import spaces  # first, as app.py does on ZeroGPU
 from sft_space.runs import queue
 from sft_space.ui import build_app, launch_kwargs, queue_kwargs
@@ -45,17 +49,19 @@ def zerogpu_page(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("zerogpu-home")
     model = build_tiny_model(tmp_path_factory.mktemp("zerogpu") / "tiny-llama", hidden_size=32, initializer_range=0.2)
-    calls = home / "calls.jsonl"
+    api = DeviceAPI().__enter__()
     port = free_port()
     env = {
         **os.environ,
         "SFT_SPACE_HOME": str(home),
         "SPACES_ZERO_GPU": "true",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "standin"), str(ROOT)]),
+        "SPACES_ZERO_DEVICE_API_URL": api.url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "zerogpu"), str(ROOT)]),
         "SFT_SPACE_SLOT_SECONDS": "8",  # short slots, so the run takes several
         "SFT_SPACE_SLOT_SAVE_SECONDS": "3",
-        "SPACES_STANDIN_LOG": str(calls),
     }
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        env.pop(name, None)
     output = open(home / "server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
@@ -78,15 +84,18 @@ def zerogpu_page(tmp_path_factory):
             )
             page.goto(url)
             page.wait_for_selector("text=SFT Space", timeout=30_000)
-            yield page, problems, home, model, calls
+            yield page, problems, home, model, api
             browser.close()
     finally:
+        api.__exit__()
+        (ARTIFACTS / "device-api-calls.json").write_text(json.dumps(api.calls, indent=1))
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
         output.close()
+        shutil.copy(home / "server.log", ARTIFACTS / "server.log")
 
 
 def _up(url: str) -> bool:
@@ -104,7 +113,7 @@ def shot(page, name: str) -> None:
 
 
 def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
-    page, problems, home, model, calls = zerogpu_page
+    page, problems, home, model, api = zerogpu_page
     assert "ZeroGPU" in page.locator("#hardware").inner_text()
     assert "trains in GPU slots" in page.locator("#storage-note").inner_text()
 
@@ -152,18 +161,18 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
     )
     assert re.search(r"slots \d+ · \d+ s of GPU used", state_of(page)), state_of(page)
     shot(page, "02-completed")
-    slots_called = [json.loads(line) for line in calls.read_text().splitlines() if "run_slot" in line]
-    assert len(slots_called) == len(status["slot_log"])  # one spaces.GPU call per slot
+    granted = [c for c in api.calls if c["call"] == "release"]
+    assert len(granted) >= len(status["slot_log"])  # a GPU call per slot (and the page's other handlers' calls)
+    assert api.calls[0]["call"] == "startup-report"  # the package reported the app's start, as on a Space
 
-    # chat with the result: each reply is a GPU call of its own (the stand-in forks it)
+    # chat with the result: each reply is a GPU call of its own (a worker of the package, reused while idle)
+    before = len([c for c in api.calls if c["call"] == "release"])
     page.get_by_role("tab", name="4 Chat").click()
     wait_until(lambda: page.locator("#chat-run input").input_value() == run_id, timeout=20, what="the chat's run")
     send_and_wait_for_replies(page, "Table for two at 7pm on Friday, name Sam")
     shot(page, "03-chat")
-    chats = wait_until(  # written by the stand-in once the reply's call has given the card back
-        lambda: [json.loads(line) for line in calls.read_text().splitlines() if '"respond"' in line],
-        timeout=30,
-        what="the chat's GPU call on record",
+    wait_until(
+        lambda: len([c for c in api.calls if c["call"] == "release"]) > before, timeout=30, what="the chat's GPU call"
     )
-    assert all(call["outcome"] == "ok" for call in chats), chats
+    assert not [c for c in api.calls if c["call"] == "release" and c["fail"]]  # every GPU call ended well
     assert not problems, problems

@@ -8,8 +8,9 @@ TemplateTooCostly (a ValueError, so the page shows its message) and the app's th
 `bound_chat_templates()` (called once by the page) routes transformers' `render_jinja_template` through the
 workers: chat, "What the model sees", Evaluate, the baselines, the probes' prompts and the exports' checks all
 render through `apply_chat_template`, so all are bounded. The training process renders on its own (it is killed at
-its run's deadline). Up to WORKERS renders run at once: one stranger's slow template holds one worker, not
-another visitor's chat.
+its run's deadline), and so does a process forked from the app for a ZeroGPU slot (the pool's pipes and locks
+belong to the app; the platform kills the slot at its duration). Up to WORKERS renders run at once: one stranger's
+slow template holds one worker, not another visitor's chat.
 
     python -m sft_space.host.templates MEMORY_MB    # a worker: pickled requests on stdin, JSON replies on stdout
 """
@@ -169,8 +170,12 @@ def bound_chat_templates() -> None:
     import transformers.processing_utils as processing
     import transformers.tokenization_utils_base as tokenization
 
+    original, installed_in = tokenization.render_jinja_template, os.getpid()
+
     def bounded_render_jinja_template(**arguments):
-        return render(**arguments)
+        if os.getpid() != installed_in:  # a process forked from the app (a ZeroGPU slot's worker): the pool's pipes
+            return original(**arguments)  # and locks are the app's; the slot trains as a training process does,
+        return render(**arguments)  # bounded by its own deadline (the platform kills it at its duration)
 
     bounded_render_jinja_template.sft_space_bounded = True
     if not getattr(tokenization.render_jinja_template, "sft_space_bounded", False):

@@ -113,14 +113,14 @@ def classify(error: BaseException) -> str:
     worker died), no-gpu (none free now), duration (more than the maximum asked), or other."""
     title = str(getattr(error, "title", "") or "").lower()
     message = str(getattr(error, "message", "") or error).lower()
-    if "quota" in title or "exceeded your" in message:
+    if "no gpu was available" in message or "queue timeout" in title:  # titled a quota error when there is no token
+        return "no-gpu"
+    if "quota" in title or "exceeded your" in message or "reached its gpu limit" in message:
         return "quota"
     if "illegal duration" in title or "larger than the maximum" in message:
         return "duration"
     if "aborted" in message or "worker error" in title and "abort" in message:
         return "aborted"
-    if "no gpu was available" in message or "queue timeout" in title:
-        return "no-gpu"
     return "other"
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+PING_SECONDS = 2.0  # between two pings of a queued request
+
 
 @dataclass
 class DeviceAPI:
@@ -37,13 +39,16 @@ class DeviceAPI:
     no_gpu: bool = False  # 503 on /schedule
     queue_seconds: float = 60.0  # a queued request fails after this long
     kill_grace: float = 1.0
+    cut_first: float | None = None  # the next task granted is killed after this many seconds, whatever it asked
     calls: list[dict] = field(default_factory=list)  # every /schedule, /allow, /release, in order
     spent: dict[str, float] = field(default_factory=dict)  # seconds of card time per token ("" = no token)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._holder: dict | None = None  # the task holding the card
+        self._waiting: list[object] = []  # queued requests, first come first served
         self._last_ok = False  # the last task on the card released without failing
+        self._worker_pid: int | None = None  # the process the card was last allowed to (a reused worker's)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -66,14 +71,20 @@ class DeviceAPI:
             "token": token,
             "granted": time.monotonic(),
             "pid": None,
+            "kill_after": float(params.get("durationSeconds", 60)) + self.kill_grace,
         }
+        if self.cut_first is not None:
+            task["kill_after"], self.cut_first = self.cut_first, None
         self._holder = task
         idle, self._last_ok = self._last_ok, False
+        if idle and self._worker_pid:  # the package reuses its worker without a new /allow: watched from now
+            task["pid"] = self._worker_pid
+            threading.Thread(target=self._watch, args=(task,), daemon=True).start()
         return {"idle": idle, "nvidiaIndex": 0, "nvidiaUUID": "GPU-standin-0", "allowToken": task["allowToken"]}
 
     def _watch(self, task: dict) -> None:
         """The platform's kill: the worker holding the card past its duration + grace is ended."""
-        deadline = task["granted"] + task["duration"] + self.kill_grace
+        deadline = task["granted"] + task["kill_after"]
         with self._lock:
             while self._holder is task and time.monotonic() < deadline:
                 self._lock.wait(deadline - time.monotonic())
@@ -123,7 +134,7 @@ class DeviceAPI:
                         task = api._holder
                         if task is None or task["allowToken"] != params.get("allowToken"):
                             return self._json(404, {})
-                        task["pid"] = int(params["pid"])
+                        task["pid"] = api._worker_pid = int(params["pid"])
                         api.calls.append({"call": "allow", "pid": task["pid"], "token": task["token"]})
                     threading.Thread(target=api._watch, args=(task,), daemon=True).start()
                     return self._json(200, {})
@@ -145,24 +156,33 @@ class DeviceAPI:
                     if left < seconds:
                         return self._json(429, {"left": int(max(left, 0)), "wait": 600})
                 with api._lock:
-                    if api._holder is None:
+                    if api._holder is None and not api._waiting:
                         return self._json(200, api._grant(params))
-                # busy: an event stream, pings until the card frees (succeeded) or the queue gives up (failed)
+                    place = object()
+                    api._waiting.append(place)
+                # busy: an event stream, pings until the card frees for this request in its turn (succeeded) or the
+                # queue gives up (failed)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                deadline = time.monotonic() + api.queue_seconds
+                deadline, last_write = time.monotonic() + api.queue_seconds, time.monotonic()
                 while True:
                     with api._lock:
-                        if api._holder is None:
+                        if api._holder is None and api._waiting[0] is place:
+                            api._waiting.pop(0)
                             granted = api._grant(params)
                             break
                         if time.monotonic() >= deadline:
+                            api._waiting.remove(place)
+                            api._lock.notify_all()
                             granted = None
                             break
                         api._lock.wait(0.5)
-                    self.wfile.write(b"event: ping\n\n")
-                    self.wfile.flush()
+                    if time.monotonic() - last_write >= PING_SECONDS:  # the package reads an event per read: pings
+                        self.wfile.write(b"event: ping\n\n")  # apart, so one never shares a read with the answer
+                        self.wfile.flush()
+                        last_write = time.monotonic()
+                time.sleep(max(0.0, 0.2 - (time.monotonic() - last_write)))
                 if granted is None:
                     self.wfile.write(b"event: failed\n\n")
                 else:
