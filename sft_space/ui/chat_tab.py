@@ -6,6 +6,9 @@ switched off. Both replies use the same sampling settings and the same seed.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import gradio as gr
 
 from ..config import RunConfig
@@ -60,10 +63,11 @@ def respond(
     repetition_penalty,
     visitor: str | None = None,
 ):
-    """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation."""
-    from ..run_model import load_chat_model, on_generation_thread
-    from ..run_model.chat import stream_reply
+    """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation.
 
+    The checks and the visitor's generation budget stay in the app process; the model work is `replies`, which on
+    ZeroGPU runs in a GPU worker that the `spaces` package reuses for other visitors (a budget kept there would be
+    that worker's, and lost with it)."""
     if not message or not message.strip():
         raise gr.Error("Type a message first.", print_exception=False)
     if not run_id:
@@ -82,7 +86,6 @@ def respond(
             max_new_tokens=int(max_new_tokens),
             repetition_penalty=float(repetition_penalty),
         ).validate()
-        loaded = load_chat_model(run_id)
         most = int(max_new_tokens) * (2 if compare else 1)
         booking = limits.chat_budget.reserve(visitor, quota.chat_tokens_per_hour, most)
     system = [{"role": "system", "content": system_prompt.strip()}] if system_prompt and system_prompt.strip() else []
@@ -94,21 +97,49 @@ def respond(
         else as_messages(base_history)
     )
     seed = int(seed) if seed is not None else DEFAULT_SEED
+    spent = None
     try:
-        for text in stream_reply(loaded, system + tuned[:-1], seed=seed, **settings.to_generation_kwargs()):
-            tuned[-1]["content"] = text
+        for tuned_text, base_text, counted in gpu_replies()(
+            run_id, system, tuned[:-1], base[:-1] if compare else None, seed, settings.to_generation_kwargs()
+        ):
+            tuned[-1]["content"] = tuned_text
+            if compare:
+                base[-1]["content"] = base_text
+            if counted is not None:
+                spent = counted
             yield "", tuned, base
-        if compare:
-            for text in stream_reply(
-                loaded, system + base[:-1], seed=seed, use_adapter=False, **settings.to_generation_kwargs()
-            ):
-                base[-1]["content"] = text
-                yield "", tuned, base
-    finally:  # a reply cut short by Stop still counts what it generated
-        replies = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
+    finally:  # a reply cut short by Stop (its count never came back) is charged about what it generated
+        texts = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
+        limits.chat_budget.settle(booking, spent if spent is not None else min(most, math.ceil(len(texts) / 3)))
+
+
+def replies(run_id: str, system: list, tuned: list, base: list | None, seed: int, settings: dict):
+    """The model work of one chat message: (tuned text, base text, None) as they grow, then the tokens generated
+    (a last item with the count). Arguments and items are plain data: on ZeroGPU they cross to a GPU worker."""
+    from ..run_model import load_chat_model, on_generation_thread
+    from ..run_model.chat import stream_reply
+
+    with shown_as_error():
+        loaded = load_chat_model(run_id)
+    tuned_text = base_text = ""
+    try:
+        for tuned_text in stream_reply(loaded, system + tuned, seed=seed, **settings):
+            yield tuned_text, base_text, None
+        if base is not None:
+            for base_text in stream_reply(loaded, system + base, seed=seed, use_adapter=False, **settings):
+                yield tuned_text, base_text, None
+    finally:
+        texts = tuned_text + base_text
         # counted on the generation thread: the tokenizer's padding setting is shared with the batches there
-        spent = on_generation_thread(lambda: len(loaded.tokenizer(replies, add_special_tokens=False)["input_ids"]))
-        limits.chat_budget.settle(booking, spent)
+        count = on_generation_thread(lambda: len(loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]))
+    yield tuned_text, base_text, count
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_replies():
+    """`replies`, in a GPU slot on ZeroGPU (made once, when the page is built: the package must see it before
+    launch); elsewhere as it is."""
+    return hardware.gpu_slot(replies)
 
 
 def check_chat_size(message: str, tuned_history, base_history, system_prompt: str) -> None:
@@ -163,8 +194,9 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     settings = build_groups([("Generation", False)])
     inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor]
     outputs = [message, tuned_chat, base_chat]
-    sent = send.click(hardware.gpu_slot(respond), inputs, outputs, api_name="chat")
-    submitted = message.submit(hardware.gpu_slot(respond), inputs, outputs, api_name=False)
+    gpu_replies()
+    sent = send.click(respond, inputs, outputs, api_name="chat")
+    submitted = message.submit(respond, inputs, outputs, api_name=False)
     stop.click(None, None, None, cancels=[sent, submitted], api_name=False)
     clear.click(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
     refresh.click(refresh_choices, [run, current_run, visitor], run, api_name=False)
