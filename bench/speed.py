@@ -428,8 +428,8 @@ class Bench:
                 print(f"[bench] {section} ...", flush=True)
                 getattr(self, section)()
         self.results["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        print_table(self.results)  # also records each figure's share of this machine's limit ("fractions")
         self.save()
-        print_table(self.results)
         print(f"[bench] results: {OUT.relative_to(ROOT)}")
         if not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)

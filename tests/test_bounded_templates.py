@@ -120,17 +120,25 @@ def test_a_template_error_is_its_message_and_a_slow_check_still_refuses(tokenize
         bounded_tokenizer(folder)
 
 
-def test_chat_on_the_generation_thread_moves_on_after_a_refused_render(trained_run, tmp_path):
-    """A tuned run whose tokenizer's template loops on a word: the reply is refused with the reason within the
-    bound, and the same model answers the next message (the generation thread was not held)."""
-    from sft_space.run_model import chat, load_chat_model, unload
+def loaded_with_template(trained_run, tmp_path, template: str):
+    """A copy of the tuned run whose tokenizer files carry `template`, loaded for chat as the app loads it, with
+    every render bounded as the page bounds it."""
+    from sft_space.run_model import load_chat_model
 
     templates.bound_chat_templates()
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     for folder in run.rglob("tokenizer_config.json"):
-        (folder.parent / "chat_template.jinja").write_text(ONLY_ON_ZQ_LOOPS)
-    loaded = load_chat_model(run)
+        (folder.parent / "chat_template.jinja").write_text(template)
+    return load_chat_model(run)
+
+
+def test_chat_on_the_generation_thread_moves_on_after_a_refused_render(trained_run, tmp_path):
+    """A tuned run whose tokenizer's template loops on a word: the reply is refused with the reason within the
+    bound, and the same model answers the next message (the generation thread was not held)."""
+    from sft_space.run_model import chat, unload
+
+    loaded = loaded_with_template(trained_run, tmp_path, ONLY_ON_ZQ_LOOPS)
     try:
         started = time.monotonic()
         with pytest.raises(templates.TemplateTooCostly, match="longer than"):
@@ -151,17 +159,14 @@ AMPLIFIES = ONLY_ON_ZQ_LOOPS.replace(
 def test_a_template_that_turns_a_word_into_a_huge_prompt_is_refused_before_generation(trained_run, tmp_path):
     """Rendered within its bounds (40,000 words, well under a second), the prompt is still longer than the model's
     context: refused with the reason before the model runs, so it cannot hold the generation thread."""
-    from sft_space.run_model import chat, load_chat_model, unload
+    from sft_space.run_model import chat, unload
 
-    templates.bound_chat_templates()
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    for folder in run.rglob("tokenizer_config.json"):
-        (folder.parent / "chat_template.jinja").write_text(AMPLIFIES)
-    loaded = load_chat_model(run)
+    loaded = loaded_with_template(trained_run, tmp_path, AMPLIFIES)
     try:
-        context = loaded.model.config.max_position_embeddings
-        with pytest.raises(ValueError, match=rf"more than the model's {context:,}-token context"):
+        from sft_space.run_model.decoding import PROMPT_TOKENS_FLOOR
+
+        cap = max(loaded.model.config.max_position_embeddings, PROMPT_TOKENS_FLOOR)
+        with pytest.raises(ValueError, match=rf"more than the {cap:,} a prompt may have here"):
             list(chat.stream_reply(loaded, [{"role": "user", "content": "hello zq"}], max_new_tokens=4))
         assert list(chat.stream_reply(loaded, [{"role": "user", "content": "hello"}], max_new_tokens=4))
     finally:

@@ -181,7 +181,7 @@ def test_on_zerogpu_chat_and_evaluation_ask_for_a_gpu_slot(monkeypatch):
     from sft_space.ui import build_app
 
     build_app()
-    assert sorted(wrapped) == ["compare", "evaluate", "respond", "respond", "run_slot"]  # chat's Send and Enter
+    assert sorted(wrapped) == ["compare", "evaluate", "replies", "run_slot"]  # chat's model work (Send and Enter)
     assert durations["run_slot"]("/runs/a", 95.0, {}) == 95.0
 
 

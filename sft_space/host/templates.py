@@ -180,7 +180,6 @@ def bound_chat_templates() -> None:
     bounded_render_jinja_template.sft_space_bounded = True
     if not getattr(tokenization.render_jinja_template, "sft_space_bounded", False):
         tokenization.render_jinja_template = processing.render_jinja_template = bounded_render_jinja_template
-        _start_spare()  # the first render need not wait for a worker's start-up
 
 
 def shutdown() -> None:

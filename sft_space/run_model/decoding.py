@@ -23,12 +23,17 @@ def chat_inputs(tokenizer, conversation, context: int | None, **kwargs) -> dict:
         conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True, **kwargs
     )
     length = encoded["input_ids"].shape[-1]
-    if context and length > context:
+    cap = max(context or 0, PROMPT_TOKENS_FLOOR)
+    if context and length > cap:
         raise ValueError(
-            f"This conversation is {length:,} tokens after the model's chat template: more than the model's "
-            f"{context:,}-token context. Start a new conversation, or use a model whose template does not grow it."
+            f"This conversation is {length:,} tokens after the model's chat template: more than the {cap:,} a prompt "
+            "may have here (the model's context). Start a new conversation, or use a model whose template does not "
+            "grow it."
         )
     return encoded
+
+
+PROMPT_TOKENS_FLOOR = 4_096  # a prompt may be this long whatever the model's context says (small test models say 512)
 
 
 def context_of(model) -> int | None:

@@ -6,7 +6,6 @@ switched off. Both replies use the same sampling settings and the same seed.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import gradio as gr
@@ -135,11 +134,12 @@ def replies(run_id: str, system: list, tuned: list, base: list | None, seed: int
     yield tuned_text, base_text, count
 
 
-@functools.lru_cache(maxsize=1)
+_replies_call = replies  # `replies`, in a GPU slot on ZeroGPU: set by build(), when the page is built (the package
+# must see it before launch); elsewhere `replies` as it is
+
+
 def gpu_replies():
-    """`replies`, in a GPU slot on ZeroGPU (made once, when the page is built: the package must see it before
-    launch); elsewhere as it is."""
-    return hardware.gpu_slot(replies)
+    return _replies_call
 
 
 def check_chat_size(message: str, tuned_history, base_history, system_prompt: str) -> None:
@@ -194,7 +194,8 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     settings = build_groups([("Generation", False)])
     inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor]
     outputs = [message, tuned_chat, base_chat]
-    gpu_replies()
+    global _replies_call
+    _replies_call = hardware.gpu_slot(replies)
     sent = send.click(respond, inputs, outputs, api_name="chat")
     submitted = message.submit(respond, inputs, outputs, api_name=False)
     stop.click(None, None, None, cancels=[sent, submitted], api_name=False)
