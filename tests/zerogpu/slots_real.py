@@ -30,7 +30,7 @@ from sft_space import rundir  # noqa: E402
 from sft_space.runs import lifecycle as runs  # noqa: E402
 from sft_space.training import slot_worker, slots  # noqa: E402
 
-from helpers import TINY_FAST, run_cli, wait_until  # noqa: E402,F401
+from helpers import TINY_FAST, app_settings, run_cli, wait_until  # noqa: E402,F401
 
 WATCHED = ("HF_TOKEN", "SFT_SPACE_SECRET", "SFT_SPACE_PLANTED")
 
@@ -72,22 +72,10 @@ def device(monkeypatch):
 
 
 def config_for(tiny_model, **changes):
+    """The Start button's short run of the tiny model (helpers.app_settings), at the reference run's learning rate."""
     from sft_space.config import RunConfig
 
-    settings = dict(
-        model=str(tiny_model),
-        dataset="demo:json-extract",
-        max_steps=STEPS,
-        per_device_train_batch_size=2,
-        max_length=128,
-        logging_steps=1,
-        eval_steps=1000,
-        eval_max_rows=4,
-        save_steps=1000,
-        learning_rate=0.005,
-        train_minutes=0,
-    )
-    return RunConfig(**{**settings, **changes})
+    return RunConfig(**app_settings(tiny_model, STEPS, **{"learning_rate": 0.005, **changes}))
 
 
 def drive(run_id: str, env: dict | None = None, token: str | None = None, seen: list | None = None):
