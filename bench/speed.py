@@ -18,17 +18,22 @@ so a burst of other work on the machine hits every variant, and reported as the 
    first loss line in metrics.jsonl.
 4. App start to page answering: `python app.py` until GET / returns 200.
 5. Chat: first-token latency and tokens/s of replies streamed by run_model.chat (as the Chat tab streams them),
-   tuned and base, with the adapter unmerged in fp32 (how the chat loaded before) and as load_chat_model loads it now
-   (the adapter merged, in the dtype measured fastest here).
+   tuned and base, with the adapter unmerged in fp32 (how the chat loaded before), as load_chat_model loads it now
+   (the adapter merged, in the dtype measured fastest here) through transformers' generate, and the same with
+   run_model.fast_decode (what the Chat tab runs). tokens/s counts the whole reply; decode tokens/s the tokens after
+   the first (one token at a time: what the bandwidth bound and llama.cpp's tg figure measure).
 
 6. The machine's own limits, in the same run (bench/roofline.py): matmul GFLOP/s in fp32, bf16 and fp16 at the
    model's shapes, memory read and copy bandwidth, the CPU model and flags; then training as a fraction of the peak
    of the precision it trains in (matrix-product FLOPs of the useful work: roofline.training_flops), and chat as a
    fraction of the bandwidth bound (read bandwidth / bytes of weights read per generated token).
 
+7. llama.cpp (llama-bench tg, F16 weights written by the project's GGUF writer, the same threads and the chat
+   prompt's length as context), where a llama-bench binary is found (LLAMA_BENCH or PATH): chat as a fraction of it.
+
 Writes bench/results.json (machine, versions, every measurement) and prints one table.
 
-    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections roofline,train,start,app,chat]
+    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections roofline,train,start,app,chat,llama_cpp]
 """
 
 from __future__ import annotations
@@ -127,6 +132,10 @@ def child_chat(spec: dict) -> None:
         import sft_space.models
 
         sft_space.models.generation_dtypes = lambda: ("float32", "float32")  # how chat loaded before
+    if spec["variant"] != "as loaded now":
+        from sft_space.run_model import fast_decode
+
+        fast_decode.ENABLED = False  # every token through transformers' generate
     loaded = run_model.load_chat_model(spec["run_dir"])
     loaded.merge = spec["variant"] != "fp32, adapter unmerged"
     load_seconds = time.perf_counter() - started
@@ -143,16 +152,39 @@ def child_chat(spec: dict) -> None:
                 first = time.perf_counter() - t0
         return {"seconds": time.perf_counter() - t0, "first": first}
 
+    encoded = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    prompt_tokens = len(encoded["input_ids"])
+
     result = {"variant": spec["variant"], "dtype": loaded.dtype, "load_seconds": round(load_seconds, 2), "rows": {}}
     for side in ("tuned", "base"):
         one(side == "tuned")  # warm up
         runs = [one(side == "tuned") for _ in range(spec["repeats"])]
         result["rows"][side] = {
             "tokens_per_second": [round(tokens / r["seconds"], 1) for r in runs],
+            # after the first token: one token at a time, what the bandwidth bound and llama.cpp's tg measure
+            "decode_tokens_per_second": [round((tokens - 1) / (r["seconds"] - r["first"]), 1) for r in runs],
             "first_token_seconds": [round(r["first"], 3) for r in runs],
         }
     result["threads"] = torch.get_num_threads()
+    result["prompt_tokens"] = prompt_tokens
     Path(spec["result"]).write_text(json.dumps(result))
+
+
+def child_gguf(spec: dict) -> None:
+    """The bundled model as an F16 GGUF (the project's own writer), for llama-bench."""
+    from sft_space.export.gguf_tensors import write_gguf
+    from sft_space.models import load_model, load_tokenizer
+    from sft_space.models.bundled import bundled_model_dir
+
+    folder = bundled_model_dir()
+    write_gguf(load_model(folder, dtype="float32"), load_tokenizer(folder), Path(spec["path"]), "f16", "bundled")
+    Path(spec["result"]).write_text(json.dumps({"path": spec["path"]}))
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def child_roofline(spec: dict) -> None:
@@ -168,6 +200,7 @@ CHILDREN = {
     "plain": child_plain,
     "loss": child_loss,
     "chat": child_chat,
+    "gguf": child_gguf,
     "roofline": child_roofline,
 }
 
@@ -389,7 +422,7 @@ class Bench:
             )  # fmt: skip
             runs = [run_dir]
         rows = {}
-        for variant in ("fp32, adapter unmerged", "as loaded now"):
+        for variant in ("fp32, adapter unmerged", "as loaded now, generate", "as loaded now"):
             rows[variant] = []
         for repeat in range(self.args.repeats):
             for variant in rows:
@@ -404,14 +437,53 @@ class Bench:
         summary = {}
         for variant, results in rows.items():
             entry = {"dtype": results[0]["dtype"], "load_seconds": spread([r["load_seconds"] for r in results])}
+            entry["prompt_tokens"] = results[0]["prompt_tokens"]
+            entry["threads"] = results[0]["threads"]
             for side in ("tuned", "base"):
                 entry[side] = {
                     "tokens_per_second": spread([v for r in results for v in r["rows"][side]["tokens_per_second"]]),
+                    "decode_tokens_per_second": spread(
+                        [v for r in results for v in r["rows"][side]["decode_tokens_per_second"]]
+                    ),
                     "first_token_seconds": spread([v for r in results for v in r["rows"][side]["first_token_seconds"]]),
                 }
             summary[variant] = entry
             print(f"[bench] chat {variant}: {json.dumps(entry)}", flush=True)
         self.results["chat"] = summary
+        self.save()
+
+    def llama_cpp(self) -> None:
+        """llama.cpp's own decode speed (llama-bench tg) on this machine, with the bundled model's weights in F16
+        as the project's GGUF export writes them, at the chat section's prompt length: what one pair of CPU
+        threads can do with the same 16-bit weights. Skipped where no llama-bench is found (LLAMA_BENCH or PATH;
+        docs/DEVELOPING.md says how to build one)."""
+        binary = os.environ.get("LLAMA_BENCH") or shutil.which("llama-bench")
+        if not binary or not Path(binary).is_file():
+            print("[bench] llama_cpp: no llama-bench (set LLAMA_BENCH): skipped", flush=True)
+            return
+        spec = {"name": "llama-cpp-gguf", "path": str(self.work / "bundled-f16.gguf")}
+        self.child("gguf", spec)
+        chat = self.results.get("chat") or {}
+        depth = next((entry.get("prompt_tokens") or 0 for entry in chat.values()), 0)
+        threads = str(next((entry["threads"] for entry in chat.values() if entry.get("threads")), torch_threads()))
+        command = [binary, "-m", spec["path"], "-t", threads, "-p", "0", "-n", str(self.args.chat_tokens),
+                   "-d", str(depth), "-r", "5", "-o", "json"]  # fmt: skip
+        env = {**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        if done.returncode != 0:
+            print(f"[bench] llama_cpp failed: {done.stderr[-500:]}", flush=True)
+            return
+        row = json.loads(done.stdout)[0]
+        self.results["llama_cpp"] = {
+            "tokens_per_second": round(row["avg_ts"], 1),
+            "stddev": round(row["stddev_ts"], 1),
+            "threads": int(threads),
+            "depth": depth,
+            "model_bytes": row.get("model_size"),
+            "build": row.get("build_commit"),
+            "cpu_info": row.get("cpu_info"),
+        }
+        print(f"[bench] llama.cpp F16: {json.dumps(self.results['llama_cpp'])}", flush=True)
         self.save()
 
     def roofline(self) -> None:
@@ -423,7 +495,7 @@ class Bench:
         self.results["machine"] = machine()
         self.save()
         sections = [s.strip() for s in self.args.sections.split(",") if s.strip()]
-        for section in ("roofline", "train", "start", "app", "chat"):
+        for section in ("roofline", "train", "start", "app", "chat", "llama_cpp"):
             if section in sections:
                 print(f"[bench] {section} ...", flush=True)
                 getattr(self, section)()
@@ -492,8 +564,9 @@ def print_table(results: dict) -> None:
     for variant, entry in (results.get("chat") or {}).items():
         for side in ("tuned", "base"):
             lines.append(
-                f"| chat {side}, {variant} ({entry['dtype']}): tokens/s; first token s | "
-                f"{_fmt(entry[side]['tokens_per_second'])}; {_fmt(entry[side]['first_token_seconds'], 3)} |"
+                f"| chat {side}, {variant} ({entry['dtype']}): tokens/s; decode tokens/s; first token s | "
+                f"{_fmt(entry[side]['tokens_per_second'])}; {_fmt(entry[side].get('decode_tokens_per_second'))}; "
+                f"{_fmt(entry[side]['first_token_seconds'], 3)} |"
             )
     lines += roofline_rows(results)
     print("\n".join(lines))
@@ -531,13 +604,21 @@ def roofline_rows(results: dict) -> list[str]:
         fraction = statistics.median(fractions)
         lines.append(f"| training, {label}: share of the {precision} matmul peak (useful FLOPs) | {fraction:.1%} |")
         results.setdefault("fractions", {})[f"training_{name}_of_{precision}_peak"] = round(fraction, 4)
+    llama = results.get("llama_cpp")
+    if llama:
+        lines.append(f"| llama.cpp F16 decode, tok/s ({llama['threads']} threads, context {llama['depth']}) | "
+                     f"{llama['tokens_per_second']} ± {llama['stddev']} |")  # fmt: skip
     for variant, entry in (results.get("chat") or {}).items():
         size = {"float32": 4, "bfloat16": 2, "float16": 2}.get(entry["dtype"], 4)
         bound = limits["memory"]["read_gb_s"] * 1e9 / roofline.decode_bytes(config, size)
-        speed = entry["tuned"]["tokens_per_second"]["median"]
-        lines.append(f"| chat tuned, {variant}: share of the bandwidth bound ({bound:.0f} tok/s in {entry['dtype']}) | "
-                     f"{speed / bound:.1%} |")  # fmt: skip
+        speed = (entry["tuned"].get("decode_tokens_per_second") or entry["tuned"]["tokens_per_second"])["median"]
+        lines.append(f"| chat tuned decode, {variant}: share of the bandwidth bound ({bound:.0f} tok/s in "
+                     f"{entry['dtype']}) | {speed / bound:.1%} |")  # fmt: skip
         results.setdefault("fractions", {})[f"chat_{variant}_of_bandwidth_bound"] = round(speed / bound, 4)
+        if llama and entry["dtype"] in ("float16", "bfloat16"):
+            share = speed / llama["tokens_per_second"]
+            lines.append(f"| chat tuned decode, {variant}: share of llama.cpp F16 | {share:.1%} |")
+            results["fractions"][f"chat_{variant}_of_llama_cpp_f16"] = round(share, 4)
     return lines
 
 
@@ -548,7 +629,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="training steps before the timed ones")
     parser.add_argument("--loss-rows", type=int, default=40)
     parser.add_argument("--chat-tokens", type=int, default=96)
-    parser.add_argument("--sections", default="roofline,train,start,app,chat")
+    parser.add_argument("--sections", default="roofline,train,start,app,chat,llama_cpp")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, logs)")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator
 
-from . import LoadedChatModel, answering_as, build_inputs, on_generation_thread
+from . import LoadedChatModel, answering_as, build_inputs, fast_decode, on_generation_thread
 from .decoding import context_of
 
 
@@ -56,11 +56,15 @@ def stream_reply(
             with answering_as(loaded, use_adapter), torch.inference_mode():
                 if seed is not None:
                     torch.manual_seed(seed)
+                ends = end_of_turn_ids(loaded.model, loaded.tokenizer)
+                tuned = use_adapter and loaded.has_adapter
+                if fast_decode.generate(loaded.model, tuned, inputs, settings, ends, streamer, stop):
+                    return  # decoded near the memory bandwidth (run_model.fast_decode)
                 loaded.model.generate(
                     **inputs,
                     streamer=streamer,
                     pad_token_id=loaded.tokenizer.pad_token_id,
-                    eos_token_id=end_of_turn_ids(loaded.model, loaded.tokenizer),
+                    eos_token_id=ends,
                     stopping_criteria=StoppingCriteriaList([_stop_on(stop)]),
                     **settings,
                 )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..rundir import adapter_dir, read_config, run_path
 from .decoding import build_inputs
+from .fast_decode import fuse_projections
 from .loaded import LoadedChatModel
 from .merging import _adapter
 from .thread import on_generation_thread
@@ -53,6 +54,8 @@ def _load_chat_model(run: str | Path) -> LoadedChatModel:
                 _many_rows_in(base, rows_dtype)
             if attempt != "float32" and not torch.cuda.is_available():
                 _attention_in_fp32(base)
+            if not torch.cuda.is_available():
+                fuse_projections(base)  # one product per input in fast_decode's steps
             model = PeftModel.from_pretrained(base, adapter)
             model.eval()
             if torch.cuda.is_available():
