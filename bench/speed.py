@@ -29,11 +29,12 @@ so a burst of other work on the machine hits every variant, and reported as the 
    fraction of the bandwidth bound (read bandwidth / bytes of weights read per generated token).
 
 7. llama.cpp (llama-bench tg, F16 weights written by the project's GGUF writer, the same threads and the chat
-   prompt's length as context), where a llama-bench binary is found (LLAMA_BENCH or PATH): chat as a fraction of it.
+   prompt's length as context), in each round of the chat section, where a llama-bench binary is found
+   (LLAMA_BENCH or PATH): chat as a fraction of it.
 
 Writes bench/results.json (machine, versions, every measurement) and prints one table.
 
-    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections roofline,train,start,app,chat,llama_cpp]
+    python bench/speed.py [--repeats 3] [--steps 10] [--warmup 2] [--sections roofline,train,start,app,chat]
 """
 
 from __future__ import annotations
@@ -144,10 +145,14 @@ def child_chat(spec: dict) -> None:
     prompt = json.loads((DEMO / "json-extract.test.jsonl").read_text().splitlines()[0])["messages"][0]["content"]
     messages = [{"role": "user", "content": prompt}]
 
-    def one(use_adapter: bool) -> dict:
+    greedy = loaded.config
+    sampled = dataclasses.replace(greedy, temperature=0.7, top_p=0.9)  # the Chat tab's defaults
+
+    def one(side: str) -> dict:
+        loaded.config = sampled if side == "tuned, sampled" else greedy
         t0 = time.perf_counter()
         first = None
-        for text in chat.stream_reply(loaded, messages, use_adapter=use_adapter, min_new_tokens=tokens):
+        for text in chat.stream_reply(loaded, messages, use_adapter=side != "base", min_new_tokens=tokens, seed=0):
             if first is None and text:
                 first = time.perf_counter() - t0
         return {"seconds": time.perf_counter() - t0, "first": first}
@@ -156,9 +161,9 @@ def child_chat(spec: dict) -> None:
     prompt_tokens = len(encoded["input_ids"])
 
     result = {"variant": spec["variant"], "dtype": loaded.dtype, "load_seconds": round(load_seconds, 2), "rows": {}}
-    for side in ("tuned", "base"):
-        one(side == "tuned")  # warm up
-        runs = [one(side == "tuned") for _ in range(spec["repeats"])]
+    for side in ("tuned", "base", "tuned, sampled"):
+        one(side)  # warm up
+        runs = [one(side) for _ in range(spec["repeats"])]
         result["rows"][side] = {
             "tokens_per_second": [round(tokens / r["seconds"], 1) for r in runs],
             # after the first token: one token at a time, what the bandwidth bound and llama.cpp's tg measure
@@ -421,7 +426,7 @@ class Bench:
                 cwd=ROOT, env=self.env(), check=True, capture_output=True,
             )  # fmt: skip
             runs = [run_dir]
-        rows = {}
+        rows, llama_rows = {}, []
         for variant in ("fp32, adapter unmerged", "as loaded now, generate", "as loaded now"):
             rows[variant] = []
         for repeat in range(self.args.repeats):
@@ -434,12 +439,25 @@ class Bench:
                     "repeats": 2,
                 }
                 rows[variant].append(self.child("chat", spec))
+            first = rows["as loaded now"][0]
+            llama = self.llama_cpp(first["prompt_tokens"], first["threads"])  # in the same rounds: the same noise
+            if llama:
+                llama_rows.append(llama)
+        if llama_rows:
+            self.results["llama_cpp"] = {
+                **{k: v for k, v in llama_rows[0].items() if k != "tokens_per_second"},
+                "tokens_per_second": spread([r["tokens_per_second"] for r in llama_rows]),
+                "threads": rows["as loaded now"][0]["threads"],
+                "depth": rows["as loaded now"][0]["prompt_tokens"],
+            }
+        else:
+            print("[bench] llama.cpp: no llama-bench (set LLAMA_BENCH): not compared", flush=True)
         summary = {}
         for variant, results in rows.items():
             entry = {"dtype": results[0]["dtype"], "load_seconds": spread([r["load_seconds"] for r in results])}
             entry["prompt_tokens"] = results[0]["prompt_tokens"]
             entry["threads"] = results[0]["threads"]
-            for side in ("tuned", "base"):
+            for side in ("tuned", "base", "tuned, sampled"):
                 entry[side] = {
                     "tokens_per_second": spread([v for r in results for v in r["rows"][side]["tokens_per_second"]]),
                     "decode_tokens_per_second": spread(
@@ -452,39 +470,27 @@ class Bench:
         self.results["chat"] = summary
         self.save()
 
-    def llama_cpp(self) -> None:
-        """llama.cpp's own decode speed (llama-bench tg) on this machine, with the bundled model's weights in F16
-        as the project's GGUF export writes them, at the chat section's prompt length: what one pair of CPU
-        threads can do with the same 16-bit weights. Skipped where no llama-bench is found (LLAMA_BENCH or PATH;
-        docs/DEVELOPING.md says how to build one)."""
+    def llama_cpp(self, depth: int, threads: int) -> dict | None:
+        """One llama-bench tg measurement (3 repetitions): llama.cpp's own decode speed on this machine with the
+        bundled model's weights in F16 as the project's GGUF export writes them, at the chat prompt's length.
+        None where no llama-bench is found (LLAMA_BENCH or PATH; docs/DEVELOPING.md says how to build one)."""
         binary = os.environ.get("LLAMA_BENCH") or shutil.which("llama-bench")
         if not binary or not Path(binary).is_file():
-            print("[bench] llama_cpp: no llama-bench (set LLAMA_BENCH): skipped", flush=True)
-            return
-        spec = {"name": "llama-cpp-gguf", "path": str(self.work / "bundled-f16.gguf")}
-        self.child("gguf", spec)
-        chat = self.results.get("chat") or {}
-        depth = next((entry.get("prompt_tokens") or 0 for entry in chat.values()), 0)
-        threads = str(next((entry["threads"] for entry in chat.values() if entry.get("threads")), torch_threads()))
-        command = [binary, "-m", spec["path"], "-t", threads, "-p", "0", "-n", str(self.args.chat_tokens),
-                   "-d", str(depth), "-r", "5", "-o", "json"]  # fmt: skip
+            return None
+        gguf = self.work / "bundled-f16.gguf"
+        if not gguf.is_file():
+            self.child("gguf", {"name": "llama-cpp-gguf", "path": str(gguf)})
+        command = [binary, "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(self.args.chat_tokens),
+                   "-d", str(depth), "-r", "3", "-o", "json"]  # fmt: skip
         env = {**os.environ, "LD_LIBRARY_PATH": str(Path(binary).parent)}
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
         if done.returncode != 0:
-            print(f"[bench] llama_cpp failed: {done.stderr[-500:]}", flush=True)
-            return
+            print(f"[bench] llama-bench failed: {done.stderr[-500:]}", flush=True)
+            return None
         row = json.loads(done.stdout)[0]
-        self.results["llama_cpp"] = {
-            "tokens_per_second": round(row["avg_ts"], 1),
-            "stddev": round(row["stddev_ts"], 1),
-            "threads": int(threads),
-            "depth": depth,
-            "model_bytes": row.get("model_size"),
-            "build": row.get("build_commit"),
-            "cpu_info": row.get("cpu_info"),
-        }
-        print(f"[bench] llama.cpp F16: {json.dumps(self.results['llama_cpp'])}", flush=True)
-        self.save()
+        print(f"[bench] llama.cpp F16: {row['avg_ts']:.1f} tok/s", flush=True)
+        return {"tokens_per_second": row["avg_ts"], "model_bytes": row.get("model_size"),
+                "build": row.get("build_commit"), "cpu_info": row.get("cpu_info")}  # fmt: skip
 
     def roofline(self) -> None:
         """This machine's limits, in a fresh process like every other figure."""
@@ -495,7 +501,7 @@ class Bench:
         self.results["machine"] = machine()
         self.save()
         sections = [s.strip() for s in self.args.sections.split(",") if s.strip()]
-        for section in ("roofline", "train", "start", "app", "chat", "llama_cpp"):
+        for section in ("roofline", "train", "start", "app", "chat"):
             if section in sections:
                 print(f"[bench] {section} ...", flush=True)
                 getattr(self, section)()
@@ -562,7 +568,7 @@ def print_table(results: dict) -> None:
     if results.get("app_start_to_page_seconds"):
         lines.append(f"| app start to page answering, s | {_fmt(results['app_start_to_page_seconds'])} |")
     for variant, entry in (results.get("chat") or {}).items():
-        for side in ("tuned", "base"):
+        for side in [side for side in ("tuned", "base", "tuned, sampled") if side in entry]:
             lines.append(
                 f"| chat {side}, {variant} ({entry['dtype']}): tokens/s; decode tokens/s; first token s | "
                 f"{_fmt(entry[side]['tokens_per_second'])}; {_fmt(entry[side].get('decode_tokens_per_second'))}; "
@@ -607,7 +613,7 @@ def roofline_rows(results: dict) -> list[str]:
     llama = results.get("llama_cpp")
     if llama:
         lines.append(f"| llama.cpp F16 decode, tok/s ({llama['threads']} threads, context {llama['depth']}) | "
-                     f"{llama['tokens_per_second']} ± {llama['stddev']} |")  # fmt: skip
+                     f"{_fmt(llama['tokens_per_second'])} |")  # fmt: skip
     for variant, entry in (results.get("chat") or {}).items():
         size = {"float32": 4, "bfloat16": 2, "float16": 2}.get(entry["dtype"], 4)
         bound = limits["memory"]["read_gb_s"] * 1e9 / roofline.decode_bytes(config, size)
@@ -616,7 +622,7 @@ def roofline_rows(results: dict) -> list[str]:
                      f"{entry['dtype']}) | {speed / bound:.1%} |")  # fmt: skip
         results.setdefault("fractions", {})[f"chat_{variant}_of_bandwidth_bound"] = round(speed / bound, 4)
         if llama and entry["dtype"] in ("float16", "bfloat16"):
-            share = speed / llama["tokens_per_second"]
+            share = speed / llama["tokens_per_second"]["median"]
             lines.append(f"| chat tuned decode, {variant}: share of llama.cpp F16 | {share:.1%} |")
             results["fractions"][f"chat_{variant}_of_llama_cpp_f16"] = round(share, 4)
     return lines
@@ -629,7 +635,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="training steps before the timed ones")
     parser.add_argument("--loss-rows", type=int, default=40)
     parser.add_argument("--chat-tokens", type=int, default=96)
-    parser.add_argument("--sections", default="roofline,train,start,app,chat,llama_cpp")
+    parser.add_argument("--sections", default="roofline,train,start,app,chat")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, logs)")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()

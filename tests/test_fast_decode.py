@@ -260,3 +260,9 @@ def test_sampled_replies_follow_the_seed():
     assert fast_tokens(model, True, settings).tokens == first
     torch.manual_seed(12)
     assert fast_tokens(model, True, settings).tokens != first
+
+
+def test_a_reply_longer_than_the_first_buffers_grows_them(monkeypatch):
+    model = small_model()
+    monkeypatch.setattr(fast_decode, "FIRST_BUFFER", 3)  # the buffers double three times in a 40-token reply
+    assert fast_tokens(model, True, GREEDY).tokens == hf_tokens(model, GREEDY)

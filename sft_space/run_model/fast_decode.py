@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from .sampling import HANDLED, Sampler
 
+FIRST_BUFFER = 256  # positions past the prompt the key/value buffers are first made for
 ENABLED = True  # False: every reply through generate (bench/speed.py compares the two)
 SUPPORTED_TYPES = {"llama", "mistral", "qwen2"}
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # cos/sin do not depend on the sequence's length
@@ -97,68 +98,91 @@ class Decoder:
             input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **{named: cache}
         )
         length = input_ids.shape[-1]
-        shape = (self.kv_heads, capacity, self.head_dim)
-        self.keys, self.values = [], []
+        self.keys_values = []
         for index in range(len(self.layers)):
             layer_cache = cache.layers[index]
-            keys = torch.empty(shape, dtype=torch.float32)
-            values = torch.empty(shape, dtype=torch.float32)
-            keys[:, :length] = layer_cache.keys[0]
-            values[:, :length] = layer_cache.values[0]
-            self.keys.append(keys)
-            self.values.append(values)
+            both = torch.empty((2, self.kv_heads, capacity, self.head_dim), dtype=torch.float32)
+            both[0, :, :length] = layer_cache.keys[0]
+            both[1, :, :length] = layer_cache.values[0]
+            self.keys_values.append(both)
+        self.capacity = capacity
+        self._rotary(capacity)
+        rows = self.heads + 2 * self.kv_heads
+        # per step, the rotation of every row of q, k and v (v's: cos 1, sin 0), shared by all layers
+        self.cos_rows = torch.ones(rows, self.head_dim)
+        self.sin_rows = torch.zeros(rows, self.head_dim)
+        self.rotated = torch.empty(rows, self.head_dim)
+        self.normed = torch.empty(self.config.hidden_size, dtype=self.dtype)
+        self.attended = torch.empty(self.heads * self.head_dim, dtype=self.dtype)
+        self.length = length
+        return out.logits[0, -1].float()
+
+    def _rotary(self, capacity: int) -> None:
+        import torch
+
         positions = torch.arange(capacity).unsqueeze(0)
         probe = torch.zeros(1, 1, dtype=self.dtype)
         cos, sin = self.inner.rotary_emb(probe, positions)  # the model's own, scaling included
         half = self.head_dim // 2
         sign = torch.cat([-torch.ones(half), torch.ones(half)])
         self.cos, self.sin_signed = cos[0].float(), sin[0].float() * sign  # rotate_half as a roll and a sign
-        self.length = length
-        return out.logits[0, -1].float()
+
+    def _grow(self) -> None:
+        """Twice the positions (a reply longer than the buffers were made for)."""
+        import torch
+
+        capacity = self.capacity * 2
+        for index, both in enumerate(self.keys_values):
+            grown = torch.empty((2, self.kv_heads, capacity, self.head_dim), dtype=torch.float32)
+            grown[:, :, : self.capacity] = both
+            self.keys_values[index] = grown
+        self.capacity = capacity
+        self._rotary(capacity)
 
     # ------------------------------------------------------------------ one token
     def step(self, token: int):
-        """Append one token; returns the logits (fp32) of the next. The residual stream is kept in fp32 (the
-        model's own forward keeps it in its dtype: this is as precise or more); every product reads the
-        half-precision weights once."""
+        """Append one token; returns the logits (fp32) of the next. The residual stream, the rotary embedding,
+        keys, values and attention are fp32 (the model's own forward keeps them in its dtype: this is as
+        precise or more); every product reads the half-precision weights once; few ops, into buffers."""
         import torch
         import torch.nn.functional as F
 
         position = self.length
-        heads, kv_heads, dim, dtype = self.heads, self.kv_heads, self.head_dim, self.dtype
-        q_rows, k_rows = heads * dim, kv_heads * dim
-        cos, sin = self.cos[position], self.sin_signed[position]
+        if position >= self.capacity:
+            self._grow()
+        heads, dim, end = self.heads, self.head_dim, position + 1
+        rows = heads + 2 * self.kv_heads
+        qk = heads + self.kv_heads
+        self.cos_rows[:qk] = self.cos[position]
+        self.sin_rows[:qk] = self.sin_signed[position]
+        rotated, normed = self.rotated, self.normed
         hidden = self.embed(torch.tensor([token]))[0].float()
-        for index, layer in enumerate(self.layers):
-            qkv = _products(layer.qkv, _rms(hidden, layer.norm1, layer.eps1, dtype))
-            qk = qkv[: q_rows + k_rows].view(-1, dim).float()
-            qk = torch.addcmul(qk * cos, qk.roll(dim // 2, -1), sin)  # the rotary embedding
-            keys, values = self.keys[index], self.values[index]
-            keys[:, position] = qk[heads:]
-            values[:, position] = qkv[q_rows + k_rows :].view(kv_heads, dim)
+        for layer, both in zip(self.layers, self.keys_values):
+            qkv = _products(layer.qkv, _rms(hidden, layer.norm1, layer.eps1, normed)).view(rows, dim)
+            torch.mul(qkv, self.cos_rows, out=rotated)
+            rotated.addcmul_(qkv.roll(dim // 2, -1), self.sin_rows)  # the rotary embedding (v's rows: unchanged)
+            both[:, :, position] = rotated[heads:].view(2, -1, dim)
             attended = F.scaled_dot_product_attention(
-                qk[:heads].view(1, heads, 1, dim),
-                keys[None, :, : position + 1],
-                values[None, :, : position + 1],
-                enable_gqa=True,
+                rotated[:heads].view(1, heads, 1, dim), both[0:1, :, :end], both[1:2, :, :end], enable_gqa=True
             )
-            hidden += _products(layer.o, attended.view(-1).to(dtype))
-            gate_up = _products(layer.gate_up, _rms(hidden, layer.norm2, layer.eps2, dtype))
+            hidden += _products(layer.o, self.attended.copy_(attended.view(-1)))
+            gate_up = _products(layer.gate_up, _rms(hidden, layer.norm2, layer.eps2, normed))
             half = gate_up.shape[0] // 2
             hidden += _products(layer.down, F.silu(gate_up[:half]).mul_(gate_up[half:]))
-        self.length = position + 1
-        return self.head(_rms(hidden, self.final_norm, self.final_eps, dtype).unsqueeze(0))[0].float()
+        self.length = end
+        return self.head(_rms(hidden, self.final_norm, self.final_eps, normed).unsqueeze(0))[0].float()
 
 
-def _rms(hidden, weight, eps: float, dtype):
-    """The model's RMSNorm of one fp32 vector, in the weights' dtype: the sum of squares read back as a Python
-    number (a CPU tensor: no wait), then two multiplications (half the time of F.rms_norm at this size)."""
+def _rms(hidden, weight, eps: float, out):
+    """The model's RMSNorm of one fp32 vector, into `out` (the weights' dtype): the sum of squares read back as a
+    Python number (a CPU tensor: no wait), then two multiplications, the second casting as it writes (half the
+    time of F.rms_norm and a cast at this size)."""
     import math
 
     import torch
 
     scale = 1.0 / math.sqrt(float(hidden.dot(hidden)) / hidden.shape[0] + eps)
-    return torch.mul(hidden, weight).mul_(scale).to(dtype)
+    return torch.mul(torch.mul(hidden, scale), weight, out=out)
 
 
 def _side_by_side(found: list[tuple]):
@@ -334,7 +358,8 @@ def generate(
     ends = set(eos_token_ids)
     streamer.put(input_ids.cpu())
     sequence = input_ids
-    logits = decoder.prefill(input_ids, attention_mask, prompt_length + max_new + 1)
+    # buffers for a typical reply, doubled when one runs longer: max_new_tokens may be 4,096 for a 256-token reply
+    logits = decoder.prefill(input_ids, attention_mask, prompt_length + min(max_new, FIRST_BUFFER) + 1)
     for produced in range(max_new):
         token = choose(logits, sequence, produced)
         sequence = torch.cat([sequence, torch.tensor([[token]])], dim=-1)
