@@ -21,6 +21,7 @@ from ..rundir import adapter_dir, export_archive_stem, export_dir, has_adapter, 
 SCRIPT_NAME = "train_sft.py"
 SETTINGS_NAME = "sft_settings.json"  # read by the script from beside itself
 YAML_NAME = "sft_config.yaml"
+CONFIG_EXPORT_NAME = "sft_space_config.json"  # the run's settings as SFT Space reads them back
 DATA_DIR = "data"
 SCRIPT_SOURCE = Path(__file__).parent / SCRIPT_NAME  # sft_space/export/train_sft.py
 DEPENDENCIES_LINE = re.compile(r"^# dependencies = \[.*\]$", re.M)  # inside the script's `# /// script` block
@@ -226,8 +227,8 @@ def write_settings(settings: dict, path: Path) -> None:
 
 
 def export_run(run: str | Path) -> Path:
-    """RUN_DIR/export: train_sft.py, sft_settings.json, sft_config.yaml, trl_command.sh, data/{train,validation}.jsonl
-    and README.md, and a zip of them beside the folder."""
+    """RUN_DIR/export: train_sft.py, sft_settings.json, sft_config.yaml, sft_space_config.json, trl_command.sh,
+    data/{train,validation}.jsonl and README.md, and a zip of them beside the folder."""
     run_dir = run_path(run)
     target = export_dir(run_dir)  # the zip goes beside it
     shutil.rmtree(target, ignore_errors=True)
@@ -235,6 +236,8 @@ def export_run(run: str | Path) -> Path:
     (target / SCRIPT_NAME).write_text(standalone_script(), encoding="utf-8")
     write_settings(script_settings(run_dir), target / SETTINGS_NAME)
     (target / YAML_NAME).write_text(trl_yaml(run_dir), encoding="utf-8")
+    # the run's own settings, exactly: what "Load settings" reads back from this folder's zip (settings_in.py)
+    (target / CONFIG_EXPORT_NAME).write_text(read_config(run_dir).to_json() + "\n", encoding="utf-8")
     (target / "trl_command.sh").write_text(trl_command(run_dir) + "\n", encoding="utf-8")
     (target / "README.md").write_text(
         f"# Run {run_dir.name}, exported\n\nThe exact rows ({counts['train']} training, {counts['validation']} "
@@ -242,7 +245,8 @@ def export_run(run: str | Path) -> Path:
         f"datasets only (its settings are in `{SETTINGS_NAME}`).\n- `trl sft --config {YAML_NAME}` or "
         "`bash trl_command.sh`: the same with TRL's command line "
         "(for a base model without a chat template, use the script: it sets up ChatML).\n"
-        f"- `accelerate launch --num_processes 2 {SCRIPT_NAME}`: the script on several GPUs.\n",
+        f"- `accelerate launch --num_processes 2 {SCRIPT_NAME}`: the script on several GPUs.\n"
+        f"- `{CONFIG_EXPORT_NAME}`: the run's settings for SFT Space (Train tab: Load settings, with this zip).\n",
         encoding="utf-8",
     )
     archive = shutil.make_archive(str(export_archive_stem(run_dir)), "zip", target)

@@ -19,7 +19,18 @@ from .. import run_model, rundir
 from ..host import hardware, templates
 from ..hub import HUB_ID, on_a_space
 from ..runs import liveness
-from . import chat_tab, data_tab, evaluate_tab, model_tab, publish_tab, runs_tab, train_tab, visitor, widgets
+from . import (
+    chat_tab,
+    data_tab,
+    evaluate_tab,
+    model_tab,
+    publish_tab,
+    runs_tab,
+    settings_load,
+    train_tab,
+    visitor,
+    widgets,
+)
 from .busy import BusyMark
 from .uploads import UploadGuard
 
@@ -87,7 +98,9 @@ def build_app() -> gr.Blocks:
             with gr.Tab("2 Model", id="model"):
                 model, check_model, model_report = model_tab.build()
             with gr.Tab("3 Train", id="train") as train:
-                preset, settings, run_panel = train_tab.build(data_sources, model, current_run, run_bar, visitor_key)
+                preset, settings, run_panel, (settings_run, load_outputs) = train_tab.build(
+                    data_sources, model, current_run, run_bar, visitor_key
+                )
             with gr.Tab("4 Chat", id="chat") as chat:
                 chat_tab.build(current_run, visitor_key, chat)
             with gr.Tab("5 Evaluate", id="evaluate") as evaluation:
@@ -95,7 +108,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("6 Publish", id="publish") as publish:
                 publish_tab.build(current_run, visitor_key, publish)
             with gr.Tab("Runs", id="runs") as runs_list:
-                runs_tab.build(current_run, visitor_key, runs_list)
+                runs_choice, runs_use_settings = runs_tab.build(current_run, visitor_key, runs_list)
         row_number, inspect_button, *inspect_outputs = inspector
         inspect_fields = ["model", "row_number", "answers_only", "max_length", "batch_size", "packing"]
         # the histogram is emptied first, so each dataset's is built afresh with its own bins (see charts.py)
@@ -117,6 +130,9 @@ def build_app() -> gr.Blocks:
         check_handler = widgets.named(model_tab.check, ["model", *model_tab.CHECK_FIELDS])
         check_model.click(check_handler, check_inputs, model_report, api_name="check_model")
         model.change(check_handler, check_inputs, model_report, api_name=False)
+        # "Use these settings" on the Runs tab fills the same forms as the Train tab's Load settings
+        runs_use_settings.click(settings_load.use_run, [runs_choice, visitor_key], load_outputs, api_name=False)
+        train.select(settings_load.run_choices, visitor_key, settings_run, api_name=False, show_progress="hidden")
         # preset durations follow the chosen model, and the pace measured by the run that just finished
         for event in (model.change, train.select):
             event(train_tab.preset_choices, model, preset, api_name=False, show_progress="hidden")

@@ -125,6 +125,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     with gr.Row():
         choice = gr.Dropdown(label="Open a run", scale=3, elem_id="open-run", allow_custom_value=True)
         open_button = gr.Button("Open", scale=1)
+        use_settings = gr.Button("Use these settings", scale=1, elem_id="runs-use-settings")
         delete_button = gr.Button("Delete", scale=1, variant="stop", elem_id="delete-run")
         refresh_button = gr.Button("Refresh", scale=1)
     with gr.Accordion("Settings of the opened run", open=False):
@@ -154,4 +155,4 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     compare.change(lambda: None, None, chart, api_name=False, show_progress="hidden").then(
         overlay, [compare, visitor], chart, api_name=False
     )
-    return table
+    return choice, use_settings  # the page wires "Use these settings" to the Data, Model and Train forms

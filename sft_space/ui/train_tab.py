@@ -19,7 +19,7 @@ from ..runs import lifecycle as runs
 from ..runs import ownership
 from ..runs import queue as run_queue
 from ..training import estimates, slot_worker, slots
-from . import text
+from . import settings_load, text
 from .charts import chart_frame, plot, run_chart_values
 from .common import SOURCE_FIELDS, data_settings, owned, shown_as_error, visitor_dataset, visitor_model
 from .visitor import address, new_visitor_id
@@ -300,6 +300,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 cancel_button = gr.Button("Cancel", size="sm", elem_id="cancel")
                 resume_button = gr.Button("Resume", size="sm", elem_id="resume")
                 retry_button = gr.Button("Retry with half the batch", size="sm", elem_id="retry")
+            loader = settings_load.build()
             widgets = build_groups(TRAIN_GROUPS)
             assert list(widgets) == TRAIN_FIELDS
             for name, value in zip(
@@ -363,6 +364,12 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
         train_in_gpu_slots, [current_run, visitor], run_bar, api_name=False, **slot_driver
     )
     log_button.click(show_log, [current_run, visitor], log_box, api_name="show_log")
+    settings_run, use_settings, settings_file, settings_note = loader
+    load_outputs = [*data_sources, model, *widget_list, settings_note]
+    use_settings.click(settings_load.use_run, [settings_run, visitor], load_outputs, api_name="use_run_settings")
+    settings_file.upload(
+        settings_load.use_file, [settings_file, visitor], load_outputs, api_name="load_settings_file"
+    ).then(lambda: None, None, settings_file, api_name=False, show_progress="hidden")  # ready for another file
     return (
         preset,
         widgets,
@@ -373,4 +380,5 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
             probe_prompts,
             probes,
         ),
+        (settings_run, load_outputs),
     )
