@@ -11,10 +11,11 @@ import zipfile
 
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, launched_app, wait_until
 from sft_space.config import RunConfig
 from sft_space.export import export_run, settings_in
 from sft_space.rundir import read_config
+
+from helpers import CHROMIUM, CHROMIUM_FLAGS, launched_app, wait_until
 
 
 def test_export_then_load_gives_the_same_settings(trained_run, tmp_path):
@@ -99,9 +100,20 @@ def test_load_settings_in_the_page(tiny_model, tmp_path):
     short_run = tmp_path / "config.json"  # a run's config.json: every field, here a 2-step run of the tiny model
     short_run.write_text(
         json.dumps(
-            {**RunConfig().to_dict(), "model": str(tiny_model), "dataset": "demo:json-extract", "max_steps": 2,
-             "train_minutes": 0.0, "max_length": 128, "per_device_train_batch_size": 2, "eval_steps": 1000,
-             "save_steps": 1000, "eval_max_rows": 4, "learning_rate": 0.000777, "lora_r": 4}  # fmt: skip
+            {
+                **RunConfig().to_dict(),
+                "model": str(tiny_model),
+                "dataset": "demo:json-extract",
+                "max_steps": 2,
+                "train_minutes": 0.0,
+                "max_length": 128,
+                "per_device_train_batch_size": 2,
+                "eval_steps": 1000,
+                "save_steps": 1000,
+                "eval_max_rows": 4,
+                "learning_rate": 0.000777,
+                "lora_r": 4,
+            }  # fmt: skip
         )
     )
     with launched_app() as url, sync_playwright() as p:
