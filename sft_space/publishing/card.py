@@ -254,6 +254,26 @@ def _evaluation_section(evaluation: dict) -> list[str]:
     return lines
 
 
+def _votes_section(run_dir: Path) -> list[str]:
+    """The Chat tab's votes, tuned against base (only the run's owner can chat with it, so they are theirs)."""
+    from ..judging.votes import read_jsonl, votes_path, win_rate
+
+    rows = [row for row in read_jsonl(votes_path(run_dir)) if isinstance(row, dict)]
+    if not rows:
+        return []
+    rate = win_rate(rows)
+    blind = sum(1 for row in rows if row.get("blind"))
+    return [
+        "## Side-by-side votes",
+        "",
+        f"In the Chat tab, replies of the tuned and the base model to the same message were judged by the run's "
+        f"owner: the tuned model was preferred in **{rate.rate:.0%}** of **{rate.votes}** votes ({rate.tuned} "
+        f"tuned, {rate.base} base, {rate.ties} ties, a tie counting half; {blind} of them blind, the sides "
+        "shuffled and revealed after the vote). A small, personal sample: read it as a first impression.",
+        "",
+    ]
+
+
 def _probes_section(probes: list[dict]) -> list[str]:
     """The probe prompts' greedy replies before training and at the last evaluation."""
     if len(probes) < 2:
@@ -371,6 +391,7 @@ def model_card(run: str | Path, repo_id: str, merged: bool = False, gguf: bool =
         + _data_section(config, status, data_text)
         + _training_section(run_dir, config, status, metrics)
         + _evaluation_section(evaluation)
+        + _votes_section(run_dir)
         + _probes_section(probes)
         + _limitations_section(status, data_text)
         + _usage_section(repo_id, base, merged)

@@ -6,6 +6,7 @@ switched off. Both replies use the same sampling settings and the same seed.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import gradio as gr
@@ -14,7 +15,8 @@ from ..config import RunConfig
 from ..host import hardware, limits
 from ..hub import public
 from ..runs import lifecycle as runs
-from .common import owned, shown_as_error
+from . import votes_panel
+from .common import as_messages, owned, shown_as_error, text_of  # noqa: F401  (text_of: tests)
 from .widgets import Number, build_groups
 
 DEFAULT_SEED = 0  # the same seed for base and tuned, so sampling differences come from the weights
@@ -31,21 +33,6 @@ def refresh_choices(selected: str | None, current: str | None = None, visitor: s
         if candidate in choices:
             return gr.Dropdown(choices=choices, value=candidate)
     return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
-
-
-def text_of(content) -> str:
-    """Chatbot history content may come back as a string or a list of typed parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-    if isinstance(content, dict):
-        return content.get("text", "")
-    return str(content)
-
-
-def as_messages(history: list | None) -> list[dict]:
-    return [{"role": m["role"], "content": text_of(m["content"])} for m in history or []]
 
 
 def respond(
@@ -110,6 +97,30 @@ def respond(
     finally:  # a reply cut short by Stop (its count never came back) is charged about what it generated
         texts = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
         limits.chat_budget.settle(booking, spent if spent is not None else min(most, math.ceil(len(texts) / 3)))
+
+
+def respond_panes(
+    message: str,
+    left: list,
+    right: list,
+    run_id: str | None,
+    system_prompt: str,
+    compare: bool,
+    seed,
+    temperature,
+    top_p,
+    max_new_tokens,
+    repetition_penalty,
+    visitor: str | None = None,
+    sides: dict | None = None,
+):
+    """respond, with the two panes holding the tuned and the base model on the sides drawn for this conversation
+    (votes_panel: blind votes shuffle them). Without sides (an API call): tuned on the left."""
+    tuned_is_left = votes_panel.tuned_left(sides)
+    tuned, base = (left, right) if tuned_is_left else (right, left)
+    settings = (seed, temperature, top_p, max_new_tokens, repetition_penalty, visitor)
+    for cleared, tuned, base in respond(message, tuned, base, run_id, system_prompt, compare, *settings):
+        yield (cleared, tuned, base) if tuned_is_left else (cleared, base, tuned)
 
 
 def replies(run_id: str, system: list, tuned: list, base: list | None, seed: int, settings: dict):
@@ -178,9 +189,11 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
         )
         compare = gr.Checkbox(value=True, label="Also answer with the base model", scale=1, elem_id="chat-compare")
         seed = Number(value=DEFAULT_SEED, precision=0, label="Seed", scale=1, info="Same for both models.")
+    sides = gr.State(None)  # which pane holds the tuned model in this conversation (votes_panel)
     with gr.Row(equal_height=True):
-        tuned_chat = gr.Chatbot(label="Tuned model (base + LoRA adapter)", height=420, elem_id="chatbot")
-        base_chat = gr.Chatbot(label="Base model (adapter off)", height=420, elem_id="chatbot-base")
+        # the left pane (elem_id chatbot) holds the tuned model unless blind votes shuffled the sides
+        tuned_chat = gr.Chatbot(label=votes_panel.NAMES[True][0], height=420, elem_id="chatbot")
+        base_chat = gr.Chatbot(label=votes_panel.NAMES[True][1], height=420, elem_id="chatbot-base")
     with gr.Row():
         message = gr.Textbox(
             placeholder="Ask something, e.g. 'Table for two on 3 May 2026 at 7pm, name Sam'",
@@ -191,16 +204,29 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1)
+    blind, (better_left, tie, better_right), rate = votes_panel.build(run, visitor)
     settings = build_groups([("Generation", False)])
-    inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor]
+    inputs = [message, tuned_chat, base_chat, run, system_prompt, compare, seed, *settings.values(), visitor, sides]
     outputs = [message, tuned_chat, base_chat]
+    panes = [sides, tuned_chat, base_chat]
     global _replies_call
     _replies_call = hardware.gpu_slot(replies)
-    sent = send.click(respond, inputs, outputs, api_name="chat")
-    submitted = message.submit(respond, inputs, outputs, api_name=False)
+    turn = dict(fn=votes_panel.before_turn, inputs=[tuned_chat, base_chat, blind, sides], outputs=panes)
+    sent = send.click(**turn, api_name=False, show_progress="hidden").then(
+        respond_panes, inputs, outputs, api_name="chat"
+    )
+    submitted = message.submit(**turn, api_name=False, show_progress="hidden").then(
+        respond_panes, inputs, outputs, api_name=False
+    )
     stop.click(None, None, None, cancels=[sent, submitted], api_name=False)
-    clear.click(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
+    fresh = dict(fn=votes_panel.new_conversation, inputs=blind, outputs=panes, api_name=False, show_progress="hidden")
+    clear.click(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False).then(**fresh)
     refresh.click(refresh_choices, [run, current_run, visitor], run, api_name=False)
     tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
-    run.change(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False)
+    run.change(lambda: ([], []), None, [tuned_chat, base_chat], api_name=False).then(**fresh).then(
+        votes_panel.rate_text, [run, visitor], rate, api_name=False, show_progress="hidden"
+    )
+    judged = [tuned_chat, base_chat, run, sides, visitor, system_prompt, settings["temperature"], settings["top_p"]]
+    for button, choice in ((better_left, "left"), (tie, "tie"), (better_right, "right")):
+        button.click(functools.partial(votes_panel.vote, choice), judged, [*panes, rate], api_name=f"vote_{choice}")
     return run

@@ -90,3 +90,18 @@ def visitor_model(model) -> str:
         return str(model or "").strip()
     with shown_as_error(errors=(ValueError,)):
         return allowed_model(model)
+
+
+def text_of(content) -> str:
+    """Chatbot history content may come back as a string or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return str(content)
+
+
+def as_messages(history: list | None) -> list[dict]:
+    return [{"role": m["role"], "content": text_of(m["content"])} for m in history or []]

@@ -20,6 +20,7 @@ from ..judging.baselines import (
 from ..judging.evaluate import summary_headers, summary_rows, unlike_note
 from ..judging.scorers import EVAL_MAX_NEW_TOKENS, SCORERS
 from ..runs import ownership
+from . import votes_panel
 from .charts import typed_frame
 from .chat_tab import refresh_choices
 from .common import owned, shown_as_error
@@ -195,6 +196,11 @@ def evaluate(run_id: str | None, count, scorer: str, pattern: str, visitor: str 
     return show(result)
 
 
+def votes_text(run_id: str | None, visitor: str | None) -> str:
+    text = votes_panel.rate_text(run_id, visitor)
+    return f"**Your side-by-side votes (Chat tab):** {text}" if text else ""
+
+
 def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     gr.Markdown(
         "Does the tuned model beat the base model on data it never saw? Held-out loss, and whether "
@@ -221,6 +227,7 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
     button = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
     about = gr.Markdown(elem_id="eval-about")
     table = gr.Dataframe(headers=SUMMARY_HEADERS, interactive=False, elem_id="eval-table")
+    votes_rate = gr.Markdown(elem_id="eval-votes")  # your Chat votes, tuned against base (votes_panel)
     with gr.Accordion("Failing examples (tuned model)", open=False):
         failures = gr.Dataframe(headers=FAILURE_HEADERS, interactive=False, wrap=True)
     gr.Markdown(
@@ -275,6 +282,8 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
         api_name="compare_baselines",
     )
     tab.select(refresh_choices, [run, current_run, visitor], run, api_name=False)
+    for event in (tab.select, run.change):
+        event(votes_text, [run, visitor], votes_rate, api_name=False, show_progress="hidden")
     run.change(
         load_existing,
         [run, visitor],
