@@ -13,6 +13,7 @@ information and file downloads, so code under test runs unchanged with
     GET  /api/whoami-v2                                            the user a token belongs to (401 otherwise)
     POST /api/validate-yaml                                        a README's metadata block (400 unless a YAML mapping)
     POST /api/repos/create                                         a new repo (409 if it exists; 403 outside your name)
+    GET  /api/spaces/{owner}/{name}/runtime, POST .../pause         a Space's runtime (hardware, stage) and its pause
     POST /api/{models|datasets}/{id}/preupload/{rev}, /commit/{rev}  uploads: every file inline, one atomic commit
     POST /api/jobs/{namespace}, GET /api/jobs/{namespace}/{id}[/logs] Jobs: submit, inspect, logs (server-sent events)
 
@@ -75,6 +76,9 @@ class HubServer:
         self.ranges: list[tuple[str, int, int]] = []  # (file, first byte, last byte) of every partial read
         self.downloads: list[str] = []  # every file sent whole (GET without a Range header)
         self.users: dict[str, str] = {}  # token -> username, for whoami and writes
+        # Spaces by id -> their runtime as the Hub reports it (stage, hardware): GET .../runtime, POST .../pause
+        self.spaces: dict[str, dict] = {}
+        self.paused: list[str] = []  # the Spaces a pause request was accepted for, in order
         self.fail_commits = 0  # the next N commits answer 500 and change nothing (a flaky network)
         self.refuse_commits = 0  # the next N commits answer 412 (which the client does not retry by itself)
         self.commits: list[dict] = []  # every commit that landed: repo, message, files
@@ -105,6 +109,11 @@ class HubServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def add_space(self, space_id: str, hardware: str) -> dict:
+        """A running Space on `hardware` (cpu-basic, a10g-small, zero-a10g...), as its runtime reports it."""
+        self.spaces[space_id] = {"stage": "RUNNING", "hardware": {"current": hardware, "requested": hardware}}
+        return self.spaces[space_id]
 
     def add_repo(self, repo_id: str, files: dict[str, bytes | str], kind: str = "dataset", **options) -> Repo:
         encoded = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
@@ -149,6 +158,11 @@ class HubServer:
             return self._send(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
         if parts[:2] == ["api", "jobs"] and len(parts) >= 4:
             return self._job(request, parts, token, head)
+        if parts[:2] == ["api", "spaces"] and len(parts) == 5 and parts[4] == "runtime":
+            space = self.spaces.get(f"{parts[2]}/{parts[3]}")
+            if space is None or token not in self.users or self.users[token] != parts[2]:
+                return self._error(request, 404, "RepoNotFound", "Repository not found", head)
+            return self._send(request, 200, json.dumps(space).encode(), {"Content-Type": "application/json"}, head)
         if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("datasets", "models"):
             kind = parts[1][:-1]
             repo = self.repos.get((kind, f"{parts[2]}/{parts[3]}"))
@@ -232,6 +246,13 @@ class HubServer:
         parts = [p for p in path.split("/") if p]
         body = self._read_body(request)
         json_headers = {"Content-Type": "application/json"}
+        if parts[:2] == ["api", "spaces"] and len(parts) == 5 and parts[4] == "pause":
+            space_id = f"{parts[2]}/{parts[3]}"
+            if space_id not in self.spaces or self._writer(request, space_id) is None:
+                return None if space_id in self.spaces else self._error(request, 404, "RepoNotFound", "no", False)
+            self.spaces[space_id]["stage"] = "PAUSED"
+            self.paused.append(space_id)
+            return self._send(request, 200, json.dumps(self.spaces[space_id]).encode(), json_headers)
         if parts == ["api", "validate-yaml"]:  # the client checks a README's metadata before committing it
             import yaml
 

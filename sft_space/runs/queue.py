@@ -23,6 +23,7 @@ from ..hub import public
 from ..publishing.backup import REPO_VARIABLE as BACKUP_REPO_VARIABLE
 from ..rundir import QUEUE_LOCK, clear_cancel, list_run_dirs, log_path, read_status, run_path, runs_root, write_status
 from ..training import estimates
+from . import idle_pause
 from .cleanup import clean_up
 from .liveness import ACTIVE_STATES, FINAL_STATES, STOP_GRACE_SECONDS, _children, enforce_deadlines, is_waiting, refresh
 
@@ -80,6 +81,10 @@ def start_queue_worker(interval: float = 2.0) -> threading.Thread:
                 enforce_deadlines()
             except Exception:  # a run it cannot mark (a full disk) must not hold the queue
                 logging.getLogger(__name__).exception("deadlines")
+            try:
+                idle_pause.check()  # a Space on paid hardware, opted in: paused after its idle minutes
+            except Exception:  # the Hub unreachable or refusing: training goes on regardless
+                logging.getLogger(__name__).exception("pause when idle")
             try:
                 advance_queue()
                 if time.time() - cleaned > CLEAN_UP_EVERY_SECONDS:

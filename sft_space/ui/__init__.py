@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from .. import run_model, rundir
 from ..host import hardware, templates
 from ..hub import HUB_ID, on_a_space
-from ..runs import liveness
+from ..runs import idle_pause, liveness
 from . import (
     chat_tab,
     data_tab,
@@ -88,6 +88,9 @@ def build_app() -> gr.Blocks:
                 " ".join(n for n in (note, hardware.ZEROGPU_NOTE if hardware.on_zerogpu() else None) if n),
                 elem_id="storage-note",
             )
+        if idle_pause.enabled():  # the owner opted in: say beforehand when the Space pauses itself
+            pause_note = gr.Markdown(idle_pause.note(), elem_id="pause-note")
+            gr.Timer(5).tick(idle_pause.note, None, pause_note, api_name=False, show_progress="hidden", queue=False)
         current_run = gr.State(None)
         visitor_key = gr.State(None)
         browser_id = gr.BrowserState(None, storage_key="sft-space-visitor")

@@ -1,0 +1,132 @@
+"""Pause when idle, against the local Hub-compatible server with the real huggingface_hub client (the pause request
+and the runtime it asks for are the parts of the Hub that cannot be reached here): paused after the idle minutes on
+paid hardware only, never while a run trains or waits, never on the free CPU or ZeroGPU; and in Chromium, the
+page of a Space (SPACE_ID, a Hub model) saying when it pauses, a run keeping it awake, then the pause."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from sft_space.config import RunConfig
+from sft_space.runs import idle_pause
+
+from helpers import CHROMIUM, CHROMIUM_FLAGS, build_tiny_model, launched_app, run_id_of, use_test_hub, wait_until
+from hub_server import HubServer
+
+OWNER = "hf_space_owner_token_1234"
+SPACE = "alice/sft-space"
+
+
+def folder_files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    with HubServer() as server:
+        server.users[OWNER] = "alice"
+        use_test_hub(monkeypatch, server.url, tmp_path / "hf-home")
+        monkeypatch.setenv("SPACE_ID", SPACE)
+        monkeypatch.setenv("HF_TOKEN", OWNER)
+        monkeypatch.setenv(idle_pause.VARIABLE, "1")
+        idle_pause.reset(now=1000.0)
+        yield server
+        idle_pause.reset()
+
+
+def test_paused_after_the_idle_minutes_on_paid_hardware_only(hub, monkeypatch):
+    hub.add_space(SPACE, "a10g-small")
+    assert idle_pause.enabled() and idle_pause.pause_at() == 1060.0
+    assert "pauses at" in idle_pause.note() and "1 minutes" in idle_pause.note()
+    assert not idle_pause.check(now=1059.0) and hub.paused == []
+    assert idle_pause.check(now=1061.0) and hub.paused == [SPACE]
+    assert hub.spaces[SPACE]["stage"] == "PAUSED"
+    assert not idle_pause.check(now=2000.0) and hub.paused == [SPACE]  # once
+    assert idle_pause.note() is None or "pauses at" not in idle_pause.note()
+    for hardware in ("cpu-basic", "zero-a10g"):  # free: it only says so
+        hub.add_space(SPACE, hardware)
+        idle_pause.reset(now=1000.0)
+        assert not idle_pause.check(now=5000.0) and hub.paused == [SPACE]
+        assert not idle_pause.enabled()  # and stops asking
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    idle_pause.reset(now=1000.0)
+    assert not idle_pause.enabled()
+
+
+def test_not_without_the_owners_token_or_the_setting(hub, monkeypatch):
+    hub.add_space(SPACE, "a10g-small")
+    monkeypatch.delenv("HF_TOKEN")
+    assert not idle_pause.check(now=5000.0) and hub.paused == []
+    for value in ("", "0", "-5", "soon", "nan"):
+        monkeypatch.setenv(idle_pause.VARIABLE, value)
+        idle_pause.reset(now=1000.0)
+        assert not idle_pause.enabled(), value
+
+
+def test_never_while_a_run_trains_or_waits(hub, monkeypatch):
+    hub.add_space(SPACE, "t4-small")
+    monkeypatch.setattr(idle_pause, "busy", lambda: True)  # the state of the runs folder: tested in the page below
+    assert not idle_pause.check(now=9000.0) and hub.paused == []
+    assert idle_pause.pause_at() == 9060.0  # the idle minutes start again when the last run leaves
+    monkeypatch.setattr(idle_pause, "busy", lambda: False)
+    assert not idle_pause.check(now=9059.0) and idle_pause.check(now=9061.0) and hub.paused == [SPACE]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_path, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    from sft_space.rundir import read_status, run_path
+
+    model = build_tiny_model(tmp_path / "tiny")
+    hub.add_repo("alice/tiny-chat", folder_files(model), kind="model")
+    hub.add_space(SPACE, "a10g-small")
+    minutes = 0.5
+    monkeypatch.setenv(idle_pause.VARIABLE, str(minutes))
+    idle_pause.reset()
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                **RunConfig().to_dict(),
+                "model": "alice/tiny-chat",
+                "dataset": "demo:json-extract",
+                "max_steps": 60,
+                "train_minutes": 0.0,
+                "max_length": 128,
+                "per_device_train_batch_size": 2,
+                "eval_steps": 1000,
+                "save_steps": 1000,
+                "eval_max_rows": 4,
+            }  # fmt: skip
+        )
+    )
+    with launched_app() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        note = page.wait_for_selector("#pause-note >> text=pauses itself after 0.5 minutes", timeout=30_000)
+        assert "pauses at" in note.inner_text() and "unless a run starts" in note.inner_text()
+        page.screenshot(path=str(tmp_path / "note.png"))
+        page.get_by_role("tab", name="3 Train").click()
+        page.locator("#load-settings").get_by_text("Load settings").first.click()
+        page.wait_for_selector("#settings-file input[type=file]", state="attached", timeout=20_000)
+        page.locator("#settings-file input[type=file]").set_input_files(str(config))
+        page.wait_for_selector("#settings-note >> text=Loaded from config.json", timeout=20_000)
+        page.locator("#start").click()
+        page.wait_for_selector("#run-bar >> text=/\\d{8}-\\d{6}-/", timeout=60_000)
+        run_id = run_id_of(page.locator("#run-bar").inner_text().replace("Run:", "**Run:**"))
+        page.wait_for_selector("#pause-note >> text=stays awake", timeout=30_000)
+        wait_until(lambda: read_status(run_path(run_id)).get("state") == "completed", timeout=300, what="the run")
+        ended = time.time()
+        assert hub.paused == [], "paused while a run trained"
+        wait_until(lambda: hub.paused == [SPACE], timeout=minutes * 60 + 30, what="the pause")
+        waited = time.time() - ended
+        assert minutes * 60 - 5 <= waited, f"paused {waited:.0f} s after the run, before its {minutes} minutes"
+        assert hub.spaces[SPACE]["stage"] == "PAUSED"
+        page.screenshot(path=str(tmp_path / "paused.png"))
+        browser.close()
