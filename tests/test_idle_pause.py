@@ -130,3 +130,22 @@ def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_pa
         assert hub.spaces[SPACE]["stage"] == "PAUSED"
         page.screenshot(path=str(tmp_path / "paused.png"))
         browser.close()
+
+
+def test_page_work_keeps_it_awake_a_refusing_token_stops_it_asking(hub, monkeypatch):
+    hub.add_space(SPACE, "a10g-small")
+    monkeypatch.setattr(idle_pause, "activity", lambda: True)  # a chat reply or a push in the page's queue
+    assert not idle_pause.check(now=5000.0) and hub.paused == []
+    monkeypatch.setattr(idle_pause, "activity", lambda: False)
+    hub.users["hf_reader_only_token_99"] = "bob"  # a token of someone who may not pause alice's Space
+    monkeypatch.setenv("HF_TOKEN", "hf_reader_only_token_99")
+    assert not idle_pause.check(now=5061.0) and hub.paused == []
+    assert not idle_pause.enabled()  # refused: it stops asking
+    posts = [r for r in hub.requests if r.endswith("/pause")]
+    idle_pause.check(now=9999.0)
+    assert [r for r in hub.requests if r.endswith("/pause")] == posts
+    for value in ("inf", "1e400"):
+        monkeypatch.setenv(idle_pause.VARIABLE, value)
+        assert idle_pause.minutes() is None
+    monkeypatch.setenv(idle_pause.VARIABLE, "1e9")
+    assert idle_pause.minutes() == idle_pause.MOST_MINUTES

@@ -168,3 +168,34 @@ def test_load_settings_in_the_page(tiny_model, tmp_path):
         assert rank.input_value() == "4"
         page.screenshot(path=str(shots / "from-run.png"))
         browser.close()
+
+
+def test_hostile_files_cost_nothing_and_say_why(tmp_path):
+    bomb = (
+        "output_dir: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"o{i}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)
+        )
+        + "warmup_steps: *i\n"
+    )
+    cases = {
+        "aliases.yaml": (bomb, "anchors and aliases"),
+        "nested.yaml": ("learning_rate: {a: 1}\n", "plain value"),
+        "deep.json": ("[" * 100_000 + "]" * 100_000, "could not be read|one object"),
+        "huge.json": (json.dumps({"lora_r": 10**400}), "lora_r|could not be read"),
+        "settings.json": (json.dumps({"sft_settings": [1], "lora_settings": "x"}), "Unknown setting"),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=expected):
+            settings_in.from_file(tmp_path / name)
+    crowded = tmp_path / "crowded.zip"
+    with zipfile.ZipFile(crowded, "w") as zipped:
+        for i in range(settings_in.MAX_ZIP_ENTRIES + 1):
+            zipped.writestr(f"f{i}.txt", "")
+    with pytest.raises(ValueError, match="more than"):
+        settings_in.from_file(crowded)
+    big = tmp_path / "big.zip"
+    big.write_bytes(b"PK" + b"\0" * (settings_in.MAX_ZIP_BYTES + 1))
+    with pytest.raises(ValueError, match="at most"):
+        settings_in.from_file(big)

@@ -4,6 +4,7 @@ card's line, and the whole thing in Chromium: blind sides, a vote, the reveal, t
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -161,3 +162,47 @@ def test_blind_votes_in_the_page(tiny_model, tmp_path):
         page.screenshot(path=str(tmp_path / "evaluate.png"))
         assert "Traceback" not in page.content()
         browser.close()
+
+
+def test_a_votes_file_cannot_grow_without_end(trained_run, tmp_path, monkeypatch):
+    run = copy_run(trained_run, tmp_path)
+    escaped = "\u0001" * 20_000  # 20,000 characters, 120,000 bytes once JSON escapes them
+    with pytest.raises(ValueError, match="too long"):
+        votes.record(run, "visitor-a", PROMPT, escaped, "b", "tuned", blind=True)
+    assert not votes.votes_path(run).exists()
+    monkeypatch.setattr(votes, "MAX_FILE_BYTES", 2_000)
+    while True:
+        try:
+            votes.record(run, "visitor-a", PROMPT, "a" * 300, "b", "tuned", blind=True)
+        except ValueError as error:
+            assert "as many votes as it can keep" in str(error)
+            break
+    assert votes.votes_path(run).stat().st_size < 2_000 + votes.MAX_VOTE_BYTES
+
+
+def test_blind_sides_the_left_pane_answers_first(monkeypatch):
+    """With the tuned model on the right, the base model (left) answers first: the order gives nothing away."""
+    from sft_space.ui import chat_tab
+
+    calls = []
+
+    def fake_replies(run_id, system, tuned, base, seed, settings, base_first=False):
+        calls.append(base_first)
+        order = [("", "base words"), ("tuned words", "base words")] if base_first else [("tuned words", ""),
+                 ("tuned words", "base words")]  # fmt: skip
+        for tuned_text, base_text in order:
+            yield tuned_text, base_text, None
+        yield tuned_text, base_text, 4
+
+    monkeypatch.setattr(chat_tab, "_replies_call", fake_replies)
+    monkeypatch.setattr(chat_tab, "owned", lambda *args: {})
+    settings = (0, 0.7, 0.9, 16, 1.0, "visitor-a")
+    for tuned_left in (False, True):
+        sides = {"blind": True, "tuned_left": tuned_left, "revealed": False}
+        steps = [
+            copy.deepcopy(step) for step in chat_tab.respond_panes("hi", [], [], "run-x", "", True, *settings, sides)
+        ]
+        first_left, first_right = steps[0][1][-1]["content"], steps[0][2][-1]["content"]
+        assert first_left and not first_right  # the left pane filled first, whichever model it holds
+        assert (steps[-1][1][-1]["content"] == "tuned words") is tuned_left
+    assert calls == [True, False]

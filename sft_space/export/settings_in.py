@@ -19,6 +19,9 @@ from ..rundir import read_config
 from .recipe import CONFIG_EXPORT_NAME as CONFIG_NAME  # written by export_run beside sft_config.yaml: exact
 
 MAX_BYTES = 256 * 1024  # a settings file is a few kilobytes
+MAX_ZIP_BYTES = 2 * 1024 * 1024  # as every request body here (ui/uploads.py)
+MAX_ZIP_ENTRIES = 200
+SCALARS = (str, int, float, bool)
 
 # sft_config.yaml (TRL's names) -> RunConfig fields; values taken as they are unless converted below
 TRL_TO_FIELD = {
@@ -79,10 +82,24 @@ def from_run(run: str | Path) -> Loaded:
 
 def from_file(path: str | Path) -> Loaded:
     """Settings, notes and the fields the file gave, from an uploaded sft_config.yaml / .yml, the Reproduce zip,
-    or a run's config.json (fields a file does not give keep the page's values)."""
-    path = Path(path)
+    or a run's config.json (fields a file does not give keep the page's values). Whatever goes wrong reading a
+    stranger's file (a deep nesting, a damaged zip, a number too big) is a SettingsFileError with its reason."""
+    try:
+        return _from_file(Path(path))
+    except SettingsFileError:
+        raise
+    except Exception as error:  # noqa: BLE001  (a hostile file may raise anything while being read)
+        raise SettingsFileError(
+            f"{Path(path).name} could not be read as settings ({type(error).__name__}): nothing was loaded."
+        ) from None
+
+
+def _from_file(path: Path) -> Loaded:
     name = path.name.lower()
     if name.endswith(".zip"):
+        if path.stat().st_size > MAX_ZIP_BYTES:  # before its directory is read: an export of a demo run is small
+            raise SettingsFileError(f"{path.name} is {path.stat().st_size:,} bytes: a Reproduce zip here is at most "
+                                    f"{MAX_ZIP_BYTES:,} (load its sft_space_config.json instead).")  # fmt: skip
         return _from_zip(path)
     if path.stat().st_size > MAX_BYTES:
         raise SettingsFileError(
@@ -105,7 +122,7 @@ def from_json(text: str) -> Loaded:
         raise SettingsFileError(f"This JSON file does not parse: {error.msg} (line {error.lineno}).") from None
     if not isinstance(data, dict):
         raise SettingsFileError('A run\'s config.json is one object of settings, such as {"lora_r": 16, …}.')
-    if "sft_settings" in data and "lora_settings" in data:  # sft_settings.json of the export: TRL's names
+    if isinstance(data.get("sft_settings"), dict) and isinstance(data.get("lora_settings"), dict):  # TRL's names
         return _from_trl({**data["sft_settings"], **_lora_as_trl(data["lora_settings"]), "model": data.get("model")})
     return _config(data), [], set(data)
 
@@ -113,8 +130,16 @@ def from_json(text: str) -> Loaded:
 def from_yaml(text: str) -> Loaded:
     import yaml
 
+    class NoAliases(yaml.SafeLoader):
+        """safe_load without anchors and aliases: a few hundred bytes of nested aliases expand to gigabytes."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise SettingsFileError("This YAML file uses anchors and aliases (*name): write each value out.")
+            return super().compose_node(parent, index)
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliases)  # noqa: S506  (a SafeLoader: no Python objects)
     except yaml.YAMLError as error:
         raise SettingsFileError(f"This YAML file does not parse: {str(error).splitlines()[0]}.") from None
     if not isinstance(data, dict):
@@ -128,6 +153,8 @@ def _from_zip(path: Path) -> Loaded:
     except (zipfile.BadZipFile, OSError):
         raise SettingsFileError(f"{path.name} is not a zip file.") from None
     with archive:
+        if len(archive.infolist()) > MAX_ZIP_ENTRIES:
+            raise SettingsFileError(f"{path.name} holds more than {MAX_ZIP_ENTRIES} files: not a Reproduce export.")
         members = {Path(info.filename).name: info for info in archive.infolist() if not info.is_dir()}
         for wanted, parse in ((CONFIG_NAME, from_json), ("sft_config.yaml", from_yaml)):
             info = members.get(wanted)
@@ -167,6 +194,9 @@ def _from_trl(data: dict) -> Loaded:
     for key, value in data.items():
         if value is None:
             continue
+        listed = isinstance(value, list) and len(value) <= 64 and all(isinstance(v, SCALARS) for v in value)
+        if not isinstance(value, SCALARS) and not listed:
+            raise SettingsFileError(f"{key} must be a plain value (a number, true/false, text or a short list).")
         if key in TRL_TO_FIELD:
             settings[TRL_TO_FIELD[key]] = value
         elif key in ("model_name_or_path", "model"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ from ..rundir import read_jsonl_records as read_jsonl
 from ..rundir import run_path
 
 VOTES = "votes.jsonl"
+_lock = threading.Lock()  # one line appended at a time
 WINNERS = ("tuned", "base", "tie")
-MAX_VOTES_PER_RUN = 5_000  # a page cannot grow a run's folder without end
-MAX_CHARACTERS = 200_000  # one vote's prompt and answers together
+MAX_VOTE_BYTES = 64 * 1024  # one vote as written (JSON escapes counted): the prompt and both answers
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a run's votes.jsonl: a page cannot grow a run's folder, or each read, without end
 
 
 def voter_hash(visitor: str | None) -> str:
@@ -48,10 +50,9 @@ def record(
         raise ValueError(f"A vote is one of {', '.join(WINNERS)}, not {str(winner)[:20]!r}.")
     if not prompt or prompt[-1].get("role") != "user" or not tuned.strip() or not base.strip():
         raise ValueError("Vote after both models answered a message.")
-    if sum(len(str(m.get("content", ""))) for m in prompt) + len(tuned) + len(base) > MAX_CHARACTERS:
-        raise ValueError("This conversation is too long to keep as a vote: press Clear and vote on a shorter one.")
-    if len(read_jsonl(votes_path(run))) >= MAX_VOTES_PER_RUN:
-        raise ValueError(f"This run holds {MAX_VOTES_PER_RUN:,} votes already: download them, or vote on another run.")
+    path = votes_path(run)
+    if path.is_file() and path.stat().st_size >= MAX_FILE_BYTES:  # counted without reading it
+        raise ValueError("This run holds as many votes as it can keep: download them, or vote on another run.")
     tuned_turn = [{"role": "assistant", "content": tuned}]
     base_turn = [{"role": "assistant", "content": base}]
     chosen, rejected = (base_turn, tuned_turn) if winner == "base" else (tuned_turn, base_turn)
@@ -65,8 +66,11 @@ def record(
         "voter": voter_hash(visitor),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with open(votes_path(run), "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    if len(line.encode("utf-8")) > MAX_VOTE_BYTES:
+        raise ValueError("This conversation is too long to keep as a vote: press Clear and vote on a shorter one.")
+    with _lock, open(path, "a", encoding="utf-8") as f:
+        f.write(line)
     return row
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..config import BUNDLED_MODEL
+from ..data import is_hub_id
 from ..judging.votes import own_votes, preference_rows, win_rate
 from ..rundir import read_config, run_path
 from .publish import hub_api, repo_id_for, scrub, signed_in_user, with_retries
@@ -18,6 +19,10 @@ def dataset_card(run_dir: Path, repo_id: str, rows: list[dict]) -> str:
     config = read_config(run_dir)
     rate = win_rate(rows)
     decisive = len(preference_rows(rows))
+    # a Hub id or a demo set by name; an uploaded file by its name only (its path on the server is nobody's business)
+    data = (
+        f"`{config.dataset}`" if is_hub_id(config.dataset) or config.dataset.startswith("demo:") else "an uploaded file"
+    )
     base = "HuggingFaceTB/SmolLM2-135M-Instruct" if config.model == BUNDLED_MODEL else config.model
     return "\n".join(
         [
@@ -38,7 +43,7 @@ def dataset_card(run_dir: Path, repo_id: str, rows: list[dict]) -> str:
             f"# {repo_id.split('/')[-1]}",
             "",
             f"Side-by-side judgements of two models' replies to the same messages, made in SFT Space's Chat tab: "
-            f"a LoRA fine-tune of `{base}` (run `{run_dir.name}`, data `{config.dataset}`) against the base model.",
+            f"a LoRA fine-tune of `{base}` (run `{run_dir.name}`, data {data}) against the base model.",
             "",
             f"- {rate.votes} votes: tuned preferred {rate.tuned}, base {rate.base}, ties {rate.ties}; the tuned "
             f"model's win rate {rate.rate:.0%} (a tie counts half).",

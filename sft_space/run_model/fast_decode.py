@@ -84,7 +84,7 @@ class Decoder:
         self.head = model.get_output_embeddings()
 
     # ------------------------------------------------------------------ prompt
-    def prefill(self, input_ids, attention_mask, capacity: int):
+    def prefill(self, input_ids, attention_mask, capacity: int, limit: int | None = None):
         """The prompt through the model's forward; its keys and values into buffers for `capacity` positions.
         Returns the last position's logits (fp32)."""
         import inspect
@@ -106,6 +106,7 @@ class Decoder:
             both[1, :, :length] = layer_cache.values[0]
             self.keys_values.append(both)
         self.capacity = capacity
+        self.limit = limit or capacity  # the most positions this reply can reach (prompt + max_new_tokens + 1)
         self._rotary(capacity)
         rows = self.heads + 2 * self.kv_heads
         # per step, the rotation of every row of q, k and v (v's: cos 1, sin 0), shared by all layers
@@ -128,10 +129,10 @@ class Decoder:
         self.cos, self.sin_signed = cos[0].float(), sin[0].float() * sign  # rotate_half as a roll and a sign
 
     def _grow(self) -> None:
-        """Twice the positions (a reply longer than the buffers were made for)."""
+        """Twice the positions (a reply longer than the buffers were made for), never past the reply's limit."""
         import torch
 
-        capacity = self.capacity * 2
+        capacity = min(self.capacity * 2, max(self.limit, self.capacity + 1))
         for index, both in enumerate(self.keys_values):
             grown = torch.empty((2, self.kv_heads, capacity, self.head_dim), dtype=torch.float32)
             grown[:, :, : self.capacity] = both
@@ -359,7 +360,8 @@ def generate(
     streamer.put(input_ids.cpu())
     sequence = input_ids
     # buffers for a typical reply, doubled when one runs longer: max_new_tokens may be 4,096 for a 256-token reply
-    logits = decoder.prefill(input_ids, attention_mask, prompt_length + min(max_new, FIRST_BUFFER) + 1)
+    limit = prompt_length + max_new + 1
+    logits = decoder.prefill(input_ids, attention_mask, prompt_length + min(max_new, FIRST_BUFFER) + 1, limit)
     for produced in range(max_new):
         token = choose(logits, sequence, produced)
         sequence = torch.cat([sequence, torch.tensor([[token]])], dim=-1)

@@ -6,7 +6,8 @@ generate's top-p sorts all of the vocabulary's logits and draws from all of them
 found among the CANDIDATES likeliest tokens (torch.topk) whenever they hold the top-p mass, which they do unless
 the distribution is nearly flat (then the whole vocabulary is sorted, as generate does): the same tokens are
 kept with the same probabilities; only the random draws differ from generate's, so a seed gives another (equally
-likely) reply than generate would.
+likely) reply than generate would. One difference on exact ties: top-k keeps exactly k tokens where generate also
+keeps every token whose logit equals the k-th's.
 """
 
 from __future__ import annotations

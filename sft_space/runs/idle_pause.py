@@ -12,9 +12,11 @@ The page says beforehand when it will pause (note()). Checked by the queue worke
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from typing import Callable
 
 from ..hub import hub_endpoint
 from ..rundir import list_run_dirs
@@ -23,8 +25,14 @@ from .liveness import ACTIVE_STATES, refresh
 VARIABLE = "SFT_SPACE_PAUSE_WHEN_IDLE"
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # the Space owner's secret
 FREE_HARDWARE = {"cpu-basic"}  # and every ZeroGPU flavour (zero-*)
+MOST_MINUTES = 7 * 24 * 60
+RETRY_SECONDS = 300  # after the Hub failed to answer or to pause: ask again this much later, not every tick
 
-_state = {"idle_since": time.time(), "paused": False, "hardware": None, "refused": None}
+# Work the page is doing besides training (a chat reply, an export, a push): set by the page (ui), which knows its
+# event queue; the Space must not pause under a visitor's push either.
+activity: Callable[[], bool] = lambda: False  # noqa: E731
+
+_state = {"idle_since": time.time(), "paused": False, "hardware": None, "refused": None, "retry_at": 0.0}
 _lock = threading.Lock()  # one decision at a time (the queue worker; tests may start several)
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ def minutes() -> float | None:
         value = float(os.environ.get(VARIABLE, ""))
     except ValueError:
         return None
-    return value if value > 0 and value == value else None
+    return min(value, MOST_MINUTES) if math.isfinite(value) and value > 0 else None
 
 
 def _token() -> str | None:
@@ -49,7 +57,12 @@ def enabled() -> bool:
 
 
 def busy() -> bool:
-    return any(refresh(run_dir).get("state") in ACTIVE_STATES for run_dir in list_run_dirs())
+    if any(refresh(run_dir).get("state") in ACTIVE_STATES for run_dir in list_run_dirs()):
+        return True
+    try:
+        return bool(activity())
+    except Exception:  # the page's own bookkeeping changed: training is what counts
+        return False
 
 
 def space_hardware() -> str | None:
@@ -104,6 +117,8 @@ def _check(now: float) -> bool:
         return False
     if now - _state["idle_since"] < minutes() * 60:
         return False
+    if now < _state["retry_at"]:
+        return False
     token = _token()
     if not token:
         _state["refused"] = f"{VARIABLE} is set but the Space has no HF_TOKEN secret to pause itself with"
@@ -113,6 +128,7 @@ def _check(now: float) -> bool:
         hardware_name = space_hardware()
     except Exception as error:  # the Hub unreachable: ask again later
         log.warning("pause when idle: the Space's hardware could not be read (%s)", type(error).__name__)
+        _state["retry_at"] = now + RETRY_SECONDS
         return False
     if not paid(hardware_name):
         _state["refused"] = f"{VARIABLE} ignored: {hardware_name or 'unknown'} hardware is free"
@@ -120,7 +136,17 @@ def _check(now: float) -> bool:
         return False
     from huggingface_hub import HfApi
 
-    HfApi(endpoint=hub_endpoint(), token=token).pause_space(os.environ["SPACE_ID"])
+    try:
+        HfApi(endpoint=hub_endpoint(), token=token).pause_space(os.environ["SPACE_ID"])
+    except Exception as error:
+        code = getattr(getattr(error, "response", None), "status_code", None)
+        if code in (401, 403):  # the token may not pause this Space: say so once, stop asking
+            _state["refused"] = f"{VARIABLE}: the HF_TOKEN secret may not pause this Space (HTTP {code})"
+            log.warning(_state["refused"])
+        else:
+            log.warning("pause when idle: the pause failed (%s); trying again later", type(error).__name__)
+            _state["retry_at"] = now + RETRY_SECONDS
+        return False
     _state["paused"] = True
     log.warning("pause when idle: nothing trained for %g minutes on %s: Space paused", minutes(), hardware_name)
     return True
@@ -128,4 +154,6 @@ def _check(now: float) -> bool:
 
 def reset(now: float | None = None) -> None:
     """Forget what was learnt (tests; a new process starts so)."""
-    _state.update(idle_since=time.time() if now is None else now, paused=False, hardware=None, refused=None)
+    _state.update(
+        idle_since=time.time() if now is None else now, paused=False, hardware=None, refused=None, retry_at=0.0
+    )

@@ -88,6 +88,7 @@ def build_app() -> gr.Blocks:
                 " ".join(n for n in (note, hardware.ZEROGPU_NOTE if hardware.on_zerogpu() else None) if n),
                 elem_id="storage-note",
             )
+        idle_pause.activity = lambda: events_in_flight(demo)  # a reply, an export or a push keeps the Space awake
         if idle_pause.enabled():  # the owner opted in: say beforehand when the Space pauses itself
             pause_note = gr.Markdown(idle_pause.note(), elem_id="pause-note")
             gr.Timer(5).tick(idle_pause.note, None, pause_note, api_name=False, show_progress="hidden", queue=False)
@@ -147,6 +148,17 @@ def build_app() -> gr.Blocks:
             train_tab.poll, inputs, outputs, api_name="run_status"
         )
     return demo
+
+
+def events_in_flight(demo: gr.Blocks) -> bool:
+    """Whether the page's event queue is running or holding an event (a chat reply, an export, a push); the
+    page's timers run outside the queue and do not count."""
+    queue = getattr(demo, "_queue", None)
+    if queue is None:
+        return False
+    if any(jobs for jobs in getattr(queue, "active_jobs", []) if jobs):
+        return True
+    return any(len(getattr(waiting, "queue", [])) for waiting in queue.event_queue_per_concurrency_id.values())
 
 
 def queue_kwargs() -> dict:

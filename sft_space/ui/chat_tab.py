@@ -48,8 +48,10 @@ def respond(
     max_new_tokens,
     repetition_penalty,
     visitor: str | None = None,
+    base_first: bool = False,
 ):
-    """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation.
+    """Stream the tuned model's reply, then (when comparing) the base model's reply to the same conversation
+    (base_first: the other way round).
 
     The checks and the visitor's generation budget stay in the app process; the model work is `replies`, which on
     ZeroGPU runs in a GPU worker that the `spaces` package reuses for other visitors (a budget kept there would be
@@ -86,7 +88,13 @@ def respond(
     spent = None
     try:
         for tuned_text, base_text, counted in gpu_replies()(
-            run_id, system, tuned[:-1], base[:-1] if compare else None, seed, settings.to_generation_kwargs()
+            run_id,
+            system,
+            tuned[:-1],
+            base[:-1] if compare else None,
+            seed,
+            settings.to_generation_kwargs(),
+            base_first and compare,
         ):
             tuned[-1]["content"] = tuned_text
             if compare:
@@ -101,8 +109,8 @@ def respond(
 
 def respond_panes(
     message: str,
-    left: list,
-    right: list,
+    tuned_history: list,
+    base_history: list,
     run_id: str | None,
     system_prompt: str,
     compare: bool,
@@ -115,17 +123,24 @@ def respond_panes(
     sides: dict | None = None,
 ):
     """respond, with the two panes holding the tuned and the base model on the sides drawn for this conversation
-    (votes_panel: blind votes shuffle them). Without sides (an API call): tuned on the left."""
+    (votes_panel: blind votes shuffle them). The left pane's model answers first, whichever it is, so the order
+    of the replies does not reveal the sides. Without sides (an API call): tuned on the left, as the names say
+    (tuned_history is the left pane, base_history the right)."""
+    left, right = tuned_history, base_history
     tuned_is_left = votes_panel.tuned_left(sides)
     tuned, base = (left, right) if tuned_is_left else (right, left)
     settings = (seed, temperature, top_p, max_new_tokens, repetition_penalty, visitor)
-    for cleared, tuned, base in respond(message, tuned, base, run_id, system_prompt, compare, *settings):
+    turns = respond(message, tuned, base, run_id, system_prompt, compare, *settings, base_first=not tuned_is_left)
+    for cleared, tuned, base in turns:
         yield (cleared, tuned, base) if tuned_is_left else (cleared, base, tuned)
 
 
-def replies(run_id: str, system: list, tuned: list, base: list | None, seed: int, settings: dict):
+def replies(
+    run_id: str, system: list, tuned: list, base: list | None, seed: int, settings: dict, base_first: bool = False
+):
     """The model work of one chat message: (tuned text, base text, None) as they grow, then the tokens generated
-    (a last item with the count). Arguments and items are plain data: on ZeroGPU they cross to a GPU worker."""
+    (a last item with the count); base_first: the base model answers first. Arguments and items are plain data:
+    on ZeroGPU they cross to a GPU worker."""
     from ..run_model import load_chat_model, on_generation_thread
     from ..run_model.chat import stream_reply
 
@@ -133,9 +148,12 @@ def replies(run_id: str, system: list, tuned: list, base: list | None, seed: int
         loaded = load_chat_model(run_id)
     tuned_text = base_text = ""
     try:
+        if base is not None and base_first:
+            for base_text in stream_reply(loaded, system + base, seed=seed, use_adapter=False, **settings):
+                yield tuned_text, base_text, None
         for tuned_text in stream_reply(loaded, system + tuned, seed=seed, **settings):
             yield tuned_text, base_text, None
-        if base is not None:
+        if base is not None and not base_first:
             for base_text in stream_reply(loaded, system + base, seed=seed, use_adapter=False, **settings):
                 yield tuned_text, base_text, None
     finally:
