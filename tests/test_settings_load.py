@@ -6,6 +6,7 @@ settings" on the Runs tab."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 
@@ -158,7 +159,7 @@ def test_load_settings_in_the_page(tiny_model, tmp_path):
         lr.fill("0.05")
         lr.press("Tab")
         page.get_by_role("tab", name="Runs").click()
-        run_id = page.locator("#run-bar").inner_text().split()[1]
+        run_id = re.search(r"\d{8}-\d{6}-\S+", page.locator("#run-bar").inner_text()).group(0)
         choice = page.locator("#open-run input")
         choice.fill(run_id)
         choice.press("Enter")

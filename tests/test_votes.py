@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 
 import pytest
@@ -122,7 +123,7 @@ def test_blind_votes_in_the_page(tiny_model, tmp_path):
         page.wait_for_selector("#settings-note >> text=Loaded from config.json", timeout=20_000)
         page.locator("#start").click()
         page.wait_for_selector("#run-bar >> text=completed", timeout=240_000)
-        run_id = page.locator("#run-bar").inner_text().split()[1]
+        run_id = re.search(r"\d{8}-\d{6}-\S+", page.locator("#run-bar").inner_text()).group(0)
 
         page.get_by_role("tab", name="4 Chat").click()
         page.get_by_role("button", name="Generation").first.click()
