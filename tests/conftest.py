@@ -6,14 +6,18 @@ The environment is set here, before any test module imports the app; helpers.py 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Every test process and every training process it starts sees this home, never the user's.
-os.environ.setdefault(
-    "SFT_SPACE_HOME", str(Path(os.environ.get("PYTEST_SFT_HOME", "/tmp")) / f"sft-space-tests-{os.getpid()}")
-)
+# Every test process and every training process it starts sees this home, never the user's: a fresh, empty folder
+# (named by the process id alone, a folder left by an earlier session whose process had the same id was reused,
+# and its runs without an owner showed on a newcomer's page)
+if "SFT_SPACE_HOME" not in os.environ:
+    _parent = Path(os.environ.get("PYTEST_SFT_HOME", "/tmp"))
+    _parent.mkdir(parents=True, exist_ok=True)
+    os.environ["SFT_SPACE_HOME"] = tempfile.mkdtemp(prefix=f"sft-space-tests-{os.getpid()}-", dir=_parent)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -209,3 +209,59 @@ def send_and_wait_for_replies(page, message: str, timeout: float = 120) -> None:
             poll=0.5,
             what=f"a reply in {chatbot}",
         )
+
+
+def short_run_file(path: Path, model: str, **changes) -> Path:
+    """A run's config.json (every field) for a short run of `model` on the demo data: what the Train tab's Load
+    settings takes to fill the forms before Start."""
+    from sft_space.config import RunConfig
+
+    settings = dict(
+        model=model,
+        dataset="demo:json-extract",
+        max_steps=2,
+        train_minutes=0.0,
+        max_length=128,
+        per_device_train_batch_size=2,
+        eval_steps=1000,
+        save_steps=1000,
+        eval_max_rows=4,
+    )
+    path.write_text(json.dumps({**RunConfig().to_dict(), **settings, **changes}))
+    return path
+
+
+def open_loader(page) -> None:
+    """Open the Train tab's Load settings accordion (its file input is rendered once it opens)."""
+    page.locator("#load-settings").get_by_text("Load settings").first.click()
+    page.wait_for_selector("#settings-file input[type=file]", state="attached", timeout=20_000)
+
+
+def load_settings_file(page, path: Path) -> None:
+    """On the Train tab: load a settings file and wait for the note that says it was loaded."""
+    page.get_by_role("tab", name="3 Train").click()
+    if not page.locator("#settings-file input[type=file]").count():
+        open_loader(page)
+    page.locator("#settings-file input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f"#settings-note >> text=Loaded from {path.name}", timeout=20_000)
+
+
+def page_run_id(page) -> str:
+    """The run id the page's run bar shows."""
+    return re.search(r"\d{8}-\d{6}-\S+", page.locator("#run-bar").inner_text()).group(0)
+
+
+@contextlib.contextmanager
+def app_page(url: str, height: int = 1100):
+    """Chromium on the app's page, loaded."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.goto(url)
+        page.wait_for_selector("text=SFT Space", timeout=30_000)
+        try:
+            yield page
+        finally:
+            browser.close()

@@ -159,8 +159,8 @@ class HubServer:
         if parts[:2] == ["api", "jobs"] and len(parts) >= 4:
             return self._job(request, parts, token, head)
         if parts[:2] == ["api", "spaces"] and len(parts) == 5 and parts[4] == "runtime":
-            space = self.spaces.get(f"{parts[2]}/{parts[3]}")
-            if space is None or token not in self.users or self.users[token] != parts[2]:
+            space = self.spaces.get(f"{parts[2]}/{parts[3]}")  # a public Space: anyone may read its runtime
+            if space is None:
                 return self._error(request, 404, "RepoNotFound", "Repository not found", head)
             return self._send(request, 200, json.dumps(space).encode(), {"Content-Type": "application/json"}, head)
         if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("datasets", "models"):

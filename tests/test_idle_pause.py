@@ -5,16 +5,23 @@ page of a Space (SPACE_ID, a Hub model) saying when it pauses, a run keeping it 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
 import pytest
 
-from sft_space.config import RunConfig
 from sft_space.runs import idle_pause
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, build_tiny_model, launched_app, run_id_of, use_test_hub, wait_until
+from helpers import (
+    app_page,
+    build_tiny_model,
+    launched_app,
+    load_settings_file,
+    page_run_id,
+    short_run_file,
+    use_test_hub,
+    wait_until,
+)
 from hub_server import HubServer
 
 OWNER = "hf_space_owner_token_1234"
@@ -78,8 +85,6 @@ def test_never_while_a_run_trains_or_waits(hub, monkeypatch):
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_path, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
     from sft_space.rundir import read_status, run_path
 
     model = build_tiny_model(tmp_path / "tiny")
@@ -88,38 +93,15 @@ def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_pa
     minutes = 0.5
     monkeypatch.setenv(idle_pause.VARIABLE, str(minutes))
     idle_pause.reset()
-    config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                **RunConfig().to_dict(),
-                "model": "alice/tiny-chat",
-                "dataset": "demo:json-extract",
-                "max_steps": 60,
-                "train_minutes": 0.0,
-                "max_length": 128,
-                "per_device_train_batch_size": 2,
-                "eval_steps": 1000,
-                "save_steps": 1000,
-                "eval_max_rows": 4,
-            }  # fmt: skip
-        )
-    )
-    with launched_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
+    config = short_run_file(tmp_path / "config.json", "alice/tiny-chat", max_steps=60)
+    with launched_app() as url, app_page(url) as page:
         note = page.wait_for_selector("#pause-note >> text=pauses itself after 0.5 minutes", timeout=30_000)
         assert "pauses at" in note.inner_text() and "unless a run starts" in note.inner_text()
         page.screenshot(path=str(tmp_path / "note.png"))
-        page.get_by_role("tab", name="3 Train").click()
-        page.locator("#load-settings").get_by_text("Load settings").first.click()
-        page.wait_for_selector("#settings-file input[type=file]", state="attached", timeout=20_000)
-        page.locator("#settings-file input[type=file]").set_input_files(str(config))
-        page.wait_for_selector("#settings-note >> text=Loaded from config.json", timeout=20_000)
+        load_settings_file(page, config)
         page.locator("#start").click()
         page.wait_for_selector("#run-bar >> text=/\\d{8}-\\d{6}-/", timeout=60_000)
-        run_id = run_id_of(page.locator("#run-bar").inner_text().replace("Run:", "**Run:**"))
+        run_id = page_run_id(page)
         page.wait_for_selector("#pause-note >> text=stays awake", timeout=30_000)
         wait_until(lambda: read_status(run_path(run_id)).get("state") == "completed", timeout=300, what="the run")
         ended = time.time()
@@ -129,7 +111,6 @@ def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_pa
         assert minutes * 60 - 5 <= waited, f"paused {waited:.0f} s after the run, before its {minutes} minutes"
         assert hub.spaces[SPACE]["stage"] == "PAUSED"
         page.screenshot(path=str(tmp_path / "paused.png"))
-        browser.close()
 
 
 def test_page_work_keeps_it_awake_a_refusing_token_stops_it_asking(hub, monkeypatch):

@@ -6,7 +6,6 @@ settings" on the Runs tab."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import zipfile
 
@@ -16,7 +15,7 @@ from sft_space.config import RunConfig
 from sft_space.export import export_run, settings_in
 from sft_space.rundir import read_config
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, launched_app, wait_until
+from helpers import app_page, launched_app, open_loader, page_run_id, short_run_file, wait_until
 
 
 def test_export_then_load_gives_the_same_settings(trained_run, tmp_path):
@@ -84,44 +83,16 @@ pytestmark_browser = pytest.mark.skipif(
 )
 
 
-def open_loader(page) -> None:
-    page.locator("#load-settings").get_by_text("Load settings").first.click()
-    page.wait_for_selector("#settings-file input[type=file]", state="attached", timeout=20_000)
-
-
 @pytestmark_browser
 def test_load_settings_in_the_page(tiny_model, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     shots = tmp_path
     good = tmp_path / "sft_config.yaml"
     good.write_text("learning_rate: 0.000321\nlora_r: 8\nper_device_train_batch_size: 3\noutput_dir: elsewhere\n")
     bad = tmp_path / "bad_config.yaml"
     bad.write_text("learning_rat: 0.5\n")
-    short_run = tmp_path / "config.json"  # a run's config.json: every field, here a 2-step run of the tiny model
-    short_run.write_text(
-        json.dumps(
-            {
-                **RunConfig().to_dict(),
-                "model": str(tiny_model),
-                "dataset": "demo:json-extract",
-                "max_steps": 2,
-                "train_minutes": 0.0,
-                "max_length": 128,
-                "per_device_train_batch_size": 2,
-                "eval_steps": 1000,
-                "save_steps": 1000,
-                "eval_max_rows": 4,
-                "learning_rate": 0.000777,
-                "lora_r": 4,
-            }  # fmt: skip
-        )
-    )
-    with launched_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
-        page.wait_for_selector("text=SFT Space", timeout=30_000)
+    # a run's config.json: every field, here a 2-step run of the tiny model
+    short_run = short_run_file(tmp_path / "config.json", str(tiny_model), learning_rate=0.000777, lora_r=4)
+    with launched_app() as url, app_page(url) as page:
         page.get_by_role("tab", name="3 Train").click()
         open_loader(page)
         page.get_by_role("button", name="Learning rate").first.click()
@@ -159,7 +130,7 @@ def test_load_settings_in_the_page(tiny_model, tmp_path):
         lr.fill("0.05")
         lr.press("Tab")
         page.get_by_role("tab", name="Runs").click()
-        run_id = re.search(r"\d{8}-\d{6}-\S+", page.locator("#run-bar").inner_text()).group(0)
+        run_id = page_run_id(page)
         choice = page.locator("#open-run input")
         choice.fill(run_id)
         choice.press("Enter")
@@ -168,7 +139,6 @@ def test_load_settings_in_the_page(tiny_model, tmp_path):
         wait_until(lambda: float(lr.input_value()) == 0.000777, timeout=20, what="the run's settings back")
         assert rank.input_value() == "4"
         page.screenshot(path=str(shots / "from-run.png"))
-        browser.close()
 
 
 def test_hostile_files_cost_nothing_and_say_why(tmp_path):

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 
 import pytest
 
-from sft_space.config import RunConfig
 from sft_space.judging import votes
 from sft_space.publishing import publish, votes_hub
 from sft_space.publishing.card import model_card
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, launched_app, send_and_wait_for_replies, use_test_hub, wait_until
+from helpers import (
+    app_page,
+    launched_app,
+    load_settings_file,
+    page_run_id,
+    send_and_wait_for_replies,
+    short_run_file,
+    use_test_hub,
+    wait_until,
+)
 from hub_server import HubServer
 
 TOKEN = "hf_votes_alice_token_1234"
@@ -89,41 +96,14 @@ def test_votes_push_to_a_dataset_repo_of_the_visitors(trained_run, tmp_path, mon
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_blind_votes_in_the_page(tiny_model, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from sft_space.rundir import run_path
 
-    short_run = tmp_path / "config.json"
-    short_run.write_text(
-        json.dumps(
-            {
-                **RunConfig().to_dict(),
-                "model": str(tiny_model),
-                "dataset": "demo:json-extract",
-                "max_steps": 2,
-                "train_minutes": 0.0,
-                "max_length": 128,
-                "per_device_train_batch_size": 2,
-                "eval_steps": 1000,
-                "save_steps": 1000,
-                "eval_max_rows": 4,
-                "max_new_tokens": 12,
-            }  # fmt: skip
-        )
-    )
-    with launched_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
-        page.wait_for_selector("text=SFT Space", timeout=30_000)
-        page.get_by_role("tab", name="3 Train").click()
-        page.locator("#load-settings").get_by_text("Load settings").first.click()
-        page.wait_for_selector("#settings-file input[type=file]", state="attached", timeout=20_000)
-        page.locator("#settings-file input[type=file]").set_input_files(str(short_run))
-        page.wait_for_selector("#settings-note >> text=Loaded from config.json", timeout=20_000)
+    short_run = short_run_file(tmp_path / "config.json", str(tiny_model), max_new_tokens=12)
+    with launched_app() as url, app_page(url) as page:
+        load_settings_file(page, short_run)
         page.locator("#start").click()
         page.wait_for_selector("#run-bar >> text=completed", timeout=240_000)
-        run_id = re.search(r"\d{8}-\d{6}-\S+", page.locator("#run-bar").inner_text()).group(0)
+        run_id = page_run_id(page)
 
         page.get_by_role("tab", name="4 Chat").click()
         page.get_by_role("button", name="Generation").first.click()
@@ -162,7 +142,6 @@ def test_blind_votes_in_the_page(tiny_model, tmp_path):
         page.wait_for_selector("#eval-votes >> text=of 1 vote", timeout=20_000)
         page.screenshot(path=str(tmp_path / "evaluate.png"))
         assert "Traceback" not in page.content()
-        browser.close()
 
 
 def test_a_votes_file_cannot_grow_without_end(trained_run, tmp_path, monkeypatch):
