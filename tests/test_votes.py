@@ -186,3 +186,32 @@ def test_blind_sides_the_left_pane_answers_first(monkeypatch):
         assert first_left and not first_right  # the left pane filled first, whichever model it holds
         assert (steps[-1][1][-1]["content"] == "tuned words") is tuned_left
     assert calls == [True, False]
+
+
+def test_a_stranger_cannot_vote_read_or_push_another_visitors_votes(trained_run):
+    """The calls no button of theirs makes, with another visitor's run id: refused before anything is read or
+    written (Chat, the download, the push, the rate, Load settings' Use these settings)."""
+    import gradio as gr
+
+    from sft_space.rundir import runs_root
+    from sft_space.ui import settings_load, votes_panel
+
+    run_id = "20990101-000000-votes-owner-a1b2"
+    shutil.copytree(trained_run, runs_root() / run_id)
+    (runs_root() / run_id / "owner.json").write_text(json.dumps({"owner": "visitor-a", "address": None}))
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]
+    votes.record(runs_root() / run_id, "visitor-a", PROMPT, "mine", "theirs", "tuned", blind=True)
+    before = votes.votes_path(runs_root() / run_id).read_bytes()
+    for stranger in ("visitor-b", None, ""):
+        with pytest.raises(gr.Error, match="another visitor|no run"):
+            votes_panel.vote("left", history, history, run_id, None, stranger, "", 0.7, 0.9)
+        with pytest.raises(gr.Error):
+            votes_panel.download(run_id, stranger)
+        with pytest.raises(gr.Error):
+            votes_panel.push(run_id, stranger, "x-votes", "hf_anything_123456")
+        with pytest.raises(gr.Error):
+            settings_load.use_run(run_id, stranger)
+        assert votes_panel.rate_text(run_id, stranger) == ""
+    assert votes.votes_path(runs_root() / run_id).read_bytes() == before
+    assert "100%" in votes_panel.rate_text(run_id, "visitor-a")  # the owner's own
+    shutil.rmtree(runs_root() / run_id)
