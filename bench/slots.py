@@ -72,7 +72,7 @@ def main() -> int:
         config = preset_config("Quick demo (GPU slots)", max_steps=args.steps, eval_steps=1000, save_steps=1000)
         run_id = runs.start_run(config, run_id=f"20990101-00000{len(results['runs'])}-slots")
         started = time.time()
-        for _ in slots.drive(run_id, call, run_queue.slot_environment(run_id)):
+        for _ in slots.drive(run_id, call, *run_queue.slot_environment(run_id)):
             pass
         wall = time.time() - started
         status = rundir.read_status(run_id)

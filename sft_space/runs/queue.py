@@ -125,14 +125,19 @@ def training_env(run_id: str | None = None) -> dict[str, str]:
     return env
 
 
-def slot_environment(run_id: str) -> dict:
+def slot_environment(run_id: str) -> tuple[dict, dict | None]:
     """What a GPU slot of this run sets and removes in its worker's environment (slot_worker.run_slot): like
-    training_env, the owner's token stays out on a public host and the visitor's own goes in. Taken once per
-    driver: the token then lives in that request's memory until the run's slots end."""
+    training_env, the owner's token stays out on a public host and the visitor's own goes in. And where the run's
+    checkpoints are backed up ({"repo", "token"}, or None): on ZeroGPU the driver pushes them between slots, in this
+    process, so the repo never enters a worker. Taken once per driver: the token then lives in that request's
+    memory until the run's slots end."""
     handed = _tokens.pop(run_id, {})
-    handed.pop(BACKUP_REPO_VARIABLE, None)  # backups are pushed by the training process; slots have none yet
+    repo = handed.pop(BACKUP_REPO_VARIABLE, None)
+    backup = {"repo": repo, "token": handed["HF_TOKEN"]} if repo and handed.get("HF_TOKEN") else None
     unset = [*OWNER_TOKEN_VARIABLES, "SFT_SPACE_SECRET", BACKUP_REPO_VARIABLE] if public() else ["SFT_SPACE_SECRET"]
-    return {"unset": [name for name in unset if name not in handed], "set": handed}
+    if BACKUP_REPO_VARIABLE not in unset:
+        unset.append(BACKUP_REPO_VARIABLE)  # a slot never pushes: its GPU time is for training
+    return {"unset": [name for name in unset if name not in handed], "set": handed}, backup
 
 
 def _launch(run_id: str, arguments: list[str]) -> None:

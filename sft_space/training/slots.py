@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import re
 import shutil
 import threading
@@ -110,9 +111,14 @@ QUOTA_NUMBERS = re.compile(r"\((\d+)s requested vs\.? (\d+)s left\)")
 
 def classify(error: BaseException) -> str:
     """What a failed spaces.GPU call means for the run: quota, aborted (the slot ended at its duration or its
-    worker died), no-gpu (none free now), duration (more than the maximum asked), or other."""
+    worker died), no-gpu (none free now), duration (more than the maximum asked), arguments / result (what crosses
+    between the app and the worker did not pickle), or other."""
     title = str(getattr(error, "title", "") or "").lower()
     message = str(getattr(error, "message", "") or error).lower()
+    if isinstance(error, pickle.PicklingError):  # raised in the caller: the arguments, before the worker ran
+        return "arguments"
+    if "worker error" in title and message.strip() == "picklingerror":  # the worker ran; its return value did not
+        return "result"
     if "no gpu was available" in message or "queue timeout" in title:  # titled a quota error when there is no token
         return "no-gpu"
     if "quota" in title or "exceeded your" in message or "reached its gpu limit" in message:
@@ -176,18 +182,25 @@ def planned_slots(status: dict) -> int | None:
     return done + max(0 if step >= total else 1, math.ceil(left / usable)) if left > 0 else max(done, 1)
 
 
-def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | None = None) -> Iterator[dict]:
+def drive(
+    run_id: str, call: Callable[[str, float, dict], dict], env: dict | None = None, backup_to: dict | None = None
+) -> Iterator[dict]:
     """Ask for GPU slots one after another until the run completes, fails, is stopped or cancelled, or the quota
     pauses it; yields the run's status between slots. `call` is run_slot decorated with spaces.GPU (the page's
-    request: the visitor's quota). A second driver of the same run yields nothing."""
+    request: the visitor's quota). backup_to ({"repo", "token"}: a signed-in visitor's backups): each new
+    checkpoint pushed between slots, from this process (not in GPU time), and the run's end. A second driver of
+    the same run yields nothing."""
     run_dir = rundir.run_path(run_id)
     with _registered(run_id) as mine:
         if not mine:
             return
         prefetch(run_dir)
         aborted, limit, allowed = 0, None, None  # limit: what the quota has left; allowed: the longest call allowed
+        pusher = SlotBackup(run_dir, backup_to) if backup_to else None
         try:
             while True:
+                if pusher is not None:
+                    pusher.checkpoint()  # what the last slot saved, pushed while the next one trains
                 status = rundir.read_status(run_dir)
                 if status.get("state") in FINAL:  # the slot ended the run (completed, or a Stop it obeyed)
                     rundir.clear_stop(run_dir)
@@ -258,6 +271,24 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                             f"duration before saving; Resume continues from step {kept}",
                         )
                         return
+                    if kind in ("arguments", "result"):  # a fault of this app, not of the platform: say so
+                        what = (
+                            "the slot's settings could not be sent to the GPU worker"
+                            if kind == "arguments"
+                            else "the GPU worker trained and saved, but its answer could not be sent back"
+                        )
+                        if kind == "result":
+                            _record(run_dir, after, seconds, time.time() - began, before, kept, kind, message)
+                            if after.get("state") in FINAL:  # the slot ended the run itself: nothing to pause
+                                return
+                        end_between_slots(
+                            run_dir,
+                            "stopped",
+                            note=f"paused: {what} (they do not pickle: {message[:200]}). This is a fault of SFT "
+                            f"Space, not of your settings or quota; please report it. Resume continues from step "
+                            f"{kept} (no saved step lost)",
+                        )
+                        return
                     if kind == "no-gpu":
                         end_between_slots(
                             run_dir, "stopped", note=f"paused: {message}; Resume continues from step {kept}"
@@ -291,8 +322,38 @@ def drive(run_id: str, call: Callable[[str, float, dict], dict], env: dict | Non
                     run_dir,
                     "stopped",
                     note="paused: the page asking for its GPU slots was closed; Resume continues from step "
-                    f"{status.get('last_checkpoint') or 0}",
+                    f"{rundir.last_checkpoint_step(run_dir)}",
                 )
+            if pusher is not None:
+                pusher.finish()
+
+
+class SlotBackup:
+    """A run in slots backed up from its driver: the training process's pusher (publishing/backup.py: a staged
+    copy, a push process at the lowest priority, retries, the outcome in status.json's `backup`) given each new
+    checkpoint between slots, and the final files and adapter at the end, in the background (the page's request
+    does not wait for the Hub). The token stays in this object's memory."""
+
+    def __init__(self, run_dir: Path, backup_to: dict) -> None:
+        from ..publishing.backup import Backup
+
+        self.run_dir = run_dir
+        self.pushed = int((rundir.read_status(run_dir).get("backup") or {}).get("step") or 0)
+        self.backup = Backup(run_dir, backup_to["repo"], backup_to["token"], rundir.read_status(run_dir))
+
+    def checkpoint(self) -> None:
+        checkpoint, step = rundir.last_complete_checkpoint(self.run_dir), rundir.last_checkpoint_step(self.run_dir)
+        if checkpoint is not None and step > self.pushed:
+            try:
+                self.backup.save(checkpoint, step)
+                self.pushed = step
+            except OSError as error:  # the disk: the run goes on without this backup, as a training process does
+                self.backup._record(error=f"staging checkpoint {step} failed: {error.strerror or error}")
+
+    def finish(self) -> None:
+        self.checkpoint()
+        adapter = rundir.adapter_dir(self.run_dir) if rundir.has_adapter(self.run_dir) else None
+        threading.Thread(target=self.backup.finish, args=(adapter,), name="sft-space-slot-backup", daemon=True).start()
 
 
 def prefetch(run_dir: Path) -> None:

@@ -152,8 +152,8 @@ def drive_slots(run_id: str | None, visitor: str | None, slot_call=None):
     if slots.driving(run_id):  # another tab of this visitor drives it already
         yield gr.skip()
         return
-    env = run_queue.slot_environment(run_id)
-    for status in slots.drive(run_id, slot_call, env):
+    env, backup_to = run_queue.slot_environment(run_id)
+    for status in slots.drive(run_id, slot_call, env, backup_to):
         yield run_bar_text(run_id, status)
     yield run_bar_text(run_id, runs.refresh(run_id))
 

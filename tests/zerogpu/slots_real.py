@@ -10,6 +10,7 @@ platform does) and the few torch attributes a CPU build lacks (tests/zerogpu/cpu
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import threading
 from pathlib import Path
@@ -32,7 +33,7 @@ from sft_space.training import slot_worker, slots  # noqa: E402
 
 from helpers import TINY_FAST, app_settings, run_cli, wait_until  # noqa: E402,F401
 
-WATCHED = ("HF_TOKEN", "SFT_SPACE_SECRET", "SFT_SPACE_PLANTED")
+WATCHED = ("HF_TOKEN", "SFT_SPACE_SECRET", "SFT_SPACE_PLANTED", "SFT_SPACE_BACKUP_REPO")
 
 
 def observed_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
@@ -54,8 +55,15 @@ def observed_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict
     return {**outcome, "observed": {"before": before, "after": look()}}
 
 
+def unsendable_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
+    """The app's slot function returning, besides its outcome, a value that does not pickle (a lock): the worker
+    trains and saves, then cannot send its answer back."""
+    return {**slot_worker.run_slot(run_dir, seconds, env), "held": threading.Lock()}
+
+
 # one decorated function for every visitor, as the page decorates its handler once
 GPU_SLOT = spaces.GPU(observed_slot, duration=slot_worker.slot_duration)
+UNSENDABLE = spaces.GPU(unsendable_slot, duration=slot_worker.slot_duration)
 STEPS = 60
 
 
@@ -78,11 +86,18 @@ def config_for(tiny_model, **changes):
     return RunConfig(**app_settings(tiny_model, STEPS, **{"learning_rate": 0.005, **changes}))
 
 
-def drive(run_id: str, env: dict | None = None, token: str | None = None, seen: list | None = None):
+def drive(
+    run_id: str,
+    env: dict | None = None,
+    token: str | None = None,
+    seen: list | None = None,
+    backup_to: dict | None = None,
+    slot=None,
+):
     """The page's driver for one run (slots.drive), in a visitor's request: its x-ip-token when given."""
 
     def call(run_dir, seconds, slot_env):
-        outcome = GPU_SLOT(run_dir, seconds, slot_env)
+        outcome = (slot or GPU_SLOT)(run_dir, seconds, slot_env)
         if seen is not None:
             seen.append({"run": Path(run_dir).name, **outcome["observed"]})
         return outcome
@@ -90,7 +105,7 @@ def drive(run_id: str, env: dict | None = None, token: str | None = None, seen: 
     def in_request():
         if token is not None:  # the request's headers as Gradio hands them to the package (an object with get)
             LocalContext.request.set(SimpleNamespace(headers=Headers({"x-ip-token": token})))
-        return list(slots.drive(run_id, call, env or {"set": {}, "unset": []}))
+        return list(slots.drive(run_id, call, env or {"set": {}, "unset": []}, backup_to))
 
     return contextvars.Context().run(in_request)
 
@@ -254,3 +269,79 @@ def test_stop_reaches_a_slot_in_a_reused_worker(tiny_model, monkeypatch):
     assert status["state"] == "stopped" and 5 <= status["step"] < 3000, (status.get("note"), status.get("step"))
     assert rundir.has_adapter(run_id)
     assert len([c for c in API.calls if c["call"] == "schedule"]) == 1
+
+
+def test_a_signed_in_visitors_run_in_slots_is_backed_up_between_slots(tiny_model, tmp_path, monkeypatch):
+    """A signed-in visitor who ticked the backup: the driver (the app process, between slots, not in GPU time) pushes
+    each new checkpoint to their private repo with the real huggingface_hub client (the test Hub server), then the
+    final status and adapter; the worker never sees the repo, and the token reaches no file."""
+    from hub_server import HubServer
+
+    from sft_space.runs import queue as run_queue
+
+    from helpers import use_test_hub
+
+    token, repo = "hf_aliceSLOTbackupToken0123456789", "alice/sft-space-runs"
+    with HubServer() as hub:
+        hub.users[token] = "alice"
+        use_test_hub(monkeypatch, hub.url, tmp_path / "hf-home")
+        run_id = runs.start_run(config_for(tiny_model, max_steps=40), owner=None, hub_token=token, backup_repo=repo)
+        env, backup_to = run_queue.slot_environment(run_id)
+        assert backup_to == {"repo": repo, "token": token}
+        assert env["set"] == {"HF_TOKEN": token} and "SFT_SPACE_BACKUP_REPO" in env["unset"]
+        seen: list = []
+        drive(run_id, env=env, seen=seen, backup_to=backup_to)
+        status = rundir.read_status(run_id)
+        assert status["state"] == "completed" and len(status["slot_log"]) >= 2, status.get("slot_log")
+        wait_until(lambda: (rundir.read_status(run_id).get("backup") or {}).get("final"), timeout=120, what="push")
+        pushed = [c for c in hub.commits if c["repo"] == repo]
+        steps = [int(c["message"].rsplit(" ", 1)[1]) for c in pushed if ": checkpoint " in c["message"]]
+        assert len(steps) >= 2 and steps == sorted(set(steps)), [c["message"] for c in pushed]
+        assert steps[0] == status["slot_log"][0]["to_step"]  # the first slot's save, pushed before the second slot
+        assert f"{run_id}/checkpoint/adapter_model.safetensors" in pushed[0]["files"]
+        assert pushed[-1]["message"] == f"{run_id}: final"
+        assert f"{run_id}/adapter/adapter_model.safetensors" in pushed[-1]["files"]
+        final = hub.repos[("model", repo)].at(None)
+        assert json.loads(final[f"{run_id}/status.json"])["state"] == "completed"
+    for slot in seen:  # the worker trained with the visitor's token for its Hub reads, and never had the repo
+        assert slot["before"]["env"]["SFT_SPACE_BACKUP_REPO"] is None
+        assert slot["before"]["env"]["HF_TOKEN"] is None  # set by run_slot for the slot, put back after it
+    for path in rundir.run_path(run_id).rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
+
+
+def test_a_result_or_arguments_that_do_not_pickle_pause_with_a_clear_message(tiny_model):
+    """What crosses between the app and the worker is pickled. A result that does not pickle: the real package
+    raises gr.Error("PicklingError") titled "ZeroGPU worker error" after the slot trained and saved, and its worker
+    lives on; arguments that do not pickle: a plain PicklingError in the caller, the card released as failed, the
+    worker never ran. Either pauses the run saying what happened, that it is the app's fault, and that nothing saved
+    is lost; Resume then completes it."""
+    run_id = runs.start_run(config_for(tiny_model, max_steps=400), owner=None)
+    drive(run_id, slot=UNSENDABLE)
+    status = rundir.read_status(run_id)
+    assert status["state"] == "stopped", status
+    assert "its answer could not be sent back (they do not pickle: PicklingError)" in status["note"], status["note"]
+    (slot,) = status["slot_log"]
+    assert slot["outcome"] == "result" and slot["to_step"] > 0  # the slot's saved steps are kept
+    assert f"fault of SFT Space, not of your settings or quota; please report it. Resume continues from step " \
+        f"{slot['to_step']} (no saved step lost)" in status["note"], status["note"]
+    assert rundir.has_adapter(run_id)
+    releases = [c for c in API.calls if c["call"] == "release"]
+    assert releases[-1]["fail"] is True
+    (pid,) = {c["pid"] for c in API.calls if c["call"] == "allow"}
+    os.kill(pid, 0)  # the worker is alive: the package keeps it (a result that does not pickle is not a crash)
+
+    API.calls.clear()
+    other = runs.start_run(config_for(tiny_model, max_steps=20), owner=None)
+    drive(other, env={"set": {}, "unset": [], "hook": lambda: None})
+    status = rundir.read_status(other)
+    assert status["state"] == "stopped" and "settings could not be sent to the GPU worker" in status["note"]
+    assert "fault of SFT Space" in status["note"] and not status.get("slot_log"), status
+    assert [c["call"] for c in API.calls][-2:] == ["schedule", "release"] and API.calls[-1]["fail"] is True
+    assert not [c for c in API.calls if c["call"] == "allow"]  # no worker started: nothing ran on the card
+
+    runs.resume_run(run_id)
+    drive(run_id)
+    status = rundir.read_status(run_id)
+    assert status["state"] == "completed", (status.get("note"), status.get("slot_log"))
+    assert curve(run_id) == list(range(1, 401))
