@@ -1,9 +1,11 @@
-"""A ZeroGPU page in a real headless Chromium: the app started with SPACES_ZERO_GPU=true and the REAL `spaces` package
-(imported first, as app.py does), against the local device API (tests/zerogpu/device_api.py: what cannot exist
-here) and the few torch attributes a CPU build lacks (tests/zerogpu/cpu_torch.py). Not SPACE_ID: a public Space
-takes no model folder, and the tiny test model is one (test_space.py covers a public Space's rules). A visitor
-starts the Quick demo in GPU slots, watches the slots and one continuous curve while it trains, and chats with the
-result. Screenshots, the server's log and the device API's calls land in test-artifacts/zerogpu/.
+"""A ZeroGPU page in a real headless Chromium, as a ZeroGPU Space runs it: SYSTEM=spaces (Gradio wraps every handler
+with the package's gradio_auto_wrap), SPACE_ID (a public Space's rules), the Space's OAuth variables, the REAL
+`spaces` package (imported first, as app.py does) against the local device API (tests/zerogpu/device_api.py: what
+cannot exist here) with the few torch attributes a CPU build lacks (tests/zerogpu/cpu_torch.py), and the model a
+Hub id served by the local Hub-compatible server (a public Space takes no model folder). A visitor starts the
+Quick demo in GPU slots, watches the slots and one continuous curve while it trains, and chats with the result;
+another run's page is closed between slots (the run pauses) and Resume from a new page completes it. Screenshots,
+the server's log and the device API's calls land in test-artifacts/zerogpu/.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,17 @@ from test_newcomer_path import TRAIN_COLOUR, logged, open_group, points, set_num
 from zerogpu.device_api import DeviceAPI
 
 from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, build_tiny_model, free_port, send_and_wait_for_replies, wait_until
+from hub_server import HubServer
 
 ARTIFACTS = Path(os.environ.get("SFT_SPACE_ARTIFACTS", ROOT / "test-artifacts")) / "zerogpu"
+HUB_MODEL = "acme/tiny-zerogpu"
+SPACE = "alice/sft-space-zero"
+OAUTH = {  # a Space with hf_oauth: true (the provider is never reached here: nobody signs in)
+    "OAUTH_CLIENT_ID": "client-id",
+    "OAUTH_CLIENT_SECRET": "client-secret",
+    "OPENID_PROVIDER_URL": "http://127.0.0.1:9/openid",
+    "OAUTH_SCOPES": "openid profile",
+}
 SETTINGS = {"max_steps": 160, "max_length": 128, "logging_steps": 2, "eval_steps": 80, "learning_rate": 0.005}
 
 pytestmark = [
@@ -50,9 +62,17 @@ def zerogpu_page(tmp_path_factory):
     home = tmp_path_factory.mktemp("zerogpu-home")
     model = build_tiny_model(tmp_path_factory.mktemp("zerogpu") / "tiny-llama", hidden_size=32, initializer_range=0.2)
     api = DeviceAPI().__enter__()
+    hub = HubServer().__enter__()
+    hub.add_repo(HUB_MODEL, {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}, kind="model")
     port = free_port()
     env = {
         **os.environ,
+        **OAUTH,
+        "SYSTEM": "spaces",
+        "SPACE_ID": SPACE,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(home / "hf-home"),
         "SFT_SPACE_HOME": str(home),
         "SPACES_ZERO_GPU": "true",
         "SPACES_ZERO_DEVICE_API_URL": api.url,
@@ -75,7 +95,8 @@ def zerogpu_page(tmp_path_factory):
         assert server.poll() is None, (home / "server.log").read_text()[-3000:]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1050})
+            context = browser.new_context(viewport={"width": 1400, "height": 1050})  # its pages: one visitor
+            page = context.new_page()
             problems: list[str] = []
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on(
@@ -88,6 +109,7 @@ def zerogpu_page(tmp_path_factory):
             browser.close()
     finally:
         api.__exit__()
+        hub.__exit__()
         (ARTIFACTS / "device-api-calls.json").write_text(json.dumps(api.calls, indent=1))
         server.terminate()
         try:
@@ -108,6 +130,16 @@ def _up(url: str) -> bool:
         return False
 
 
+def started(page) -> None:
+    """The run's first slot announced in the run bar (else: what the page said instead)."""
+    try:
+        page.wait_for_function("() => /slot 1/.test(document.getElementById('run-bar').innerText)", timeout=60_000)
+    except Exception:
+        shot(page, "not-started")
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"no slot 1: run bar {state_of(page)!r}, messages {toasts}") from None
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
@@ -119,7 +151,7 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
 
     page.get_by_role("tab", name="2 Model").click()
     box = page.locator("#model input")
-    box.fill(str(model))
+    box.fill(HUB_MODEL)
     box.press("Enter")
     page.get_by_role("tab", name="3 Train").click()
     preset = page.locator("#preset input").input_value()
@@ -129,7 +161,7 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
     for field, value in SETTINGS.items():
         set_number(page, field, value)
     page.locator("#start").click()
-    page.wait_for_function("() => /slot 1/.test(document.getElementById('run-bar').innerText)", timeout=60_000)
+    started(page)
     run_id = re.search(r"Run: (\S+)", state_of(page)).group(1)
     run_dir = home / "runs" / run_id
 
@@ -175,4 +207,66 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
         lambda: len([c for c in api.calls if c["call"] == "release"]) > before, timeout=30, what="the chat's GPU call"
     )
     assert not [c for c in api.calls if c["call"] == "release" and c["fail"]]  # every GPU call ended well
+    assert not problems, problems
+
+
+def test_closing_the_page_between_slots_pauses_the_run_and_resume_completes_it(zerogpu_page):
+    """A run's page is closed while its slots go on: Gradio closes the page's request, the driver asks for no other
+    slot and pauses the run ("the page asking for its GPU slots was closed", its last checkpoint's adapter kept). The
+    same visitor (the same browser) opens it from the Runs tab on a new page and presses Resume: the slots go on
+    from the checkpoint and the run completes, every step once."""
+    page, problems, home, model, api = zerogpu_page
+    steps = 1500  # more than two 8 s slots train (about 180 steps a slot here)
+    first = page.context.new_page()
+    first.goto(page.url)
+    first.wait_for_selector("text=SFT Space", timeout=30_000)
+    first.get_by_role("tab", name="2 Model").click()
+    box = first.locator("#model input")
+    box.fill(HUB_MODEL)
+    box.press("Enter")
+    first.get_by_role("tab", name="3 Train").click()
+    for group in ("Batch", "Learning rate", "Monitoring", "Sequence"):
+        open_group(first, group)
+    for field, value in {**SETTINGS, "max_steps": steps}.items():
+        set_number(first, field, value)
+    first.locator("#start").click()
+    started(first)
+    wait_until(lambda: re.search(r"slot 2 of about \d+", state_of(first)), timeout=120, poll=0.3, what="slot 2")
+    run_id = re.search(r"Run: (\S+)", state_of(first)).group(1)
+    run_dir = home / "runs" / run_id
+    first.close()  # the tab closed while slot 2 trains
+
+    def status() -> dict:
+        return json.loads((run_dir / "status.json").read_text())
+
+    wait_until(lambda: status().get("state") == "stopped", timeout=90, poll=0.5, what="the run to pause")
+    paused = status()
+    assert "the page asking for its GPU slots was closed" in paused["note"], paused.get("note")
+    assert 0 < paused["step"] < steps and (run_dir / "adapter" / "adapter_model.safetensors").is_file(), paused
+    asked = len([c for c in api.calls if c["call"] == "schedule"])
+    time.sleep(3)
+    assert len([c for c in api.calls if c["call"] == "schedule"]) == asked  # no slot asked for after the close
+
+    second = page.context.new_page()  # the same browser: the same visitor (its id is kept by the browser)
+    second.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    second.goto(page.url)
+    second.wait_for_selector("text=SFT Space", timeout=30_000)
+    second.get_by_role("tab", name="Runs").click()
+    wait_until(lambda: run_id in second.locator("#runs-table").inner_text(), timeout=30, what="the run listed")
+    choice = second.locator("#open-run input")
+    choice.fill(run_id)
+    choice.press("Enter")
+    second.get_by_role("button", name="Open", exact=True).click()
+    second.get_by_role("tab", name="3 Train").click()
+    wait_until(lambda: "stopped" in state_of(second), timeout=30, what="the paused run in the run bar")
+    shot(second, "04-paused-after-the-page-closed")
+    second.locator("#resume").click()
+    wait_until(lambda: "completed" in state_of(second), timeout=400, poll=1, what="the resumed run to complete")
+    done = status()
+    assert done["step"] == steps, done
+    logged_steps = logged(run_dir, "loss")
+    assert logged_steps == sorted(set(logged_steps)) and logged_steps[-1] == steps  # every step once, in order
+    resumed = done["slot_log"][len(paused["slot_log"]) :]
+    assert resumed and resumed[0]["from_step"] == paused["step"], done["slot_log"]  # from the checkpoint it kept
+    shot(second, "05-resumed-and-completed")
     assert not problems, problems

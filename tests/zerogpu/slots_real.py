@@ -275,11 +275,10 @@ def test_a_signed_in_visitors_run_in_slots_is_backed_up_between_slots(tiny_model
     """A signed-in visitor who ticked the backup: the driver (the app process, between slots, not in GPU time) pushes
     each new checkpoint to their private repo with the real huggingface_hub client (the test Hub server), then the
     final status and adapter; the worker never sees the repo, and the token reaches no file."""
-    from hub_server import HubServer
-
     from sft_space.runs import queue as run_queue
 
     from helpers import use_test_hub
+    from hub_server import HubServer
 
     token, repo = "hf_aliceSLOTbackupToken0123456789", "alice/sft-space-runs"
     with HubServer() as hub:
