@@ -322,8 +322,10 @@ def test_a_result_or_arguments_that_do_not_pickle_pause_with_a_clear_message(tin
     assert "its answer could not be sent back (they do not pickle: PicklingError)" in status["note"], status["note"]
     (slot,) = status["slot_log"]
     assert slot["outcome"] == "result" and slot["to_step"] > 0  # the slot's saved steps are kept
-    assert f"fault of SFT Space, not of your settings or quota; please report it. Resume continues from step " \
-        f"{slot['to_step']} (no saved step lost)" in status["note"], status["note"]
+    assert (
+        f"fault of SFT Space, not of your settings or quota; please report it. Resume continues from step "
+        f"{slot['to_step']} (no saved step lost)" in status["note"]
+    ), status["note"]
     assert rundir.has_adapter(run_id)
     releases = [c for c in API.calls if c["call"] == "release"]
     assert releases[-1]["fail"] is True
