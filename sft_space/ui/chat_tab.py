@@ -16,7 +16,7 @@ from ..host import hardware, limits
 from ..hub import public
 from ..runs import lifecycle as runs
 from . import votes_panel
-from .common import as_messages, owned, shown_as_error, text_of  # noqa: F401  (text_of: tests)
+from .common import as_messages, owned, shown_as_error, text_of, unsent_as_error  # noqa: F401  (text_of: tests)
 from .widgets import Number, build_groups
 
 DEFAULT_SEED = 0  # the same seed for base and tuned, so sampling differences come from the weights
@@ -102,6 +102,11 @@ def respond(
             if counted is not None:
                 spent = counted
             yield "", tuned, base
+    except Exception as error:  # ZeroGPU: what crossed to the GPU worker or back did not pickle
+        clear = unsent_as_error(error)
+        if clear is None:
+            raise
+        raise clear from None
     finally:  # a reply cut short by Stop (its count never came back) is charged about what it generated
         texts = tuned[-1]["content"] + (base[-1]["content"] if compare else "")
         limits.chat_budget.settle(booking, spent if spent is not None else min(most, math.ceil(len(texts) / 3)))

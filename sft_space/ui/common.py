@@ -8,14 +8,17 @@ traceback). `owned` is the one check before acting on a run.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import gradio as gr
 
 from .. import rundir
+from ..host import hardware
 from ..hub import public
 from ..runs import lifecycle as runs
 from ..runs.choices import allowed_dataset, allowed_model
+from ..training.slots import classify as classify_gpu_error
 
 # The engine's way of saying "this input or state is wrong": the message is for the visitor.
 ENGINE_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError, PermissionError)
@@ -105,3 +108,41 @@ def text_of(content) -> str:
 
 def as_messages(history: list | None) -> list[dict]:
     return [{"role": m["role"], "content": text_of(m["content"])} for m in history or []]
+
+
+UNSENT = (
+    "The GPU worker could not {what} (it does not pickle: {detail}). This is a fault of SFT Space, not of your "
+    "input or quota; please report it."
+)
+
+
+def unsent_as_error(error: BaseException) -> gr.Error | None:
+    """On ZeroGPU what crosses between the app and the GPU worker is pickled: the `spaces` package raises a plain
+    PicklingError for arguments that do not pickle and gr.Error("PicklingError") titled "ZeroGPU worker error" for a
+    result that does not. Either as a message that says so; None for any other error."""
+    kind = classify_gpu_error(error)
+    if kind not in ("arguments", "result"):
+        return None
+    what = "receive this call's inputs" if kind == "arguments" else "send its answer back"
+    detail = " ".join(str(getattr(error, "message", "") or error).split())[:200]
+    return gr.Error(UNSENT.format(what=what, detail=detail), print_exception=False)
+
+
+def in_gpu_slot(function):
+    """hardware.gpu_slot(function) (a spaces.GPU call on ZeroGPU), with a call whose inputs or answer do not pickle
+    said as such (unsent_as_error) instead of "ZeroGPU worker error: PicklingError"."""
+    call = hardware.gpu_slot(function)
+    if call is function:
+        return function
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            clear = unsent_as_error(error)
+            if clear is None:
+                raise
+            raise clear from None
+
+    return checked

@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import rundir
-from ..host import hardware, limits
+from ..host import limits
 from ..hub import public as hardware_public
 from ..judging.baselines import (
     DEFAULT_BASELINE_PROMPTS,
@@ -23,7 +23,7 @@ from ..runs import ownership
 from . import votes_panel
 from .charts import typed_frame
 from .chat_tab import refresh_choices
-from .common import owned, shown_as_error
+from .common import in_gpu_slot, owned, shown_as_error
 from .widgets import Number
 
 SUMMARY_HEADERS = ["metric", "base model", "tuned model", "better"]
@@ -270,13 +270,13 @@ def build(current_run: gr.State, visitor: gr.State, tab: gr.Tab):
         ]
     checks = gr.Markdown(elem_id="baseline-checklist")
     button.click(
-        hardware.gpu_slot(evaluate),
+        in_gpu_slot(evaluate),
         [run, count, scorer, pattern, visitor],
         [about, table, failures],
         api_name="evaluate",
     )
     compare_button.click(
-        hardware.gpu_slot(compare),
+        in_gpu_slot(compare),
         [run, count, shots, instructions, scorer, pattern, visitor],
         [verdict, baseline_table, checks, *charts],
         api_name="compare_baselines",

@@ -346,3 +346,30 @@ def test_a_result_or_arguments_that_do_not_pickle_pause_with_a_clear_message(tin
     status = rundir.read_status(run_id)
     assert status["state"] == "completed", (status.get("note"), status.get("slot_log"))
     assert curve(run_id) == list(range(1, 401))
+
+
+def answer_with_a_lock(text: str) -> dict:
+    return {"text": text, "held": threading.Lock()}
+
+
+def echo(text):
+    return text
+
+
+def test_a_page_call_whose_answer_or_inputs_do_not_pickle_says_so():
+    """Chat and Evaluate's calls (ui.common.in_gpu_slot) under the real package: an answer that does not pickle
+    (gr.Error "PicklingError" titled "ZeroGPU worker error") and inputs that do not (a plain PicklingError) reach
+    the page as a message that says what happened and whose fault it is; a call that pickles is untouched."""
+    import gradio as gr
+
+    from sft_space.ui.common import in_gpu_slot
+
+    with pytest.raises(gr.Error) as raised:
+        in_gpu_slot(answer_with_a_lock)("hi")
+    assert raised.value.message.startswith("The GPU worker could not send its answer back (it does not pickle")
+    assert "fault of SFT Space" in raised.value.message
+    call = in_gpu_slot(echo)
+    with pytest.raises(gr.Error) as raised:
+        call(threading.Lock())
+    assert raised.value.message.startswith("The GPU worker could not receive this call's inputs (it does not pickle")
+    assert call("fine") == "fine"
