@@ -1,9 +1,10 @@
 """What training in GPU slots costs against one continuous run, on this machine (a benchmark, not a test).
 
 The same run (bundled SmolLM2-135M-Instruct, the "Quick demo (GPU slots)" settings, a fixed number of steps) is
-trained twice through the ZeroGPU driver (sft_space/training/slots.py) and the stand-in `spaces` package
-(tests/standin: each slot a forked process, as on ZeroGPU): once in one slot long enough for the whole run, once in
-short slots. Reported: wall seconds, the seconds each slot boundary costs (save, end of the call, a new process,
+trained twice through the ZeroGPU driver (sft_space/training/slots.py) and the REAL `spaces` package (pinned in
+requirements-dev.txt; its worker forked from this process and reused from slot to slot while the card is idle, as
+on ZeroGPU) against the local device API of the tests (tests/zerogpu/device_api.py) and the few torch attributes a
+CPU build lacks (tests/zerogpu/cpu_torch.py): once in one slot long enough for the whole run, once in short slots. Reported: wall seconds, the seconds each slot boundary costs (save, end of the call, a new process,
 loading the model and data again, resuming), tokens/s of training proper, and whether the losses match.
 On a CPU this measures our side of a boundary; on a ZeroGPU card the model's move to the GPU adds to it.
 
@@ -13,6 +14,7 @@ On a CPU this measures our side of a boundary; on a ZeroGPU card the model's mov
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -47,8 +49,12 @@ def main() -> int:
         SFT_SPACE_HOME=str(home), HF_HUB_OFFLINE="1", SPACES_ZERO_GPU="true", TOKENIZERS_PARALLELISM="false"
     )
     os.environ["SFT_SPACE_SLOT_SAVE_SECONDS"] = "1000000"  # saves only at a slot's end: the boundary's own cost
-    os.environ["SPACES_STANDIN_MAX_DURATION"] = "7200"  # the one-slot baseline asks for an hour
-    sys.path[:0] = [str(ROOT / "tests" / "standin"), str(ROOT)]
+    sys.path[:0] = [str(ROOT / "tests" / "zerogpu"), str(ROOT)]
+    from device_api import DeviceAPI
+
+    api = DeviceAPI().__enter__()  # no quota, no longest duration: the one-slot baseline asks for an hour
+    os.environ["SPACES_ZERO_DEVICE_API_URL"] = api.url  # before `spaces` is imported: it asserts the URL then
+    import cpu_torch  # noqa: F401  (what a CPU build of torch lacks for the package)
     import spaces
 
     from sft_space import rundir
@@ -64,6 +70,7 @@ def main() -> int:
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "steps": args.steps,
+        "spaces": importlib.metadata.version("spaces"),
         "runs": {},
     }
     for name, cap in (("one slot", 3600.0), (f"slots of {args.slot_seconds:g} s", args.slot_seconds)):
@@ -71,6 +78,7 @@ def main() -> int:
         shutil.rmtree(home / "probe_replies", ignore_errors=True)  # each run answers its base probes itself
         config = preset_config("Quick demo (GPU slots)", max_steps=args.steps, eval_steps=1000, save_steps=1000)
         run_id = runs.start_run(config, run_id=f"20990101-00000{len(results['runs'])}-slots")
+        api.calls.clear()
         started = time.time()
         for _ in slots.drive(run_id, call, *run_queue.slot_environment(run_id)):
             pass
@@ -86,6 +94,7 @@ def main() -> int:
             "startup_seconds_last_slot": status.get("startup_seconds"),
             "save_seconds": status.get("save_seconds"),
             "slot_log": log,
+            "new_worker_processes": len({c["pid"] for c in api.calls if c["call"] == "allow"}),
             "losses": {r["step"]: r["loss"] for r in records if isinstance(r.get("loss"), float)},
             "tokens_seen": status.get("tokens_seen"),
         }
