@@ -4,7 +4,8 @@ The same run (bundled SmolLM2-135M-Instruct, the "Quick demo (GPU slots)" settin
 trained twice through the ZeroGPU driver (sft_space/training/slots.py) and the REAL `spaces` package (pinned in
 requirements-dev.txt; its worker forked from this process and reused from slot to slot while the card is idle, as
 on ZeroGPU) against the local device API of the tests (tests/zerogpu/device_api.py) and the few torch attributes a
-CPU build lacks (tests/zerogpu/cpu_torch.py): once in one slot long enough for the whole run, once in short slots. Reported: wall seconds, the seconds each slot boundary costs (save, end of the call, a new process,
+CPU build lacks (tests/zerogpu/cpu_torch.py): once in one slot long enough for the whole run, once in short slots.
+Reported: wall seconds, the seconds each slot boundary costs (save, the call's end and the next one's scheduling,
 loading the model and data again, resuming), tokens/s of training proper, and whether the losses match.
 On a CPU this measures our side of a boundary; on a ZeroGPU card the model's move to the GPU adds to it.
 
