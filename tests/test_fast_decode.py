@@ -266,3 +266,34 @@ def test_a_reply_longer_than_the_first_buffers_grows_them(monkeypatch):
     model = small_model()
     monkeypatch.setattr(fast_decode, "FIRST_BUFFER", 3)  # the buffers double three times in a 40-token reply
     assert fast_tokens(model, True, GREEDY).tokens == hf_tokens(model, GREEDY)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_the_compiled_layer_loop_is_the_python_loop(architecture, monkeypatch):
+    """Decoder.step runs its layer loop as one TorchScript function where every projection is one product
+    (decode_loop.layer_loop): the same logits as the Python loop, step after step (biases: Qwen2), and it is the
+    path taken; where a projection is several products (weights not side by side) the Python loop runs."""
+    model = small_model(architecture, num_hidden_layers=2)
+    fast_decode.fuse_projections(model)
+    tokens = [7, 30, 64, 11, 90, 3]
+
+    def logits_of(scripted: bool):
+        monkeypatch.setattr(fast_decode, "SCRIPTED", scripted)
+        out = []
+        with torch.inference_mode():
+            decoder = fast_decode.decoder_for(model, True, PROMPT.shape[1], PROMPT.shape[1] + len(tokens) + 1)
+            decoder.prefill(PROMPT, torch.ones_like(PROMPT), PROMPT.shape[1] + len(tokens) + 1)
+            out = [decoder.step(token) for token in tokens]
+        return decoder, out
+
+    compiled, scripted = logits_of(True)
+    assert compiled._plain() is fast_decode._scripted_layers() is not None
+    plain, python = logits_of(False)
+    assert plain._plain() is None
+    for mine, theirs in zip(scripted, python):
+        assert torch.allclose(mine, theirs, atol=1e-6), (mine - theirs).abs().max()
+
+    separate = small_model(architecture, num_hidden_layers=2)  # not fused: q, k, v three products
+    monkeypatch.setattr(fast_decode, "SCRIPTED", True)
+    decoder = fast_decode.decoder_for(separate, True, PROMPT.shape[1], PROMPT.shape[1] + 2)
+    assert isinstance(decoder.layers[0].qkv, list) and decoder._plain() is None

