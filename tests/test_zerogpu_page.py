@@ -1,11 +1,12 @@
-"""A ZeroGPU page in a real headless Chromium, as a ZeroGPU Space runs it: SYSTEM=spaces (Gradio wraps every handler
-with the package's gradio_auto_wrap), SPACE_ID (a public Space's rules), the Space's OAuth variables, the REAL
-`spaces` package (imported first, as app.py does) against the local device API (tests/zerogpu/device_api.py: what
-cannot exist here) with the few torch attributes a CPU build lacks (tests/zerogpu/cpu_torch.py), and the model a
-Hub id served by the local Hub-compatible server (a public Space takes no model folder). A visitor starts the
-Quick demo in GPU slots, watches the slots and one continuous curve while it trains, and chats with the result;
-another run's page is closed between slots (the run pauses) and Resume from a new page completes it. Screenshots,
-the server's log and the device API's calls land in test-artifacts/zerogpu/.
+"""A ZeroGPU page in a real headless Chromium, as a ZeroGPU Space runs it: SYSTEM=spaces (Gradio hands every handler to
+the package's gradio_auto_wrap, a no-op unless SPACES_GRADIO_AUTO_WRAP is set, as on a Space), SPACE_ID (a public
+Space's rules), the Space's OAuth variables, the REAL `spaces` package (imported first, as app.py does) against the
+local device API (tests/zerogpu/device_api.py: what cannot exist here) with the few torch attributes a CPU build
+lacks (tests/zerogpu/cpu_torch.py), and the model a Hub id served by the local Hub-compatible server (a public Space
+takes no model folder). A visitor starts the Quick demo in GPU slots, watches the slots and one continuous curve
+while it trains, and chats with the result; another run's page is closed between slots (the run pauses) and Resume
+from a new page completes it. Screenshots, the server's log and the device API's calls land in
+test-artifacts/zerogpu/.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def test_closing_the_page_between_slots_pauses_the_run_and_resume_completes_it(z
         open_group(first, group)
     for field, value in {**SETTINGS, "max_steps": steps}.items():
         set_number(first, field, value)
+    before = len([c for c in api.calls if c["call"] == "schedule"])
     first.locator("#start").click()
     started(first)
     wait_until(lambda: re.search(r"slot 2 of about \d+", state_of(first)), timeout=120, poll=0.3, what="slot 2")
@@ -243,9 +245,10 @@ def test_closing_the_page_between_slots_pauses_the_run_and_resume_completes_it(z
     paused = status()
     assert "the page asking for its GPU slots was closed" in paused["note"], paused.get("note")
     assert 0 < paused["step"] < steps and (run_dir / "adapter" / "adapter_model.safetensors").is_file(), paused
-    asked = len([c for c in api.calls if c["call"] == "schedule"])
+    asked = [c for c in api.calls if c["call"] == "schedule"][before:]
+    assert len(asked) == len(paused["slot_log"]) == 2, paused["slot_log"]  # slot 2 (under way at the close) ended
     time.sleep(3)
-    assert len([c for c in api.calls if c["call"] == "schedule"]) == asked  # no slot asked for after the close
+    assert len([c for c in api.calls if c["call"] == "schedule"]) == before + 2  # and no slot was asked for after
 
     second = page.context.new_page()  # the same browser: the same visitor (its id is kept by the browser)
     second.on("pageerror", lambda e: problems.append(f"page error: {e}"))

@@ -108,8 +108,9 @@ class Backup:
         for attempt, wait in enumerate((0, *RETRY_SECONDS)):
             time.sleep(wait)
             started = time.time()
-            # a child process at the lowest CPU priority: hashing and sending a checkpoint must not take the
-            # training's cores (a 2-vCPU Space has no spare one); the token travels in its environment only
+            # a child process at the lowest CPU priority (it lowers its own: no preexec_fn in a threaded app):
+            # hashing and sending a checkpoint must not take the training's cores (a 2-vCPU Space has no spare
+            # one); the token travels in its environment only
             result = subprocess.run(
                 [
                     sys.executable,
@@ -120,10 +121,9 @@ class Backup:
                     run_id,
                     f"{run_id}: {what}",
                 ],
-                env={**os.environ, "HF_TOKEN": self.token},
+                env={**push_environment(), "HF_TOKEN": self.token},
                 capture_output=True,
                 text=True,
-                preexec_fn=lambda: os.nice(19),
                 timeout=PUSH_TIMEOUT_SECONDS,
             )
             if result.returncode != 0:
@@ -143,6 +143,17 @@ class Backup:
 
 
 PUSH_TIMEOUT_SECONDS = 1800
+SECRET_VARIABLES = ("HUGGING_FACE_HUB_TOKEN", "SFT_SPACE_SECRET")  # the owner's; OAUTH_* too (the Space's app)
+
+
+def push_environment() -> dict[str, str]:
+    """The push process's environment: this process's without the owner's secrets (a run in GPU slots is pushed
+    from the app process, whose environment holds them); HF_TOKEN is set to the visitor's own by the caller."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in SECRET_VARIABLES and not name.startswith("OAUTH_")
+    }
 
 
 def push_folder(staging: str, repo_id: str, run_id: str, message: str) -> None:
@@ -157,6 +168,10 @@ def push_folder(staging: str, repo_id: str, run_id: str, message: str) -> None:
 
 def main(argv: list[str]) -> int:
     """`python -m sft_space.publishing.backup STAGING REPO RUN_ID MESSAGE`: the push process Backup starts."""
+    try:
+        os.nice(19)
+    except OSError:
+        pass
     try:
         push_folder(*argv)
     except Exception as error:  # network, server, permissions: one line for the run's status, never the token

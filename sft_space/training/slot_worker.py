@@ -8,6 +8,7 @@ time is up (train.train_slot), save, put everything back. It imports the trainer
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def run_slot(run_dir: str, seconds: float, env: dict | None = None) -> dict:
         _fresh_device_facts()
         from .run import train_slot
 
-        outcome = train_slot(Path(run_dir), deadline=started + seconds, save_every=save_every())
+        try:
+            outcome = train_slot(Path(run_dir), deadline=started + seconds, save_every=save_every())
+        except pickle.PicklingError as error:  # raised in the slot: not the package's failure to send a result
+            raise RuntimeError(f"PicklingError in the slot: {error}") from None
     finally:
         for name, value in changed.items():  # only what this slot changed: the worker serves other calls next
             if value is None:

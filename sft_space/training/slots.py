@@ -230,7 +230,7 @@ def drive(
                     kind = classify(error)
                     after = rundir.read_status(run_dir)
                     kept = rundir.last_checkpoint_step(run_dir)
-                    message = " ".join(str(getattr(error, "message", "") or error).split())
+                    message = _scrubbed(" ".join(str(getattr(error, "message", "") or error).split()), env, backup_to)
                     if kind == "aborted":  # it held the card to its end; refusals (quota, no card) never began
                         _record(run_dir, after, seconds, time.time() - began, before, kept, kind, message)
                     if kind == "quota":
@@ -328,6 +328,15 @@ def drive(
                 pusher.finish()
 
 
+def _scrubbed(text: str, env: dict | None, backup_to: dict | None) -> str:
+    """A platform's message for the run's note (status.json, pushed to the Hub too): the visitor's token never."""
+    from ..publishing.publish import scrub
+
+    for token in {((env or {}).get("set") or {}).get("HF_TOKEN"), (backup_to or {}).get("token")} - {None}:
+        text = scrub(text, token)
+    return text
+
+
 class SlotBackup:
     """A run in slots backed up from its driver: the training process's pusher (publishing/backup.py: a staged
     copy, a push process at the lowest priority, retries, the outcome in status.json's `backup`) given each new
@@ -338,17 +347,26 @@ class SlotBackup:
         from ..publishing.backup import Backup
 
         self.run_dir = run_dir
-        self.pushed = int((rundir.read_status(run_dir).get("backup") or {}).get("step") or 0)
-        self.backup = Backup(run_dir, backup_to["repo"], backup_to["token"], rundir.read_status(run_dir))
+        earlier = rundir.read_status(run_dir).get("backup")
+        step = earlier.get("step") if isinstance(earlier, dict) and earlier.get("repo") == backup_to["repo"] else 0
+        self.pushed = step if isinstance(step, int) and step > 0 else 0
+        # an earlier driver's outcome (final, failures) is not this one's: the record starts again
+        fields = {"repo": backup_to["repo"], **({"step": self.pushed} if self.pushed else {})}
+        status = rundir.write_status(run_dir, backup=fields)
+        self.backup = Backup(run_dir, backup_to["repo"], backup_to["token"], status)
 
     def checkpoint(self) -> None:
-        checkpoint, step = rundir.last_complete_checkpoint(self.run_dir), rundir.last_checkpoint_step(self.run_dir)
-        if checkpoint is not None and step > self.pushed:
-            try:
-                self.backup.save(checkpoint, step)
-                self.pushed = step
-            except OSError as error:  # the disk: the run goes on without this backup, as a training process does
-                self.backup._record(error=f"staging checkpoint {step} failed: {error.strerror or error}")
+        """Queue the newest checkpoint if it is newer than the last one queued, unless a push is still waiting
+        (then the next boundary sends a newer one: staged copies never pile up while the Hub is slow)."""
+        checkpoint = rundir.last_complete_checkpoint(self.run_dir)
+        step = rundir.checkpoint_step(checkpoint) if checkpoint is not None else 0
+        if checkpoint is None or step <= self.pushed or not self.backup.pending.empty():
+            return
+        try:
+            self.backup.save(checkpoint, step)
+            self.pushed = step
+        except OSError as error:  # the disk: the run goes on without this backup, as a training process does
+            self.backup._record(error=f"staging checkpoint {step} failed: {error.strerror or error}")
 
     def finish(self) -> None:
         self.checkpoint()

@@ -120,6 +120,8 @@ def unsent_as_error(error: BaseException) -> gr.Error | None:
     """On ZeroGPU what crosses between the app and the GPU worker is pickled: the `spaces` package raises a plain
     PicklingError for arguments that do not pickle and gr.Error("PicklingError") titled "ZeroGPU worker error" for a
     result that does not. Either as a message that says so; None for any other error."""
+    if not hardware.on_zerogpu():
+        return None
     kind = classify_gpu_error(error)
     if kind not in ("arguments", "result"):
         return None

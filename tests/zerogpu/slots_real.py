@@ -302,9 +302,10 @@ def test_a_signed_in_visitors_run_in_slots_is_backed_up_between_slots(tiny_model
         assert f"{run_id}/adapter/adapter_model.safetensors" in pushed[-1]["files"]
         final = hub.repos[("model", repo)].at(None)
         assert json.loads(final[f"{run_id}/status.json"])["state"] == "completed"
-    for slot in seen:  # the worker trained with the visitor's token for its Hub reads, and never had the repo
-        assert slot["before"]["env"]["SFT_SPACE_BACKUP_REPO"] is None
-        assert slot["before"]["env"]["HF_TOKEN"] is None  # set by run_slot for the slot, put back after it
+    for slot in seen:  # the token is set by run_slot for the slot only (env["set"]); the repo is in env["unset"],
+        for moment in ("before", "after"):  # so the slot's training process has no backup of its own to push
+            assert slot[moment]["env"]["SFT_SPACE_BACKUP_REPO"] is None and slot[moment]["env"]["HF_TOKEN"] is None
+    assert len(pushed) == len(steps) + 1  # the driver's pushes only: a checkpoint per boundary, then the final
     for path in rundir.run_path(run_id).rglob("*"):
         assert not path.is_file() or token.encode() not in path.read_bytes(), path
 
@@ -312,9 +313,9 @@ def test_a_signed_in_visitors_run_in_slots_is_backed_up_between_slots(tiny_model
 def test_a_result_or_arguments_that_do_not_pickle_pause_with_a_clear_message(tiny_model):
     """What crosses between the app and the worker is pickled. A result that does not pickle: the real package
     raises gr.Error("PicklingError") titled "ZeroGPU worker error" after the slot trained and saved, and its worker
-    lives on; arguments that do not pickle: a plain PicklingError in the caller, the card released as failed, the
-    worker never ran. Either pauses the run saying what happened, that it is the app's fault, and that nothing saved
-    is lost; Resume then completes it."""
+    is left running (not reused); arguments that do not pickle: a plain PicklingError in the caller, the card
+    released as failed, the worker never ran. Either pauses the run saying what happened, that it is the app's
+    fault, and that nothing saved is lost; Resume then completes it."""
     run_id = runs.start_run(config_for(tiny_model, max_steps=400), owner=None)
     drive(run_id, slot=UNSENDABLE)
     status = rundir.read_status(run_id)
@@ -330,7 +331,7 @@ def test_a_result_or_arguments_that_do_not_pickle_pause_with_a_clear_message(tin
     releases = [c for c in API.calls if c["call"] == "release"]
     assert releases[-1]["fail"] is True
     (pid,) = {c["pid"] for c in API.calls if c["call"] == "allow"}
-    os.kill(pid, 0)  # the worker is alive: the package keeps it (a result that does not pickle is not a crash)
+    os.kill(pid, 0)  # the worker did not die of it (the package leaves it running; the next call gets a new one)
 
     API.calls.clear()
     other = runs.start_run(config_for(tiny_model, max_steps=20), owner=None)
