@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import rundir
+from .slot_backup import SlotBackup, scrubbed
 
 SLOT_SECONDS_VARIABLE = "SFT_SPACE_SLOT_SECONDS"
 DEFAULT_SLOT_SECONDS = 120  # two minutes: a free visitor's quota lasts a few of them, a PRO one many
@@ -196,7 +197,7 @@ def drive(
             return
         prefetch(run_dir)
         aborted, limit, allowed = 0, None, None  # limit: what the quota has left; allowed: the longest call allowed
-        pusher = SlotBackup(run_dir, backup_to) if backup_to else None
+        pusher = SlotBackup(run_dir, backup_to) if backup_to else None  # slot_backup.py
         try:
             while True:
                 if pusher is not None:
@@ -230,7 +231,7 @@ def drive(
                     kind = classify(error)
                     after = rundir.read_status(run_dir)
                     kept = rundir.last_checkpoint_step(run_dir)
-                    message = _scrubbed(" ".join(str(getattr(error, "message", "") or error).split()), env, backup_to)
+                    message = scrubbed(" ".join(str(getattr(error, "message", "") or error).split()), env, backup_to)
                     if kind == "aborted":  # it held the card to its end; refusals (quota, no card) never began
                         _record(run_dir, after, seconds, time.time() - began, before, kept, kind, message)
                     if kind == "quota":
@@ -326,52 +327,6 @@ def drive(
                 )
             if pusher is not None:
                 pusher.finish()
-
-
-def _scrubbed(text: str, env: dict | None, backup_to: dict | None) -> str:
-    """A platform's message for the run's note (status.json, pushed to the Hub too): the visitor's token never."""
-    from ..publishing.publish import scrub
-
-    for token in {((env or {}).get("set") or {}).get("HF_TOKEN"), (backup_to or {}).get("token")} - {None}:
-        text = scrub(text, token)
-    return text
-
-
-class SlotBackup:
-    """A run in slots backed up from its driver: the training process's pusher (publishing/backup.py: a staged
-    copy, a push process at the lowest priority, retries, the outcome in status.json's `backup`) given each new
-    checkpoint between slots, and the final files and adapter at the end, in the background (the page's request
-    does not wait for the Hub). The token stays in this object's memory."""
-
-    def __init__(self, run_dir: Path, backup_to: dict) -> None:
-        from ..publishing.backup import Backup
-
-        self.run_dir = run_dir
-        earlier = rundir.read_status(run_dir).get("backup")
-        step = earlier.get("step") if isinstance(earlier, dict) and earlier.get("repo") == backup_to["repo"] else 0
-        self.pushed = step if isinstance(step, int) and step > 0 else 0
-        # an earlier driver's outcome (final, failures) is not this one's: the record starts again
-        fields = {"repo": backup_to["repo"], **({"step": self.pushed} if self.pushed else {})}
-        status = rundir.write_status(run_dir, backup=fields)
-        self.backup = Backup(run_dir, backup_to["repo"], backup_to["token"], status)
-
-    def checkpoint(self) -> None:
-        """Queue the newest checkpoint if it is newer than the last one queued, unless a push is still waiting
-        (then the next boundary sends a newer one: staged copies never pile up while the Hub is slow)."""
-        checkpoint = rundir.last_complete_checkpoint(self.run_dir)
-        step = rundir.checkpoint_step(checkpoint) if checkpoint is not None else 0
-        if checkpoint is None or step <= self.pushed or not self.backup.pending.empty():
-            return
-        try:
-            self.backup.save(checkpoint, step)
-            self.pushed = step
-        except OSError as error:  # the disk: the run goes on without this backup, as a training process does
-            self.backup._record(error=f"staging checkpoint {step} failed: {error.strerror or error}")
-
-    def finish(self) -> None:
-        self.checkpoint()
-        adapter = rundir.adapter_dir(self.run_dir) if rundir.has_adapter(self.run_dir) else None
-        threading.Thread(target=self.backup.finish, args=(adapter,), name="sft-space-slot-backup", daemon=True).start()
 
 
 def prefetch(run_dir: Path) -> None:
