@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from sft_space.runs import idle_pause
+from sft_space.runs import queue as run_queue
 
 from helpers import (
     app_page,
@@ -40,6 +42,10 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.setenv("SPACE_ID", SPACE)
         monkeypatch.setenv("HF_TOKEN", OWNER)
         monkeypatch.setenv(idle_pause.VARIABLE, "1")
+        # these tests drive the clock themselves (check(now=...)): a queue worker an earlier test of this session
+        # started would check with the real clock meanwhile (1000 s after reset(now=1000.0) is long ago) and pause
+        # first; the browser test puts the real check back
+        monkeypatch.setattr(run_queue, "idle_pause", SimpleNamespace(check=lambda: False))
         idle_pause.reset(now=1000.0)
         yield server
         idle_pause.reset()
@@ -87,6 +93,7 @@ def test_never_while_a_run_trains_or_waits(hub, monkeypatch):
 def test_the_page_says_when_then_a_run_keeps_it_awake_then_it_pauses(hub, tmp_path, monkeypatch):
     from sft_space.rundir import read_status, run_path
 
+    monkeypatch.setattr(run_queue, "idle_pause", idle_pause)  # the queue worker pauses it, on the real clock
     model = build_tiny_model(tmp_path / "tiny")
     hub.add_repo("alice/tiny-chat", folder_files(model), kind="model")
     hub.add_space(SPACE, "a10g-small")
