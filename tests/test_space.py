@@ -111,6 +111,19 @@ def test_zerogpu_trains_in_slots_says_so_and_offers_a_duplicate(monkeypatch, tin
     with pytest.raises(gr.Error, match="another visitor"):
         list(drive_slots(run_id, "browser:stranger", lambda *args: asked.append(args)))
     assert not asked and runs.refresh(run_id)["state"] == "running"
+    # a second driver of a run another driver holds (its lease run out) asks for nothing and takes nothing: the
+    # token and backup choice handed for the run stay for the driver that holds it
+    from sft_space.runs import queue as run_queue
+    from sft_space.training import slots
+
+    run_queue._hand_token(run_id, "hf_visitorTOKEN", "x/sft-space-runs")
+    with slots._registered(run_id) as mine:
+        assert mine
+        handover = lambda: run_queue.slot_environment(run_id)  # noqa: E731
+        assert list(slots.drive(run_id, lambda *args: asked.append(args), handover)) == [] and not asked
+        assert run_queue._tokens[run_id]["HF_TOKEN"] == "hf_visitorTOKEN"
+    env, backup_to = run_queue.slot_environment(run_id)
+    assert env["set"] == {"HF_TOKEN": "hf_visitorTOKEN"} and backup_to["repo"] == "x/sft-space-runs"
     runs.cancel_run(run_id, "browser:x")  # no page drives it here: cancelled at once, between slots
     assert runs.refresh(run_id)["state"] == "cancelled"
 

@@ -184,17 +184,23 @@ def planned_slots(status: dict) -> int | None:
 
 
 def drive(
-    run_id: str, call: Callable[[str, float, dict], dict], env: dict | None = None, backup_to: dict | None = None
+    run_id: str,
+    call: Callable[[str, float, dict], dict],
+    env: dict | Callable[[], tuple[dict, dict | None]] | None = None,
+    backup_to: dict | None = None,
 ) -> Iterator[dict]:
     """Ask for GPU slots one after another until the run completes, fails, is stopped or cancelled, or the quota
     pauses it; yields the run's status between slots. `call` is run_slot decorated with spaces.GPU (the page's
-    request: the visitor's quota). backup_to ({"repo", "token"}: a signed-in visitor's backups): each new
+    request: the visitor's quota). env: what a slot sets and unsets (or a function giving (env, backup_to), called
+    once this driver is the run's). backup_to ({"repo", "token"}: a signed-in visitor's backups): each new
     checkpoint pushed between slots, from this process (not in GPU time), and the run's end. A second driver of
     the same run yields nothing."""
     run_dir = rundir.run_path(run_id)
     with _registered(run_id) as mine:
         if not mine:
             return
+        if callable(env):  # the visitor's handover, taken only by the driver that registered (not by one that
+            env, backup_to = env()  # returns at once: it would take a token and a backup choice meant for the run)
         prefetch(run_dir)
         aborted, limit, allowed = 0, None, None  # limit: what the quota has left; allowed: the longest call allowed
         pusher = SlotBackup(run_dir, backup_to) if backup_to else None  # slot_backup.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 
 import gradio as gr
@@ -152,8 +153,8 @@ def drive_slots(run_id: str | None, visitor: str | None, slot_call=None):
     if slots.driving(run_id):  # another tab of this visitor drives it already
         yield gr.skip()
         return
-    env, backup_to = run_queue.slot_environment(run_id)
-    for status in slots.drive(run_id, slot_call, env, backup_to):
+    handover = functools.partial(run_queue.slot_environment, run_id)  # taken by the driver that registers
+    for status in slots.drive(run_id, slot_call, handover):
         yield run_bar_text(run_id, status)
     yield run_bar_text(run_id, runs.refresh(run_id))
 
