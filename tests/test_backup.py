@@ -67,6 +67,11 @@ def test_only_a_signed_in_visitor_hands_over_a_token():
     assert hub_handover("hf:alice", signed_in, True) == {"hub_token": TOKEN, "backup_repo": REPO}
     assert hub_handover("hf:alice", signed_in, False) == {"hub_token": TOKEN, "backup_repo": None}
     assert hub_handover("browser:abc", signed_in, True) == {}  # a token without the matching identity: nothing
+    from sft_space.ui.train_tab import back_up_choice
+
+    offered, refused = back_up_choice("hf:alice"), back_up_choice("browser:abc")  # the box as each sees it
+    assert offered.value is True and offered.interactive is True and "private repo" in offered.info
+    assert refused.value is False and refused.interactive is False and refused.info.startswith("Sign in")
     assert hub_handover("hf:alice", None, True) == {}
 
 

@@ -155,6 +155,9 @@ def test_a_visitor_trains_the_quick_demo_in_gpu_slots_and_chats(zerogpu_page):
     box.fill(HUB_MODEL)
     box.press("Enter")
     page.get_by_role("tab", name="3 Train").click()
+    box = page.locator("#back-up input")  # not signed in: no backup offered as if it would happen
+    wait_until(lambda: "Sign in" in page.locator("#back-up").inner_text(), timeout=20, what="the backup box's note")
+    assert not box.is_checked() and box.is_disabled()
     preset = page.locator("#preset input").input_value()
     assert preset.startswith("Quick demo (GPU slots)") and "in GPU slots of up to 8 s" in preset, preset
     for group in ("Batch", "Learning rate", "Monitoring", "Sequence"):

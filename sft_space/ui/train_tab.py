@@ -92,6 +92,20 @@ def progress_html(status: dict) -> str:
     )
 
 
+BACK_UP_INFO = {
+    True: "Each checkpoint goes to your private repo <you>/sft-space-runs, so the run survives a restart of this "
+    "Space (Runs tab: Restore).",
+    False: "Sign in (top of the page) to back up each checkpoint to a private repo of yours, so the run survives a "
+    "restart of this Space.",
+}
+
+
+def back_up_choice(visitor: str | None):
+    """The backup box as this visitor can use it: ticked and open once signed in, off and closed otherwise."""
+    signed_in = str(visitor or "").startswith("hf:")
+    return gr.Checkbox(value=signed_in, interactive=signed_in, info=BACK_UP_INFO[signed_in])
+
+
 def hub_handover(visitor: str | None, oauth_token: gr.OAuthToken | None, back_up: bool) -> dict:
     """For a signed-in visitor: their own token for their run's Hub reads, and (when ticked) the repo their
     checkpoints are backed up to. Nothing for anyone else."""
@@ -290,10 +304,10 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
                 start_button = gr.Button("Start training", variant="primary", elem_id="start")
                 stop_button = gr.Button("Stop & save", variant="stop", elem_id="stop")
             back_up = gr.Checkbox(
-                value=True,
+                value=False,
+                interactive=False,
                 label="Back up checkpoints to my Hub account",
-                info="Signed in: each checkpoint goes to your private repo <you>/sft-space-runs, so the run "
-                "survives a restart of this Space (Runs tab: Restore). Ignored when not signed in.",
+                info=BACK_UP_INFO[False],
                 elem_id="back-up",
                 visible=on_a_space(),
             )
@@ -358,6 +372,7 @@ def build(data_sources: list, model: gr.Dropdown, current_run: gr.State, run_bar
     started.success(train_in_gpu_slots, [current_run, visitor], run_bar, api_name="train_in_gpu_slots", **slot_driver)
     stop_button.click(stop, [current_run, visitor], current_run, api_name="stop_run")
     cancel_button.click(cancel, [current_run, visitor], current_run, api_name="cancel_run")
+    visitor.change(back_up_choice, visitor, back_up, api_name=False, show_progress="hidden")
     resume_button.click(resume, [current_run, visitor, back_up], [current_run, run_bar], api_name="resume_run").success(
         train_in_gpu_slots, [current_run, visitor], run_bar, api_name=False, **slot_driver
     )
