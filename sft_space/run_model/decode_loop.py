@@ -38,14 +38,8 @@ def layer_loop(
     """Decoder.step's layer loop, op for op."""
     rows = heads + 2 * kv_heads
     end = position + 1
-    size = hidden.shape[0]
     for i in range(len(qkv)):
-        torch.mul(torch.mul(hidden, 1.0 / math.sqrt(float(hidden.dot(hidden)) / size + eps1[i])), norms1[i], out=normed)
-        projected = torch.mv(qkv[i], normed)
-        bias = qkv_bias[i]
-        if bias is not None:
-            projected.add_(bias)
-        projected = projected.view(rows, dim)
+        projected = _product(qkv[i], qkv_bias[i], _rms(hidden, norms1[i], eps1[i], normed)).view(rows, dim)
         torch.mul(projected, cos_rows, out=rotated)
         rotated.addcmul_(projected.roll(dim // 2, -1), sin_rows)
         both = keys_values[i]
@@ -53,21 +47,22 @@ def layer_loop(
         out = F.scaled_dot_product_attention(
             rotated[:heads].view(1, heads, 1, dim), both[0:1, :, :end], both[1:2, :, :end], enable_gqa=True
         )
-        attended.copy_(out.view(-1))
-        projected = torch.mv(o[i], attended)
-        bias = o_bias[i]
-        if bias is not None:
-            projected.add_(bias)
-        hidden += projected
-        torch.mul(torch.mul(hidden, 1.0 / math.sqrt(float(hidden.dot(hidden)) / size + eps2[i])), norms2[i], out=normed)
-        projected = torch.mv(gate_up[i], normed)
-        bias = gate_up_bias[i]
-        if bias is not None:
-            projected.add_(bias)
+        hidden += _product(o[i], o_bias[i], attended.copy_(out.view(-1)))
+        projected = _product(gate_up[i], gate_up_bias[i], _rms(hidden, norms2[i], eps2[i], normed))
         half = projected.shape[0] // 2
-        projected = torch.mv(down[i], F.silu(projected[:half]).mul_(projected[half:]))
-        bias = down_bias[i]
-        if bias is not None:
-            projected.add_(bias)
-        hidden += projected
+        hidden += _product(down[i], down_bias[i], F.silu(projected[:half]).mul_(projected[half:]))
     return hidden
+
+
+def _rms(hidden: Tensor, weight: Tensor, eps: float, out: Tensor) -> Tensor:
+    """fast_decode._rms: the RMSNorm of one fp32 vector into `out`."""
+    scale = 1.0 / math.sqrt(float(hidden.dot(hidden)) / hidden.shape[0] + eps)
+    return torch.mul(torch.mul(hidden, scale), weight, out=out)
+
+
+def _product(weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
+    """fast_decode._products for one side-by-side block: one torch.mv, then the bias."""
+    out = torch.mv(weight, x)
+    if bias is not None:
+        out.add_(bias)
+    return out

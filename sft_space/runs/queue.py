@@ -134,9 +134,8 @@ def slot_environment(run_id: str) -> tuple[dict, dict | None]:
     handed = _tokens.pop(run_id, {})
     repo = handed.pop(BACKUP_REPO_VARIABLE, None)
     backup = {"repo": repo, "token": handed["HF_TOKEN"]} if repo and handed.get("HF_TOKEN") else None
-    unset = [*OWNER_TOKEN_VARIABLES, "SFT_SPACE_SECRET", BACKUP_REPO_VARIABLE] if public() else ["SFT_SPACE_SECRET"]
-    if BACKUP_REPO_VARIABLE not in unset:
-        unset.append(BACKUP_REPO_VARIABLE)  # a slot never pushes: its GPU time is for training
+    # a slot never pushes (BACKUP_REPO_VARIABLE out): its GPU time is for training
+    unset = [*(OWNER_TOKEN_VARIABLES if public() else ()), "SFT_SPACE_SECRET", BACKUP_REPO_VARIABLE]
     return {"unset": [name for name in unset if name not in handed], "set": handed}, backup
 
 
